@@ -1,0 +1,1 @@
+"""Command modules: one per ``deploy-guard`` subcommand, imported lazily by the CLI."""

@@ -1,0 +1,62 @@
+"""The exception tree of deploy-guard.
+
+Every error the guard raises on purpose derives from :class:`GuardError`, and
+carries the exit code the CLI maps it to. Library errors (gRPC, Google API,
+websockets, httpx) are mapped into this tree at one seam per library, with
+``raise ... from exc``, so messages can say the cause *and* the fix::
+
+    GuardError
+    ├── ConfigError              exit 2: bad flags, invalid policy, unknown revision
+    │   └── PolicyError          a policy file failed to load or validate
+    ├── ApiError                 a Google API call failed after retries
+    │   ├── NotFoundError
+    │   └── PermissionError_     the credential lacks a role
+    └── ActionError              exit 4: a traffic change failed or was refused
+        └── SupersededError      someone else changed the service during the check
+"""
+
+from __future__ import annotations
+
+from deploy_guard.exitcodes import ExitCode
+
+
+class GuardError(Exception):
+    """Base class for errors that deploy-guard reports to its user."""
+
+    exit_code: ExitCode = ExitCode.ACTION_FAILED
+
+
+class ConfigError(GuardError):
+    """The command line, a policy or the target named is wrong: fix the input."""
+
+    exit_code = ExitCode.USAGE
+
+
+class PolicyError(ConfigError):
+    """A policy file failed to load or validate."""
+
+
+class ApiError(GuardError):
+    """A Google Cloud API call failed (after retrying transient errors)."""
+
+    exit_code = ExitCode.ACTION_FAILED
+
+
+class NotFoundError(ApiError):
+    """The service or revision named does not exist."""
+
+    exit_code = ExitCode.USAGE
+
+
+class PermissionError_(ApiError):  # noqa: N801 - avoid shadowing the builtin
+    """The credential in use lacks a permission; the message names the role."""
+
+
+class ActionError(GuardError):
+    """A traffic change failed or was refused; a human has to look."""
+
+    exit_code = ExitCode.ACTION_FAILED
+
+
+class SupersededError(ActionError):
+    """The service changed under the guard (another deploy): it refused to write."""

@@ -1,0 +1,1 @@
+"""The policy language: model, loading with positions, validation, schema."""

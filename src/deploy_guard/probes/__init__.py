@@ -1,0 +1,1 @@
+"""Smoke probes: HTTP requests and WebSocket sessions against a revision."""

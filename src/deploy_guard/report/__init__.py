@@ -1,0 +1,1 @@
+"""Renderers of a check's result: terminal view, JSON report and Markdown summary."""
