@@ -48,7 +48,7 @@ class NotFoundError(ApiError):
     exit_code = ExitCode.USAGE
 
 
-class PermissionError_(ApiError):  # noqa: N801 - avoid shadowing the builtin
+class PermissionError_(ApiError):  # trailing _: the builtin PermissionError stays usable
     """The credential in use lacks a permission; the message names the role."""
 
 

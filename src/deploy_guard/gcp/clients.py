@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     import grpc
-    from google.cloud import logging_v2, monitoring_v3, run_v2
+    from google.cloud import monitoring_v3, run_v2
+    from google.cloud.logging_v2.services.logging_service_v2 import LoggingServiceV2Client
 
 EMULATOR_HOST_ENV = "DEPLOY_GUARD_EMULATOR_HOST"
 
@@ -91,7 +92,7 @@ class Clients:
 
         return self._get("revisions", build)  # type: ignore[no-any-return]
 
-    def logging(self) -> logging_v2.services.logging_service_v2.LoggingServiceV2Client:
+    def logging(self) -> LoggingServiceV2Client:
         def build() -> Any:
             from google.cloud.logging_v2.services.logging_service_v2 import (
                 LoggingServiceV2Client,

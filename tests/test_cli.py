@@ -1,0 +1,64 @@
+"""The top-level CLI: help that teaches, lazy imports, exit-code mapping."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from deploy_guard.cli import COMMANDS, cli
+from deploy_guard.exitcodes import ExitCode
+
+
+def test_help_lists_every_command_and_the_exit_codes() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0
+    for name in COMMANDS:
+        assert name in result.output
+    assert "inconclusive" in result.output
+    assert "4  an action failed or was refused" in result.output
+
+
+def test_help_imports_no_google_library_or_subcommand() -> None:
+    code = (
+        "import sys\n"
+        "from deploy_guard.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith(('google', 'grpc',"
+        " 'deploy_guard.commands.', 'websockets', 'httpx', 'aiohttp')))\n"
+        "print('LOADED=' + ','.join(loaded))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    loaded = out.rsplit("LOADED=", 1)[1].strip()
+    assert loaded == ""
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    result = CliRunner().invoke(cli, ["no-such-command"])
+    assert result.exit_code == ExitCode.USAGE
+
+
+def test_exit_codes_are_the_documented_interface() -> None:
+    assert [int(c) for c in ExitCode] == [0, 1, 2, 3, 4]
+
+
+def test_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    assert "deploy-guard" in result.output
+
+
+def test_console_script_runs_as_module() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "deploy_guard", "--help"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0
+    assert "Cloud Run" in proc.stdout
+    # --help is not an event stream: nothing is logged.
+    assert proc.stderr == ""
