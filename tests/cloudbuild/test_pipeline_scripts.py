@@ -1,0 +1,173 @@
+"""The shell logic of the pipeline's gcloud steps, run with bash.
+
+The ``deploy`` step decides between ``--no-traffic`` (an existing service) and a plain
+first deploy (no service yet). Getting that wrong sends 100 % of users to an unchecked
+revision, so the decision is tested here with the step's own script. ``gcloud`` is a
+small stand-in program on PATH that answers from a table and records every call: the
+seam is the process boundary, where the real pipeline calls the real CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+FAKE_GCLOUD = """\
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["FAKE_GCLOUD_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+answers = json.loads(os.environ.get("FAKE_GCLOUD_ANSWERS", "{}"))
+for prefix, answer in answers.items():
+    if args[: len(prefix.split())] == prefix.split():
+        sys.stdout.write(answer.get("out", ""))
+        sys.stderr.write(answer.get("err", ""))
+        sys.exit(answer.get("rc", 0))
+"""
+
+
+class Steps:
+    """Runs pipeline steps with a recording ``gcloud`` and a temporary /workspace."""
+
+    def __init__(self, pipeline: Any, tmp_path: Path) -> None:
+        self.pipeline = pipeline
+        self.workspace = tmp_path / "workspace"
+        self.workspace.mkdir()
+        bin_dir = tmp_path / "bin"
+        bin_dir.mkdir()
+        gcloud = bin_dir / "gcloud"
+        gcloud.write_text(f"#!{sys.executable}\n{FAKE_GCLOUD}")
+        gcloud.chmod(0o755)
+        self.log = tmp_path / "gcloud.jsonl"
+        self.env = {
+            "PATH": os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"]),
+            "FAKE_GCLOUD_LOG": str(self.log),
+        }
+        self.values = pipeline.values(PROJECT_ID="acme", BUILD_ID="b-7")
+
+    def run(self, step_id: str, answers: dict[str, dict[str, Any]], **values: str) -> Any:
+        env = dict(self.env, FAKE_GCLOUD_ANSWERS=json.dumps(answers))
+        chosen = dict(self.values, **values)
+        return self.pipeline.run_step(step_id, chosen, self.workspace, env, timeout=30)
+
+    def calls(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def deploys(self) -> list[list[str]]:
+        return [c for c in self.calls() if c[:2] == ["run", "deploy"]]
+
+
+@pytest.fixture
+def steps(pipeline: Any, tmp_path: Path) -> Steps:
+    return Steps(pipeline, tmp_path)
+
+
+LIST = "run services list"
+
+
+# --- deploy ------------------------------------------------------------------------
+
+
+def test_an_existing_service_gets_a_revision_with_no_traffic(steps: Steps) -> None:
+    result = steps.run("deploy", {LIST: {"out": "other\nchat-agent\n"}})
+    assert result.returncode == 0, result.stderr
+    (deploy,) = steps.deploys()
+    assert deploy[2] == "chat-agent"
+    assert "--no-traffic" in deploy
+    assert deploy[deploy.index("--tag") + 1] == "candidate"
+    assert deploy[deploy.index("--image") + 1] == (
+        "europe-west1-docker.pkg.dev/acme/cloud-run/chat-agent:b-7"
+    )
+    assert deploy[deploy.index("--region") + 1] == "europe-west1"
+    assert "--service-account" not in deploy  # _RUNTIME_SA empty: keep the service's own
+
+
+def test_the_first_deploy_creates_the_service_with_traffic(steps: Steps) -> None:
+    # A service whose name merely contains ours is not ours (grep -x, not a substring).
+    result = steps.run("deploy", {LIST: {"out": "chat-agent-v2\nmy-chat-agent\n"}})
+    assert result.returncode == 0, result.stderr
+    (deploy,) = steps.deploys()
+    assert "--no-traffic" not in deploy
+    assert "--tag" in deploy
+    assert "first deploy" in result.stdout
+
+
+def test_a_failed_service_listing_stops_the_build_before_any_deploy(steps: Steps) -> None:
+    answers = {LIST: {"rc": 1, "err": "PERMISSION_DENIED: run.services.list"}}
+    result = steps.run("deploy", answers)
+    assert result.returncode != 0
+    assert steps.deploys() == [], "deployed although it could not tell whether to use traffic"
+
+
+def test_a_failed_deploy_fails_the_step(steps: Steps) -> None:
+    answers = {LIST: {"out": "chat-agent\n"}, "run deploy": {"rc": 1}}
+    assert steps.run("deploy", answers).returncode != 0
+
+
+def test_a_runtime_service_account_is_passed_when_given(steps: Steps) -> None:
+    sa = "chat-runtime@acme.iam.gserviceaccount.com"
+    # The step reads it from its env, which Cloud Build fills from _RUNTIME_SA.
+    result = steps.run("deploy", {LIST: {"out": "chat-agent\n"}}, _RUNTIME_SA=sa)
+    assert result.returncode == 0, result.stderr
+    (deploy,) = steps.deploys()
+    assert deploy[deploy.index("--service-account") + 1] == sa
+
+
+def test_the_step_env_carries_the_runtime_service_account(pipeline: Any) -> None:
+    assert pipeline.step("deploy")["env"] == ["RUNTIME_SA=${_RUNTIME_SA}"]
+
+
+# --- read-revision -------------------------------------------------------------------
+
+
+def test_the_revision_name_is_written_for_the_check(steps: Steps) -> None:
+    describe = {"run services describe": {"out": "chat-agent-00007-abc\n"}}
+    result = steps.run("read-revision", describe)
+    assert result.returncode == 0, result.stderr
+    assert (steps.workspace / "revision").read_text().strip() == "chat-agent-00007-abc"
+    (call,) = steps.calls()
+    assert call[call.index("--format") + 1] == "value(status.latestCreatedRevisionName)"
+    # The guard's image runs as a non-root user: its output folder must be writable by all.
+    mode = (steps.workspace / "deploy-guard").stat().st_mode
+    assert mode & stat.S_IWOTH
+
+
+def test_no_revision_name_fails_the_step(steps: Steps) -> None:
+    result = steps.run("read-revision", {"run services describe": {"out": ""}})
+    assert result.returncode != 0
+    assert "no revision name" in result.stderr
+
+
+# --- keep-report and verdict ---------------------------------------------------------
+
+
+def test_a_check_that_never_finished_fails_the_build_with_4(steps: Steps) -> None:
+    (steps.workspace / "deploy-guard").mkdir()
+    (steps.workspace / "deploy-guard" / "report.json").write_text("{}")
+    keep = steps.run("keep-report", {})
+    assert keep.returncode == 0, keep.stderr
+    # Whatever exists is kept (here only the report), even without an exit code.
+    (upload,) = steps.calls()
+    assert upload[:2] == ["storage", "cp"]
+    assert [Path(p).name for p in upload[2:-1]] == ["report.json"]
+    assert upload[-1] == "gs://acme-deploy-guard/deploy-guard/chat-agent/b-7/"
+    verdict = steps.run("verdict", {})
+    assert verdict.returncode == 4
+
+
+@pytest.mark.parametrize("code", [0, 1, 2, 3, 4])
+def test_the_verdict_is_the_guards_exit_code(steps: Steps, code: int) -> None:
+    (steps.workspace / "deploy-guard").mkdir()
+    (steps.workspace / "deploy-guard" / "exit-code").write_text(f"{code}\n")
+    assert steps.run("keep-report", {}).returncode == 0
+    assert steps.run("verdict", {}).returncode == code
+    uploaded = [c for c in steps.calls() if c[:2] == ["storage", "cp"]]
+    assert not uploaded, "no files exist: nothing to upload, and no failure because of it"

@@ -1,0 +1,619 @@
+"""The router against real local revisions: aiohttp and websockets servers on port 0.
+
+Clients are the ones users and probes use (httpx, websockets); sinks are plain
+recording classes. Nothing is mocked: every assertion is about bytes that
+crossed a real loopback socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import WSMsgType, web
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
+
+from deploy_guard.emulator.contracts import Backend, RequestRecord, RevisionRef, Route
+from deploy_guard.emulator.router import Router
+
+# -- sinks and helpers -------------------------------------------------------------
+
+
+class RecordingSink:
+    """Implements LogSink and MetricSink by remembering every call."""
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+
+    def request(self, record: RequestRecord) -> None:
+        self.records.append(record)
+
+    def revision_output(self, ref: RevisionRef, stream: str, line: str, when: datetime) -> None:
+        raise AssertionError("the router never writes revision output")
+
+    def audit(self, **_: Any) -> None:
+        raise AssertionError("the router never writes audit entries")
+
+
+class BrokenSink(RecordingSink):
+    def request(self, record: RequestRecord) -> None:
+        raise RuntimeError("sink is broken")
+
+
+async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
+    """Wait until ``check()`` holds, or fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met before the deadline")
+        await asyncio.sleep(0.01)
+
+
+def ref(name: str) -> RevisionRef:
+    return RevisionRef("proj", "europe-west1", "chat", name, "chat")
+
+
+def route(backend: Backend | None, percent: int = 100) -> Route:
+    return Route(backend=backend, percent=percent)
+
+
+def ws_url(http_url: str, path: str) -> str:
+    return "ws" + http_url.removeprefix("http") + path
+
+
+# -- revisions: an aiohttp app and a websockets server ------------------------------
+
+
+@dataclass
+class Revision:
+    """A running local revision and what it saw."""
+
+    name: str
+    backend: Backend
+    ws_closes: list[int | None]
+
+
+async def _aiohttp_revision(name: str) -> tuple[web.AppRunner, Revision]:
+    revision = Revision(name, Backend(ref(name), "127.0.0.1", 0), [])
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        payload = {
+            "revision": name,
+            "method": request.method,
+            "raw_path": request.raw_path,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body_sha256": hashlib.sha256(body).hexdigest(),
+            "body_len": len(body),
+        }
+        status = int(request.query.get("status", "200"))
+        return web.json_response(payload, status=status, headers={"X-Revision": name})
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        out.headers.add("Set-Cookie", "a=1")
+        out.headers.add("Set-Cookie", "b=2")
+        await out.prepare(request)
+        for i in range(3):
+            await out.write(f"chunk{i};".encode())
+        await out.write_eof()
+        return out
+
+    async def nothing(_: web.Request) -> web.StreamResponse:
+        return web.Response(status=204, headers={"X-Revision": name})
+
+    async def die(request: web.Request) -> web.StreamResponse:
+        assert request.transport is not None
+        request.transport.abort()  # the process died mid-request
+        return web.Response()
+
+    async def refuse(_: web.Request) -> web.StreamResponse:
+        return web.Response(status=403, text="go away", headers={"X-Why": "denied"})
+
+    async def ws(request: web.Request) -> web.StreamResponse:
+        sock = web.WebSocketResponse(protocols=("chat.v1",))
+        await sock.prepare(request)
+        async for msg in sock:
+            if msg.type is WSMsgType.TEXT:
+                if msg.data == "who":
+                    await sock.send_str(name)
+                elif msg.data == "fail":
+                    await sock.close(code=1011, message=b"orchestrator is None")
+                elif msg.data == "drop":
+                    assert request.transport is not None
+                    request.transport.abort()
+                else:
+                    await sock.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await sock.send_bytes(msg.data[::-1])
+        revision.ws_closes.append(sock.close_code)
+        return sock
+
+    app = web.Application()
+    app.router.add_route("*", "/echo", echo)
+    app.router.add_route("*", "/echo/{tail:.*}", echo)
+    app.router.add_get("/stream", stream)
+    app.router.add_get("/refuse", refuse)
+    app.router.add_get("/nothing", nothing)
+    app.router.add_post("/die", die)
+    app.router.add_get("/ws", ws)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    revision.backend = Backend(ref(name), "127.0.0.1", port)
+    return runner, revision
+
+
+@pytest.fixture
+async def rev_a() -> AsyncIterator[Revision]:
+    runner, revision = await _aiohttp_revision("chat-00001-aaa")
+    yield revision
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def rev_b() -> AsyncIterator[Revision]:
+    runner, revision = await _aiohttp_revision("chat-00002-bbb")
+    yield revision
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def ws_rev() -> AsyncIterator[Revision]:
+    """A revision served by the websockets library, which reports 1006 faithfully."""
+    revision = Revision("chat-00003-ccc", Backend(ref("chat-00003-ccc"), "127.0.0.1", 0), [])
+
+    async def handler(conn: ServerConnection) -> None:
+        try:
+            async for message in conn:
+                if message == "fail":
+                    await conn.close(1011, "orchestrator is None")
+                elif message == "drop":
+                    conn.transport.abort()
+                else:
+                    await conn.send(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            revision.ws_closes.append(conn.close_code)
+
+    async with ws_serve(handler, "127.0.0.1", 0) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        revision.backend = Backend(revision.backend.ref, "127.0.0.1", port)
+        yield revision
+
+
+@dataclass
+class Setup:
+    router: Router
+    logs: RecordingSink
+    metrics: RecordingSink
+
+
+@pytest.fixture
+async def setup() -> AsyncIterator[Setup]:
+    logs, metrics = RecordingSink(), RecordingSink()
+    router = Router(logs, metrics)
+    await router.start()
+    yield Setup(router, logs, metrics)
+    await router.stop()
+
+
+async def service(setup: Setup, *routes: Route, key: str = "svc:chat") -> str:
+    url = await setup.router.open_endpoint(key)
+    setup.router.set_routes(key, list(routes))
+    return url
+
+
+# -- HTTP --------------------------------------------------------------------------
+
+
+async def test_get_passes_path_query_and_headers_and_strips_hop_by_hop(
+    setup: Setup, rev_a: Revision
+) -> None:
+    url = await service(setup, route(rev_a.backend))
+    async with httpx.AsyncClient() as client:
+        del client.headers["Accept-Encoding"], client.headers["User-Agent"]
+        resp = await client.get(
+            f"{url}/echo/a%2Fb?x=1&y=%20z",
+            headers={"X-Custom": "kept", "Connection": "keep-alive, X-Drop-Me", "X-Drop-Me": "1"},
+        )
+    assert resp.status_code == 200
+    assert resp.headers["x-revision"] == rev_a.name
+    seen = resp.json()
+    assert seen["method"] == "GET"
+    assert seen["raw_path"] == "/echo/a%2Fb?x=1&y=%20z"
+    assert seen["headers"]["x-custom"] == "kept"
+    assert "x-drop-me" not in seen["headers"]
+    assert seen["headers"]["x-forwarded-for"] == "127.0.0.1"
+    assert seen["headers"]["x-forwarded-proto"] == "http"
+    assert seen["headers"]["host"] == url.removeprefix("http://")
+    assert "/" in seen["headers"]["x-cloud-trace-context"]
+    # The router's own HTTP client must not add headers the client did not send.
+    assert "accept-encoding" not in seen["headers"]
+    assert "user-agent" not in seen["headers"]
+
+
+async def test_post_body_and_status_pass_through(setup: Setup, rev_a: Revision) -> None:
+    url = await service(setup, route(rev_a.backend))
+    body = bytes(range(256)) * 1000
+    async with httpx.AsyncClient() as client:
+        resp = await client.post(f"{url}/echo?status=201", content=body)
+    assert resp.status_code == 201
+    seen = resp.json()
+    assert seen["method"] == "POST"
+    assert seen["body_len"] == len(body)
+    assert seen["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+async def test_chunked_request_body_streams_to_revision(setup: Setup, rev_a: Revision) -> None:
+    url = await service(setup, route(rev_a.backend))
+
+    async def parts() -> AsyncIterator[bytes]:
+        for i in range(5):
+            yield f"part{i}".encode()
+
+    async with httpx.AsyncClient() as client:
+        resp = await client.put(f"{url}/echo", content=parts())
+    assert resp.json()["body_len"] == len(b"part0part1part2part3part4")
+    await eventually(lambda: len(setup.logs.records) == 1)
+    assert setup.logs.records[0].request_size == 25
+
+
+async def test_streamed_response_keeps_repeated_headers(setup: Setup, rev_a: Revision) -> None:
+    url = await service(setup, route(rev_a.backend))
+    async with httpx.AsyncClient() as client:
+        resp = await client.get(f"{url}/stream")
+    assert resp.text == "chunk0;chunk1;chunk2;"
+    assert resp.headers.get_list("set-cookie") == ["a=1", "b=2"]
+
+
+async def test_head_and_no_content_keep_their_framing(setup: Setup, rev_a: Revision) -> None:
+    url = await service(setup, route(rev_a.backend))
+    async with httpx.AsyncClient() as client:
+        full = await client.get(f"{url}/echo")
+        head = await client.head(f"{url}/echo")
+        empty = await client.get(f"{url}/nothing")
+        again = await client.get(f"{url}/echo")  # the kept-alive connection still works
+    assert head.status_code == 200
+    assert head.content == b""
+    # The revision's length for the body it would send (HEAD echoes differ by method).
+    assert abs(int(head.headers["content-length"]) - len(full.content)) < 5
+    assert (empty.status_code, empty.content) == (204, b"")
+    assert again.status_code == 200
+
+
+async def test_expect_100_continue_is_answered(setup: Setup, rev_a: Revision) -> None:
+    url = await service(setup, route(rev_a.backend))
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert interim.startswith(b"HTTP/1.1 100 Continue")
+        writer.write(b"hello")
+        response = await asyncio.wait_for(reader.read(), 5)
+    finally:
+        writer.close()
+    assert response.startswith(b"HTTP/1.1 200")
+    seen = json.loads(response.split(b"\r\n\r\n", 1)[1])
+    assert seen["body_len"] == 5
+    assert "expect" not in seen["headers"]
+
+
+async def test_http_request_record_reaches_both_sinks(setup: Setup, rev_a: Revision) -> None:
+    url = await service(setup, route(rev_a.backend))
+    async with httpx.AsyncClient() as client:
+        resp = await client.get(f"{url}/echo?status=404", headers={"User-Agent": "probe/1"})
+    assert resp.status_code == 404
+    await eventually(lambda: len(setup.metrics.records) == 1)
+    assert setup.logs.records == setup.metrics.records
+    rec = setup.logs.records[0]
+    assert rec.ref == rev_a.backend.ref
+    assert rec.status == 404
+    assert rec.method == "GET"
+    assert rec.protocol == "HTTP/1.1"
+    assert rec.url == f"{url}/echo?status=404"
+    assert rec.user_agent == "probe/1"
+    assert rec.remote_ip == "127.0.0.1"
+    assert rec.response_size == len(resp.content)
+    assert 0 < rec.latency_s < 5
+    assert rec.start_time <= rec.end_time
+    assert rec.start_time.tzinfo is not None
+    assert rec.ws_close_code is None
+
+
+async def test_a_failing_sink_does_not_break_proxying(rev_a: Revision) -> None:
+    metrics = RecordingSink()
+    router = Router(BrokenSink(), metrics)
+    try:
+        url = await router.open_endpoint("svc:chat")
+        router.set_routes("svc:chat", [route(rev_a.backend)])
+        async with httpx.AsyncClient() as client:
+            statuses = [(await client.get(f"{url}/echo")).status_code for _ in range(3)]
+        assert statuses == [200, 200, 200]
+        await eventually(lambda: len(metrics.records) == 3)
+    finally:
+        await router.stop()
+
+
+# -- traffic split -----------------------------------------------------------------
+
+
+async def _revisions_hit(url: str, n: int) -> list[str]:
+    async with httpx.AsyncClient() as client:
+        return [(await client.get(f"{url}/echo")).headers["x-revision"] for _ in range(n)]
+
+
+async def test_fifty_fifty_split_hits_both_evenly(
+    setup: Setup, rev_a: Revision, rev_b: Revision
+) -> None:
+    url = await service(setup, route(rev_a.backend, 50), route(rev_b.backend, 50))
+    hits = await _revisions_hit(url, 100)
+    assert 45 <= hits.count(rev_a.name) <= 55
+    assert hits.count(rev_a.name) + hits.count(rev_b.name) == 100
+
+
+async def test_ninety_ten_split_interleaves(setup: Setup, rev_a: Revision, rev_b: Revision) -> None:
+    url = await service(setup, route(rev_a.backend, 90), route(rev_b.backend, 10))
+    hits = await _revisions_hit(url, 50)
+    assert hits.count(rev_b.name) == 5
+    # Smooth WRR spreads the small share out instead of bunching it.
+    assert all(hits[i : i + 10].count(rev_b.name) == 1 for i in range(0, 50, 10))
+
+
+async def test_hundred_zero_split_hits_only_one(
+    setup: Setup, rev_a: Revision, rev_b: Revision
+) -> None:
+    url = await service(setup, route(rev_a.backend, 100), route(rev_b.backend, 0))
+    assert set(await _revisions_hit(url, 20)) == {rev_a.name}
+
+
+async def test_tag_endpoint_reaches_only_its_revision(
+    setup: Setup, rev_a: Revision, rev_b: Revision
+) -> None:
+    svc = await service(setup, route(rev_a.backend))
+    tag = await service(setup, route(rev_b.backend), key="tag:chat:candidate")
+    assert svc != tag
+    assert set(await _revisions_hit(tag, 10)) == {rev_b.name}
+    assert set(await _revisions_hit(svc, 10)) == {rev_a.name}
+
+
+async def test_open_endpoint_is_idempotent(setup: Setup) -> None:
+    first = await setup.router.open_endpoint("svc:chat")
+    assert await setup.router.open_endpoint("svc:chat") == first
+    assert first.startswith("http://127.0.0.1:")
+
+
+# -- failures ----------------------------------------------------------------------
+
+
+async def test_no_routes_is_503_with_cloud_run_body(setup: Setup) -> None:
+    url = await setup.router.open_endpoint("svc:empty")
+    async with httpx.AsyncClient() as client:
+        resp = await client.get(f"{url}/anything")
+    assert resp.status_code == 503
+    assert "Service Unavailable" in resp.text
+
+
+async def test_route_to_non_serving_revision_is_503(setup: Setup) -> None:
+    url = await service(setup, route(None))
+    async with httpx.AsyncClient() as client:
+        resp = await client.get(f"{url}/")
+    assert resp.status_code == 503
+    assert setup.logs.records == []
+
+
+async def test_revision_refusing_connections_is_503_and_recorded(setup: Setup) -> None:
+    # Bind then release a port so nothing listens on it.
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    server.close()
+    await server.wait_closed()
+    dead = Backend(ref("chat-00009-dead"), "127.0.0.1", port)
+    url = await service(setup, route(dead))
+    async with httpx.AsyncClient() as client:
+        resp = await client.get(f"{url}/")
+    assert resp.status_code == 503
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect(ws_url(url, "/ws")):
+            pass
+    assert refused.value.response.status_code == 503
+    await eventually(lambda: len(setup.metrics.records) == 2)
+    assert [r.status for r in setup.metrics.records] == [503, 503]
+    assert setup.metrics.records[0].ref.revision == "chat-00009-dead"
+
+
+async def test_revision_dying_mid_request_is_502_and_recorded(
+    setup: Setup, rev_a: Revision
+) -> None:
+    url = await service(setup, route(rev_a.backend))
+    async with httpx.AsyncClient() as client:
+        resp = await client.post(f"{url}/die", content=b"x")
+        assert resp.status_code == 502
+        assert (await client.get(f"{url}/echo")).status_code == 200
+    await eventually(lambda: len(setup.logs.records) == 2)
+    assert [r.status for r in setup.logs.records] == [502, 200]
+
+
+async def test_closed_endpoint_refuses_new_connections(setup: Setup, rev_a: Revision) -> None:
+    url = await service(setup, route(rev_a.backend))
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"{url}/echo")).status_code == 200
+        await setup.router.close_endpoint("svc:chat")
+        await setup.router.close_endpoint("svc:chat")  # idempotent
+        with pytest.raises(httpx.TransportError):
+            await client.get(f"{url}/echo")
+    with pytest.raises(httpx.ConnectError):
+        async with httpx.AsyncClient() as fresh:
+            await fresh.get(f"{url}/echo")
+    assert setup.router.endpoint_url("svc:chat") is None
+
+
+# -- WebSocket ---------------------------------------------------------------------
+
+
+async def test_websocket_echo_with_subprotocol(setup: Setup, rev_a: Revision) -> None:
+    url = await service(setup, route(rev_a.backend))
+    async with ws_connect(ws_url(url, "/ws?room=1"), subprotocols=["chat.v1"]) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol == "chat.v1"
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+        await ws.send(b"\x01\x02\x03")
+        assert await ws.recv() == b"\x03\x02\x01"
+        await ws.send("who")
+        assert await ws.recv() == rev_a.name
+        latency = await asyncio.wait_for(await ws.ping(b"abc"), 5)
+        assert latency >= 0
+
+
+async def test_revision_1011_reaches_client_with_reason(setup: Setup, ws_rev: Revision) -> None:
+    url = await service(setup, route(ws_rev.backend))
+    async with ws_connect(ws_url(url, "/chat")) as ws:
+        await ws.send("fail")
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1011
+    assert closed.value.rcvd.reason == "orchestrator is None"
+    await eventually(lambda: len(setup.logs.records) == 1)
+    rec = setup.logs.records[0]
+    assert (rec.status, rec.protocol, rec.ws_close_code) == (101, "websocket", 1011)
+    assert setup.metrics.records == setup.logs.records
+
+
+async def test_aiohttp_revision_1011_reaches_client(setup: Setup, rev_a: Revision) -> None:
+    url = await service(setup, route(rev_a.backend))
+    async with ws_connect(ws_url(url, "/ws")) as ws:
+        await ws.send("fail")
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is not None
+    assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1011, "orchestrator is None")
+
+
+async def test_revision_dropping_the_connection_is_1006(setup: Setup, ws_rev: Revision) -> None:
+    url = await service(setup, route(ws_rev.backend))
+    async with ws_connect(ws_url(url, "/chat")) as ws:
+        await ws.send("ping-me")
+        assert await ws.recv() == "ping-me"
+        await ws.send("drop")
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv()
+    assert closed.value.rcvd is None
+    assert ws.close_code == 1006
+    await eventually(lambda: len(setup.logs.records) == 1)
+    assert setup.logs.records[0].ws_close_code is None
+
+
+async def test_client_close_code_reaches_revision(setup: Setup, ws_rev: Revision) -> None:
+    url = await service(setup, route(ws_rev.backend))
+    async with ws_connect(ws_url(url, "/chat")) as ws:
+        await ws.send("x")
+        assert await ws.recv() == "x"
+        await ws.close(4000, "user left")
+    assert ws.close_code == 4000
+    await eventually(lambda: ws_rev.ws_closes == [4000])
+    await eventually(lambda: len(setup.logs.records) == 1)
+    assert setup.logs.records[0].ws_close_code == 4000
+
+
+async def test_client_dropping_the_connection_is_1006_for_revision(
+    setup: Setup, ws_rev: Revision
+) -> None:
+    url = await service(setup, route(ws_rev.backend))
+    async with ws_connect(ws_url(url, "/chat")) as ws:
+        await ws.send("x")
+        assert await ws.recv() == "x"
+        ws.transport.abort()
+    await eventually(lambda: ws_rev.ws_closes == [1006])
+    await eventually(lambda: len(setup.logs.records) == 1)
+
+
+async def test_revision_refusing_upgrade_gives_client_its_status(
+    setup: Setup, rev_a: Revision
+) -> None:
+    url = await service(setup, route(rev_a.backend))
+    with pytest.raises(InvalidStatus) as refused:
+        async with ws_connect(ws_url(url, "/refuse")):
+            pass
+    assert refused.value.response.status_code == 403
+    assert refused.value.response.headers["X-Why"] == "denied"
+    await eventually(lambda: len(setup.logs.records) == 1)
+    assert setup.logs.records[0].status == 403
+
+
+async def test_traffic_change_leaves_open_websockets_on_their_revision(
+    setup: Setup, rev_a: Revision, rev_b: Revision
+) -> None:
+    url = await service(setup, route(rev_a.backend))
+    async with ws_connect(ws_url(url, "/ws")) as old:
+        await old.send("who")
+        assert await old.recv() == rev_a.name
+        setup.router.set_routes("svc:chat", [route(rev_b.backend)])
+        async with ws_connect(ws_url(url, "/ws")) as new:
+            await new.send("who")
+            assert await new.recv() == rev_b.name
+        await old.send("who")
+        assert await old.recv() == rev_a.name
+    await eventually(lambda: len(setup.logs.records) == 2)
+    assert sorted(r.ref.revision for r in setup.logs.records) == [rev_a.name, rev_b.name]
+
+
+async def test_many_concurrent_sessions_each_get_their_own_answers(
+    setup: Setup, ws_rev: Revision
+) -> None:
+    url = await service(setup, route(ws_rev.backend))
+
+    async def session(i: int) -> None:
+        async with ws_connect(ws_url(url, "/chat")) as ws:
+            for j in range(5):
+                await ws.send(f"{i}:{j}")
+                assert await ws.recv() == f"{i}:{j}"
+
+    await asyncio.gather(*(session(i) for i in range(30)))
+    await eventually(lambda: len(setup.metrics.records) == 30)
+    assert {r.ws_close_code for r in setup.metrics.records} == {1000}
+
+
+async def test_stop_closes_open_websockets_with_going_away(rev_a: Revision) -> None:
+    router = Router(RecordingSink(), RecordingSink())
+    url = await router.open_endpoint("svc:chat")
+    router.set_routes("svc:chat", [route(rev_a.backend)])
+    async with ws_connect(ws_url(url, "/ws")) as ws:
+        await ws.send("who")
+        assert await ws.recv() == rev_a.name
+        await router.stop()
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+    assert ws.close_code == 1001
+
+
+def test_module_imports_no_google_client() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, deploy_guard.emulator.router; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('google.cloud'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout) == []
