@@ -1,0 +1,153 @@
+"""Bearer tokens for probing private services, held so they never leak.
+
+A private Cloud Run service wants ``Authorization: Bearer <ID token>`` whose
+audience is the service URL. The token comes from, in order of precedence:
+
+1. a command-line flag naming an environment variable or a file;
+2. the policy's ``auth.token_env`` / ``auth.token_file``;
+3. google-auth's ``fetch_id_token`` (service account key, impersonation file or
+   the metadata server) when ``auth.id_token`` is ``auto`` and the URL is https.
+
+The value lives in :class:`BearerToken`, whose ``repr``/``str`` never show it,
+so a token cannot reach a log line, a report or an exception message by being
+formatted by accident.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deploy_guard.errors import ConfigError
+from deploy_guard.log import REDACTED, get_logger
+
+_log = get_logger("deploy_guard.probes.auth")
+
+
+class BearerToken:
+    """A secret bearer token; only :meth:`authorization` reveals it."""
+
+    __slots__ = ("_source", "_value")
+
+    def __init__(self, value: str, source: str) -> None:
+        value = value.strip()
+        if not value:
+            raise ConfigError(f"the bearer token from {source} is empty")
+        self._value = value
+        #: Where it came from ("env TOKEN_VAR", "file /x", "google-auth"), for messages.
+        self._source = source
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def authorization(self) -> str:
+        """The ``Authorization`` header value."""
+        return f"Bearer {self._value}"
+
+    def scrub(self, value: Any) -> Any:
+        """``value`` (text, or JSON-like data) with every copy of the token redacted.
+
+        For what a server echoes back: a transcript or a close reason may
+        contain the token even though the guard never printed it.
+        """
+        if isinstance(value, str):
+            return value.replace(self._value, REDACTED) if self._value in value else value
+        if isinstance(value, dict):
+            return {k: self.scrub(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.scrub(v) for v in value]
+        return value
+
+    def __repr__(self) -> str:
+        return f"BearerToken(<redacted>, from {self._source})"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # pickling would copy the secret somewhere unseen
+        raise TypeError("BearerToken cannot be pickled")
+
+
+@dataclass(frozen=True)
+class TokenChoice:
+    """What the user asked for: flags win over the policy's ``auth`` block."""
+
+    token_env: str | None = None
+    token_file: str | None = None
+    id_token: bool = True  # False: --no-id-token
+    audience: str | None = None
+
+
+def token_from_env(name: str) -> BearerToken:
+    value = os.environ.get(name)
+    if value is None or not value.strip():
+        raise ConfigError(f"environment variable {name} (named for the probe token) is not set")
+    return BearerToken(value, f"env {name}")
+
+
+def token_from_file(path: str) -> BearerToken:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the probe token file {path}: {exc.strerror}") from None
+    return BearerToken(text, f"file {path}")
+
+
+def fetch_id_token(audience: str) -> BearerToken:
+    """Mint a Google ID token for ``audience`` (blocking; run it in a thread).
+
+    google-auth is imported here so that commands which never probe do not pay
+    for it. User credentials (``gcloud auth application-default login``) cannot
+    mint ID tokens; the error says what works instead.
+    """
+    import google.auth.exceptions
+    from google.auth.transport.requests import Request
+    from google.oauth2 import id_token
+
+    try:
+        value = id_token.fetch_id_token(Request(), audience)  # type: ignore[no-untyped-call]
+    except google.auth.exceptions.GoogleAuthError as exc:
+        raise ConfigError(
+            f"could not mint an ID token for {audience}: {type(exc).__name__}. "
+            "Use a service account (GOOGLE_APPLICATION_CREDENTIALS or the metadata server), "
+            "or pass --token-env / --token-file, or --no-id-token for a public service"
+        ) from None
+    return BearerToken(str(value), "google-auth")
+
+
+async def resolve_token(
+    choice: TokenChoice,
+    *,
+    url: str,
+    policy_token_env: str | None = None,
+    policy_token_file: str | None = None,
+    policy_id_token: str = "auto",
+    policy_audience: str | None = None,
+) -> BearerToken | None:
+    """Pick and load the token the probes send, or None for an open service.
+
+    ``auto`` ID tokens are only attempted for https URLs: a local http server
+    is never a private Cloud Run service, and asking the metadata server from a
+    laptop costs seconds. If minting fails in ``auto`` mode the probes run
+    without a token (a private service then answers 401/403, which the probe
+    reports) and a warning says why.
+    """
+    if choice.token_env:
+        return token_from_env(choice.token_env)
+    if choice.token_file:
+        return token_from_file(choice.token_file)
+    if policy_token_env:
+        return token_from_env(policy_token_env)
+    if policy_token_file:
+        return token_from_file(policy_token_file)
+    if not choice.id_token or policy_id_token != "auto" or not url.startswith("https://"):
+        return None
+    audience = choice.audience or policy_audience or url
+    try:
+        return await asyncio.to_thread(fetch_id_token, audience)
+    except ConfigError as exc:
+        _log.warning("id_token_unavailable", audience=audience, reason=str(exc))
+        return None

@@ -1,0 +1,232 @@
+"""Run probe rules and stream cumulative measurements: the API the gate uses.
+
+:func:`run_rule` starts a rule's workers and yields
+:class:`~deploy_guard.measurements.ProbeMeasurement` snapshots while they work:
+immediately after every failed attempt (so a check can stop on the first 1011
+when the policy allows none), otherwise at most every :data:`THROTTLE` seconds
+or :data:`EVERY` attempts, and always a last one with ``complete=True``.
+
+Cancellation is the normal way to stop early. Cancelling the task that
+iterates, or closing the generator (``aclose()``, ``contextlib.aclosing``),
+cancels every worker and waits until their sockets are closed. Because an
+async generator left suspended is only finalised by the garbage collector, the
+workers are also tied to the consuming task: if that task ends or is cancelled
+while it is not inside the generator, the workers are cancelled all the same.
+
+WebSocket rules run ``concurrency`` workers, one per user ``user-<k>``; worker
+``k`` runs sessions ``k, k+C, k+2C, ...`` in sequence, so a user never has two
+sessions open at once and isolation breaches between users can be seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING
+
+from deploy_guard.errors import ConfigError
+from deploy_guard.log import get_logger
+from deploy_guard.measurements import Attempt, ProbeMeasurement
+from deploy_guard.probes.aggregate import Aggregator
+from deploy_guard.probes.template import SessionIds
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.policy.model import Rule
+    from deploy_guard.probes.target import Target
+
+#: Kinds of rule this package runs.
+PROBE_KINDS = ("http", "websocket")
+#: Seconds between snapshots while attempts succeed.
+THROTTLE = 0.25
+#: Attempts between snapshots while attempts succeed (whichever comes first).
+EVERY = 100
+
+_log = get_logger("deploy_guard.probes")
+_TICK = object()
+_Put = Callable[[Attempt], None]
+
+
+def is_probe(rule: Rule) -> bool:
+    """True for the rules :func:`run_rule` can run (``http`` and ``websocket``)."""
+    return rule.kind in PROBE_KINDS
+
+
+async def _guarded(attempt: Awaitable[Attempt]) -> Attempt:
+    """An attempt whose unexpected exception becomes an ``error`` attempt, not a crash."""
+    try:
+        return await attempt
+    except Exception as exc:  # errors are data; cancellation still propagates
+        return Attempt(ok=False, cause="error", detail=f"probe error: {type(exc).__name__}: {exc}")
+
+
+def _websocket_workers(rule: Rule, target: Target, put: _Put) -> list[Awaitable[None]]:
+    from deploy_guard.probes.websocket import plan_sessions, run_session
+
+    spec = rule.websocket
+    assert spec is not None
+    users = max(1, min(spec.concurrency, spec.sessions))
+    plan = plan_sessions(spec, target)
+
+    async def user_worker(k: int) -> None:
+        user = f"user-{k}"
+        for n in range(k, spec.sessions + 1, users):
+            ids = SessionIds(user=user, session=uuid.uuid4().hex[:16], n=n)
+            put(await _guarded(run_session(plan, ids)))
+
+    return [user_worker(k) for k in range(1, users + 1)]
+
+
+def _http_workers(
+    rule: Rule, target: Target, put: _Put, stack: contextlib.AsyncExitStack
+) -> list[Awaitable[None]]:
+    from deploy_guard.probes.http import make_client, run_request
+
+    spec = rule.http
+    assert spec is not None
+    workers = max(1, min(spec.concurrency, spec.requests))
+    client = make_client(target, workers)
+    stack.push_async_callback(client.aclose)
+    tickets = itertools.count()
+
+    async def worker() -> None:
+        while next(tickets) < spec.requests:
+            put(await _guarded(run_request(spec, target, client)))
+
+    return [worker() for _ in range(workers)]
+
+
+def planned_attempts(rule: Rule) -> int:
+    """Sessions or requests the rule asks for; ConfigError for a rule that is not a probe."""
+    if rule.websocket is not None:
+        return int(rule.websocket.sessions)
+    if rule.http is not None:
+        return int(rule.http.requests)
+    raise ConfigError(f"rule {rule.name!r} is a {rule.kind} rule, not a probe (http, websocket)")
+
+
+async def run_rule(
+    rule: Rule, target: Target, *, throttle: float = THROTTLE, every: int = EVERY
+) -> AsyncGenerator[ProbeMeasurement, None]:
+    """Run one ``http`` or ``websocket`` rule, yielding cumulative snapshots.
+
+    Raises :class:`~deploy_guard.errors.ConfigError` (before starting anything)
+    for a rule of another kind; every probe failure is data in the snapshots.
+    """
+    planned = planned_attempts(rule)
+    agg = Aggregator(rule.name, rule.kind, planned)
+    queue: asyncio.Queue[Attempt | None] = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    tasks: list[asyncio.Task[None]] = []
+
+    async def finish(body: Awaitable[None]) -> None:
+        try:
+            await body
+        finally:
+            queue.put_nowait(None)  # "this worker is done", even when cancelled
+
+    def cancel_all(_: object = None) -> None:
+        for t in tasks:
+            t.cancel()
+
+    consumer = asyncio.current_task()
+    async with contextlib.AsyncExitStack() as stack:
+        if rule.websocket is not None:
+            bodies = _websocket_workers(rule, target, queue.put_nowait)
+        else:
+            bodies = _http_workers(rule, target, queue.put_nowait, stack)
+        _log.info(
+            "probe_started", rule=rule.name, kind=rule.kind, planned=planned, workers=len(bodies)
+        )
+        tasks.extend(loop.create_task(finish(b)) for b in bodies)
+        if consumer is not None:
+            consumer.add_done_callback(cancel_all)
+        try:
+            running = len(tasks)
+            reported_done, reported_at = 0, start
+            while running:
+                pending = agg.done > reported_done
+                wait = max(0.0, reported_at + throttle - time.monotonic()) if pending else None
+                item: Attempt | object | None = _TICK  # on timeout: report what arrived
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):  # cheaper than wait_for: no extra task
+                        item = await queue.get()
+                if item is None:
+                    running -= 1
+                elif isinstance(item, Attempt):
+                    agg.add(item, time.monotonic() - start)
+                now = time.monotonic()
+                if agg.done > reported_done and (
+                    (isinstance(item, Attempt) and not item.ok)
+                    or agg.done - reported_done >= every
+                    or now - reported_at >= throttle
+                ):
+                    reported_done, reported_at = agg.done, now
+                    yield agg.snapshot()
+            final = agg.snapshot(complete=True)
+            _log.info(
+                "probe_finished",
+                rule=rule.name,
+                done=final.done,
+                succeeded=final.succeeded,
+                failures=final.failures_by_cause,
+                seconds=round(time.monotonic() - start, 3),
+            )
+            yield final
+        finally:
+            if consumer is not None:
+                consumer.remove_done_callback(cancel_all)
+            cancel_all()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def run_rules(
+    rules: Sequence[Rule], target: Target, *, throttle: float = THROTTLE
+) -> AsyncGenerator[ProbeMeasurement, None]:
+    """Run several probe rules concurrently, merging their snapshot streams.
+
+    Each rule's snapshots arrive in order; snapshots of different rules
+    interleave as they happen. Closing or cancelling the consumer stops them all.
+    """
+    for rule in rules:
+        planned_attempts(rule)  # refuse a non-probe rule before anything starts
+    queue: asyncio.Queue[ProbeMeasurement | None] = asyncio.Queue()
+
+    async def pump(rule: Rule) -> None:
+        try:
+            async with contextlib.aclosing(run_rule(rule, target, throttle=throttle)) as stream:
+                async for m in stream:
+                    queue.put_nowait(m)
+        finally:
+            queue.put_nowait(None)
+
+    loop = asyncio.get_running_loop()
+    pumps = [loop.create_task(pump(r)) for r in rules]
+
+    def cancel_all(_: object = None) -> None:
+        for t in pumps:
+            t.cancel()
+
+    consumer = asyncio.current_task()
+    if consumer is not None:
+        consumer.add_done_callback(cancel_all)
+    try:
+        running = len(pumps)
+        while running:
+            item = await queue.get()
+            if item is None:
+                running -= 1
+            else:
+                yield item
+        for t in pumps:  # surface a pump's unexpected crash instead of hiding it
+            if not t.cancelled() and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        if consumer is not None:
+            consumer.remove_done_callback(cancel_all)
+        cancel_all()
+        await asyncio.gather(*pumps, return_exceptions=True)

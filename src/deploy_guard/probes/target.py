@@ -1,0 +1,89 @@
+"""Where probes go: a base URL, extra headers, a token and the TLS choice.
+
+A check points the probes at the candidate revision's tag URL; ``deploy-guard
+probe`` points them at any URL. WebSocket URLs are derived from the same base
+(``https`` -> ``wss``), so one target serves both kinds of rule.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from deploy_guard.errors import ConfigError
+from deploy_guard.probes.auth import BearerToken
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
+
+
+def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
+    """Replace ``${NAME}`` with the environment variable's value ("" when unset).
+
+    Only this one form is expanded: a policy file names a variable, it never
+    holds a secret, and it never evaluates anything.
+    """
+    env = os.environ if environ is None else environ
+    return _ENV_REF.sub(lambda m: env.get(m.group(1), ""), value)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The base URL probes address, with headers sent on every request.
+
+    ``token`` is attached as ``Authorization: Bearer ...`` by :meth:`headers_for`;
+    it is a :class:`BearerToken`, whose repr never shows the value, and the
+    headers are left out of this object's repr as well.
+    """
+
+    base_url: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    verify_tls: bool = True
+    token: BearerToken | None = None
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in _WS_SCHEME or not parts.netloc:
+            raise ConfigError(
+                f"probe URL {self.base_url!r} is not an http(s) URL; "
+                "give one like https://candidate---chat-abc.a.run.app or http://127.0.0.1:8080"
+            )
+
+    def headers_for(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Target headers, then the rule's (``${ENV}`` expanded), then the token."""
+        merged = dict(self.headers)
+        for key, value in (extra or {}).items():
+            merged[key] = expand_env(str(value))
+        if self.token is not None and not any(k.lower() == "authorization" for k in merged):
+            merged["Authorization"] = self.token.authorization()
+        return merged
+
+    def url(self, path: str, query: Mapping[str, str] | None = None, *, ws: bool = False) -> str:
+        """Join ``path`` (and extra ``query`` params) onto the base URL.
+
+        The base's own path is kept as a prefix, so a URL like
+        ``http://host/prefix`` with path ``/ws/chat`` gives ``/prefix/ws/chat``.
+        """
+        base = urlsplit(self.base_url)
+        sub = urlsplit(path)
+        prefix = base.path.rstrip("/")
+        joined = prefix + ("/" + sub.path.lstrip("/") if sub.path else "")
+        params = parse_qsl(base.query, keep_blank_values=True)
+        params += parse_qsl(sub.query, keep_blank_values=True)
+        params += [(k, str(v)) for k, v in (query or {}).items()]
+        scheme = (
+            _WS_SCHEME[base.scheme]
+            if ws
+            else {"ws": "http", "wss": "https"}.get(base.scheme, base.scheme)
+        )
+        return urlunsplit((scheme, base.netloc, joined or "/", urlencode(params), ""))
+
+    @property
+    def audience(self) -> str:
+        """The default ID-token audience: the service URL (scheme and host)."""
+        parts = urlsplit(self.base_url)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        return f"{scheme}://{parts.netloc}"

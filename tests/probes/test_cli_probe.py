@@ -1,0 +1,101 @@
+"""``deploy-guard probe`` against the example service run as a real process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from probe_helpers import start_chat_process
+
+from deploy_guard.cli import cli
+
+POLICY = """\
+version: 1
+name: chat-agent
+services: ["chat-agent"]
+rules:
+  - name: health
+    kind: http
+    http:
+      path: /health
+      requests: 4
+      concurrency: 2
+      expect:
+        status: [200]
+        json: {"$.status": "ok"}
+  - name: chat-golden-path
+    kind: websocket
+    websocket:
+      path: /ws/chat
+      scenario:
+        - send: {json: {type: message, user_id: "{user}", session_id: "{session}", text: "hi {n}"}}
+        - expect: [agent_started, agent_thinking, tool_executing, tool_completed, agent_completed]
+          timeout: 3s
+      hold: 1500ms
+      ping_interval: 500ms
+      sessions: 6
+      concurrency: 3
+      isolation: {field: user_id}
+  - name: no-1011-in-logs
+    kind: logs
+    logs:
+      patterns: ["close code 1011"]
+"""
+
+
+@pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "chat.yaml"
+    path.write_text(POLICY)
+    return path
+
+
+@pytest.fixture
+def chat_process(request: pytest.FixtureRequest) -> Iterator[str]:
+    env = getattr(request, "param", {})
+    proc, url = start_chat_process(CHAT_EVENT_DELAY="0.002", **env)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["--log-format", "json", "probe", *args])
+    return result.exit_code, result.output
+
+
+def test_healthy_service_passes(policy_file: Path, chat_process: str) -> None:
+    code, out = run("--policy", str(policy_file), "--url", chat_process)
+    assert code == 0, out
+    assert "chat-golden-path" in out
+    assert "PASS" in out
+    assert "no-1011-in-logs" not in out.split("Probe results")[1]  # logs rules are not probes
+
+
+@pytest.mark.parametrize("chat_process", [{"CHAT_FAIL_1011_AFTER": "0.4"}], indirect=True)
+def test_1011_service_fails_with_exit_1(policy_file: Path, chat_process: str) -> None:
+    code, out = run("--policy", str(policy_file), "--url", chat_process)
+    assert code == 1, out
+    assert "close_code" in out
+    assert "1011" in out
+    assert "FAIL" in out
+
+
+def test_one_rule_by_name_and_usage_errors(policy_file: Path, chat_process: str) -> None:
+    code, out = run("--policy", str(policy_file), "--url", chat_process, "--rule", "health")
+    assert code == 0, out
+    assert "chat-golden-path" not in out
+    code, out = run("--policy", str(policy_file), "--url", chat_process, "--rule", "nope")
+    assert code == 2
+    assert "has no rule 'nope'" in out
+    code, out = run(
+        "--policy", str(policy_file), "--url", chat_process, "--rule", "no-1011-in-logs"
+    )
+    assert code == 2
+    assert "is a logs rule" in out
+    code, out = run("--policy", str(policy_file), "--url", "ftp://x")
+    assert code == 2
