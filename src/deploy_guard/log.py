@@ -112,6 +112,10 @@ def configure(
 
 
 def get_logger(name: str | None = None) -> Any:
-    """Return a structlog logger; ``name`` becomes the ``logger`` field."""
-    log = structlog.get_logger()
-    return log.bind(logger=name) if name else log
+    """Return a structlog logger; ``name`` becomes the ``logger`` field.
+
+    The logger is a lazy proxy: it picks up the configuration in force when it
+    logs, not when it was made, so module-level loggers follow a later
+    :func:`configure` (and ``structlog.testing.capture_logs``).
+    """
+    return structlog.get_logger(logger=name) if name else structlog.get_logger()

@@ -1,0 +1,308 @@
+"""Cloud Logging v2 (``google.logging.v2.LoggingServiceV2``) over gRPC, on a :class:`LogStore`.
+
+Served with a generic handler (no generated servicer): the official
+``LoggingServiceV2Client`` talks to it unchanged. Methods:
+
+- ``ListLogEntries``: ``resource_names`` (``projects/P``, or a log view under
+  it) required; ``filter`` in the subset of :mod:`logfilter`; ``order_by``
+  ``timestamp asc`` (default) or ``timestamp desc``; ``page_size`` 0 -> 50, at
+  most 1000; ``page_token`` opaque. A token remembers the last entry returned
+  (not an offset), so entries that arrive between pages neither repeat nor
+  shift the next page, and it is bound to the query it came from: replaying it
+  with another filter, order or resource list is INVALID_ARGUMENT.
+- ``WriteLogEntries``: request ``log_name`` / ``resource`` / ``labels`` fill
+  each entry's gaps; ``dry_run`` validates only. Without ``partial_success`` an
+  invalid entry fails the whole call and writes nothing; with it the valid
+  entries are written and the call still answers INVALID_ARGUMENT naming the
+  bad ones (the real API does the same, with details in the status).
+- ``TailLogEntries``: the first request's ``resource_names`` and ``filter``
+  select entries that arrive after the call starts; each batch the store
+  receives is streamed as one response. ``buffer_window`` is accepted and
+  ignored (entries are not reordered; they are sent as they arrive).
+- ``ListLogs``: the log names a project has entries in.
+
+Scans run in a worker thread: a filter over 200k entries must not stall the
+event loop that also carries the router's traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from deploy_guard.emulator.logfilter import Filter, parse
+from deploy_guard.emulator.logstore import Entry, LogStore, StoredEntry
+from deploy_guard.errors import EmulatorError
+from deploy_guard.log import get_logger
+
+SERVICE = "google.logging.v2.LoggingServiceV2"
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def _log() -> Any:
+    """The logger, looked up per event: a module-level bound logger would keep the
+    processors of import time and miss a later ``configure()`` or ``capture_logs()``."""
+    return get_logger("deploy_guard.emulator.logging_api")
+
+
+def _invalid(message: str) -> EmulatorError:
+    return EmulatorError("INVALID_ARGUMENT", message)
+
+
+def projects_of(resource_names: list[str]) -> set[str]:
+    """``projects/P`` (or ``projects/P/locations/L/buckets/B/views/V``) -> {P}."""
+    if not resource_names:
+        raise _invalid("resource_names is required: name at least one project, e.g. projects/P")
+    projects = set()
+    for name in resource_names:
+        parts = name.split("/")
+        ok = len(parts) in (2, 8) and parts[0] == "projects" and bool(parts[1])
+        if len(parts) == 8:
+            ok = ok and parts[2::2] == ["locations", "buckets", "views"]
+        if not ok:
+            raise _invalid(
+                f"resource name {name!r} is not supported: use projects/P "
+                "or projects/P/locations/L/buckets/B/views/V"
+            )
+        projects.add(parts[1])
+    return projects
+
+
+def _order(order_by: str) -> bool:
+    """True for descending; only ``timestamp asc|desc`` exist, as in the real API."""
+    words = order_by.lower().split()
+    if not words or words == ["timestamp"] or words == ["timestamp", "asc"]:
+        return False
+    if words == ["timestamp", "desc"]:
+        return True
+    raise _invalid(f"order_by {order_by!r} is invalid: use 'timestamp asc' or 'timestamp desc'")
+
+
+def _query_hash(resource_names: list[str], filter_text: str, desc: bool) -> str:
+    raw = json.dumps([sorted(resource_names), filter_text, desc]).encode()
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def _encode_token(key: tuple[int, int], query: str) -> str:
+    raw = json.dumps({"k": list(key), "q": query}).encode()
+    return base64.urlsafe_b64encode(raw).decode()
+
+
+def _decode_token(token: str, query: str) -> tuple[int, int]:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        key = data["k"]
+        if not (isinstance(key, list) and len(key) == 2 and all(isinstance(k, int) for k in key)):
+            raise ValueError(key)
+    except (binascii.Error, ValueError, TypeError, KeyError) as exc:
+        raise _invalid(f"page_token {token!r} is invalid") from exc
+    if data.get("q") != query:
+        raise _invalid("page_token does not belong to this query (filter, order or resources)")
+    return key[0], key[1]
+
+
+def list_page(
+    store: LogStore,
+    *,
+    resource_names: list[str],
+    filter_text: str = "",
+    order_by: str = "",
+    page_size: int = 0,
+    page_token: str = "",
+) -> tuple[list[StoredEntry], str]:
+    """One page of matching entries and the next token ('' on the last page)."""
+    projects = projects_of(list(resource_names))
+    desc = _order(order_by)
+    if page_size < 0 or page_size > MAX_PAGE_SIZE:
+        raise _invalid(f"page_size {page_size} is out of range: use 1 to {MAX_PAGE_SIZE}")
+    size = page_size or DEFAULT_PAGE_SIZE
+    flt: Filter = parse(filter_text)
+    query = _query_hash(list(resource_names), filter_text, desc)
+    after = _decode_token(page_token, query) if page_token else None
+    lower, _, upper, _ = flt.time_bounds
+    items = store.snapshot(lower, upper)
+    ordered = reversed(items) if desc else iter(items)
+    found: list[StoredEntry] = []
+    for item in ordered:
+        if after is not None and (item.key >= after if desc else item.key <= after):
+            continue
+        if item.project in projects and flt.matches(item.data):
+            found.append(item)
+            if len(found) > size:
+                break
+    if len(found) > size:
+        found = found[:size]
+        return found, _encode_token(found[-1].key, query)
+    return found, ""
+
+
+def _entry_dict(entry: Any) -> Entry:
+    from google.cloud.audit import audit_log_pb2  # noqa: F401  (AuditLog in protoPayload)
+    from google.cloud.logging_v2.types import LogEntry
+    from google.protobuf import json_format
+
+    try:
+        return dict(json_format.MessageToDict(LogEntry.pb(entry)))
+    except (TypeError, KeyError) as exc:  # an Any payload of a type the emulator lacks
+        raise _invalid(f"entry cannot be stored: {exc}") from exc
+
+
+def prepare_writes(request: Any) -> tuple[list[Entry], list[str]]:
+    """Entries of a WriteLogEntriesRequest with defaults applied, and problems by index."""
+    from google.cloud.logging_v2.types import LogEntry
+
+    default_resource: Entry | None = None
+    if request.resource and request.resource.type:
+        default_resource = _entry_dict(LogEntry(resource=request.resource))["resource"]
+    good: list[Entry] = []
+    problems: list[str] = []
+    for index, entry in enumerate(request.entries):
+        data = _entry_dict(entry)
+        if request.log_name:
+            data.setdefault("logName", request.log_name)
+        if "resource" not in data and default_resource is not None:
+            data["resource"] = default_resource
+        if request.labels:
+            data["labels"] = {**dict(request.labels), **data.get("labels", {})}
+        name = str(data.get("logName", ""))
+        parts = name.split("/")
+        if not name:
+            problems.append(f"entries[{index}]: log_name is required")
+        elif len(parts) != 4 or parts[0] != "projects" or parts[2] != "logs" or not parts[3]:
+            problems.append(
+                f"entries[{index}]: log_name {name!r} must be projects/P/logs/LOG_ID "
+                "with LOG_ID URL-encoded"
+            )
+        elif "resource" not in data:
+            problems.append(f"entries[{index}]: resource is required")
+        else:
+            good.append(data)
+    return good, problems
+
+
+Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _guarded(name: str, handler: Handler) -> Handler:
+    """Errors become gRPC statuses here; the store is never left half-written."""
+
+    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await handler(request, context)
+        except EmulatorError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.status), exc.message)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            _log().exception("emulator_rpc_failed", method=name)
+            await context.abort(grpc.StatusCode.INTERNAL, f"emulator error in {name}: {exc}")
+
+    return call
+
+
+def handlers(store: LogStore) -> grpc.GenericRpcHandler:
+    """The generic handler serving ``google.logging.v2.LoggingServiceV2`` from ``store``."""
+    from google.cloud.logging_v2 import types
+
+    async def list_log_entries(request: Any, _ctx: grpc.aio.ServicerContext) -> Any:
+        def work() -> Any:
+            found, token = list_page(
+                store,
+                resource_names=list(request.resource_names),
+                filter_text=request.filter,
+                order_by=request.order_by,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            )
+            return types.ListLogEntriesResponse(
+                entries=[item.proto() for item in found], next_page_token=token
+            )
+
+        return await asyncio.to_thread(work)
+
+    async def write_log_entries(request: Any, _ctx: grpc.aio.ServicerContext) -> Any:
+        good, problems = prepare_writes(request)
+        if problems and not request.partial_success:
+            raise _invalid("; ".join(problems) + " (nothing was written)")
+        if not request.dry_run and good:
+            store.append(good)
+        if problems:
+            raise _invalid("; ".join(problems) + f" ({len(good)} valid entries were written)")
+        return types.WriteLogEntriesResponse()
+
+    async def list_logs(request: Any, _ctx: grpc.aio.ServicerContext) -> Any:
+        from deploy_guard.emulator.paging import page
+
+        projects = projects_of([request.parent])
+        names = sorted({s.data["logName"] for s in store.snapshot() if s.project in projects})
+        chunk, token = page(names, request.page_size, request.page_token)
+        return types.ListLogsResponse(log_names=chunk, next_page_token=token)
+
+    async def tail_log_entries(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        try:
+            first = await anext(requests)
+            projects = projects_of(list(first.resource_names))
+            flt = parse(first.filter)
+        except StopAsyncIteration:
+            return
+        except EmulatorError as exc:
+            await context.abort(getattr(grpc.StatusCode, exc.status), exc.message)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[list[StoredEntry]] = asyncio.Queue()
+
+        def listener(batch: list[StoredEntry]) -> None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the stream is gone
+                loop.call_soon_threadsafe(queue.put_nowait, batch)
+
+        unsubscribe = store.subscribe(listener)
+        try:
+            while True:
+                batch = await queue.get()
+                matched = [
+                    item.proto()
+                    for item in batch
+                    if item.project in projects and flt.matches(item.data)
+                ]
+                if matched:
+                    yield types.TailLogEntriesResponse(entries=matched)
+        finally:
+            unsubscribe()
+
+    unary: dict[str, tuple[Handler, Any, Any]] = {
+        "ListLogEntries": (
+            list_log_entries,
+            types.ListLogEntriesRequest,
+            types.ListLogEntriesResponse,
+        ),
+        "WriteLogEntries": (
+            write_log_entries,
+            types.WriteLogEntriesRequest,
+            types.WriteLogEntriesResponse,
+        ),
+        "ListLogs": (list_logs, types.ListLogsRequest, types.ListLogsResponse),
+    }
+    table: dict[str, grpc.RpcMethodHandler] = {
+        name: grpc.unary_unary_rpc_method_handler(
+            _guarded(f"/{SERVICE}/{name}", fn),
+            request_deserializer=req.deserialize,
+            response_serializer=resp.serialize,
+        )
+        for name, (fn, req, resp) in unary.items()
+    }
+    table["TailLogEntries"] = grpc.stream_stream_rpc_method_handler(
+        tail_log_entries,
+        request_deserializer=types.TailLogEntriesRequest.deserialize,
+        response_serializer=types.TailLogEntriesResponse.serialize,
+    )
+    return grpc.method_handlers_generic_handler(SERVICE, table)

@@ -1,0 +1,359 @@
+"""Cloud Logging v2 over gRPC: the official client against the emulator's handlers.
+
+A real ``grpc.aio`` server on 127.0.0.1:0 serves :func:`logging_api.handlers`;
+the client is ``LoggingServiceV2Client`` built by ``deploy_guard.gcp.clients``
+(so the same insecure-channel path the guard uses). The sync client runs in a
+worker thread, because the server lives on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud.logging_v2.types import LogEntry, TailLogEntriesRequest
+from google.logging.type import log_severity_pb2 as LogSeverity
+
+from deploy_guard.emulator import logging_api
+from deploy_guard.emulator.contracts import RequestRecord, RevisionRef
+from deploy_guard.emulator.logstore import LogStore
+from deploy_guard.gcp.clients import Clients
+
+OLD = RevisionRef("proj", "europe-west1", "chat", "chat-00001-aaa", "chat")
+NEW = RevisionRef("proj", "europe-west1", "chat", "chat-00002-bbb", "chat")
+T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+SINCE = 'timestamp>="2026-11-25T11:00:00Z"'
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[LogStore, Clients]]:
+    store = LogStore()
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((logging_api.handlers(store),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    clients = Clients(host=f"127.0.0.1:{port}")
+    try:
+        yield store, clients
+    finally:
+        clients.close()
+        await server.stop(None)
+
+
+async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.to_thread(fn, *args, **kwargs)
+
+
+async def list_entries(clients: Clients, filter_: str, **extra: Any) -> list[LogEntry]:
+    def run() -> list[LogEntry]:
+        request = {"resource_names": ["projects/proj"], "filter": filter_, **extra}
+        return list(clients.logging().list_log_entries(request=request))
+
+    return await call(run)
+
+
+def record(ref: RevisionRef, status: int, at: datetime, url: str = "/chat") -> RequestRecord:
+    return RequestRecord(
+        ref=ref,
+        method="GET",
+        url=f"https://chat.example{url}",
+        protocol="HTTP/1.1",
+        status=status,
+        latency_s=0.25,
+        start_time=at,
+        end_time=at + timedelta(seconds=0.25),
+        user_agent="probe/1",
+        remote_ip="127.0.0.1",
+    )
+
+
+async def test_json_and_text_lines_become_payloads_with_resource_labels(served: Any) -> None:
+    store, clients = served
+    line = json.dumps({"severity": "warn", "message": "orchestrator slow", "user": "u1"})
+    store.revision_output(NEW, "stdout", line, T0)
+    store.revision_output(NEW, "stderr", "Traceback: orchestrator is None", T0)
+
+    entries = await list_entries(clients, SINCE)
+
+    assert [e.log_name for e in entries] == [
+        "projects/proj/logs/run.googleapis.com%2Fstdout",
+        "projects/proj/logs/run.googleapis.com%2Fstderr",
+    ]
+    structured, text = entries
+    assert structured.severity == LogSeverity.WARNING
+    assert dict(structured.json_payload) == {"message": "orchestrator slow", "user": "u1"}
+    assert text.text_payload == "Traceback: orchestrator is None"
+    assert text.severity == LogSeverity.DEFAULT
+    assert structured.resource.type == "cloud_run_revision"
+    assert dict(structured.resource.labels) == {
+        "project_id": "proj",
+        "location": "europe-west1",
+        "service_name": "chat",
+        "revision_name": "chat-00002-bbb",
+        "configuration_name": "chat",
+    }
+    assert structured.insert_id
+    assert structured.insert_id != text.insert_id
+    assert structured.receive_timestamp >= structured.timestamp
+
+
+async def test_filters_by_revision_severity_substring_and_regex(served: Any) -> None:
+    store, clients = served
+    store.revision_output(OLD, "stdout", '{"severity":"ERROR","message":"old failure"}', T0)
+    store.revision_output(NEW, "stdout", '{"severity":"ERROR","message":"WebSocket 1011"}', T0)
+    store.revision_output(NEW, "stdout", '{"severity":"INFO","message":"ok 1011"}', T0)
+    store.revision_output(NEW, "stderr", "Orchestrator is None", T0)
+    rev = 'resource.labels.revision_name="chat-00002-bbb"'
+
+    errors = await list_entries(clients, f"{SINCE} {rev} AND severity>=ERROR")
+    assert [e.json_payload["message"] for e in errors] == ["WebSocket 1011"]
+
+    text = await list_entries(clients, f'{SINCE} {rev} textPayload:"orchestrator is"')
+    assert [e.text_payload for e in text] == ["Orchestrator is None"]
+
+    regex = await list_entries(clients, f'{SINCE} {rev} jsonPayload.message=~"^WebSocket \\d+$"')
+    assert len(regex) == 1
+
+    either = await list_entries(
+        clients, f'{SINCE} {rev} (jsonPayload.message:"1011" OR textPayload:"None") -severity=INFO'
+    )
+    assert len(either) == 2
+
+
+async def test_request_logs_carry_http_request_and_status_severity(served: Any) -> None:
+    store, clients = served
+    store.request(record(NEW, 200, T0))
+    store.request(record(NEW, 404, T0 + timedelta(seconds=1)))
+    store.request(record(NEW, 503, T0 + timedelta(seconds=2), url="/x?token=s3cret"))
+
+    entries = await list_entries(clients, f'{SINCE} log_id("run.googleapis.com/requests")')
+
+    assert [e.severity for e in entries] == [
+        LogSeverity.INFO,
+        LogSeverity.WARNING,
+        LogSeverity.ERROR,
+    ]
+    last = entries[-1].http_request
+    assert last.status == 503
+    assert last.request_method == "GET"
+    assert last.latency.ToTimedelta().total_seconds() == pytest.approx(0.25)
+    assert "s3cret" not in last.request_url
+    five = await list_entries(clients, f"{SINCE} httpRequest.status>=500")
+    assert len(five) == 1
+
+
+async def test_audit_entries_use_the_activity_log(served: Any) -> None:
+    store, clients = served
+    store.audit(
+        project="proj",
+        location="europe-west1",
+        service="chat",
+        method_name="google.cloud.run.v2.Services.UpdateService",
+        resource_name="projects/proj/locations/europe-west1/services/chat",
+        request={"traffic": [{"percent": 100}]},
+        when=T0,
+    )
+    entries = await list_entries(
+        clients, f'{SINCE} protoPayload.methodName="google.cloud.run.v2.Services.UpdateService"'
+    )
+    assert len(entries) == 1
+    assert entries[0].log_name.endswith("cloudaudit.googleapis.com%2Factivity")
+    assert entries[0].severity == LogSeverity.NOTICE
+
+
+async def test_order_by_desc_and_paging_with_tokens(served: Any) -> None:
+    store, clients = served
+    store.append(
+        {
+            "logName": "projects/proj/logs/app",
+            "resource": {"type": "global"},
+            "timestamp": (T0 + timedelta(milliseconds=i)).isoformat(),
+            "textPayload": f"line {i}",
+        }
+        for i in range(2100)
+    )
+
+    def pages(order_by: str) -> list[list[str]]:
+        pager = clients.logging().list_log_entries(
+            request={
+                "resource_names": ["projects/proj"],
+                "filter": SINCE,
+                "order_by": order_by,
+                "page_size": 1000,
+            }
+        )
+        return [[e.text_payload for e in page.entries] for page in pager.pages]
+
+    asc = await call(pages, "timestamp asc")
+    assert [len(p) for p in asc] == [1000, 1000, 100]
+    flat = [t for p in asc for t in p]
+    assert flat == [f"line {i}" for i in range(2100)]
+    desc = await call(pages, "timestamp desc")
+    assert [t for p in desc for t in p] == flat[::-1]
+
+
+async def test_bad_requests_are_invalid_argument(served: Any) -> None:
+    _store, clients = served
+    with pytest.raises(gexc.InvalidArgument) as bad_filter:
+        await list_entries(clients, 'severity>=ERROR AND (textPayload:"x"')
+    assert "Unparseable filter" in bad_filter.value.message
+    assert "column 37" in bad_filter.value.message
+    with pytest.raises(gexc.InvalidArgument, match="order_by"):
+        await list_entries(clients, SINCE, order_by="severity desc")
+    with pytest.raises(gexc.InvalidArgument, match="page_size"):
+        await list_entries(clients, SINCE, page_size=1001)
+    with pytest.raises(gexc.InvalidArgument, match="page_token"):
+        await list_entries(clients, SINCE, page_token="not-a-token")
+    with pytest.raises(gexc.InvalidArgument, match="resource_names"):
+        await call(lambda: list(clients.logging().list_log_entries(request={"filter": SINCE})))
+
+
+async def test_a_token_from_another_query_is_refused(served: Any) -> None:
+    store, clients = served
+    for i in range(3):
+        store.revision_output(NEW, "stdout", f"line {i}", T0 + timedelta(seconds=i))
+
+    def first_token() -> str:
+        request = {"resource_names": ["projects/proj"], "filter": SINCE, "page_size": 1}
+        pager = clients.logging().list_log_entries(request=request)
+        return str(pager.next_page_token)
+
+    token = await call(first_token)
+    assert token
+    with pytest.raises(gexc.InvalidArgument, match="page_token"):
+        await list_entries(clients, f"{SINCE} severity>=DEFAULT", page_token=token, page_size=1)
+
+
+async def test_write_log_entries_applies_defaults_and_validates(served: Any) -> None:
+    _store, clients = served
+
+    def write(**request: Any) -> None:
+        clients.logging().write_log_entries(request=request)
+
+    await call(
+        write,
+        log_name="projects/proj/logs/deploy-guard",
+        resource={"type": "global", "labels": {"project_id": "proj"}},
+        labels={"run": "r1"},
+        entries=[
+            {"json_payload": {"message": "verdict", "rule": "ws"}, "severity": "NOTICE"},
+            {"text_payload": "second", "labels": {"run": "r2"}},
+        ],
+    )
+    entries = await list_entries(clients, 'logName="projects/proj/logs/deploy-guard"')
+    assert [dict(e.labels) for e in entries] == [{"run": "r1"}, {"run": "r2"}]
+    assert entries[0].json_payload["rule"] == "ws"
+
+    with pytest.raises(gexc.InvalidArgument, match="log_name"):
+        await call(write, entries=[{"text_payload": "no name", "resource": {"type": "global"}}])
+    with pytest.raises(gexc.InvalidArgument, match="1 valid entries were written"):
+        await call(
+            write,
+            resource={"type": "global"},
+            partial_success=True,
+            entries=[
+                {"log_name": "projects/proj/logs/partial", "text_payload": "kept"},
+                {"log_name": "bad/name", "text_payload": "dropped"},
+            ],
+        )
+    kept = await list_entries(clients, 'log_id("partial")')
+    assert [e.text_payload for e in kept] == ["kept"]
+
+
+async def test_tail_streams_new_matching_entries(served: Any) -> None:
+    store, clients = served
+    store.revision_output(NEW, "stdout", "before the tail", T0)
+    received: list[str] = []
+
+    def tail() -> None:
+        request = TailLogEntriesRequest(
+            resource_names=["projects/proj"], filter='textPayload:"wanted"'
+        )
+        stream = clients.logging().tail_log_entries(iter([request]), timeout=10)
+        for response in stream:
+            received.extend(e.text_payload for e in response.entries)
+            assert all(e.timestamp.year >= 2026 for e in response.entries)
+            if len(received) >= 2:
+                stream.cancel()  # type: ignore[attr-defined]
+                return
+
+    task = asyncio.create_task(asyncio.to_thread(tail))
+    deadline = time.monotonic() + 10
+    while not task.done():  # keep writing until the stream (connecting lazily) has them
+        store.revision_output(NEW, "stdout", "wanted now", datetime.now(UTC))
+        store.revision_output(NEW, "stdout", "noise", datetime.now(UTC))
+        assert time.monotonic() < deadline, "tail never delivered"
+        await asyncio.wait([task], timeout=0.05)
+    await task
+    assert received[:2] == ["wanted now", "wanted now"]
+
+
+async def test_list_logs_names_each_log_once(served: Any) -> None:
+    store, clients = served
+    store.revision_output(NEW, "stdout", "a", T0)
+    store.revision_output(NEW, "stdout", "b", T0)
+    store.request(record(NEW, 200, T0))
+    names = await call(lambda: list(clients.logging().list_logs(parent="projects/proj")))
+    assert names == [
+        "projects/proj/logs/run.googleapis.com%2Frequests",
+        "projects/proj/logs/run.googleapis.com%2Fstdout",
+    ]
+
+
+def test_special_json_fields_are_lifted_out_like_cloud_logging() -> None:
+    store = LogStore()
+    line = json.dumps(
+        {
+            "severity": 500,
+            "message": "boom",
+            "time": "2026-11-25T12:00:05.5Z",
+            "logging.googleapis.com/labels": {"run": "r9"},
+            "logging.googleapis.com/trace": "projects/proj/traces/abc",
+        }
+    )
+    store.revision_output(NEW, "stdout", line, T0)
+    store.revision_output(NEW, "stdout", '{"severity": "exception", "message": "x"}', T0)
+    store.revision_output(NEW, "stdout", "[1, 2]", T0)  # JSON, but not an object: text
+    store.revision_output(NEW, "stdout", "   ", T0)  # blank lines are not logged
+    second, third, first = store.entries()  # time order: "time" moved the first one later
+    assert first["jsonPayload"] == {"message": "boom"}
+    assert first["timestamp"] == "2026-11-25T12:00:05.500000Z"
+    assert first["labels"] == {"run": "r9"}
+    assert first["trace"] == "projects/proj/traces/abc"
+    assert (first["severity"], second["severity"]) == ("ERROR", "ERROR")
+    assert third["textPayload"] == "[1, 2]"
+
+
+def test_store_is_bounded_and_time_ordered() -> None:
+    store = LogStore(max_entries=100)
+    store.append(
+        {"logName": "projects/proj/logs/app", "timestamp": (T0 + timedelta(seconds=i)).isoformat()}
+        for i in range(1000)
+    )
+    assert 100 <= len(store) <= 110
+    kept = store.entries()
+    assert kept[-1]["timestamp"] == "2026-11-25T12:16:39.000000Z"  # the newest survive
+    store.append([{"logName": "projects/proj/logs/app", "timestamp": "2026-11-25T12:16:00Z"}])
+    stamps = [e["timestamp"] for e in store.entries()]
+    assert stamps == sorted(stamps)  # a late, older entry lands in time order
+    with pytest.raises(ValueError, match="logName"):
+        store.append([{"logName": "nope"}])
+
+
+async def test_tail_with_a_bad_filter_is_invalid_argument(served: Any) -> None:
+    _store, clients = served
+
+    def tail() -> None:
+        request = TailLogEntriesRequest(resource_names=["projects/proj"], filter="severity>=")
+        for _ in clients.logging().tail_log_entries(iter([request]), timeout=5):
+            pass
+
+    with pytest.raises(gexc.InvalidArgument, match="column 11"):
+        await call(tail)
