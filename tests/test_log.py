@@ -65,3 +65,10 @@ def test_redact_text_keeps_the_rest_of_the_url() -> None:
         guard_log.redact_text("wss://h/p?key=abc&x=1#f")
         == f"wss://h/p?key={guard_log.REDACTED}&x=1#f"
     )
+
+
+def test_module_level_logger_follows_later_configuration() -> None:
+    early = guard_log.get_logger("early")  # made before configure(), as at import time
+    with structlog.testing.capture_logs() as captured:
+        early.info("seen", n=1)
+    assert captured == [{"event": "seen", "n": 1, "logger": "early", "log_level": "info"}]

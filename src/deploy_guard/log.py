@@ -118,4 +118,16 @@ def get_logger(name: str | None = None) -> Any:
     logs, not when it was made, so module-level loggers follow a later
     :func:`configure` (and ``structlog.testing.capture_logs``).
     """
-    return structlog.get_logger(logger=name) if name else structlog.get_logger()
+    return _NamedLogger(name) if name else structlog.get_logger()
+
+
+class _NamedLogger:
+    """A logger that binds ``logger=name`` at each call, against the current configuration."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(structlog.get_logger().bind(logger=self._name), attr)
