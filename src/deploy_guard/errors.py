@@ -11,13 +11,20 @@ websockets, httpx) are mapped into this tree at one seam per library, with
     ├── ApiError                 a Google API call failed after retries
     │   ├── NotFoundError
     │   └── PermissionError_     the credential lacks a role
-    └── ActionError              exit 4: a traffic change failed or was refused
-        └── SupersededError      someone else changed the service during the check
+    ├── ActionError              exit 4: a traffic change failed or was refused
+    │   └── SupersededError      someone else changed the service during the check
+    └── EmulatorError            the local emulator refuses an API request (a gRPC status)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 from deploy_guard.exitcodes import ExitCode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.policy.problems import Problem
 
 
 class GuardError(Exception):
@@ -33,7 +40,15 @@ class ConfigError(GuardError):
 
 
 class PolicyError(ConfigError):
-    """A policy file failed to load or validate."""
+    """A policy file failed to load or validate.
+
+    ``problems`` lists every problem found (``deploy_guard.policy.Problem``:
+    file, line, column, path, message), so a caller can print them all at once.
+    """
+
+    def __init__(self, message: str, problems: Sequence[Problem] = ()) -> None:
+        super().__init__(message)
+        self.problems: list[Problem] = list(problems)
 
 
 class ApiError(GuardError):
@@ -60,3 +75,17 @@ class ActionError(GuardError):
 
 class SupersededError(ActionError):
     """The service changed under the guard (another deploy): it refused to write."""
+
+
+class EmulatorError(GuardError):
+    """The local emulator refuses an API request, as the real API would.
+
+    ``status`` is the gRPC status code's name (``"NOT_FOUND"``,
+    ``"INVALID_ARGUMENT"``, ...): the emulator's gRPC layer turns the error into
+    that status with this message, so the client sees the real API's behaviour.
+    """
+
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message

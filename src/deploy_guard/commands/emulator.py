@@ -1,0 +1,155 @@
+"""``deploy-guard emulator``: a local Cloud Run, Cloud Logging and Cloud Monitoring.
+
+Parsing only; the emulator itself is :class:`deploy_guard.emulator.server.Emulator`,
+imported when the command runs so that ``deploy-guard --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any
+
+import click
+
+from deploy_guard.errors import ConfigError
+from deploy_guard.exitcodes import ExitCode
+from deploy_guard.log import get_logger
+
+EPILOG = """\b
+Point any script or tool at it (the official Google clients, unchanged):
+  deploy-guard emulator              # in one terminal; copy its first line
+  export DEPLOY_GUARD_EMULATOR_HOST=127.0.0.1:PORT     # in another
+  deploy-guard check --project local-project --region us-central1 \\
+      --service chat --revision chat-00002-abc --policy policies/chat.yaml
+In a script:
+  coproc EMU { deploy-guard emulator; }
+  read -r line <&"${EMU[0]}" && export "$line"
+\b
+In Python, build clients with deploy_guard.gcp.clients.Clients.from_env(), or
+pass a channel yourself:
+  ServicesClient(transport=ServicesGrpcTransport(
+      channel=grpc.insecure_channel("127.0.0.1:PORT")))
+\b
+A revision's containers[0].command + args runs as a local process with PORT,
+K_SERVICE, K_REVISION, K_CONFIGURATION and the template's env; its URL and tag
+URLs are loopback addresses in the Service's uri and traffic_statuses[].uri.
+\b
+Faults: --fault ListLogEntries=UNAVAILABLEx2 --fault UpdateService=ABORTED
+        --fault ListTimeSeries=delay:2s
+Stop it with Ctrl-C or SIGTERM: every revision process stops with it.
+See docs/emulator.md.
+"""
+
+
+@click.command("emulator", epilog=EPILOG)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="gRPC port on 127.0.0.1 (0: any free port, printed on the first line).",
+)
+@click.option("--project", default="local-project", show_default=True, help="Project it serves.")
+@click.option("--region", default="us-central1", show_default=True, help="Region it serves.")
+@click.option(
+    "--metrics-delay",
+    default="0s",
+    show_default=True,
+    metavar="DURATION",
+    help="Hold metric points back this long (Cloud Monitoring reports minutes late).",
+)
+@click.option(
+    "--startup-timeout",
+    default="30s",
+    show_default=True,
+    metavar="DURATION",
+    help="How long a revision gets to listen on $PORT when its template sets no timeout.",
+)
+@click.option(
+    "--fault",
+    "faults",
+    multiple=True,
+    metavar="METHOD=CODE[xN]",
+    help="Make an RPC fail (N times, or always) or answer late (METHOD=delay:2s). Repeatable.",
+)
+@click.option(
+    "--workdir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Working directory of revision processes (default: the current one).",
+)
+def emulator(
+    port: int,
+    project: str,
+    region: str,
+    metrics_delay: str,
+    startup_timeout: str,
+    faults: tuple[str, ...],
+    workdir: str | None,
+) -> None:
+    """Run Cloud Run Admin v2, Cloud Logging v2 and Cloud Monitoring v3 locally.
+
+    It listens on 127.0.0.1 only and prints DEPLOY_GUARD_EMULATOR_HOST=127.0.0.1:PORT
+    as its first line once it serves; set that variable and deploy-guard (or any
+    script using its client factory) talks to the emulator instead of Google Cloud.
+    """
+    from deploy_guard.emulator.faults import parse_duration, parse_spec
+
+    try:
+        # Validate everything before starting anything.
+        specs = [parse_spec(f) for f in faults]
+        delay_s = parse_duration(metrics_delay)
+        startup_s = parse_duration(startup_timeout)
+        code = asyncio.run(
+            _serve(
+                dict(
+                    project=project,
+                    region=region,
+                    port=port,
+                    metrics_delay=delay_s,
+                    startup_timeout=startup_s,
+                    workdir=workdir,
+                ),
+                specs,
+            )
+        )
+    except ConfigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(int(ExitCode.USAGE))
+    sys.exit(code)
+
+
+async def _serve(options: dict[str, Any], specs: list[Any]) -> int:
+    """Serve until SIGINT or SIGTERM, then stop every revision process."""
+    from deploy_guard.emulator.server import Emulator
+
+    emu = Emulator(**options)
+    for spec in specs:
+        emu.faults.apply(spec)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        await emu.start()
+        # The first stdout line is the contract: scripts wait for it, then connect.
+        sys.stdout.write(f"DEPLOY_GUARD_EMULATOR_HOST={emu.address}\n")
+        sys.stdout.flush()
+        await stop.wait()
+        # Bound here, not at import: the CLI configures logging after importing commands.
+        get_logger("deploy_guard.commands.emulator").info(
+            "emulator_stopping", signal=received[0] if received else None
+        )
+    finally:
+        await emu.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0

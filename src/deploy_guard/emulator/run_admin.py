@@ -1,0 +1,611 @@
+"""Cloud Run Admin API v2 (``google.cloud.run.v2.Services`` and ``.Revisions``).
+
+Writes follow Cloud Run: Create/Update/Delete return a long-running operation.
+A template change creates a revision (``SERVICE-0000N-xyz``) whose process is
+started in the background; the operation is done when it listens (the service
+then serves the new traffic split) or when it failed (the operation carries
+the error, ``traffic_statuses`` keep the last serving state and
+``terminal_condition`` says why). A traffic-only change creates no revision
+and is applied before the call returns.
+
+Every request is validated completely before anything changes, so a refused
+request leaves the state exactly as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from typing import Any, TypeAlias
+
+import grpc
+from google.cloud import run_v2
+from google.longrunning import operations_pb2
+from google.protobuf import json_format
+
+from deploy_guard.emulator import state as st
+from deploy_guard.emulator import traffic
+from deploy_guard.emulator.contracts import Backend, LogSink, RevisionRef, Route, RouterApi
+from deploy_guard.emulator.names import (
+    Location,
+    check_revision_id,
+    check_service_id,
+    new_revision_id,
+    short_name,
+)
+from deploy_guard.emulator.operations import OperationStore
+from deploy_guard.emulator.paging import page
+from deploy_guard.emulator.processes import RevisionProcess, StartFailure
+from deploy_guard.emulator.rpc import generic_handler
+from deploy_guard.errors import EmulatorError
+from deploy_guard.log import get_logger
+
+log = get_logger("deploy_guard.emulator.run_admin")
+State = run_v2.Condition.State
+#: grpc.aio.ServicerContext (grpc ships no type stubs).
+Ctx: TypeAlias = Any
+
+#: Service fields a caller may write; everything else is output-only.
+_WRITABLE = (
+    "description",
+    "labels",
+    "annotations",
+    "client",
+    "client_version",
+    "ingress",
+    "launch_stage",
+    "binary_authorization",
+    "template",
+    "traffic",
+    "scaling",
+    "invoker_iam_disabled",
+    "default_uri_disabled",
+    "custom_audiences",
+)
+
+
+def _copy_writable(src: run_v2.Service, dst: run_v2.Service) -> None:
+    for name in _WRITABLE:
+        setattr(dst, name, getattr(src, name))
+
+
+def _svc_key(service_id: str) -> str:
+    return f"svc:{service_id}"
+
+
+def _tag_key(service_id: str, tag: str) -> str:
+    return f"tag:{service_id}:{tag}"
+
+
+class RunAdmin:
+    """The services and revisions of one project and region, and their processes."""
+
+    def __init__(
+        self,
+        location: Location,
+        router: RouterApi,
+        logs: LogSink,
+        operations: OperationStore,
+        *,
+        startup_timeout_s: float = 30.0,
+        workdir: str | None = None,
+    ) -> None:
+        self.location = location
+        self.router = router
+        self.logs = logs
+        self.operations = operations
+        self.startup_timeout_s = startup_timeout_s
+        self.workdir = workdir
+        self.services: dict[str, st.ServiceEntry] = {}
+
+    # -- lookups ---------------------------------------------------------------------------
+
+    def _service(self, name: str) -> st.ServiceEntry:
+        service_id = self.location.parse_service(name)
+        entry = self.services.get(service_id)
+        if entry is None:
+            raise EmulatorError("NOT_FOUND", f"Resource '{name}' was not found")
+        return entry
+
+    def _revision(self, name: str) -> tuple[st.ServiceEntry, st.RevisionEntry]:
+        service_id, revision_id = self.location.parse_revision(name)
+        entry = self.services.get(service_id)
+        rev = entry.revisions.get(revision_id) if entry else None
+        if entry is None or rev is None:
+            raise EmulatorError("NOT_FOUND", f"Resource '{name}' was not found")
+        return entry, rev
+
+    def pids(self) -> list[int]:
+        """Process ids of every revision process still running (for tests and tools)."""
+        return [
+            rev.process.pid
+            for entry in self.services.values()
+            for rev in entry.revisions.values()
+            if rev.process is not None and rev.process.running and rev.process.pid
+        ]
+
+    # -- Services --------------------------------------------------------------------------
+
+    async def create_service(
+        self, request: run_v2.CreateServiceRequest, _ctx: Ctx
+    ) -> operations_pb2.Operation:
+        self.location.check_parent(request.parent)
+        if not request.service_id:
+            raise EmulatorError("INVALID_ARGUMENT", "service_id is required")
+        check_service_id(request.service_id)
+        name = self.location.service_name(request.service_id)
+        if request.service.name and request.service.name != name:
+            raise EmulatorError(
+                "INVALID_ARGUMENT",
+                f"service.name {request.service.name!r} must be empty or {name!r}",
+            )
+        if request.service_id in self.services:
+            raise EmulatorError("ALREADY_EXISTS", f"Resource '{name}' already exists.")
+        return await self._create(name, request.service, request.validate_only, "CreateService")
+
+    async def _create(
+        self, name: str, spec: run_v2.Service, validate_only: bool, method: str
+    ) -> operations_pb2.Operation:
+        resource = run_v2.Service(name=name)
+        _copy_writable(spec, resource)
+        entry = st.ServiceEntry(resource=resource)
+        plan = self._plan(entry, resource.template, resource.traffic, creating=True)
+        if validate_only:
+            return self.operations.done_now(resource)
+        resource.uid = st.new_uid()
+        resource.create_time = resource.update_time = st.now()
+        resource.creator = resource.last_modifier = st.LOCAL_USER
+        self.services[entry.service_id] = entry
+        url = await self.router.open_endpoint(_svc_key(entry.service_id))
+        resource.uri = url
+        resource.urls = [url]
+        self._audit(entry, method, spec)
+        return await self._write(entry, plan)
+
+    async def get_service(self, request: run_v2.GetServiceRequest, _ctx: Ctx) -> run_v2.Service:
+        return run_v2.Service(self._service(request.name).resource)
+
+    async def list_services(
+        self, request: run_v2.ListServicesRequest, _ctx: Ctx
+    ) -> run_v2.ListServicesResponse:
+        self.location.check_parent(request.parent)
+        entries = [e.resource for e in self.services.values()]
+        chunk, token = page(entries, request.page_size, request.page_token)
+        return run_v2.ListServicesResponse(
+            services=[run_v2.Service(s) for s in chunk], next_page_token=token
+        )
+
+    async def update_service(
+        self, request: run_v2.UpdateServiceRequest, _ctx: Ctx
+    ) -> operations_pb2.Operation:
+        spec = request.service
+        service_id = self.location.parse_service(spec.name)
+        entry = self.services.get(service_id)
+        if entry is None:
+            if request.allow_missing:
+                return await self._create(spec.name, spec, request.validate_only, "UpdateService")
+            raise EmulatorError("NOT_FOUND", f"Resource '{spec.name}' was not found")
+        plan = self._plan(entry, spec.template, spec.traffic, creating=False)
+        if request.validate_only:
+            preview = run_v2.Service(entry.resource)
+            _copy_writable(spec, preview)
+            return self.operations.done_now(preview)
+        _copy_writable(spec, entry.resource)
+        entry.resource.last_modifier = st.LOCAL_USER
+        entry.resource.update_time = st.now()
+        self._audit(entry, "UpdateService", spec)
+        return await self._write(entry, plan)
+
+    async def delete_service(
+        self, request: run_v2.DeleteServiceRequest, _ctx: Ctx
+    ) -> operations_pb2.Operation:
+        entry = self._service(request.name)
+        if request.etag and request.etag != entry.resource.etag:
+            raise EmulatorError("ABORTED", f"etag {request.etag} does not match; re-read")
+        if request.validate_only:
+            return self.operations.done_now(run_v2.Service(entry.resource))
+        del self.services[entry.service_id]
+        entry.deleted = True
+        for task in entry.tasks:
+            task.cancel()
+        # Let them stop the processes they were starting before the rest is torn down.
+        await asyncio.gather(*entry.tasks, return_exceptions=True)
+        async with entry.lock:
+            await self._close_endpoints(entry, keep_tags=set())
+            await self.router.close_endpoint(_svc_key(entry.service_id))
+            await self._stop_processes(entry.revisions.values())
+        entry.resource.delete_time = st.now()
+        self._audit(entry, "DeleteService", run_v2.Service(name=request.name))
+        log.info("emulator_service_deleted", service=entry.service_id)
+        return self.operations.done_now(run_v2.Service(entry.resource))
+
+    # -- Revisions -------------------------------------------------------------------------
+
+    async def get_revision(self, request: run_v2.GetRevisionRequest, _ctx: Ctx) -> run_v2.Revision:
+        return run_v2.Revision(self._revision(request.name)[1].resource)
+
+    async def list_revisions(
+        self, request: run_v2.ListRevisionsRequest, _ctx: Ctx
+    ) -> run_v2.ListRevisionsResponse:
+        if request.parent.endswith("/services/-"):
+            self.location.check_parent(request.parent.removesuffix("/services/-"))
+            entries = list(self.services.values())
+        else:
+            entries = [self._service(request.parent)]
+        revisions = [r.resource for e in entries for r in e.revisions.values()]
+        revisions.sort(key=lambda r: r.create_time, reverse=True)  # newest first
+        chunk, token = page(revisions, request.page_size, request.page_token)
+        return run_v2.ListRevisionsResponse(
+            revisions=[run_v2.Revision(r) for r in chunk], next_page_token=token
+        )
+
+    async def delete_revision(
+        self, request: run_v2.DeleteRevisionRequest, _ctx: Ctx
+    ) -> operations_pb2.Operation:
+        entry, rev = self._revision(request.name)
+        if request.etag and request.etag != rev.resource.etag:
+            raise EmulatorError("ABORTED", f"etag {request.etag} does not match; re-read")
+        if rev.resource.reconciling:
+            raise EmulatorError(
+                "FAILED_PRECONDITION",
+                f"Revision '{rev.short}' is still being deployed; wait for its operation",
+            )
+        if rev.short in self._referenced(entry):
+            raise EmulatorError(
+                "FAILED_PRECONDITION",
+                f"Revision '{rev.short}' is receiving traffic or is referenced by a tag; "
+                "move its traffic and tags to another revision before deleting it",
+            )
+        if request.validate_only:
+            return self.operations.done_now(run_v2.Revision(rev.resource))
+        del entry.revisions[rev.short]
+        if rev.process is not None:
+            await rev.process.stop()
+        rev.resource.delete_time = st.now()
+        self._audit(entry, "DeleteRevision", run_v2.Revision(name=request.name), revisions=True)
+        return self.operations.done_now(run_v2.Revision(rev.resource))
+
+    def _referenced(self, entry: st.ServiceEntry) -> set[str]:
+        """Revisions that the spec or the served split names (LATEST resolved)."""
+        latest = short_name(entry.resource.latest_ready_revision)
+        names: set[str] = set()
+        for spec in entry.resource.traffic:
+            names.add(latest if traffic.is_latest(spec) else spec.revision)
+        for served in entry.resource.traffic_statuses:
+            names.add(latest if traffic.is_latest(served) else served.revision)
+        if not entry.resource.traffic:
+            names.add(latest)
+        return names - {""}
+
+    # -- writes and reconciliation -----------------------------------------------------------
+
+    def _plan(
+        self,
+        entry: st.ServiceEntry,
+        template: run_v2.RevisionTemplate,
+        targets: Any,
+        *,
+        creating: bool,
+    ) -> str | None:
+        """Validate a write; return the id of the revision it will create, if any."""
+        old = entry.resource.template
+        changed = creating or run_v2.RevisionTemplate.pb(old) != run_v2.RevisionTemplate.pb(
+            template
+        )
+        revision_id: str | None = None
+        if changed:
+            if not template.containers:
+                raise EmulatorError(
+                    "INVALID_ARGUMENT", "template.containers: at least one container is required"
+                )
+            if not template.containers[0].command:
+                raise EmulatorError(
+                    "INVALID_ARGUMENT",
+                    "template.containers[0].command is empty: the emulator runs "
+                    "command + args as a local process (the image is not pulled)",
+                )
+            if template.revision:
+                check_revision_id(entry.service_id, template.revision)
+                if template.revision in entry.revisions:
+                    raise EmulatorError(
+                        "ALREADY_EXISTS",
+                        f"Revision named '{template.revision}' already exists; a changed "
+                        "template needs a new revision name (or none)",
+                    )
+                revision_id = template.revision
+            else:
+                revision_id = new_revision_id(entry.service_id, entry.next_revision_number)
+        known = set(entry.revisions) | ({revision_id} if revision_id else set())
+        traffic.validate(targets, known)
+        return revision_id
+
+    async def _write(
+        self, entry: st.ServiceEntry, revision_id: str | None
+    ) -> operations_pb2.Operation:
+        svc = entry.resource
+        svc.generation += 1
+        svc.etag = st.new_etag()
+        rev: st.RevisionEntry | None = None
+        if revision_id is not None:
+            rev = st.RevisionEntry(st.revision_from_template(svc, svc.template, revision_id))
+            entry.revisions[revision_id] = rev
+            entry.next_revision_number += 1
+            svc.latest_created_revision = rev.resource.name
+        generation = svc.generation
+        entry.pending.add(generation)
+        svc.reconciling = True
+        svc.terminal_condition = st.condition(
+            "Ready", State.CONDITION_RECONCILING, "Deploying revision." if rev else ""
+        )
+        svc.conditions = [
+            st.condition("RoutesReady", State.CONDITION_RECONCILING),
+            st.condition(
+                "ConfigurationsReady",
+                State.CONDITION_RECONCILING if rev else State.CONDITION_SUCCEEDED,
+            ),
+        ]
+        op = self.operations.start(run_v2.Service(svc))
+        if rev is None:
+            # A traffic-only change starts nothing: apply it before the call returns.
+            await self._reconcile(entry, generation, None, op.name)
+            return self.operations.get(op.name)
+        task = asyncio.get_running_loop().create_task(
+            self._reconcile(entry, generation, rev, op.name)
+        )
+        entry.tasks.add(task)
+        task.add_done_callback(entry.tasks.discard)
+        return op
+
+    async def _reconcile(
+        self,
+        entry: st.ServiceEntry,
+        generation: int,
+        rev: st.RevisionEntry | None,
+        op_name: str,
+    ) -> None:
+        failure: StartFailure | None = None
+        try:
+            if rev is not None:
+                failure = await self._start(entry, rev)
+            async with entry.lock:
+                if entry.deleted:
+                    self.operations.finish(
+                        op_name, error=EmulatorError("ABORTED", "the service was deleted")
+                    )
+                    return
+                entry.pending.discard(generation)
+                self._finish(entry, generation, rev, failure, op_name)
+                if failure is None:
+                    await self._apply_traffic(entry)
+                    self.operations.finish(op_name, response=run_v2.Service(entry.resource))
+        except asyncio.CancelledError:
+            if rev is not None and rev.process is not None:
+                await rev.process.stop()
+            with contextlib.suppress(EmulatorError):
+                if not self.operations.get(op_name).done:
+                    self.operations.finish(
+                        op_name,
+                        error=EmulatorError(
+                            "ABORTED", "cancelled: the service was deleted or the emulator stopped"
+                        ),
+                    )
+            raise
+        except Exception as exc:  # never lose the operation: report what went wrong
+            log.exception("emulator_reconcile_failed", service=entry.service_id)
+            entry.pending.discard(generation)
+            entry.resource.reconciling = bool(entry.pending)
+            self.operations.finish(op_name, error=EmulatorError("INTERNAL", str(exc)))
+
+    def _finish(
+        self,
+        entry: st.ServiceEntry,
+        generation: int,
+        rev: st.RevisionEntry | None,
+        failure: StartFailure | None,
+        op_name: str,
+    ) -> None:
+        """Record the outcome on the service resource (and fail the operation)."""
+        svc = entry.resource
+        svc.observed_generation = max(svc.observed_generation, generation)
+        svc.reconciling = bool(entry.pending)
+        if failure is None and rev is not None and self._newer(entry, rev):
+            svc.latest_ready_revision = rev.resource.name
+        if generation < entry.outcome_generation:
+            # A newer write already reported its outcome: this one is history.
+            if failure is not None:
+                self.operations.finish(
+                    op_name, error=EmulatorError("FAILED_PRECONDITION", failure.message)
+                )
+            return
+        entry.outcome_generation = generation
+        if failure is None:
+            if generation == svc.generation or not entry.pending:
+                svc.terminal_condition = st.condition("Ready", State.CONDITION_SUCCEEDED)
+                svc.conditions = [
+                    st.condition("RoutesReady", State.CONDITION_SUCCEEDED),
+                    st.condition("ConfigurationsReady", State.CONDITION_SUCCEEDED),
+                ]
+            return
+        served = bool(svc.traffic_statuses)
+        svc.terminal_condition = st.condition(
+            "Ready",
+            State.CONDITION_FAILED,
+            failure.message,
+            reason=run_v2.Condition.CommonReason.REVISION_FAILED,
+        )
+        svc.conditions = [
+            st.condition(
+                "RoutesReady",
+                State.CONDITION_SUCCEEDED if served else State.CONDITION_FAILED,
+                "" if served else failure.message,
+            ),
+            st.condition(
+                "ConfigurationsReady",
+                State.CONDITION_FAILED,
+                failure.message,
+                reason=run_v2.Condition.CommonReason.REVISION_FAILED,
+            ),
+        ]
+        self.operations.finish(op_name, error=EmulatorError("FAILED_PRECONDITION", failure.message))
+
+    @staticmethod
+    def _newer(entry: st.ServiceEntry, rev: st.RevisionEntry) -> bool:
+        """Is ``rev`` created after the current latest ready revision?
+
+        Two deploys can start at once and finish in any order; LATEST must
+        end on the newest one that became ready.
+        """
+        order = list(entry.revisions)
+        current = short_name(entry.resource.latest_ready_revision)
+        if current not in entry.revisions or rev.short not in entry.revisions:
+            return True
+        return order.index(rev.short) > order.index(current)
+
+    async def _start(self, entry: st.ServiceEntry, rev: st.RevisionEntry) -> StartFailure | None:
+        """Run the revision's container command and wait until it listens."""
+        resource = rev.resource
+        container = resource.containers[0]
+        ref = RevisionRef(
+            project=self.location.project,
+            location=self.location.region,
+            service=entry.service_id,
+            revision=rev.short,
+            configuration=entry.service_id,
+        )
+        env: Mapping[str, str] = {e.name: e.value for e in container.env if e.name}
+        rev.process = RevisionProcess(
+            ref,
+            [*container.command, *container.args],
+            env,
+            self.logs,
+            cwd=container.working_dir or self.workdir,
+        )
+        timeout = resource.timeout.total_seconds() if resource.timeout else 0.0
+        failure = await rev.process.start(timeout or self.startup_timeout_s)
+        resource.reconciling = False
+        resource.update_time = st.now()
+        if failure is None:
+            rev.ready = True
+            resource.conditions = [
+                st.condition("Ready", State.CONDITION_SUCCEEDED),
+                st.condition("ContainerHealthy", State.CONDITION_SUCCEEDED),
+                st.condition("ResourcesAvailable", State.CONDITION_SUCCEEDED),
+            ]
+            log.info("emulator_revision_ready", revision=rev.short, port=rev.process.port)
+            return None
+        reasons: dict[str, Any] = {
+            "revision_reason": run_v2.Condition.RevisionReason.HEALTH_CHECK_CONTAINER_ERROR
+        }
+        if failure.reason == "HealthCheckFailed":
+            reasons = {"reason": run_v2.Condition.CommonReason.PROGRESS_DEADLINE_EXCEEDED}
+        resource.conditions = [
+            st.condition("Ready", State.CONDITION_FAILED, failure.message, **reasons),
+            st.condition("ContainerHealthy", State.CONDITION_FAILED, failure.message, **reasons),
+            st.condition("ResourcesAvailable", State.CONDITION_SUCCEEDED),
+        ]
+        log.warning("emulator_revision_failed", revision=rev.short, reason=failure.reason)
+        return failure
+
+    def _backend(self, entry: st.ServiceEntry, revision: str) -> Backend | None:
+        rev = entry.revisions.get(revision)
+        if rev is None or not rev.ready or rev.process is None or not rev.process.running:
+            return None
+        return Backend(rev.process.ref, rev.process.host, rev.process.port)
+
+    async def _apply_traffic(self, entry: st.ServiceEntry) -> None:
+        """Serve the current spec: routes, tag endpoints, ``traffic_statuses``."""
+        svc = entry.resource
+        latest = short_name(svc.latest_ready_revision)
+        served = traffic.statuses(svc.traffic)
+        split = traffic.serving_split(served, latest)
+        self.router.set_routes(
+            _svc_key(entry.service_id),
+            [Route(self._backend(entry, r), pct) for r, pct in split.items()],
+        )
+        tags = traffic.tag_targets(served, latest)
+        urls: dict[str, str] = {}
+        for tag, revision in tags.items():
+            key = _tag_key(entry.service_id, tag)
+            urls[tag] = await self.router.open_endpoint(key)
+            self.router.set_routes(key, [Route(self._backend(entry, revision), 100)])
+        await self._close_endpoints(entry, keep_tags=set(tags))
+        entry.open_tags = set(tags)
+        for status in served:
+            if status.tag:
+                status.uri = urls[status.tag]
+        svc.traffic_statuses = served
+
+    async def _close_endpoints(self, entry: st.ServiceEntry, keep_tags: set[str]) -> None:
+        for tag in entry.open_tags - keep_tags:
+            await self.router.close_endpoint(_tag_key(entry.service_id, tag))
+
+    async def _stop_processes(self, revisions: Any) -> None:
+        await asyncio.gather(
+            *(r.process.stop() for r in revisions if r.process is not None),
+            return_exceptions=True,
+        )
+
+    async def close(self) -> None:
+        """Stop every revision process and pending reconciliation (emulator shutdown)."""
+        entries = list(self.services.values())
+        for entry in entries:
+            for task in entry.tasks:
+                task.cancel()
+        for entry in entries:
+            await asyncio.gather(*entry.tasks, return_exceptions=True)
+            await self._stop_processes(entry.revisions.values())
+
+    def _audit(
+        self, entry: st.ServiceEntry, method: str, request: Any, *, revisions: bool = False
+    ) -> None:
+        api = "Revisions" if revisions else "Services"
+        try:
+            self.logs.audit(
+                project=self.location.project,
+                location=self.location.region,
+                service=entry.service_id,
+                method_name=f"google.cloud.run.v2.{api}.{method}",
+                resource_name=request.name or entry.resource.name,
+                request=json_format.MessageToDict(type(request).pb(request)),
+                when=st.now(),
+            )
+        except Exception:  # an audit sink bug must not fail the write
+            log.exception("emulator_audit_failed", service=entry.service_id)
+
+    # -- gRPC ----------------------------------------------------------------------------------
+
+    def handlers(self) -> list[grpc.GenericRpcHandler]:
+        """``google.cloud.run.v2.Services`` and ``.Revisions`` as generic handlers."""
+        op = operations_pb2.Operation
+        r = run_v2
+        return [
+            generic_handler(
+                "google.cloud.run.v2.Services",
+                [
+                    ("CreateService", self.create_service, r.CreateServiceRequest, op),
+                    ("GetService", self.get_service, r.GetServiceRequest, r.Service),
+                    (
+                        "ListServices",
+                        self.list_services,
+                        r.ListServicesRequest,
+                        r.ListServicesResponse,
+                    ),
+                    ("UpdateService", self.update_service, r.UpdateServiceRequest, op),
+                    ("DeleteService", self.delete_service, r.DeleteServiceRequest, op),
+                ],
+            ),
+            generic_handler(
+                "google.cloud.run.v2.Revisions",
+                [
+                    ("GetRevision", self.get_revision, r.GetRevisionRequest, r.Revision),
+                    (
+                        "ListRevisions",
+                        self.list_revisions,
+                        r.ListRevisionsRequest,
+                        r.ListRevisionsResponse,
+                    ),
+                    ("DeleteRevision", self.delete_revision, r.DeleteRevisionRequest, op),
+                ],
+            ),
+        ]

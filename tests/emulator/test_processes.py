@@ -1,0 +1,150 @@
+"""Revision processes: started with Cloud Run's environment, ready when listening, stopped whole."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from deploy_guard.emulator.contracts import RequestRecord, RevisionRef
+from deploy_guard.emulator.processes import RevisionProcess
+
+REF = RevisionRef("local-project", "us-central1", "chat", "chat-00001-abc", "chat")
+
+
+class RecordingSink:
+    """A LogSink that keeps what it is given (the seam the LogStore also implements)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[RevisionRef, str, str]] = []
+
+    def revision_output(
+        self, ref: RevisionRef, stream: Literal["stdout", "stderr"], line: str, when: datetime
+    ) -> None:
+        self.lines.append((ref, stream, line))
+
+    def request(self, record: RequestRecord) -> None:
+        pass
+
+    def audit(self, **_fields: Any) -> None:
+        pass
+
+    def text(self) -> str:
+        return "\n".join(line for _, _, line in self.lines)
+
+
+def gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs (absent, or a zombie nobody reaped yet)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+async def eventually(predicate: Any, within_s: float = 10.0) -> bool:
+    """Poll ``predicate`` until true or ``within_s``; the loop keeps running meanwhile."""
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+def environ_of(pid: int) -> list[bytes]:
+    return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+
+
+async def test_ready_process_gets_cloud_run_env_and_its_output_reaches_the_sink(
+    revision_app: Path,
+) -> None:
+    sink = RecordingSink()
+    proc = RevisionProcess(REF, [sys.executable, str(revision_app)], {"GREETING": "hi"}, sink)
+    assert await proc.start(10.0) is None
+    try:
+        assert proc.running
+        assert proc.pid is not None
+        environ = environ_of(proc.pid)
+        for pair in (
+            f"PORT={proc.port}",
+            "K_SERVICE=chat",
+            "K_REVISION=chat-00001-abc",
+            "K_CONFIGURATION=chat",
+            "GREETING=hi",
+        ):
+            assert pair.encode() in environ
+        assert await eventually(lambda: "listening on" in sink.text())
+        assert all(ref == REF for ref, _, _ in sink.lines)
+    finally:
+        await proc.stop()
+    assert gone(proc.pid)
+
+
+async def test_process_that_exits_fails_with_status_and_last_output(revision_app: Path) -> None:
+    sink = RecordingSink()
+    proc = RevisionProcess(
+        REF, [sys.executable, str(revision_app)], {"APP_EXIT_AT_START": "7"}, sink
+    )
+    failure = await proc.start(10.0)
+    assert failure is not None
+    assert failure.reason == "ContainerFailed"
+    assert "exited with status 7" in failure.message
+    assert "fatal: cannot start revision chat-00001-abc: missing CONFIG" in failure.message
+    assert "stderr" in {stream for _, stream, _ in sink.lines}
+    assert not proc.running
+
+
+async def test_process_that_never_listens_is_stopped_after_the_timeout(
+    revision_app: Path,
+) -> None:
+    sink = RecordingSink()
+    proc = RevisionProcess(
+        REF, [sys.executable, str(revision_app)], {"APP_NEVER_LISTEN": "1"}, sink
+    )
+    started = time.monotonic()
+    failure = await proc.start(0.8)
+    assert failure is not None
+    assert failure.reason == "HealthCheckFailed"
+    assert "0.8 s" in failure.message
+    assert "will never listen" in failure.message
+    assert time.monotonic() - started < 8
+    assert proc.pid is not None
+    assert gone(proc.pid)
+
+
+async def test_stop_also_stops_what_the_revision_spawned(revision_app: Path) -> None:
+    sink = RecordingSink()
+    script = f'sleep 300 & echo "child=$!"; exec "{sys.executable}" "{revision_app}"'
+    proc = RevisionProcess(REF, ["sh", "-c", script], {}, sink)
+    assert await proc.start(10.0) is None
+    assert await eventually(lambda: "child=" in sink.text())
+    child = int(sink.text().split("child=")[1].split()[0])
+    assert not gone(child)
+    await proc.stop()
+    assert await eventually(lambda: gone(child), 5.0)
+
+
+async def test_a_command_that_does_not_exist_fails_cleanly(tmp_path: Path) -> None:
+    proc = RevisionProcess(REF, [str(tmp_path / "missing")], {}, RecordingSink())
+    failure = await proc.start(1.0)
+    assert failure is not None
+    assert failure.reason == "ContainerFailed"
+    assert "could not start" in failure.message
+    await proc.stop()  # nothing to stop; must not raise
+
+
+async def test_workdir_is_the_process_cwd(revision_app: Path, tmp_path: Path) -> None:
+    proc = RevisionProcess(
+        REF, [sys.executable, str(revision_app)], {}, RecordingSink(), cwd=str(tmp_path)
+    )
+    assert await proc.start(10.0) is None
+    try:
+        assert proc.pid is not None
+        assert os.readlink(f"/proc/{proc.pid}/cwd") == str(tmp_path)
+    finally:
+        await proc.stop()
