@@ -130,6 +130,8 @@ class MetricMeasurement:
     window_seconds: float = 0.0
     complete: bool = False
     error: str | None = None
+    #: The candidate revision's name, so "no data" messages can name it.
+    revision: str | None = None
 
 
 Measurement = ProbeMeasurement | LogMeasurement | MetricMeasurement

@@ -1,1 +1,48 @@
-"""The policy language: model, loading with positions, validation, schema."""
+"""The policy language: model, loading with positions, validation, schema.
+
+Importing this package costs pydantic and ruamel.yaml, never the Google
+client libraries: ``deploy-guard policy validate`` stays fast.
+"""
+
+from deploy_guard.errors import PolicyError
+from deploy_guard.policy.load import load_file, load_paths, parse_policy, policy_files
+from deploy_guard.policy.model import (
+    AuthSpec,
+    BaselineRelative,
+    CloseCodes,
+    ExpectStep,
+    HttpExpect,
+    HttpSpec,
+    Isolation,
+    LogsSpec,
+    MetricSpec,
+    Policy,
+    Rule,
+    ScenarioStep,
+    SendStep,
+    WebSocketSpec,
+)
+from deploy_guard.policy.problems import Problem
+
+__all__ = [
+    "AuthSpec",
+    "BaselineRelative",
+    "CloseCodes",
+    "ExpectStep",
+    "HttpExpect",
+    "HttpSpec",
+    "Isolation",
+    "LogsSpec",
+    "MetricSpec",
+    "Policy",
+    "PolicyError",
+    "Problem",
+    "Rule",
+    "ScenarioStep",
+    "SendStep",
+    "WebSocketSpec",
+    "load_file",
+    "load_paths",
+    "parse_policy",
+    "policy_files",
+]

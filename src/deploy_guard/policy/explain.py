@@ -1,0 +1,205 @@
+"""A policy in plain words (``deploy-guard policy explain FILE``).
+
+Reviewers read policies in pull requests; this says what a file will *do*,
+with every default made visible, so "what happens if Logging is down?" has an
+answer without reading the reference.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from deploy_guard.policy.model import (
+    ExpectStep,
+    HttpSpec,
+    LogsSpec,
+    MetricSpec,
+    Policy,
+    Rule,
+    SendStep,
+    WebSocketSpec,
+)
+from deploy_guard.policy.units import format_duration as dur
+from deploy_guard.policy.units import format_ratio as pct
+
+_MISSING = {
+    "fail": "counts as a failure",
+    "inconclusive": "makes the check inconclusive",
+    "ignore": "is ignored (the rule is skipped)",
+}
+_ON_FAIL = {
+    "rollback": "put traffic back on the revisions that served before",
+    "none": "change nothing (the exit code still says fail)",
+}
+_ON_INCONCLUSIVE = {
+    "hold": "leave traffic as it is and exit 3 for a human to decide",
+    "rollback": "roll back, as on failure",
+    "pass": "treat it as a pass",
+}
+_ON_PASS = {"promote": "send 100% of traffic to the new revision", "none": "change nothing"}
+
+
+def _list(items: list[str], word: str = "and") -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return f"{', '.join(items[:-1])} {word} {items[-1]}"
+
+
+def _http(spec: HttpSpec) -> Iterator[str]:
+    yield (
+        f"Sends {spec.requests} {spec.method} request{'s' if spec.requests != 1 else ''} "
+        f"to {spec.path}, {spec.concurrency} at a time, each within {dur(spec.timeout)}."
+    )
+    expect = spec.expect
+    checks = [f"the status is {_list([str(s) for s in expect.status], 'or')}"]
+    if expect.body_contains is not None:
+        checks.append(f'the body contains "{expect.body_contains}"')
+    for path, value in expect.json.items():
+        checks.append(f"{path} is {json.dumps(value)}")
+    if expect.max_latency is not None:
+        checks.append(f"it answers within {dur(expect.max_latency)}")
+    yield f"A request succeeds when {_list(checks)}; {pct(spec.success_ratio)} must succeed."
+
+
+def _step(step: SendStep | ExpectStep) -> str:
+    if isinstance(step, SendStep):
+        what = "a JSON message" if step.json is not None else f'the text "{step.text}"'
+        return f"send {what}"
+    order = " then ".join(step.events)
+    extra = "other events may come between" if step.allow_extra else "no other events allowed"
+    return f"expect {order} (each within {dur(step.timeout)}; {extra})"
+
+
+def _websocket(spec: WebSocketSpec) -> Iterator[str]:
+    yield (
+        f"Opens {spec.sessions} WebSocket session{'s' if spec.sessions != 1 else ''} on "
+        f"{spec.path}, {spec.concurrency} user{'s' if spec.concurrency != 1 else ''} at a time "
+        f"(user-1..user-{spec.concurrency})."
+    )
+    if spec.scenario:
+        yield "In each session: " + "; ".join(_step(s) for s in spec.scenario) + "."
+    if spec.hold:
+        yield (
+            f"Then it keeps the connection open for {dur(spec.hold)}; a close during the hold "
+            "fails the session."
+        )
+    codes = _list([str(c) for c in spec.close_codes.fail], "or")
+    yield f"A session fails when the server closes with {codes}, or a step is not met."
+    if spec.isolation is not None:
+        yield (
+            f"Isolation: every event carrying {spec.isolation.field} must carry the session's "
+            "own user."
+        )
+    yield f"{pct(spec.success_ratio)} of sessions must succeed."
+
+
+def _logs(spec: LogsSpec, window: float) -> Iterator[str]:
+    scope = f" matching {spec.filter}" if spec.filter else ""
+    what = (
+        f"those matching {_list([repr(p) for p in spec.patterns], 'or')}"
+        if spec.patterns
+        else "every one"
+    )
+    yield (
+        f"Reads the new revision's log entries{scope} since the rollout (at most "
+        f"{dur(window)} back) and counts {what}."
+    )
+    limits: list[str] = []
+    if spec.limit_count is not None:
+        limits.append(f"more than {spec.limit_count} match{'es' if spec.limit_count != 1 else ''}")
+    if spec.max_rate is not None:
+        limits.append(f"more than {spec.max_rate:g} per minute")
+    if spec.relative_to_baseline is not None:
+        limits.append(f"a rate above {spec.relative_to_baseline:g}x the previous revision's")
+    yield f"Fails on {_list(limits, 'or')}."
+
+
+def _metric(spec: MetricSpec) -> Iterator[str]:
+    name = {
+        "error_rate": "share of 5xx responses",
+        "latency": f"p{spec.effective_percentile} request latency",
+        "request_count": "request count",
+    }[spec.type]
+
+    def value(v: float) -> str:
+        if spec.type == "error_rate":
+            return pct(v)
+        return dur(v) if spec.type == "latency" else f"{v:g}"
+
+    yield f"Reads the new revision's {name} over the last {dur(spec.window)} (Cloud Monitoring)."
+    limits: list[str] = []
+    if spec.max is not None:
+        limits.append(f"above {value(spec.max)}")
+    if spec.min is not None:
+        limits.append(f"below {value(spec.min)}")
+    if spec.baseline is not None:
+        plus = f" + {value(spec.baseline.plus)}" if spec.baseline.plus else ""
+        limits.append(f"above the previous revision's x {spec.baseline.factor:g}{plus}")
+    yield f"Fails {_list(limits, 'or')}."
+    yield f"With fewer than {spec.min_requests} requests in the window it has no data."
+
+
+def explain_rule(rule: Rule, policy: Policy) -> list[str]:
+    """The lines for one rule: a heading, then what it does and how it is judged."""
+    flags = [rule.kind, rule.severity if not rule.dry_run else f"{rule.severity}, dry run"]
+    lines = [f"{rule.name} ({', '.join(flags)})"]
+    spec = rule.spec
+    if isinstance(spec, HttpSpec):
+        lines += _http(spec)
+    elif isinstance(spec, WebSocketSpec):
+        lines += _websocket(spec)
+    elif isinstance(spec, LogsSpec):
+        lines += _logs(spec, policy.evidence_window)
+    else:
+        lines += _metric(spec)
+    if rule.kind in ("logs", "metric"):
+        lines.append(
+            f"Measured repeatedly: {rule.failure_limit} failing pass(es) tolerated; "
+            f"{rule.consecutive_error_limit} source errors in a row make it an error."
+        )
+    lines.append(f"No data or a source error {_MISSING[rule.missing_data]}.")
+    if rule.dry_run:
+        lines.append("Dry run: it is judged and reported but never decides.")
+    elif rule.severity == "warn":
+        lines.append("Severity warn: a failure makes the verdict warn, never fail.")
+    return lines
+
+
+def explain(policy: Policy) -> str:
+    """The whole policy in plain words."""
+    out = [f"Policy {policy.name}" + (f" ({policy.source})" if policy.source else "")]
+    if policy.description:
+        out.append(policy.description.strip())
+    out.append(f"Applies to services: {', '.join(policy.services)}.")
+    stop = (
+        "stops at the first failing fail rule (fail_fast)"
+        if policy.fail_fast
+        else "runs every rule to the end (fail_fast: false)"
+    )
+    out.append(
+        f"Runs {len(policy.rules)} rule{'s' if len(policy.rules) != 1 else ''}, {stop}; a check "
+        f"takes at most {dur(policy.timeout)}."
+    )
+    auth = policy.auth
+    if auth.token_env:
+        out.append(f"Probes send a bearer token read from ${auth.token_env}.")
+    elif auth.token_file:
+        out.append(f"Probes send a bearer token read from the file {auth.token_file}.")
+    elif auth.id_token == "auto":
+        audience = auth.audience or "the service URL"
+        out.append(f"Probes send a Google ID token for {audience} when credentials allow.")
+    else:
+        out.append("Probes send no credentials.")
+    for index, rule in enumerate(policy.rules, 1):
+        head, *body = explain_rule(rule, policy)
+        out.append("")
+        out.append(f"{index}. {head}")
+        out.extend(f"   {line}" for line in body)
+    out.append("")
+    out.append("Verdict: any failing fail rule fails the check; missing data follows each rule's")
+    out.append("missing_data; warn rules can only warn.")
+    out.append(f"On fail: {_ON_FAIL[policy.on_fail]}.")
+    out.append(f"On inconclusive: {_ON_INCONCLUSIVE[policy.on_inconclusive]}.")
+    out.append(f"On pass: {_ON_PASS[policy.on_pass]}.")
+    return "\n".join(out)

@@ -1,0 +1,302 @@
+"""Loading policy files, with every problem reported at its line and column.
+
+ruamel.yaml's round-trip loader keeps the position of every key and value and
+never constructs Python objects from tags, so a policy file cannot execute
+code. The document is turned into plain data plus a position table, pydantic
+validates the data (collecting *all* errors, not the first), and each error's
+location is mapped back to ``file:line:col: path: message``.
+
+Nothing here raises anything but :class:`~deploy_guard.errors.PolicyError`:
+unreadable files, invalid YAML and invalid content all become problems.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from deploy_guard.errors import PolicyError
+from deploy_guard.policy.messages import describe
+from deploy_guard.policy.model import STEP_TAGS, Policy
+from deploy_guard.policy.problems import Problem, format_path, policy_error
+
+#: Policy files in a folder are the ones with these suffixes.
+SUFFIXES = (".yaml", ".yml")
+#: Enough for any real policy; stops alias bombs (``&a [*a, *a, ...]``) early.
+MAX_NODES = 100_000
+
+Loc = tuple[str | int, ...]
+Pos = tuple[int, int]
+
+
+class _Document:
+    """Plain data converted from the YAML tree, plus where each part was written."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.key_pos: dict[Loc, Pos] = {}
+        self.value_pos: dict[Loc, Pos] = {}
+        self.problems: list[Problem] = []
+        #: Locations whose YAML was refused (tags, alias loops): no further messages there.
+        self.unusable: list[Loc] = []
+        self._nodes = 0
+
+    def problem(self, pos: Pos, loc: Loc, message: str) -> None:
+        self.problems.append(Problem(self.file, pos[0] + 1, pos[1] + 1, format_path(loc), message))
+
+    def convert(self, node: Any, loc: Loc, pos: Pos, active: frozenset[int] = frozenset()) -> Any:
+        """ruamel's round-trip types -> dict/list/str/int/float/bool/None, positions recorded."""
+        from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _TooLarge
+        self.value_pos[loc] = pos
+        tag = getattr(getattr(node, "tag", None), "value", None)
+        if isinstance(node, TaggedScalar) or (
+            isinstance(node, CommentedMap | CommentedSeq) and tag is not None
+        ):
+            self.problem(pos, loc, f"YAML tags ({tag}) are not allowed in policy files")
+            self.unusable.append(loc)
+            return None
+        if isinstance(node, CommentedMap | CommentedSeq):
+            if id(node) in active:
+                self.problem(pos, loc, "a YAML alias refers to itself")
+                self.unusable.append(loc)
+                return None
+            active = active | {id(node)}
+        if isinstance(node, CommentedMap):
+            out: dict[Any, Any] = {}
+            for key, value in node.items():
+                key_pos = _lc(node.lc.key, key, pos)
+                if not isinstance(key, str | int | float | bool) or key is None:
+                    self.problem(key_pos, loc, "keys must be plain names")
+                    continue
+                sub = (*loc, str(key)) if not isinstance(key, str) else (*loc, key)
+                self.key_pos[sub] = key_pos
+                out[key] = self.convert(value, sub, _lc(node.lc.value, key, key_pos), active)
+            return out
+        if isinstance(node, CommentedSeq):
+            return [
+                self.convert(item, (*loc, i), _lc(node.lc.item, i, pos), active)
+                for i, item in enumerate(node)
+            ]
+        return _scalar(node)
+
+
+class _TooLarge(Exception):
+    """The document expands to more than :data:`MAX_NODES` nodes."""
+
+
+def _lc(getter: Any, key: Any, default: Pos) -> Pos:
+    try:
+        line, col = getter(key)
+        return (int(line), int(col))
+    except Exception:  # ruamel has no position for some merged keys
+        return default
+
+
+def _scalar(node: Any) -> Any:
+    """Drop ruamel's formatting-preserving subclasses (ScalarFloat, HexInt, ...)."""
+    if node is None or isinstance(node, bool):
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, datetime.date | datetime.datetime):
+        return node.isoformat()
+    return str(node)
+
+
+def _parse(text: str, file: str) -> _Document | tuple[_Document, Any]:
+    """YAML text -> (document, data); a document alone when the YAML itself is broken."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+    doc = _Document(file)
+    yaml = YAML(typ="rt")
+    try:
+        tree = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        pos = (mark.line, mark.column) if mark is not None else (0, 0)
+        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        doc.problem(pos, (), f"invalid YAML: {what or exc}")
+        return doc
+    except (YAMLError, ValueError, RecursionError) as exc:
+        doc.problem((0, 0), (), f"invalid YAML: {exc}")
+        return doc
+    if tree is None:
+        doc.problem((0, 0), (), "the file is empty; a policy needs at least name, services, rules")
+        return doc
+    try:
+        data = doc.convert(tree, (), (0, 0))
+    except (_TooLarge, RecursionError):
+        doc.problem((0, 0), (), f"the document is too large (more than {MAX_NODES} nodes)")
+        return doc
+    if not isinstance(data, dict):
+        doc.problem((0, 0), (), "a policy file holds one mapping (name: ..., rules: [...])")
+        return doc
+    return doc, data
+
+
+def _duplicate_names(doc: _Document, data: dict[str, Any]) -> None:
+    """Checked on raw data too, so it is reported even when other rule errors exist."""
+    rules = data.get("rules")
+    if not isinstance(rules, list):
+        return
+    seen: set[str] = set()
+    for index, rule in enumerate(rules):
+        name = rule.get("name") if isinstance(rule, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in seen:
+            loc: Loc = ("rules", index, "name")
+            doc.problem(
+                doc.value_pos.get(loc, (0, 0)),
+                loc,
+                f'rule name "{name}" is used twice; names must be unique',
+            )
+        seen.add(name)
+
+
+def _position(doc: _Document, loc: Loc, on_key: bool) -> Pos:
+    """The key's or value's position; for a path not in the file, its nearest parent's."""
+    if on_key and loc in doc.key_pos:
+        return doc.key_pos[loc]
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in doc.value_pos:
+            return doc.value_pos[loc[:end]]
+    return (0, 0)
+
+
+def _parse_at(at: str) -> Loc:
+    """``"rules[2].name"`` / ``"send.text"`` / ``"[0]"`` -> location parts."""
+    parts: list[str | int] = []
+    for piece in at.replace("[", ".[").split("."):
+        if not piece:
+            continue
+        if piece.startswith("[") and piece.endswith("]") and piece[1:-1].isdigit():
+            parts.append(int(piece[1:-1]))
+        else:
+            parts.append(piece)
+    return tuple(parts)
+
+
+def _validation_problems(doc: _Document, data: dict[str, Any], exc: ValidationError) -> None:
+    for error in exc.errors(include_url=False):
+        loc: Loc = tuple(p for p in error["loc"] if p not in STEP_TAGS)
+        ctx = error.get("ctx") or {}
+        at = ctx.get("at")
+        if isinstance(at, str):
+            loc = (*loc, *_parse_at(at))
+        elif isinstance(at, tuple | list):
+            loc = (*loc, *at)
+        if any(loc[: len(bad)] == bad for bad in doc.unusable):
+            continue  # already reported: a YAML tag or alias loop there
+        message = describe(error, loc, data)
+        on_key = error["type"] in ("extra_forbidden", "block", "json_path")
+        doc.problem(_position(doc, loc, on_key), loc, message)
+
+
+def parse_policy(text: str, file: str = "<policy>") -> Policy:
+    """Validate policy YAML ``text``; ``file`` names it in problems. Raises PolicyError."""
+    parsed = _parse(text, file)
+    if isinstance(parsed, _Document):
+        raise policy_error(parsed.problems)
+    doc, data = parsed
+    _duplicate_names(doc, data)
+    try:
+        policy = Policy.model_validate(data, context={"strict_units": True})
+    except ValidationError as exc:
+        _validation_problems(doc, data, exc)
+    if doc.problems:
+        raise policy_error(doc.problems)
+    policy._source = file
+    line, column = doc.value_pos.get(("name",), (0, 0))
+    policy._name_at = (line + 1, column + 1)
+    return policy
+
+
+def load_file(path: str | Path) -> Policy:
+    """Load and validate one policy file. Raises PolicyError, with every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise policy_error([Problem(file, 1, 1, "", "the file is not UTF-8 text")]) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise policy_error([Problem(file, 1, 1, "", f"cannot read the file: {reason}")]) from None
+    return parse_policy(text, file)
+
+
+def policy_files(paths: Sequence[str | Path]) -> list[Path]:
+    """Expand folders to their ``*.yaml``/``*.yml`` files (sorted, not recursive into dot dirs)."""
+    files: list[Path] = []
+    for entry in paths:
+        path = Path(entry)
+        if path.is_dir():
+            files.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in SUFFIXES
+                    and p.is_file()
+                    and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            )
+        else:
+            files.append(path)
+    return files
+
+
+def check_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Policy], list[Problem]]:
+    """Check every policy file under ``paths``; never raises for bad input.
+
+    Returns the files looked at, the policies that loaded and every problem
+    (policy names must also be unique across the files).
+    """
+    policies: list[Policy] = []
+    problems: list[Problem] = []
+    files = policy_files(paths)
+    for path in paths:
+        if not Path(path).exists():
+            problems.append(Problem(str(path), 1, 1, "", "no such file or folder"))
+    for file in files:
+        if not file.exists():
+            continue
+        try:
+            policies.append(load_file(file))
+        except PolicyError as exc:
+            problems.extend(exc.problems)
+    if not files and not problems:
+        shown = ", ".join(str(p) for p in paths)
+        problems.append(Problem(shown or ".", 1, 1, "", "no policy files (*.yaml, *.yml) found"))
+    owners: dict[str, str] = {}
+    for policy in policies:
+        source = policy.source or ""
+        if policy.name in owners:
+            message = f'policy name "{policy.name}" is also used by {owners[policy.name]}'
+            problems.append(Problem(source, *policy.name_at, "name", message))
+        owners.setdefault(policy.name, source)
+    return files, policies, sorted(set(problems))
+
+
+def load_paths(paths: Sequence[str | Path]) -> list[Policy]:
+    """Load every policy under ``paths`` (files or folders).
+
+    All files are checked before anything is raised, so one PolicyError lists
+    every problem in every file.
+    """
+    _files, policies, problems = check_paths(paths)
+    if problems:
+        raise policy_error(problems)
+    return policies

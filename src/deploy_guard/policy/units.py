@@ -1,0 +1,131 @@
+"""Durations and ratios as people write them in policy files.
+
+A policy says ``hold: 60s`` and ``success_ratio: 95%``; the rest of the guard
+works in float seconds and float ratios. These parsers are the only place that
+knows the written forms, so every message about a bad value reads the same.
+
+Bare numbers are refused for durations *in files* (is ``timeout: 5`` seconds or
+minutes?) but accepted from Python, where the models are built with seconds
+directly: the loader passes ``context={"strict_units": True}``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, ValidationInfo, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
+_PERCENT = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+PERCENT_PATTERN = r"^[0-9]+(\.[0-9]+)?\s*%$"
+
+
+def _shown(value: Any) -> str:
+    """Quote a value the way the user wrote it, for messages."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_duration(value: Any, *, strict: bool = True) -> float:
+    """``"7s"``, ``"500ms"``, ``"2m"``, ``"1m30s"`` -> float seconds.
+
+    With ``strict=False`` a bare non-negative number is taken as seconds.
+    Raises :class:`ValueError` with a message that shows the accepted forms.
+    """
+    hint = f"{_shown(value)} is not a duration (use 60s, 2m)"
+    if isinstance(value, bool):
+        raise ValueError(hint)
+    if isinstance(value, int | float):
+        if strict or not math.isfinite(value) or value < 0:
+            raise ValueError(hint)
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(hint)
+    text = value.strip().replace(" ", "")
+    if not _DURATION.match(text):
+        raise ValueError(hint)
+    return sum(float(n) * _SECONDS[unit] for n, unit in _PART.findall(text))
+
+
+def parse_ratio(value: Any) -> float:
+    """``"95%"`` or ``0.95`` -> 0.95; anything outside 0..1 is refused."""
+    hint = f"{_shown(value)} is not a ratio (use 95% or 0.95)"
+    if isinstance(value, bool):
+        raise ValueError(hint)
+    if isinstance(value, int | float):
+        ratio = float(value)
+    elif isinstance(value, str) and (m := _PERCENT.match(value.strip())):
+        ratio = float(m.group(1)) / 100.0
+    else:
+        raise ValueError(hint)
+    if not math.isfinite(ratio) or not 0.0 <= ratio <= 1.0:
+        raise ValueError(hint if not isinstance(value, str) else f"{_shown(value)} is over 100%")
+    return ratio
+
+
+def format_duration(seconds: float) -> str:
+    """Float seconds -> a written form: 0.5 -> ``500ms``, 60 -> ``60s``, 120 -> ``2m``."""
+    if seconds < 1 and seconds != 0:
+        return f"{seconds * 1000:g}ms"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 120 and seconds % 60 == 0:  # 60s stays 60s: it reads as the user wrote it
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+def format_ratio(ratio: float) -> str:
+    """0.95 -> ``95%``."""
+    return f"{ratio * 100:g}%"
+
+
+def _duration(value: Any, info: ValidationInfo) -> float:
+    strict = bool(info.context and info.context.get("strict_units"))
+    try:
+        return parse_duration(value, strict=strict)
+    except ValueError as exc:
+        raise PydanticCustomError("duration", str(exc)) from None
+
+
+def _ratio(value: Any) -> float:
+    try:
+        return parse_ratio(value)
+    except ValueError as exc:
+        raise PydanticCustomError("ratio", str(exc)) from None
+
+
+#: Float seconds; written ``7s``, ``500ms``, ``2m``, ``1m30s`` in files.
+Duration = Annotated[
+    float,
+    BeforeValidator(_duration),
+    WithJsonSchema(
+        {"type": "string", "pattern": DURATION_PATTERN, "description": "a duration: 500ms, 7s, 2m"}
+    ),
+]
+
+#: Float 0..1; written ``95%`` or ``0.95``.
+Ratio = Annotated[
+    float,
+    BeforeValidator(_ratio),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": PERCENT_PATTERN},
+                {"type": "number", "minimum": 0, "maximum": 1},
+            ],
+            "description": "a ratio: 95% or 0.95",
+        }
+    ),
+]

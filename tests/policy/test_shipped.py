@@ -1,0 +1,103 @@
+"""The shipped policies load and say what the background story asks for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploy_guard.policy import ExpectStep, SendStep, load_file, load_paths
+from deploy_guard.policy.explain import explain
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+GOLDEN = ["agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_completed"]
+
+
+def test_both_shipped_policies_load() -> None:
+    names = sorted(p.name for p in load_paths([POLICIES]))
+    assert names == ["chat-agent", "http-minimal"]
+
+
+def test_chat_policy_covers_the_story() -> None:
+    policy = load_file(POLICIES / "chat-agent.yaml")
+    assert policy.applies_to("chat-agent")
+    assert policy.on_fail == "rollback"
+    kinds = {rule.name: rule.kind for rule in policy.rules}
+    assert kinds["health"] == "http"
+    assert kinds["no-1011-in-logs"] == "logs"
+    assert {kinds["error-rate"], kinds["latency-p99"]} == {"metric"}
+
+    golden = policy.rule("chat-golden-path").websocket
+    assert golden is not None
+    steps = golden.scenario
+    assert isinstance(steps[0], SendStep)
+    assert isinstance(steps[1], ExpectStep)
+    assert steps[1].events == GOLDEN
+
+    cycles = policy.rule("chat-cycles").websocket
+    assert cycles is not None
+    assert cycles.sessions >= 100
+    assert cycles.concurrency == 5
+    assert cycles.isolation is not None
+    assert cycles.success_ratio == 1.0
+    assert 1011 in cycles.close_codes.fail
+
+    hold = policy.rule("chat-hold").websocket
+    assert hold is not None
+    assert hold.hold == 60.0
+    # A 1011 at ~7 s must be seen at once: every hold session starts together and
+    # the first failure decides (100 %, fail_fast).
+    assert hold.sessions == hold.concurrency
+    assert hold.success_ratio == 1.0
+    assert policy.fail_fast
+
+    logs = policy.rule("no-1011-in-logs").logs
+    assert logs is not None
+    assert logs.limit_count == 0
+    assert any("1011" in p for p in logs.patterns)
+
+
+def test_rule_names_are_unique_across_shipped_policies() -> None:
+    names = [rule.name for policy in load_paths([POLICIES]) for rule in policy.rules]
+    assert len(names) == len(set(names))
+
+
+def test_explain_minimal_policy_shows_defaults() -> None:
+    text = explain(load_file(POLICIES / "http-minimal.yaml"))
+    assert "Sends 20 GET requests to /, 4 at a time, each within 5s." in text
+    assert "the status is 200 and it answers within 2s; 95% must succeed" in text
+    assert "On inconclusive: leave traffic as it is and exit 3" in text
+    assert "Probes send a Google ID token for the service URL" in text
+
+
+def test_explain_words_for_every_option() -> None:
+    from deploy_guard.policy import parse_policy
+
+    text = """\
+version: 1
+name: all
+services: [svc]
+fail_fast: false
+auth: {token_env: GUARD_TOKEN}
+rules:
+  - name: body
+    kind: http
+    dry_run: true
+    http: {expect: {body_contains: ok, json: {"$.a": 1}}}
+  - name: rate
+    kind: logs
+    logs: {max_rate: 2, relative_to_baseline: 1.5}
+  - name: floor
+    kind: metric
+    severity: warn
+    metric: {type: request_count, min: 5}
+"""
+    words = explain(parse_policy(text))
+    assert 'the status is 200, the body contains "ok" and $.a is 1;' in words
+    assert "Dry run: it is judged and reported but never decides." in words
+    assert "Fails on more than 2 per minute or a rate above 1.5x the previous revision's." in words
+    assert "Fails below 5." in words
+    assert "Probes send a bearer token read from $GUARD_TOKEN." in words
+    assert "runs every rule to the end (fail_fast: false)" in words
+    file_auth = explain(parse_policy(text.replace("token_env: GUARD_TOKEN", "token_file: /t")))
+    assert "Probes send a bearer token read from the file /t." in file_auth
+    no_auth = explain(parse_policy(text.replace("token_env: GUARD_TOKEN", "id_token: none")))
+    assert "Probes send no credentials." in no_auth
