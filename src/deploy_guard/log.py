@@ -17,7 +17,8 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, TextIO
 
-import structlog
+# structlog is imported inside the functions below: importing it costs ~120 ms
+# (its dev renderer pulls in rich), which `deploy-guard --help` should not pay.
 
 _SEVERITY = {
     "debug": "DEBUG",
@@ -85,6 +86,8 @@ def configure(
     ``json=None`` picks by the stream: readable lines on a TTY, Cloud Logging
     JSON otherwise.
     """
+    import structlog
+
     out = stream if stream is not None else sys.stderr
     as_json = (not out.isatty()) if json is None else json
     processors: list[Any] = [
@@ -118,7 +121,11 @@ def get_logger(name: str | None = None) -> Any:
     logs, not when it was made, so module-level loggers follow a later
     :func:`configure` (and ``structlog.testing.capture_logs``).
     """
-    return _NamedLogger(name) if name else structlog.get_logger()
+    if name:
+        return _NamedLogger(name)
+    import structlog
+
+    return structlog.get_logger()
 
 
 class _NamedLogger:
@@ -130,4 +137,6 @@ class _NamedLogger:
         self._name = name
 
     def __getattr__(self, attr: str) -> Any:
+        import structlog
+
         return getattr(structlog.get_logger().bind(logger=self._name), attr)

@@ -22,7 +22,7 @@ Point any script or tool at it (the official Google clients, unchanged):
   deploy-guard emulator              # in one terminal; copy its first line
   export DEPLOY_GUARD_EMULATOR_HOST=127.0.0.1:PORT     # in another
   deploy-guard check --project local-project --region us-central1 \\
-      --service chat --revision chat-00002-abc --policy policies/chat.yaml
+      --service chat --revision chat-00002-abc --policy policies/chat-agent.yaml
 In a script:
   coproc EMU { deploy-guard emulator; }
   read -r line <&"${EMU[0]}" && export "$line"
