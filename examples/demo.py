@@ -1,0 +1,245 @@
+"""``make demo``: the 1011 story, caught and rolled back, then a good revision promoted.
+
+1. starts the local emulator (``deploy-guard emulator``, a subprocess);
+2. deploys ``examples/chat_agent`` healthy as revision 1 with 100 % of the traffic;
+3. deploys the broken variant (``CHAT_FAIL_1011_AFTER=7``: every chat session is
+   closed with 1011 seven seconds in) as revision 2, with no traffic and a tag;
+4. runs ``deploy-guard check`` on it, as a user or Cloud Build would: it fails on
+   the first 1011, and traffic stays on revision 1;
+5. deploys a healthy revision 3 and checks it with ``--promote``: traffic moves;
+6. prints where the reports are, and stops every process it started.
+
+The shipped policy holds each session 60 s; to keep the demo under two
+minutes it checks with a copy whose hold is :data:`DEMO_HOLD` (said on screen).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CHAT_APP = ROOT / "examples" / "chat_agent" / "app.py"
+POLICY = ROOT / "policies" / "chat-agent.yaml"
+REPORTS = ROOT / "demo-reports"
+SERVICE = "chat-agent"
+DEMO_HOLD = "15s"
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+def start_emulator() -> tuple[subprocess.Popen[str], str]:
+    """Start ``deploy-guard emulator`` and read its address from the first stdout line."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy_guard", "emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env={**os.environ, "DEPLOY_GUARD_LOG_LEVEL": "warning"},
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("DEPLOY_GUARD_EMULATOR_HOST="):
+        proc.terminate()
+        raise SystemExit(f"the emulator did not start (said {line!r})")
+    return proc, line.split("=", 1)[1]
+
+
+def stop(proc: subprocess.Popen[str]) -> None:
+    """SIGTERM (the emulator then stops its revision processes), then make sure."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def demo_policy(hold: str = DEMO_HOLD, folder: Path = REPORTS) -> Path:
+    """A copy of the shipped chat policy with a shorter hold (the file is data, not code)."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()
+    doc: Any = yaml.load(POLICY.read_text())
+    for rule in doc["rules"]:
+        ws = rule.get("websocket")
+        if ws is not None and "hold" in ws:
+            ws["hold"] = hold
+    folder.mkdir(exist_ok=True)
+    out = folder / "chat-agent-demo.yaml"
+    with out.open("w") as fh:
+        yaml.dump(doc, fh)
+    return out
+
+
+class Deployer:
+    """Deploys revisions of the chat service through the official Cloud Run client."""
+
+    def __init__(self, host: str) -> None:
+        from google.api_core import retry
+        from google.api_core.future import polling
+
+        from deploy_guard.gcp.clients import Clients
+
+        self.clients = Clients(host=host)
+        self.parent = "projects/local-project/locations/us-central1"
+        self.name = f"{self.parent}/services/{SERVICE}"
+        self.polling = retry.Retry(
+            predicate=polling.POLLING_PREDICATE, initial=0.05, maximum=0.5, timeout=60
+        )
+
+    def template(self, env: dict[str, str]) -> Any:
+        from google.cloud import run_v2
+
+        container = run_v2.Container(
+            image="local/chat-agent",
+            command=[sys.executable, str(CHAT_APP)],
+            env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()],
+        )
+        return run_v2.RevisionTemplate(containers=[container])
+
+    def first(self) -> str:
+        from google.cloud import run_v2
+
+        op = self.clients.services().create_service(
+            parent=self.parent,
+            service=run_v2.Service(template=self.template({"DEMO_REVISION": "1"})),
+            service_id=SERVICE,
+        )
+        return str(op.result(timeout=60, polling=self.polling).latest_ready_revision).rsplit(
+            "/", 1
+        )[-1]
+
+    def candidate(self, env: dict[str, str], tag: str, percent: int = 0) -> str:
+        """A new revision with no traffic and a tag (``gcloud run deploy --no-traffic --tag``).
+
+        ``percent`` > 0 deploys a canary instead: that share moves off the serving revision.
+        """
+        from google.cloud import run_v2
+
+        kinds = run_v2.TrafficTargetAllocationType
+        svc = self.clients.services().get_service(name=self.name)
+        latest = str(svc.latest_ready_revision).rsplit("/", 1)[-1]
+        svc.template = self.template(env)
+        svc.traffic = [
+            run_v2.TrafficTarget(  # what serves now, pinned by name (LATEST resolved)
+                type_=kinds.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+                revision=t.revision or latest,
+                percent=t.percent,
+            )
+            for t in svc.traffic_statuses
+            if t.percent
+        ] + [
+            run_v2.TrafficTarget(
+                type_=kinds.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST, percent=percent, tag=tag
+            )
+        ]
+        svc.traffic[0].percent -= percent
+        op = self.clients.services().update_service(service=svc)
+        done = op.result(timeout=60, polling=self.polling)
+        return str(done.latest_created_revision).rsplit("/", 1)[-1]
+
+    def traffic(self) -> str:
+        svc = self.clients.services().get_service(name=self.name)
+        latest = str(svc.latest_ready_revision).rsplit("/", 1)[-1]
+        parts = [f"{t.revision or latest} {t.percent}%" for t in svc.traffic_statuses if t.percent]
+        return ", ".join(parts)
+
+
+def check(
+    host: str,
+    revision: str,
+    policy: Path,
+    name: str,
+    *extra: str,
+    folder: Path = REPORTS,
+    quiet: bool = False,
+) -> int:
+    """Run ``deploy-guard check`` as a subprocess, the way users and Cloud Build run it."""
+    args = [
+        sys.executable,
+        "-m",
+        "deploy_guard",
+        "check",
+        "--revision",
+        revision,
+        "--policy",
+        str(policy),
+        "--report",
+        str(folder / f"{name}.json"),
+        "--summary",
+        str(folder / f"{name}.md"),
+        *extra,
+    ]
+    env = {
+        **os.environ,
+        "DEPLOY_GUARD_EMULATOR_HOST": host,
+        "GOOGLE_CLOUD_PROJECT": "local-project",
+        "CLOUDSDK_RUN_REGION": "us-central1",
+    }
+    if not quiet:
+        print("$ deploy-guard " + " ".join(args[3:]), flush=True)
+    stderr = subprocess.DEVNULL if quiet else None
+    return subprocess.run(args, env=env, check=False, stderr=stderr).returncode
+
+
+def summary_line(name: str) -> str:
+    doc = json.loads((REPORTS / f"{name}.json").read_text())
+    timeline = {e["event"]: e["t"] for e in doc["timeline"]}
+    first = timeline.get("first_failure_seen")
+    when = f", first failure seen {first:.1f} s into the check" if first is not None else ""
+    return f"verdict={doc['verdict']} action={doc['action']} exit={doc['exit_code']}{when}"
+
+
+def main() -> int:
+    started = time.monotonic()
+    REPORTS.mkdir(exist_ok=True)
+    say("Starting the local Cloud Run / Logging / Monitoring emulator")
+    emulator, host = start_emulator()
+    print(f"DEPLOY_GUARD_EMULATOR_HOST={host}")
+    try:
+        deployer = Deployer(host)
+        say("Deploying the chat agent, healthy, as revision 1 (100 % of traffic)")
+        rev1 = deployer.first()
+        print(f"{rev1}: traffic {deployer.traffic()}")
+
+        say("Deploying revision 2: closes every chat session with 1011 after 7 s")
+        rev2 = deployer.candidate({"CHAT_FAIL_1011_AFTER": "7"}, tag="candidate")
+        print(f"{rev2}: no traffic, tag 'candidate'; /health still answers 200")
+
+        policy = demo_policy()
+        say(f"Checking {rev2} with the chat policy (hold shortened to {DEMO_HOLD} for the demo)")
+        code = check(host, rev2, policy, "1-broken-revision", "--log-interval", "2s")
+        print(f"exit code {code}: {summary_line('1-broken-revision')}")
+        print(f"traffic now: {deployer.traffic()}  (still on {rev1})")
+
+        say("Deploying revision 3: the fix (an orchestrator per request), healthy")
+        rev3 = deployer.candidate({"DEMO_REVISION": "3"}, tag="fixed")
+        say(f"Checking {rev3} with --promote")
+        code = check(host, rev3, policy, "2-fixed-revision", "--promote", "--log-interval", "2s")
+        print(f"exit code {code}: {summary_line('2-fixed-revision')}")
+        print(f"traffic now: {deployer.traffic()}")
+        deployer.clients.close()
+    finally:
+        say("Stopping the emulator and every revision process")
+        stop(emulator)
+    say(f"Reports in {REPORTS.relative_to(ROOT)}/  ({time.monotonic() - started:.0f} s in all)")
+    for path in sorted(REPORTS.iterdir()):
+        print(f"  {path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
+    sys.exit(130)

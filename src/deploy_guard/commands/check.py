@@ -1,0 +1,300 @@
+"""``deploy-guard check``: judge a revision by policy; roll back on failure, promote on success.
+
+This module parses flags, validates every policy before any API call, runs
+:class:`deploy_guard.gate.Gate` under SIGINT/SIGTERM handling, writes the
+reports (always, even after an error or a signal) and maps the outcome to the
+documented exit codes. The sequence itself lives in the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from deploy_guard.errors import ConfigError, GuardError, SupersededError
+from deploy_guard.exitcodes import ExitCode
+from deploy_guard.log import get_logger, redact_text
+from deploy_guard.policy.units import parse_duration
+from deploy_guard.report.model import CheckReport
+
+log = get_logger("deploy_guard.check")
+
+HELP = """Judge REVISION by policy after a rollout, and act on the verdict.
+
+\b
+What it does, in order:
+  1. loads and validates every --policy (any problem: exit 2, nothing touched);
+  2. waits for the revision to be Ready and records the service's traffic;
+  3. probes the revision through its tag URL (adding a temporary 0 % tag
+     if it has none, removed afterwards whatever happens);
+  4. reads Cloud Logging (one query per pass) and Cloud Monitoring;
+  5. decides as evidence arrives (fail_fast stops at the first decided failure);
+  6. acts: on fail puts traffic back on the revisions that served before
+     (unless someone deployed meanwhile: then it refuses, exit 4);
+     on pass with --promote sends 100 % to the revision, pinned by name.
+
+\b
+Exit codes: 0 pass, 1 fail (rolled back or never shifted), 2 usage/config,
+3 inconclusive (nothing changed), 4 an action failed or was refused.
+
+\b
+Examples:
+  deploy-guard check --revision chat-00002-abc --region europe-west1 \\
+      --policy policies/chat-agent.yaml --report report.json --summary summary.md
+  deploy-guard check --revision chat-00003-xyz --promote
+  deploy-guard check --revision chat-00002-abc --dry-run     # judge only
+
+Against the local emulator: export DEPLOY_GUARD_EMULATOR_HOST=127.0.0.1:PORT
+(printed by `deploy-guard emulator`).
+"""
+
+
+def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(parse_duration(value))
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(f"{value!r} is not a duration (use 90s, 10m)") from exc
+
+
+def default_policy_paths() -> list[str]:
+    return ["policies"] if Path("policies").is_dir() else []
+
+
+@click.command(name="check", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--revision", required=True, help="Revision to judge: short name or full resource name."
+)
+@click.option("--service", help="Service name; derived from the revision name when omitted.")
+@click.option(
+    "--region", envvar="CLOUDSDK_RUN_REGION", help="Cloud Run region [env CLOUDSDK_RUN_REGION]."
+)
+@click.option(
+    "--project", envvar="GOOGLE_CLOUD_PROJECT", help="Project id [env GOOGLE_CLOUD_PROJECT]."
+)
+@click.option(
+    "--policy",
+    "policy_paths",
+    multiple=True,
+    type=click.Path(),
+    help="Policy file or folder (repeatable) [default: ./policies].",
+)
+@click.option("--promote", is_flag=True, help="On pass, send 100 % of traffic to the revision.")
+@click.option("--dry-run", is_flag=True, help="Judge and report; never move traffic.")
+@click.option("--report", "report_path", type=click.Path(), help="Write the JSON report here.")
+@click.option("--summary", "summary_path", type=click.Path(), help="Write a Markdown summary here.")
+@click.option(
+    "--timeout",
+    callback=_duration,
+    help="Bound on gathering evidence (e.g. 10m) [default: the policy's timeout].",
+)
+@click.option(
+    "--ready-timeout",
+    default="5m",
+    callback=_duration,
+    show_default=True,
+    help="How long to wait for the revision to become Ready.",
+)
+@click.option(
+    "--log-interval",
+    default="10s",
+    callback=_duration,
+    show_default=True,
+    help="Seconds between Cloud Logging passes (its read quota is ~60/min per project).",
+)
+@click.option(
+    "--api-retry",
+    default="30s",
+    callback=_duration,
+    show_default=True,
+    help="Bound on retrying a Cloud API call that answers UNAVAILABLE, DEADLINE_EXCEEDED "
+    "or RESOURCE_EXHAUSTED.",
+)
+@click.option("--token-env", help="Env var holding a bearer token for the probes.")
+@click.option("--token-file", type=click.Path(), help="File holding a bearer token for the probes.")
+@click.option("--no-id-token", is_flag=True, help="Do not mint a Google ID token for the probes.")
+def check(
+    revision: str,
+    service: str | None,
+    region: str | None,
+    project: str | None,
+    policy_paths: tuple[str, ...],
+    promote: bool,
+    dry_run: bool,
+    report_path: str | None,
+    summary_path: str | None,
+    timeout: float | None,
+    ready_timeout: float | None,
+    log_interval: float | None,
+    api_retry: float | None,
+    token_env: str | None,
+    token_file: str | None,
+    no_id_token: bool,
+) -> None:
+    from deploy_guard.gate import CheckOptions
+    from deploy_guard.probes.auth import TokenChoice
+
+    report = CheckReport(revision=revision, project=project or "", region=region or "")
+    try:
+        policies = _load(policy_paths)
+        project, region = _need_project_region(project, region)
+        options = CheckOptions(
+            project=project,
+            region=region,
+            revision=revision,
+            service=service,
+            promote=promote,
+            dry_run=dry_run,
+            timeout=timeout,
+            ready_timeout=ready_timeout if ready_timeout is not None else 300.0,
+            log_interval=log_interval if log_interval is not None else 10.0,
+            api_retry=api_retry if api_retry is not None else 30.0,
+            token=TokenChoice(token_env=token_env, token_file=token_file, id_token=not no_id_token),
+        )
+    except GuardError as exc:
+        _fail_early(report, exc, report_path, summary_path)
+        raise AssertionError("unreachable") from None
+    code = run(policies, options, report)
+    _write_reports(report, report_path, summary_path)
+    sys.exit(code)
+
+
+def _load(paths: tuple[str, ...]) -> list[Any]:
+    from deploy_guard.policy.load import load_paths
+
+    chosen = list(paths) or default_policy_paths()
+    if not chosen:
+        raise ConfigError("no policy given: pass --policy FILE (or keep policies in ./policies)")
+    return load_paths(chosen)
+
+
+def _need_project_region(project: str | None, region: str | None) -> tuple[str, str]:
+    missing = [
+        flag
+        for flag, value in (("--project / GOOGLE_CLOUD_PROJECT", project), ("--region", region))
+        if not value
+    ]
+    if missing:
+        raise ConfigError(f"missing {' and '.join(missing)} (CLOUDSDK_RUN_REGION also works)")
+    assert project is not None
+    assert region is not None
+    return project, region
+
+
+def _fail_early(
+    report: CheckReport, exc: GuardError, report_path: str | None, summary_path: str | None
+) -> None:
+    problems = getattr(exc, "problems", None)
+    text = "\n".join(str(p) for p in problems) if problems else str(exc)
+    click.echo(f"error: {redact_text(text)}", err=True)
+    report.error = text
+    report.verdict, report.action, report.exit_code = "inconclusive", "none", int(exc.exit_code)
+    report.message = "the check did not start"
+    _write_reports(report, report_path, summary_path)
+    sys.exit(int(exc.exit_code))
+
+
+def run(policies: list[Any], options: Any, report: CheckReport) -> int:
+    """Run the gate on a fresh event loop; SIGINT/SIGTERM cancel it (clean-up still runs)."""
+    from deploy_guard.gate import Gate, cloud_sources
+    from deploy_guard.gcp.clients import Clients
+    from deploy_guard.gcp.cloudrun import CloudRun
+    from deploy_guard.gcp.errors import ApiCalls
+
+    view = _terminal_view()
+    clients = Clients.from_env()
+    calls = ApiCalls()
+    router = CloudRun(
+        clients, options.project, options.region, calls=calls, retry_deadline=options.api_retry
+    )
+    sources = cloud_sources(clients, calls, retry_deadline=options.api_retry)
+    gate = Gate(policies, options, router, sources, report, progress=view)
+    try:
+        with view if view is not None else contextlib.nullcontext():
+            code = asyncio.run(_main(gate, report))
+    finally:
+        report.api_calls = calls.as_dict()
+        clients.close()
+    if view is not None:
+        view.final(report)
+    else:
+        click.echo(f"{report.verdict}: {redact_text(report.message)}", err=True)
+    return code
+
+
+async def _main(gate: Any, report: CheckReport) -> int:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    caught: list[str] = []
+
+    def on_signal(name: str) -> None:
+        if not caught:  # the first signal cancels; clean-up then runs to the end
+            caught.append(name)
+            log.warning("check_signalled", signal=name)
+            task.cancel()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal, sig.name)
+    try:
+        await gate.run()
+        return report.exit_code
+    except asyncio.CancelledError:
+        report.error = f"interrupted by {caught[0] if caught else 'cancellation'}"
+        return int(ExitCode.INCONCLUSIVE)
+    except GuardError as exc:
+        report.error = redact_text(str(exc))
+        report.message = report.message or str(exc)
+        report.exit_code = int(exc.exit_code)
+        if isinstance(exc, SupersededError):
+            report.action = "superseded"
+        elif exc.exit_code == ExitCode.ACTION_FAILED:
+            report.action = "failed"
+        click.echo(f"error: {redact_text(str(exc))}", err=True)
+        return int(exc.exit_code)
+    except Exception as exc:  # a bug: still write the report, and say so
+        log.exception("check_crashed")
+        report.error = redact_text(f"internal error: {type(exc).__name__}: {exc}")
+        report.exit_code = int(ExitCode.ACTION_FAILED)
+        click.echo(f"error: {report.error}", err=True)
+        return int(ExitCode.ACTION_FAILED)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.remove_signal_handler(sig)
+
+
+def _terminal_view() -> Any:
+    """The live rich view when stderr is a terminal and logs are not forced to JSON."""
+    ctx = click.get_current_context(silent=True)
+    fmt = ctx.find_root().params.get("log_format") if ctx is not None else None
+    fmt = fmt or os.environ.get("DEPLOY_GUARD_LOG_FORMAT", "auto")
+    if not sys.stderr.isatty() or fmt == "json":
+        return None
+    from deploy_guard import log as guard_log
+    from deploy_guard.report.terminal import TerminalView
+
+    guard_log.configure(level="warning")  # the view shows progress; logs would tear it
+    return TerminalView()
+
+
+def _write_reports(report: CheckReport, report_path: str | None, summary_path: str | None) -> None:
+    from deploy_guard.report.json import write_json
+    from deploy_guard.report.markdown import write_markdown
+
+    for path, write in ((report_path, write_json), (summary_path, write_markdown)):
+        if not path:
+            continue
+        try:
+            write(report, path)
+        except OSError as exc:
+            click.echo(f"error: could not write {path}: {exc.strerror}", err=True)

@@ -1,0 +1,120 @@
+"""``deploy-guard rollback``: put 100 % of a service's traffic on a known good revision, now.
+
+Where traffic goes, in order: ``--to-revision``; else the revision a passing
+check recorded in the ``deploy-guard.dev/last-known-good`` annotation; else the
+newest Ready revision older than the one serving now. The write is the same
+read-modify-write-verify as the check's rollback, so the command is idempotent:
+when the revision already serves 100 %, it changes nothing and exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import click
+
+from deploy_guard.errors import ConfigError, GuardError, NotFoundError
+from deploy_guard.exitcodes import ExitCode
+from deploy_guard.log import get_logger, redact_text
+
+log = get_logger("deploy_guard.rollback")
+
+HELP = """Put 100 % of SERVICE's traffic on a known good revision, and verify it.
+
+\b
+The revision is, in order:
+  --to-revision REV                 if given (must exist and be Ready);
+  the last known good revision      recorded by a passing `check --promote`;
+  the newest Ready revision         older than the one serving now.
+
+\b
+Run it twice: the second run sees the traffic already there and changes
+nothing (exit 0). The revision is pinned by name: later deploys keep sending
+traffic to it until someone sends traffic to the latest revision again.
+
+\b
+Exit codes: 0 done (or nothing to do), 2 unknown/unready revision or bad
+flags, 4 the change failed or the service changed meanwhile.
+
+\b
+Examples:
+  deploy-guard rollback --service chat --region europe-west1
+  deploy-guard rollback --service chat --to-revision chat-00001-abc --dry-run
+"""
+
+
+@click.command(name="rollback", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--service", required=True, help="The Cloud Run service.")
+@click.option("--to-revision", help="Revision to send all traffic to (short name).")
+@click.option(
+    "--region", envvar="CLOUDSDK_RUN_REGION", help="Cloud Run region [env CLOUDSDK_RUN_REGION]."
+)
+@click.option(
+    "--project", envvar="GOOGLE_CLOUD_PROJECT", help="Project id [env GOOGLE_CLOUD_PROJECT]."
+)
+@click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
+def rollback(
+    service: str, to_revision: str | None, region: str | None, project: str | None, dry_run: bool
+) -> None:
+    if not project or not region:
+        click.echo("error: --project (GOOGLE_CLOUD_PROJECT) and --region are required", err=True)
+        sys.exit(int(ExitCode.USAGE))
+    try:
+        message = asyncio.run(roll_back(project, region, service, to_revision, dry_run=dry_run))
+    except GuardError as exc:
+        click.echo(f"error: {redact_text(str(exc))}", err=True)
+        sys.exit(int(exc.exit_code))
+    click.echo(message)
+    sys.exit(int(ExitCode.PASS))
+
+
+async def roll_back(
+    project: str,
+    region: str,
+    service: str,
+    to_revision: str | None,
+    *,
+    dry_run: bool = False,
+    clients: Any = None,
+) -> str:
+    """Do the rollback; return what happened in one line. Raises GuardError subclasses."""
+    from deploy_guard.gate import choose_rollback_target
+    from deploy_guard.gcp.clients import Clients
+    from deploy_guard.gcp.cloudrun import CloudRun
+    from deploy_guard.gcp.traffic import describe, pin_plan, served_split
+
+    own = clients is None
+    clients = Clients.from_env() if own else clients
+    router = CloudRun(clients, project, region)
+    try:
+        state = await router.get_service(service)
+        if to_revision:
+            target = await _named(router, service, to_revision)
+        else:
+            target = await choose_rollback_target(router, state)
+        now = served_split(state)
+        if now == {target.short: 100}:
+            log.info("rollback_not_needed", service=service, revision=target.short)
+            return f"{service}: {target.short} already serves 100 %; nothing changed"
+        if dry_run:
+            return f"{service}: would move traffic from {describe(now)} to {target.short} 100%"
+        log.info("rollback_requested", service=service, revision=target.short, before=describe(now))
+        after = await router.set_traffic(state, pin_plan(state, target.short), why="rollback")
+        log.info("rollback_completed", service=service, traffic=describe(served_split(after)))
+        return f"{service}: traffic now {describe(served_split(after))} (was {describe(now)})"
+    finally:
+        if own:
+            clients.close()
+
+
+async def _named(router: Any, service: str, revision: str) -> Any:
+    try:
+        target = await router.get_revision(service, revision)
+    except NotFoundError:
+        raise ConfigError(f"revision {revision} does not exist in service {service}") from None
+    if target.ready is not True:
+        why = f": {target.message}" if target.message else ""
+        raise ConfigError(f"revision {revision} is not Ready{why}; refusing to send traffic to it")
+    return target

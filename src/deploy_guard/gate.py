@@ -1,0 +1,696 @@
+"""The check's sequence: resolve, reach, gather evidence, decide, act, clean up.
+
+The gate owns time (the check's bound, the intervals between log and metric
+passes), cancellation (fail-fast stops the probes the moment the judge says
+the outcome cannot change) and clean-up (the temporary tag comes off whatever
+ends the check: a verdict, an error, a timeout, Ctrl-C or SIGTERM).
+
+It decides nothing itself: the pure :class:`deploy_guard.judge.Judge` does. It
+talks to Cloud Run through :class:`~deploy_guard.gcp.cloudrun.TrafficRouter`
+and to evidence through three small interfaces (:class:`ProbeSource`,
+:class:`~deploy_guard.gcp.logs.LogSource`,
+:class:`~deploy_guard.gcp.metrics.MetricSource`), each with a no-op stand-in
+when a policy has no rules of that kind. Everything it learns goes into one
+:class:`~deploy_guard.report.model.CheckReport`, so a report can be written
+even when the check ends in an error or a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
+from deploy_guard.exitcodes import ExitCode
+from deploy_guard.gcp.traffic import (
+    LAST_KNOWN_GOOD,
+    TEMP_TAG_PREFIX,
+    Allocation,
+    RevisionState,
+    ServiceState,
+    describe,
+    find_tag_uri,
+    newest_ready_before,
+    pin_plan,
+    rollback_plan,
+    served_split,
+    with_tag,
+    without_tag,
+)
+from deploy_guard.log import get_logger
+from deploy_guard.measurements import LogMeasurement, Measurement, MetricMeasurement
+from deploy_guard.report.model import CheckReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.gcp.cloudrun import CloudRun
+    from deploy_guard.gcp.logs import LogSource
+    from deploy_guard.gcp.metrics import MetricSource
+    from deploy_guard.judge import Judge, RuleResult, Verdict
+    from deploy_guard.policy.model import Policy, Rule
+    from deploy_guard.probes.auth import TokenChoice
+    from deploy_guard.probes.target import Target
+
+log = get_logger("deploy_guard.gate")
+
+_STATUS_ORDER = {"pass": 0, "warn": 1, "inconclusive": 2, "fail": 3}
+
+
+# -- options and interfaces -----------------------------------------------------------------
+@dataclass(frozen=True)
+class CheckOptions:
+    """What the user asked for (flags), with the gate's timing knobs."""
+
+    project: str
+    region: str
+    revision: str
+    service: str | None = None
+    promote: bool = False
+    dry_run: bool = False
+    #: Bound on the evidence phase; None: the policies' ``timeout`` (the smallest).
+    timeout: float | None = None
+    #: Bound on waiting for the candidate to become Ready.
+    ready_timeout: float = 300.0
+    #: Seconds between Cloud Logging passes while probes run (quota: 60 reads/min/project).
+    log_interval: float = 10.0
+    #: Seconds between Cloud Monitoring passes (points arrive each 60 s at best).
+    metric_interval: float = 60.0
+    #: Bound on retrying one Cloud API call's transient errors.
+    api_retry: float = 30.0
+    token: TokenChoice | None = None
+
+
+class ProbeSource(Protocol):
+    """Runs probe rules against a target, streaming cumulative measurements."""
+
+    def stream(self, rules: Sequence[Rule], target: Target) -> AsyncIterator[Measurement]: ...
+
+
+class RunnerProbes:
+    """:class:`ProbeSource` over :func:`deploy_guard.probes.runner.run_rules`."""
+
+    def stream(self, rules: Sequence[Rule], target: Target) -> AsyncIterator[Measurement]:
+        from deploy_guard.probes.runner import run_rules
+
+        return run_rules(rules, target)
+
+
+class Progress(Protocol):
+    """Told whenever the report changed (the terminal view redraws)."""
+
+    def changed(self, report: CheckReport) -> None: ...
+
+
+class NoProgress:
+    def changed(self, report: CheckReport) -> None:
+        return None
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What the evidence sources need to know about the candidate."""
+
+    project: str
+    service: str
+    revision: str
+    baseline: tuple[str, ...]
+    since: datetime
+    rules: tuple[Rule, ...]
+
+
+@dataclass
+class Sources:
+    probes: ProbeSource
+    logs: LogSource
+    metrics: MetricSource
+
+
+SourceFactory = Callable[[Scope], Sources]
+
+
+def cloud_sources(clients: Any, calls: Any, *, retry_deadline: float = 30.0) -> SourceFactory:
+    """The production sources: the probe runner, Cloud Logging and Cloud Monitoring."""
+
+    def build(scope: Scope) -> Sources:
+        from deploy_guard.gcp.logs import CloudLogging, NoLogs
+        from deploy_guard.gcp.metrics import CloudMonitoring, NoMetrics
+
+        common: dict[str, Any] = {
+            "project": scope.project,
+            "service": scope.service,
+            "revision": scope.revision,
+            "rules": scope.rules,
+            "since": scope.since,
+            "baseline": scope.baseline,
+            "calls": calls,
+            "retry_deadline": retry_deadline,
+        }
+        has_logs = any(r.kind == "logs" for r in scope.rules)
+        has_metrics = any(r.kind == "metric" for r in scope.rules)
+        return Sources(
+            probes=RunnerProbes(),
+            logs=CloudLogging(clients, **common) if has_logs else NoLogs(),
+            metrics=CloudMonitoring(clients, **common) if has_metrics else NoMetrics(),
+        )
+
+    return build
+
+
+# -- several policies, one decision ---------------------------------------------------------
+class Judges:
+    """One :class:`Judge` per applicable policy; the worst verdict decides."""
+
+    def __init__(self, policies: Sequence[Policy]) -> None:
+        from deploy_guard.judge import Judge
+
+        self.policies = list(policies)
+        self.judges: list[Judge] = [Judge(p) for p in self.policies]
+        self.owner: dict[str, Judge] = {}
+        for policy, judge in zip(self.policies, self.judges, strict=True):
+            for rule in policy.rules:
+                if rule.name in self.owner:
+                    raise ConfigError(
+                        f"rule name {rule.name!r} appears in two policies that apply to this "
+                        "service; rename one"
+                    )
+                self.owner[rule.name] = judge
+
+    @property
+    def fail_fast(self) -> bool:
+        return any(p.fail_fast for p in self.policies)
+
+    def rules(self) -> list[Rule]:
+        return [r for p in self.policies for r in p.rules]
+
+    def observe(self, m: Measurement) -> RuleResult | None:
+        judge = self.owner.get(m.rule)
+        return judge.observe(m) if judge is not None else None
+
+    def early(self) -> Verdict | None:
+        """A decided failure as soon as any policy's outcome is a decided fail."""
+        verdicts = [j.early_verdict() for j in self.judges]
+        failed = [v for v in verdicts if v is not None and v.status == "fail"]
+        if failed:
+            return failed[0]
+        if all(v is not None for v in verdicts):
+            return worst([v for v in verdicts if v is not None])
+        return None
+
+    def final(self) -> Verdict:
+        return worst([j.verdict() for j in self.judges])
+
+
+def worst(verdicts: Sequence[Verdict]) -> Verdict:
+    """The most severe verdict, its rules merged with the others' (for the report)."""
+    from dataclasses import replace
+
+    top = max(verdicts, key=lambda v: _STATUS_ORDER.get(v.status, 2))
+    rules = tuple(r for v in verdicts for r in v.rules)
+    return replace(top, rules=rules)
+
+
+# -- rollback targets -----------------------------------------------------------------------
+async def choose_rollback_target(
+    router: CloudRun, state: ServiceState, *, exclude: str | None = None
+) -> RevisionState:
+    """Where ``rollback`` sends traffic when not told: last known good, else the one before.
+
+    Raises :class:`ConfigError` when no Ready revision qualifies.
+    """
+    revisions = await router.list_revisions(state.name)
+    by_name = {r.short: r for r in revisions}
+    good = state.annotations.get(LAST_KNOWN_GOOD, "")
+    if good and good != exclude and by_name.get(good) and by_name[good].ready:
+        return by_name[good]
+    current = served_split(state)
+    if exclude:
+        current.setdefault(exclude, 0)
+    candidate = newest_ready_before([r for r in revisions if r.short != exclude], current)
+    if candidate is None:
+        raise ConfigError(
+            f"no Ready revision of {state.short} to roll back to (none recorded as last known "
+            "good, none older than the serving one); pass --to-revision"
+        )
+    return candidate
+
+
+# -- the check ------------------------------------------------------------------------------
+@dataclass
+class _Run:
+    """Mutable state of one check, shared by the steps below."""
+
+    service: str = ""
+    before: ServiceState | None = None
+    expected: ServiceState | None = None
+    temp_tag: str = ""
+    first_failure: bool = False
+
+
+class Gate:
+    """Runs one check; see the module docstring for the sequence."""
+
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        options: CheckOptions,
+        router: CloudRun,
+        sources: SourceFactory,
+        report: CheckReport,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        self.policies = list(policies)
+        self.options = options
+        self.router = router
+        self.sources = sources
+        self.report = report
+        self.progress = progress or NoProgress()
+        self.run_state = _Run()
+
+    # .. small helpers ..
+    def _event(self, name: str, **detail: Any) -> None:
+        self.report.timeline.add(name, **detail)
+        fields = {"service": self.run_state.service, "candidate": self.options.revision, **detail}
+        log.info(name, **fields)
+        self._sync_calls()
+
+    def _sync_calls(self) -> None:
+        self.report.api_calls = self.router.calls.as_dict()
+        self.progress.changed(self.report)
+
+    def _finish(self, verdict: str, action: str, code: ExitCode, message: str) -> CheckReport:
+        self.report.verdict = verdict
+        self.report.action = action
+        self.report.exit_code = int(code)
+        self.report.message = message
+        return self.report
+
+    # .. the sequence ..
+    async def run(self) -> CheckReport:
+        """The whole check. Clean-up runs whatever ends it; the report is always filled."""
+        from deploy_guard.gcp.cloudrun import need_service
+
+        opts = self.options
+        self.report.dry_run = opts.dry_run
+        self.report.project, self.report.region = opts.project, opts.region
+        service = need_service(opts.service, opts.revision)
+        self.run_state.service = self.report.service = service
+        self._event("check_started", dry_run=opts.dry_run, promote=opts.promote)
+        warm = asyncio.ensure_future(asyncio.to_thread(warm_imports))
+        try:
+            return await self._check(service)
+        except asyncio.CancelledError:
+            self.report.error = "the check was interrupted (signal or cancellation)"
+            self._finish(
+                "inconclusive", "none", ExitCode.INCONCLUSIVE, "interrupted before a decision"
+            )
+            self._event("check_interrupted")
+            raise
+        finally:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await warm
+            await self._cleanup()
+            self.report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+            self._event(
+                "check_finished",
+                verdict=self.report.verdict,
+                action=self.report.action,
+                exit_code=self.report.exit_code,
+            )
+
+    async def _check(self, service: str) -> CheckReport:
+        opts = self.options
+        policies = [p for p in self.policies if p.applies_to(service)]
+        if not policies:
+            names = ", ".join(p.name for p in self.policies) or "(none)"
+            raise ConfigError(f"no policy applies to service {service!r} (policies: {names})")
+        self.report.policies = [p.name for p in policies]
+        judges = Judges(policies)
+        before = await self.router.get_service(service)
+        self._record(before)
+        revision = await self.router.wait_ready(service, opts.revision, opts.ready_timeout)
+        if revision.service and revision.service != service:
+            raise ConfigError(
+                f"revision {opts.revision} belongs to service {revision.service}, not {service}"
+            )
+        if revision.ready is not True:
+            return await self._never_started(revision)
+        self._event("revision_ready", revision=revision.short)
+        target = await self._reach(before, revision, policies[0])
+        verdict = await self._gather(judges, target, revision)
+        return await self._act(verdict)
+
+    def _record(self, before: ServiceState) -> None:
+        self.run_state.before = self.run_state.expected = before
+        split = served_split(before)
+        self.report.traffic_before = split
+        self.report.traffic_after = dict(split)
+        self.report.baseline = sorted(r for r in split if r != self.options.revision)
+        self._event(
+            "traffic_recorded",
+            traffic=describe(split),
+            generation=before.generation,
+            latest_created=before.latest_created_revision,
+        )
+
+    async def _never_started(self, revision: RevisionState) -> CheckReport:
+        why = (
+            f"revision {revision.short} failed to start: {revision.message}"
+            if revision.ready is False
+            else f"revision {revision.short} was not Ready after {self.options.ready_timeout:.0f} s"
+        )
+        self.report.reasons = [why]
+        self._event("decision", verdict="fail", reason=why)
+        self.report.verdict = "fail"
+        return await self._rollback(why)
+
+    async def _reach(self, before: ServiceState, revision: RevisionState, policy: Policy) -> Target:
+        """The candidate's tag URL; a temporary 0 % tag when it has none."""
+        from deploy_guard.probes.auth import TokenChoice, resolve_token
+        from deploy_guard.probes.target import Target
+
+        found = find_tag_uri(before, revision.short)
+        if found is None:
+            tag = f"{TEMP_TAG_PREFIX}{secrets.token_hex(4)}"
+            assert self.run_state.expected is not None
+            self.run_state.temp_tag = self.report.temporary_tag = tag
+            self._event("tag_requested", tag=tag)
+            state = await self.router.set_traffic(
+                self.run_state.expected,
+                with_tag(self.run_state.expected, revision.short, tag),
+                why="temporary tag to reach the candidate",
+            )
+            self.run_state.expected = state
+            found = find_tag_uri(state, revision.short)
+            if found is None:
+                raise ActionError(f"Cloud Run shows no URL for the temporary tag {tag}")
+            self._event("tag_added", tag=tag, url=found[1])
+        url = found[1]
+        self.report.target_url = url
+        auth = policy.auth  # the first applicable policy says how probes authenticate
+        token = await resolve_token(
+            self.options.token or TokenChoice(),
+            url=url,
+            policy_token_env=auth.token_env,
+            policy_token_file=auth.token_file,
+            policy_id_token=auth.id_token,
+            policy_audience=auth.audience,
+        )
+        return Target(base_url=url, token=token)
+
+    def _timeout(self, judges: Judges) -> float:
+        if self.options.timeout is not None:
+            return self.options.timeout
+        return min(p.timeout for p in judges.policies)
+
+    def _since(self, judges: Judges, revision: RevisionState) -> datetime:
+        """Evidence starts at the rollout, and never further back than the window."""
+        window = min(p.evidence_window for p in judges.policies)
+        now = datetime.now(UTC)
+        rollout = datetime.fromtimestamp(revision.create_time, UTC) if revision.create_time else now
+        return max(rollout, now - timedelta(seconds=window))
+
+    async def _gather(self, judges: Judges, target: Target, revision: RevisionState) -> Verdict:
+        """Run every source concurrently until the judge decides, all complete, or time is up."""
+        rules = judges.rules()
+        scope = Scope(
+            project=self.options.project,
+            service=self.run_state.service,
+            revision=revision.short,
+            baseline=tuple(self.report.baseline),
+            since=self._since(judges, revision),
+            rules=tuple(rules),
+        )
+        sources = self.sources(scope)
+        bound = self._timeout(judges)
+        self._event("evidence_started", rules=[r.name for r in rules], timeout_s=bound)
+        queue: asyncio.Queue[Measurement | None] = asyncio.Queue()
+        probes_done = asyncio.Event()
+        probe_rules = [r for r in rules if r.kind in ("http", "websocket")]
+        tasks = [
+            asyncio.create_task(self._pump_probes(sources.probes, probe_rules, target, queue)),
+            asyncio.create_task(
+                self._poll(
+                    "logs", sources.logs.measure, self.options.log_interval, probes_done, queue
+                )
+            ),
+            asyncio.create_task(
+                self._poll(
+                    "metrics",
+                    sources.metrics.measure,
+                    self.options.metric_interval,
+                    probes_done,
+                    queue,
+                )
+            ),
+        ]
+        tasks[0].add_done_callback(lambda _t: probes_done.set())
+        try:
+            async with asyncio.timeout(bound):
+                verdict = await self._decide(judges, queue, running=len(tasks))
+        except TimeoutError:
+            verdict = judges.final()
+            verdict = _with_reason(verdict, f"the check timed out after {bound:g} s")
+            self._event("check_timed_out", after_s=bound)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._sync_calls()
+        return verdict
+
+    async def _pump_probes(
+        self,
+        probes: ProbeSource,
+        rules: Sequence[Rule],
+        target: Target,
+        queue: asyncio.Queue[Measurement | None],
+    ) -> None:
+        try:
+            if rules:
+                async with contextlib.aclosing(probes.stream(rules, target)) as stream:  # type: ignore[type-var]
+                    async for m in stream:
+                        queue.put_nowait(m)
+        finally:
+            queue.put_nowait(None)
+
+    async def _poll(
+        self,
+        source: str,
+        measure: Callable[..., Any],
+        interval: float,
+        probes_done: asyncio.Event,
+        queue: asyncio.Queue[Measurement | None],
+    ) -> None:
+        """Passes every ``interval`` s while probes run, then one last complete pass."""
+        passes = self.report.evidence_passes
+        try:
+            while not probes_done.is_set():
+                got: list[LogMeasurement | MetricMeasurement] = await measure(complete=False)
+                if got:
+                    passes[source] = passes.get(source, 0) + 1
+                for m in got:
+                    queue.put_nowait(m)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(probes_done.wait(), interval)
+            got = await measure(complete=True)
+            if got:
+                passes[source] = passes.get(source, 0) + 1
+            for m in got:
+                queue.put_nowait(m)
+        finally:
+            queue.put_nowait(None)
+
+    async def _decide(
+        self, judges: Judges, queue: asyncio.Queue[Measurement | None], *, running: int
+    ) -> Verdict:
+        while running:
+            m = await queue.get()
+            if m is None:
+                running -= 1
+                continue
+            result = judges.observe(m)
+            if result is None:
+                continue
+            self._on_result(result)
+            early = judges.early()
+            if early is not None and (judges.fail_fast or early.status != "fail"):
+                if early.status == "fail":
+                    self._event("fail_fast", deciding=list(early.deciding))
+                return early
+        return judges.final()
+
+    def _on_result(self, result: RuleResult) -> None:
+        self.report.update_rule(result)
+        if result.status == "fail" and not self.run_state.first_failure:
+            self.run_state.first_failure = True
+            self._event("first_failure_seen", rule=result.rule, counts=result.counts)
+        else:
+            self._sync_calls()
+
+    # .. acting ..
+    async def _act(self, verdict: Verdict) -> CheckReport:
+        for result in verdict.rules:  # rules of other policies keep their last live result
+            self.report.update_rule(result)
+        self.report.reasons = list(verdict.reasons)
+        self.report.deciding = list(verdict.deciding)
+        self.report.verdict = verdict.status
+        self._event(
+            "decision", verdict=verdict.status, action=verdict.action, deciding=verdict.deciding
+        )
+        reason = "; ".join(verdict.reasons) or verdict.status
+        if verdict.status == "fail":
+            if verdict.action == "rollback" and not self.options.dry_run:
+                return await self._rollback(reason)
+            word = "dry run: would roll back" if self.options.dry_run else "on_fail: none"
+            return self._finish("fail", "none", ExitCode.FAIL, f"{reason} ({word})")
+        if verdict.status == "inconclusive":
+            return await self._inconclusive(verdict, reason)
+        if (verdict.action == "promote" or self.options.promote) and not self.options.dry_run:
+            return await self._promote(verdict.status)
+        return self._finish(verdict.status, "none", ExitCode.PASS, reason)
+
+    async def _inconclusive(self, verdict: Verdict, reason: str) -> CheckReport:
+        if verdict.action == "rollback" and not self.options.dry_run:
+            await self._rollback(reason)
+            self.report.verdict = "inconclusive"
+            if self.report.exit_code == ExitCode.FAIL:
+                self.report.exit_code = int(ExitCode.INCONCLUSIVE)
+            return self.report
+        if (
+            verdict.action in ("promote", "none")
+            and self.policies
+            and all(p.on_inconclusive == "pass" for p in self.policies)
+        ):
+            return self._finish(
+                "inconclusive", "none", ExitCode.PASS, f"{reason} (treated as pass)"
+            )
+        return self._finish("inconclusive", "held", ExitCode.INCONCLUSIVE, f"{reason}; held")
+
+    async def _rollback(self, reason: str) -> CheckReport:
+        before = self.run_state.before
+        assert before is not None
+        candidate = self.options.revision.rsplit("/", 1)[-1]
+        try:
+            spec = rollback_plan(before, candidate, drop_tags=[self.run_state.temp_tag])
+        except ActionError:
+            target = await choose_rollback_target(self.router, before, exclude=candidate)
+            spec = pin_plan(before, target.short, drop_tags=[self.run_state.temp_tag])
+        if spec is None:
+            self._event("rollback_not_needed", reason="the candidate held no traffic")
+            return self._finish(
+                "fail",
+                "none",
+                ExitCode.FAIL,
+                f"{reason}; the candidate held no traffic: nothing to move",
+            )
+        return await self._write(spec, reason, kind="rollback", done_action="rolled_back")
+
+    async def _promote(self, status: str) -> CheckReport:
+        expected = self.run_state.expected
+        assert expected is not None
+        candidate = self.options.revision.rsplit("/", 1)[-1]
+        spec = pin_plan(expected, candidate, drop_tags=[self.run_state.temp_tag])
+        self.report.verdict = status
+        report = await self._write(
+            spec, "the candidate passed", kind="promote", done_action="promoted"
+        )
+        if report.action == "promoted" and self.run_state.expected is not None:
+            with contextlib.suppress(GuardError):
+                self.run_state.expected = await self.router.set_annotation(
+                    self.run_state.expected, LAST_KNOWN_GOOD, candidate
+                )
+                self._event("last_known_good_recorded", revision=candidate)
+        return report
+
+    async def _write(
+        self, spec: Sequence[Allocation], reason: str, *, kind: str, done_action: str
+    ) -> CheckReport:
+        expected = self.run_state.expected
+        assert expected is not None
+        fail_code = ExitCode.FAIL if kind == "rollback" else ExitCode.PASS
+        self._event(f"{kind}_requested", traffic=_split_text(spec))
+        try:
+            state = await self.router.set_traffic(expected, spec, why=kind)
+        except SupersededError as exc:
+            self._event(f"{kind}_refused", reason=str(exc))
+            return self._finish(self.report.verdict, "superseded", ExitCode.ACTION_FAILED, str(exc))
+        except GuardError as exc:
+            hand = _by_hand(self.run_state.service, self.options.region, spec)
+            self._event(f"{kind}_failed", error=str(exc))
+            msg = f"{kind} failed: {exc}. Do it by hand: {hand}"
+            return self._finish(self.report.verdict, "failed", ExitCode.ACTION_FAILED, msg)
+        self.run_state.expected = state
+        if not any(a.tag == self.run_state.temp_tag for a in state.traffic):
+            self.run_state.temp_tag = ""  # the write dropped it already
+        self.report.traffic_after = served_split(state)
+        self._event(f"{kind}_verified", traffic=describe(self.report.traffic_after))
+        return self._finish(
+            self.report.verdict,
+            done_action,
+            fail_code,
+            f"{reason}; traffic now {describe(self.report.traffic_after)}",
+        )
+
+    async def _cleanup(self) -> None:
+        """Remove the temporary tag (shielded: it must run even when cancelled)."""
+        tag = self.run_state.temp_tag
+        if not tag:
+            return
+        task = asyncio.ensure_future(self._remove_tag(tag))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task  # a second signal: finish removing the tag anyway
+            raise
+
+    async def _remove_tag(self, tag: str) -> None:
+        try:
+            state = await self.router.get_service(self.run_state.service)
+            spec = without_tag(state, tag)
+            if spec is not None:
+                # Removing our own tag is the one write allowed on a changed service:
+                # it touches only the entry we added.
+                state = await self.router.set_traffic(state, spec, why="remove the temporary tag")
+            self.run_state.temp_tag = ""
+            self.report.traffic_after = served_split(state)
+            self._event("tag_removed", tag=tag)
+        except GuardError as exc:
+            self.report.error = (self.report.error or "") + f" could not remove tag {tag}: {exc}"
+            self._event("tag_removal_failed", tag=tag, error=str(exc))
+
+
+def warm_imports() -> None:
+    """Import what the evidence phase needs while the Cloud Run calls wait on the network.
+
+    Imports are most of a healthy check's overhead beyond its probe hold (the
+    Google clients ~0.3-1 s, the probe stack ~0.4 s on a busy machine); run in a
+    thread, they overlap with the I/O of resolving the service and revision.
+    """
+    import deploy_guard.gcp.logs
+    import deploy_guard.gcp.metrics
+    import deploy_guard.probes.runner  # noqa: F401
+    from deploy_guard.probes import http, websocket  # noqa: F401
+
+    with contextlib.suppress(ImportError):
+        import google.cloud.logging_v2.services.logging_service_v2
+        import google.cloud.monitoring_v3  # noqa: F401
+
+
+def _with_reason(verdict: Verdict, reason: str) -> Verdict:
+    from dataclasses import replace
+
+    return replace(verdict, reasons=(*verdict.reasons, reason))
+
+
+def _split_text(spec: Sequence[Allocation]) -> str:
+    return ", ".join(f"{a.revision or 'LATEST'} {a.percent}%" for a in spec if a.percent)
+
+
+def _by_hand(service: str, region: str, spec: Sequence[Allocation]) -> str:
+    pairs = ",".join(f"{a.revision}={a.percent}" for a in spec if a.percent and a.revision)
+    return f"gcloud run services update-traffic {service} --region {region} --to-revisions {pairs}"

@@ -1,0 +1,348 @@
+"""Cloud Logging evidence: one query per pass, every rule's patterns in one filter.
+
+Cloud Logging's read quota is small (60 to 120 ``entries.list`` calls a minute
+per project, shared with every console user), so the guard never issues one
+query per pattern. Each evidence pass sends ONE ``ListLogEntries`` whose filter
+is the candidate's scope, a ``timestamp>=`` bound (unbounded queries can hang),
+and the OR of every logs rule's clause::
+
+    resource.type="cloud_run_revision" AND resource.labels.service_name="chat"
+    AND resource.labels.revision_name="chat-00002-abc"
+    AND timestamp>="2026-11-25T18:00:00Z"
+    AND ((severity>=ERROR AND (textPayload=~"close code 1011" OR jsonPayload.message=~...)) OR ...)
+
+and then counts each rule's patterns client-side. Passes are incremental: each
+one re-reads only the last minute before the newest entry already seen (Cloud
+Logging's ingestion delay) and de-duplicates by ``insertId``.
+
+A rule's filter fragment is checked again client-side when it is a plain
+``severity`` comparison; other fragments are trusted to the server, which is
+exact when the logs rules share one fragment (the usual case) and attributes
+by pattern only when they differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from deploy_guard.errors import GuardError
+from deploy_guard.gcp.clients import Clients
+from deploy_guard.gcp.errors import ApiCalls, call
+from deploy_guard.measurements import LogMeasurement
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.policy.model import Rule
+
+#: Budget for Cloud Logging's ingestion delay: each pass re-reads this far back.
+INGESTION_OVERLAP = timedelta(seconds=60)
+SAMPLES_PER_RULE = 3
+_SEVERITIES = ["DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT"]
+_SEVERITIES.append("EMERGENCY")
+_SEVERITY_FRAGMENT = re.compile(r'^\s*severity\s*(>=|<=|=|>|<)\s*"?([A-Za-z]+)"?\s*$')
+
+
+class LogSource(Protocol):
+    """Gives the judge one snapshot per logs rule per pass."""
+
+    async def measure(self, *, complete: bool) -> list[LogMeasurement]: ...
+
+
+class NoLogs:
+    """Stands in when a policy has no logs rules: no query, no measurement."""
+
+    async def measure(self, *, complete: bool) -> list[LogMeasurement]:
+        return []
+
+
+def quote(text: str) -> str:
+    """A Logging filter string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def pattern_clause(pattern: str) -> str:
+    q = quote(pattern)
+    return f"textPayload=~{q} OR jsonPayload.message=~{q}"
+
+
+def rule_clause(fragment: str | None, patterns: Sequence[str]) -> str:
+    """One rule's part of the filter: its fragment AND any of its patterns."""
+    parts = []
+    if fragment and fragment.strip():
+        parts.append(f"({fragment.strip()})")
+    if patterns:
+        parts.append("(" + " OR ".join(pattern_clause(p) for p in patterns) + ")")
+    return "(" + " AND ".join(parts) + ")" if parts else ""
+
+
+def build_filter(
+    *,
+    service: str,
+    revisions: Sequence[str],
+    since: datetime,
+    clauses: Sequence[str],
+) -> str:
+    """The one server-side filter of an evidence pass."""
+    if len(revisions) == 1:
+        scope_rev = f"resource.labels.revision_name={quote(revisions[0])}"
+    else:
+        scope_rev = (
+            "(" + " OR ".join(f"resource.labels.revision_name={quote(r)}" for r in revisions) + ")"
+        )
+    terms = [
+        'resource.type="cloud_run_revision"',
+        f"resource.labels.service_name={quote(service)}",
+        scope_rev,
+        f"timestamp>={quote(rfc3339(since))}",
+    ]
+    wanted = [c for c in clauses if c]
+    if wanted and len(wanted) == len(clauses):  # a rule with no clause wants every entry
+        terms.append("(" + " OR ".join(wanted) + ")")
+    return " AND ".join(terms)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """The parts of a log entry the guard counts and quotes."""
+
+    key: str
+    revision: str
+    timestamp: datetime
+    severity: str
+    text: str
+
+
+def fragment_allows(fragment: str | None, severity: str) -> bool:
+    """Client-side check of a ``severity`` fragment; other fragments are trusted."""
+    if not fragment:
+        return True
+    m = _SEVERITY_FRAGMENT.match(fragment)
+    if not m:
+        return True
+    op, level = m.group(1), m.group(2).upper()
+    if level not in _SEVERITIES:
+        return True
+    have = _SEVERITIES.index(severity) if severity in _SEVERITIES else 0
+    want = _SEVERITIES.index(level)
+    return {
+        ">=": have >= want,
+        ">": have > want,
+        "=": have == want,
+        "<=": have <= want,
+        "<": have < want,
+    }[op]
+
+
+@dataclass
+class _RuleCounts:
+    matches: dict[str, int]
+    baseline: dict[str, int]
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+
+def severity_name(value: Any) -> str:
+    """``LogSeverity`` as its name, whether the client hands an enum or a bare int (500)."""
+    name = getattr(value, "name", None)
+    if isinstance(name, str) and name in _SEVERITIES:
+        return name
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return str(value).upper()
+    return _SEVERITIES[min(max(number // 100, 0), len(_SEVERITIES) - 1)]
+
+
+def to_entry(raw: Any) -> Entry:
+    """Flatten a ``LogEntry`` (proto-plus) into an :class:`Entry`."""
+    text = raw.text_payload or ""
+    if not text and raw.json_payload:
+        payload = dict(raw.json_payload)
+        text = str(payload.get("message", "") or "")
+    ts = raw.timestamp
+    when = ts if isinstance(ts, datetime) else datetime.now(UTC)
+    severity = severity_name(raw.severity)
+    key = raw.insert_id or f"{when.isoformat()}|{text}"
+    return Entry(
+        key=key,
+        revision=raw.resource.labels.get("revision_name", ""),
+        timestamp=when,
+        severity=severity,
+        text=text,
+    )
+
+
+class CloudLogging:
+    """:class:`LogSource` over ``LoggingServiceV2Client.list_log_entries``."""
+
+    def __init__(
+        self,
+        clients: Clients,
+        *,
+        project: str,
+        service: str,
+        revision: str,
+        rules: Sequence[Rule],
+        since: datetime,
+        baseline: Sequence[str] = (),
+        calls: ApiCalls | None = None,
+        retry_deadline: float = 30.0,
+        page_size: int = 1000,
+        max_pages: int = 5,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.clients = clients
+        self.project = project
+        self.service = service
+        self.revision = revision
+        self.rules = [r for r in rules if r.logs is not None]
+        self.since = since
+        wants_baseline = any(r.logs and r.logs.relative_to_baseline for r in self.rules)
+        self.baseline = list(baseline) if wants_baseline else []
+        self.calls = calls if calls is not None else ApiCalls()
+        self.retry_deadline = retry_deadline
+        self.page_size = min(page_size, 1000)
+        self.max_pages = max_pages
+        self.now = now
+        self._seen: set[str] = set()
+        self._newest: datetime | None = None
+        self._scanned = 0
+        self._truncated = False
+        self._counts = {
+            r.name: _RuleCounts(
+                matches={p: 0 for p in self._patterns(r)},
+                baseline={p: 0 for p in self._patterns(r)},
+            )
+            for r in self.rules
+        }
+        self._compiled = {
+            r.name: [(p, re.compile(p)) for p in (r.logs.patterns if r.logs else [])]
+            for r in self.rules
+        }
+        #: Filter text of every pass, for tests and ``--log-level debug``.
+        self.filters: list[str] = []
+
+    @staticmethod
+    def _patterns(rule: Rule) -> list[str]:
+        pats = list(rule.logs.patterns) if rule.logs else []
+        return pats or ["*"]  # "*": every entry the rule's fragment selects
+
+    def current_filter(self) -> str:
+        start = self.since
+        if self._newest is not None:
+            # Caught up: look back over the ingestion delay. Behind (the last pass hit
+            # its page bound): continue from the newest entry, or we would re-read
+            # the same first pages forever.
+            back = timedelta(0) if self._truncated else INGESTION_OVERLAP
+            start = max(self.since, self._newest - back)
+        clauses = [
+            rule_clause(r.logs.filter if r.logs else None, self._patterns_or_none(r))
+            for r in self.rules
+        ]
+        return build_filter(
+            service=self.service,
+            revisions=[self.revision, *self.baseline],
+            since=start,
+            clauses=clauses,
+        )
+
+    @staticmethod
+    def _patterns_or_none(rule: Rule) -> list[str]:
+        return list(rule.logs.patterns) if rule.logs else []
+
+    async def measure(self, *, complete: bool) -> list[LogMeasurement]:
+        """One pass: query, count, and hand back a cumulative snapshot per rule."""
+        if not self.rules:
+            return []
+        flt = self.current_filter()
+        self.filters.append(flt)
+        try:
+            entries = await asyncio.to_thread(self._fetch, flt)
+        except GuardError as exc:
+            return [self._snapshot(r, complete=complete, error=str(exc)) for r in self.rules]
+        for entry in entries:
+            self._count(entry)
+        return [self._snapshot(r, complete=complete) for r in self.rules]
+
+    def _fetch(self, flt: str) -> list[Entry]:
+        client = self.clients.logging()
+        request = {
+            "resource_names": [f"projects/{self.project}"],
+            "filter": flt,
+            "order_by": "timestamp asc",
+            "page_size": self.page_size,
+        }
+
+        def fetch(retry: Any) -> list[Entry]:
+            # The first page is the call that ``call`` counts; each later page
+            # is another ListLogEntries against the quota, so count it too.
+            pager = client.list_log_entries(request=request, retry=retry)
+            out: list[Entry] = []
+            self._truncated = False
+            for n, page in enumerate(pager.pages):
+                if n:
+                    self.calls.add("logging", "ListLogEntries")
+                out.extend(to_entry(e) for e in page.entries)
+                if n + 1 >= self.max_pages:
+                    self._truncated = bool(page.next_page_token)
+                    break
+            return out
+
+        return call(
+            fetch,
+            api="logging",
+            what=f"reading logs of {self.revision}",
+            calls=self.calls,
+            method="ListLogEntries",
+            deadline=self.retry_deadline,
+        )
+
+    def _count(self, entry: Entry) -> None:
+        if entry.key in self._seen:
+            return
+        self._seen.add(entry.key)
+        if self._newest is None or entry.timestamp > self._newest:
+            self._newest = entry.timestamp
+        is_candidate = entry.revision == self.revision or not entry.revision
+        if is_candidate:
+            self._scanned += 1
+        for rule in self.rules:
+            assert rule.logs is not None
+            if not fragment_allows(rule.logs.filter, entry.severity):
+                continue
+            counts = self._counts[rule.name]
+            target = counts.matches if is_candidate else counts.baseline
+            compiled = self._compiled[rule.name]
+            hits = [p for p, rx in compiled if rx.search(entry.text)] if compiled else ["*"]
+            for p in hits:
+                target[p] = target.get(p, 0) + 1
+            if hits and is_candidate and len(counts.samples) < SAMPLES_PER_RULE:
+                counts.samples.append(
+                    {
+                        "timestamp": entry.timestamp.isoformat(),
+                        "severity": entry.severity,
+                        "text": entry.text[:300],
+                    }
+                )
+
+    def _snapshot(self, rule: Rule, *, complete: bool, error: str | None = None) -> LogMeasurement:
+        counts = self._counts[rule.name]
+        window = max(0.0, (self.now() - self.since).total_seconds())
+        return LogMeasurement(
+            rule=rule.name,
+            entries_scanned=self._scanned,
+            matches=dict(counts.matches),
+            window_seconds=window,
+            baseline_matches=dict(counts.baseline) if self.baseline else None,
+            baseline_window_seconds=window if self.baseline else None,
+            samples=tuple(counts.samples),
+            complete=complete,
+            error=error,
+        )

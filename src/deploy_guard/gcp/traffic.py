@@ -1,0 +1,259 @@
+"""Traffic plans: pure functions over plain snapshots of a Cloud Run service.
+
+What a rollback restores, what a promotion writes, and whether someone else
+changed the service since the guard looked: these are decisions, so they live
+here with no client, no clock and no I/O, and are tested from plain data.
+:mod:`deploy_guard.gcp.cloudrun` turns API objects into these snapshots and
+writes the plans back.
+
+Revision names here are always *short* names (``chat-00002-xyz``), as
+``TrafficTarget.revision`` holds them; ``None`` stands for "the latest Ready
+revision" (``TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from deploy_guard.errors import ActionError
+
+#: The annotation where a passing check records the revision it vouched for.
+LAST_KNOWN_GOOD = "deploy-guard.dev/last-known-good"
+#: Prefix of the temporary tags the guard adds to reach an untagged candidate.
+TEMP_TAG_PREFIX = "dg-"
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One traffic target: a share of the service's traffic and/or a tag URL."""
+
+    revision: str | None  # None: LATEST
+    percent: int
+    tag: str = ""
+    uri: str = ""  # only in traffic_statuses: the tag's URL
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    """What the guard needs to know about a service at one moment."""
+
+    name: str  # full resource name
+    short: str
+    generation: int
+    latest_created_revision: str  # short name
+    latest_ready_revision: str  # short name
+    traffic: tuple[Allocation, ...]  # as written (the spec)
+    traffic_statuses: tuple[Allocation, ...]  # as served
+    uri: str = ""
+    reconciling: bool = False
+    annotations: dict[str, str] = field(default_factory=dict)
+    terminal_message: str = ""
+
+
+@dataclass(frozen=True)
+class RevisionState:
+    """One revision: whether it is Ready, and why not."""
+
+    name: str  # full resource name
+    short: str
+    service: str  # short service name
+    ready: bool | None  # None: still starting
+    message: str = ""  # the Ready condition's message when it failed
+    create_time: float = 0.0  # epoch seconds; sort by this, never by list order
+
+
+def resolve_latest(allocations: Iterable[Allocation], latest_ready: str) -> tuple[Allocation, ...]:
+    """Pin LATEST targets to the revision they meant when read."""
+    return tuple(
+        replace(a, revision=latest_ready) if a.revision is None and latest_ready else a
+        for a in allocations
+    )
+
+
+def serving(allocations: Iterable[Allocation]) -> dict[str, int]:
+    """Percent of traffic per revision (tags without traffic left out)."""
+    out: dict[str, int] = {}
+    for a in allocations:
+        if a.percent > 0 and a.revision is not None:
+            out[a.revision] = out.get(a.revision, 0) + a.percent
+    return out
+
+
+def served_split(state: ServiceState) -> dict[str, int]:
+    """What the service actually serves now, LATEST resolved to a revision name."""
+    statuses = state.traffic_statuses or state.traffic
+    if not statuses:  # empty traffic: 100 % to the latest Ready revision
+        return {state.latest_ready_revision: 100} if state.latest_ready_revision else {}
+    return serving(resolve_latest(statuses, state.latest_ready_revision))
+
+
+def describe(split: dict[str, int]) -> str:
+    """``chat-00001-abc 90%, chat-00002-def 10%`` for messages and reports."""
+    if not split:
+        return "(no traffic)"
+    return ", ".join(f"{rev} {pct}%" for rev, pct in sorted(split.items(), key=lambda i: -i[1]))
+
+
+def renormalise(shares: dict[str, int]) -> dict[str, int]:
+    """Scale integer shares to sum to 100 (largest remainder, ties by name)."""
+    total = sum(shares.values())
+    if total <= 0:
+        return {}
+    exact = {rev: pct * 100 / total for rev, pct in shares.items()}
+    out = {rev: int(v) for rev, v in exact.items()}
+    left = 100 - sum(out.values())
+    by_remainder = sorted(exact, key=lambda r: (-(exact[r] - out[r]), r))
+    for rev in by_remainder[:left]:
+        out[rev] += 1
+    return {rev: pct for rev, pct in out.items() if pct > 0}
+
+
+def tags_without(
+    allocations: Iterable[Allocation], *, drop_tags: Iterable[str] = ()
+) -> tuple[Allocation, ...]:
+    """The tag-only (0 %) targets to keep when a plan rewrites the traffic."""
+    dropped = set(drop_tags)
+    out: list[Allocation] = []
+    for a in allocations:
+        if a.tag and a.tag not in dropped:
+            out.append(Allocation(revision=a.revision, percent=0, tag=a.tag))
+    return tuple(out)
+
+
+def plan(split: dict[str, int], tags: Sequence[Allocation]) -> tuple[Allocation, ...]:
+    """A full traffic spec: every revision pinned by name, then the tags at 0 %.
+
+    A tag on a revision that also gets traffic is folded into that entry, as
+    Cloud Run expects one entry per (revision, tag).
+    """
+    tagged: dict[str, list[str]] = {}
+    for t in tags:
+        if t.revision is not None:
+            tagged.setdefault(t.revision, []).append(t.tag)
+    entries: list[Allocation] = []
+    for rev, pct in sorted(split.items()):
+        rev_tags = tagged.pop(rev, [])
+        entries.append(Allocation(revision=rev, percent=pct, tag=rev_tags[0] if rev_tags else ""))
+        entries.extend(Allocation(revision=rev, percent=0, tag=t) for t in rev_tags[1:])
+    for rev, rev_tags in sorted(tagged.items()):
+        entries.extend(Allocation(revision=rev, percent=0, tag=t) for t in rev_tags)
+    entries.extend(
+        Allocation(revision=None, percent=0, tag=t.tag) for t in tags if t.revision is None
+    )
+    return tuple(entries)
+
+
+def rollback_plan(
+    before: ServiceState, candidate: str, *, drop_tags: Iterable[str] = ()
+) -> tuple[Allocation, ...] | None:
+    """The split to restore: the recorded one minus the candidate, renormalised.
+
+    Returns None when the candidate held no traffic (nothing to move). Raises
+    :class:`ActionError` when the candidate held *all* of it: there is no
+    baseline to go back to, and a human (or ``deploy-guard rollback``) must say
+    where traffic goes.
+    """
+    split = served_split(before)
+    if split.get(candidate, 0) == 0:
+        return None
+    rest = {rev: pct for rev, pct in split.items() if rev != candidate}
+    restored = renormalise(rest)
+    if not restored:
+        raise ActionError(
+            f"{candidate} served all of {before.short}'s traffic before the check: no baseline "
+            "to roll back to; run `deploy-guard rollback --service "
+            f"{before.short} --to-revision REV`"
+        )
+    return plan(restored, tags_without(before.traffic, drop_tags=drop_tags))
+
+
+def pin_plan(
+    current: ServiceState, revision: str, *, drop_tags: Iterable[str] = ()
+) -> tuple[Allocation, ...]:
+    """100 % to ``revision`` pinned by name (not LATEST), the tags kept at 0 %."""
+    return plan({revision: 100}, tags_without(current.traffic, drop_tags=drop_tags))
+
+
+def with_tag(current: ServiceState, revision: str, tag: str) -> tuple[Allocation, ...]:
+    """The current spec plus a 0 % tag on ``revision``; LATEST stays as written."""
+    return (*current.traffic, Allocation(revision=revision, percent=0, tag=tag))
+
+
+def without_tag(current: ServiceState, tag: str) -> tuple[Allocation, ...] | None:
+    """The current spec minus ``tag`` (None when the tag is not there: nothing to do)."""
+    if not any(a.tag == tag for a in current.traffic):
+        return None
+    out: list[Allocation] = []
+    for a in current.traffic:
+        if a.tag != tag:
+            out.append(a)
+        elif a.percent > 0:  # the tag rides on a serving entry: keep the share
+            out.append(replace(a, tag="", uri=""))
+    return tuple(out)
+
+
+def shows(state: ServiceState, spec: Sequence[Allocation]) -> bool:
+    """True when what the service *serves* matches a written spec (write, then verify)."""
+    if state.reconciling:
+        return False
+    want = serving(resolve_latest(spec, state.latest_ready_revision))
+    if not spec:
+        want = {state.latest_ready_revision: 100}
+    if served_split(state) != want:
+        return False
+    want_tags = {(a.revision, a.tag) for a in resolve_latest(spec, state.latest_ready_revision)}
+    have_tags = {
+        (a.revision, a.tag)
+        for a in resolve_latest(state.traffic_statuses, state.latest_ready_revision)
+    }
+    return {t for t in want_tags if t[1]} == {t for t in have_tags if t[1]}
+
+
+def superseded_reason(expected: ServiceState, now: ServiceState) -> str | None:
+    """Why the service is no longer the one the guard last saw (None: it is).
+
+    ``expected`` is the state after the guard's own last write (or the state
+    recorded at the start): any later change to ``generation``,
+    ``latest_created_revision`` or the traffic spec is someone else's.
+    """
+    if now.latest_created_revision != expected.latest_created_revision:
+        return (
+            f"a newer revision {now.latest_created_revision} was created during the check "
+            f"(was {expected.latest_created_revision})"
+        )
+    if now.generation != expected.generation:
+        return (
+            "the service was updated during the check "
+            f"(generation {expected.generation} -> {now.generation})"
+        )
+    if _spec_key(now.traffic) != _spec_key(expected.traffic):
+        return "the service's traffic was changed during the check"
+    return None
+
+
+def _spec_key(allocations: Iterable[Allocation]) -> list[tuple[str, int, str]]:
+    return sorted((a.revision or "LATEST", a.percent, a.tag) for a in allocations)
+
+
+def find_tag_uri(state: ServiceState, revision: str) -> tuple[str, str] | None:
+    """``(tag, uri)`` of a tag URL that reaches ``revision``, if the service has one."""
+    for a in resolve_latest(state.traffic_statuses, state.latest_ready_revision):
+        if a.tag and a.uri and a.revision == revision:
+            return a.tag, a.uri
+    return None
+
+
+def newest_ready_before(
+    revisions: Sequence[RevisionState], current: dict[str, int]
+) -> RevisionState | None:
+    """The newest Ready revision older than everything serving now.
+
+    The API keeps no traffic history, so "the revision that served before the
+    current one" is approximated by creation time.
+    """
+    serving_times = [r.create_time for r in revisions if r.short in current]
+    newest_serving = max(serving_times) if serving_times else float("inf")
+    older = [r for r in revisions if r.ready and r.short not in current]
+    older = [r for r in older if r.create_time < newest_serving]
+    return max(older, key=lambda r: r.create_time) if older else None

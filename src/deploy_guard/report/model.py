@@ -1,0 +1,150 @@
+"""The check's report as plain data: what every renderer (terminal, JSON, Markdown) reads.
+
+The gate fills one :class:`CheckReport` as it goes (timeline events, rule
+results, API call counts), so that whatever ends the check (a verdict, an
+error, a timeout, SIGTERM) the command can still write what is known. Nothing
+here does I/O; secrets are scrubbed on the way in (:func:`redact_text`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from deploy_guard.log import redact, redact_text
+
+#: Report ``action`` values (the issue's contract).
+ACTIONS = ("none", "rolled_back", "promoted", "held", "superseded", "failed")
+#: Report ``verdict`` values.
+VERDICTS = ("pass", "warn", "fail", "inconclusive")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class TimelineEvent:
+    """One timestamped step of a check: ``check_started``, ``first_failure_seen`` ..."""
+
+    event: str
+    at: str  # ISO 8601 UTC
+    t: float  # seconds since the check started (monotonic clock)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+class Timeline:
+    """Timestamped events, monotonic offsets for durations and UTC times for people."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self._clock = clock
+        self._start = clock()
+        self.events: list[TimelineEvent] = []
+
+    def elapsed(self) -> float:
+        return float(self._clock() - self._start)
+
+    def add(self, event: str, **detail: Any) -> TimelineEvent:
+        clean = dict(redact(None, "", {k: v for k, v in detail.items() if v is not None}))
+        ev = TimelineEvent(
+            event=event,
+            at=utc_now().isoformat(timespec="milliseconds"),
+            t=round(self.elapsed(), 4),
+            detail=clean,
+        )
+        self.events.append(ev)
+        return ev
+
+    def first(self, event: str) -> TimelineEvent | None:
+        return next((e for e in self.events if e.event == event), None)
+
+    def between(self, first: str, then: str) -> float | None:
+        """Seconds from the first ``first`` event to the first later ``then`` event."""
+        a = self.first(first)
+        if a is None:
+            return None
+        b = next((e for e in self.events if e.event == then and e.t >= a.t), None)
+        return None if b is None else round(b.t - a.t, 4)
+
+
+def rule_dict(result: Any) -> dict[str, Any]:
+    """A judge :class:`RuleResult` (or any dataclass) as report data, secrets scrubbed."""
+    data = asdict(result) if is_dataclass(result) and not isinstance(result, type) else dict(result)
+    data["evidence"] = [redact_text(str(e)) for e in data.get("evidence", ())]
+    data["message"] = redact_text(str(data.get("message", "")))
+    return data
+
+
+@dataclass
+class CheckReport:
+    """Everything a check found and did; serialisable with :meth:`to_dict`."""
+
+    revision: str
+    project: str = ""
+    region: str = ""
+    service: str = ""
+    policies: list[str] = field(default_factory=list)
+    verdict: str = "inconclusive"
+    action: str = "none"
+    exit_code: int = 3
+    message: str = ""
+    reasons: list[str] = field(default_factory=list)
+    deciding: list[str] = field(default_factory=list)
+    baseline: list[str] = field(default_factory=list)
+    traffic_before: dict[str, int] = field(default_factory=dict)
+    traffic_after: dict[str, int] = field(default_factory=dict)
+    target_url: str = ""
+    temporary_tag: str = ""
+    dry_run: bool = False
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    api_calls: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Evidence passes per source ("logs", "metrics"): one Logging query each.
+    evidence_passes: dict[str, int] = field(default_factory=dict)
+    timeline: Timeline = field(default_factory=Timeline)
+    error: str | None = None
+    started_at: str = field(default_factory=lambda: utc_now().isoformat(timespec="seconds"))
+    finished_at: str = ""
+
+    def set_rules(self, results: Any) -> None:
+        self.rules = [rule_dict(r) for r in results]
+
+    def update_rule(self, result: Any) -> None:
+        data = rule_dict(result)
+        for i, existing in enumerate(self.rules):
+            if existing.get("rule") == data.get("rule"):
+                self.rules[i] = data
+                return
+        self.rules.append(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``--report`` document (the field names are an interface)."""
+        return {
+            "verdict": self.verdict,
+            "action": self.action,
+            "exit_code": self.exit_code,
+            "message": redact_text(self.message),
+            "project": self.project,
+            "region": self.region,
+            "service": self.service,
+            "revision": self.revision,
+            "policies": list(self.policies),
+            "baseline": list(self.baseline),
+            "traffic_before": dict(self.traffic_before),
+            "traffic_after": dict(self.traffic_after),
+            "target_url": redact_text(self.target_url),
+            "temporary_tag": self.temporary_tag,
+            "dry_run": self.dry_run,
+            "reasons": [redact_text(r) for r in self.reasons],
+            "deciding_rules": list(self.deciding),
+            "rules": list(self.rules),
+            "api_calls": {api: dict(m) for api, m in self.api_calls.items()},
+            "api_calls_total": sum(sum(m.values()) for m in self.api_calls.values()),
+            "evidence_passes": dict(self.evidence_passes),
+            "timeline": [asdict(e) for e in self.timeline.events],
+            "error": redact_text(self.error) if self.error else None,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_s": round(self.timeline.elapsed(), 3),
+        }

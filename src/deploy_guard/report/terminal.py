@@ -1,0 +1,104 @@
+"""The live progress view on a terminal (rich): rules, their counts, what happened.
+
+Shown only when stderr is a terminal; in Cloud Build and pipes the check logs
+Cloud Logging-shaped JSON events instead (see :mod:`deploy_guard.log`). The view
+redraws at most every :data:`MIN_REDRAW` seconds, so a thousand probe snapshots
+a second cost nothing, and ends with a static summary that stays on screen.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from deploy_guard.report.model import CheckReport
+
+MIN_REDRAW = 0.1
+_STYLE = {
+    "pass": "green",
+    "warn": "yellow",
+    "fail": "bold red",
+    "inconclusive": "magenta",
+    "no_data": "magenta",
+    "error": "red",
+    "pending": "dim",
+}
+
+
+def render(report: CheckReport, *, events: int = 6) -> Group:
+    """The view as a rich renderable, from the report alone (easy to test)."""
+    head = Text.assemble(
+        ("deploy-guard ", "bold"),
+        (f"{report.service or '?'}/{report.revision}", "cyan"),
+        f"  {report.timeline.elapsed():5.1f} s  ",
+        (report.verdict.upper(), _STYLE.get(report.verdict, "")) if report.finished_at else "",
+    )
+    table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
+    for col in ("rule", "kind", "status", "counts", "message"):
+        table.add_column(col, overflow="fold", max_width=60 if col == "message" else None)
+    for r in report.rules:
+        status = str(r.get("status", ""))
+        table.add_row(
+            str(r.get("rule", "")),
+            str(r.get("kind", "")),
+            Text(status, style=_STYLE.get(status, "")),
+            str(r.get("counts", "")),
+            str(r.get("message", "")),
+        )
+    recent = report.timeline.events[-events:]
+    lines = Text()
+    for ev in recent:
+        detail = " ".join(f"{k}={v}" for k, v in ev.detail.items())
+        lines.append(f"{ev.t:7.2f}s  {ev.event}  ", style="dim")
+        lines.append(detail[:120] + "\n")
+    return Group(head, table, lines)
+
+
+def summary(report: CheckReport) -> Text:
+    """The last lines: verdict, action, traffic after, exit code."""
+    style = _STYLE.get(report.verdict, "")
+    text = Text()
+    text.append(f"{report.verdict.upper()}", style=style)
+    text.append(f"  action={report.action}  exit={report.exit_code}\n")
+    if report.message:
+        text.append(report.message + "\n")
+    if report.traffic_after:
+        split = ", ".join(f"{k} {v}%" for k, v in report.traffic_after.items())
+        text.append(f"traffic now: {split}\n")
+    return text
+
+
+class TerminalView:
+    """A :class:`deploy_guard.gate.Progress` drawing :func:`render` live."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self._live: Live | None = None
+        self._last = 0.0
+
+    def __enter__(self) -> TerminalView:
+        self._live = Live(console=self.console, auto_refresh=False, transient=True)
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def changed(self, report: CheckReport) -> None:
+        now = time.monotonic()
+        if self._live is None or now - self._last < MIN_REDRAW:
+            return
+        self._last = now
+        self._live.update(render(report), refresh=True)
+
+    def final(self, report: CheckReport) -> None:
+        self.__exit__(None, None, None)
+        self.console.print(render(report, events=50))
+        self.console.print(summary(report))

@@ -1,0 +1,192 @@
+"""``deploy-guard check`` end to end: the emulator, the chat agent, the official clients.
+
+Each test deploys a healthy base revision and a candidate, runs the check the
+way a user does (the click command, JSON report), and asserts the verdict, the
+reason, the exit code and where traffic ends.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from deploy_guard.exitcodes import ExitCode
+
+
+def test_healthy_candidate_passes_and_is_promoted(chat: Any, check: Any) -> None:
+    base = chat.first()
+    cand = chat.candidate()
+    code, report = check(cand, "--promote")
+    assert code == ExitCode.PASS, report
+    assert report["verdict"] == "pass"
+    assert report["action"] == "promoted"
+    assert report["traffic_before"] == {base: 100}
+    assert report["traffic_after"] == {cand: 100}
+    assert chat.serving() == {cand: 100}
+    assert chat.get().annotations["deploy-guard.dev/last-known-good"] == cand
+    events = [e["event"] for e in report["timeline"]]
+    assert events.index("promote_requested") < events.index("promote_verified")
+
+
+def test_healthy_candidate_without_promote_changes_nothing(chat: Any, check: Any) -> None:
+    base = chat.first()
+    cand = chat.candidate()
+    code, report = check(cand)
+    assert code == ExitCode.PASS
+    assert report["action"] == "none"
+    assert chat.serving() == {base: 100}
+    assert "UpdateService" not in report["api_calls"].get("run", {})
+
+
+@pytest.mark.parametrize(
+    ("env", "rule", "words"),
+    [
+        ({"CHAT_DROP_EVENT": "tool_completed"}, "chat-golden-path", "never arrived"),
+        ({"CHAT_SWAP_EVENTS": "1"}, "chat-golden-path", "order"),
+        ({"CHAT_LEAK_USERS": "1"}, "chat-golden-path", "another user's events"),
+        ({"CHAT_HEALTH_STATUS": "503"}, "health", "503"),
+    ],
+)
+def test_each_failure_mode_fails_for_its_reason_and_traffic_stays(
+    chat: Any, check: Any, env: dict[str, str], rule: str, words: str
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(env)
+    code, report = check(cand)
+    assert code == ExitCode.FAIL, report
+    assert report["verdict"] == "fail"
+    assert rule in report["deciding_rules"]
+    failed = {r["rule"]: r for r in report["rules"] if r["status"] == "fail"}
+    text = " ".join([failed[rule]["counts"], failed[rule]["message"], *failed[rule]["evidence"]])
+    assert words in text.lower(), failed[rule]
+    assert report["action"] == "none"  # the candidate held no traffic: nothing to move
+    assert chat.serving() == {base: 100}
+
+
+def test_canary_failing_with_1011_is_rolled_back_and_verified(chat: Any, check: Any) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)
+    assert chat.serving() == {base: 80, cand: 20}
+    code, report = check(cand, policy="chat-hold.yaml")
+    assert code == ExitCode.FAIL, report
+    assert report["action"] == "rolled_back"
+    assert report["traffic_before"] == {base: 80, cand: 20}
+    assert report["traffic_after"] == {base: 100}
+    assert chat.serving() == {base: 100}
+    assert "1011" in " ".join(report["reasons"])
+    timeline = {e["event"]: e["t"] for e in report["timeline"]}
+    # fail-fast: decided on the first 1011 (~1 s in), long before the 4 s hold ends
+    assert timeline["first_failure_seen"] < timeline["rollback_verified"]
+    assert timeline["rollback_verified"] - timeline["evidence_started"] < 4.0
+
+
+def test_error_logs_fail_the_log_rule(chat: Any, check: Any) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_ERROR_LOGS": "1"})
+    code, report = check(cand)
+    assert code == ExitCode.FAIL, report
+    assert "no-tool-errors" in report["deciding_rules"]
+    assert "no-1011-in-logs" not in report["deciding_rules"]
+    assert chat.serving() == {base: 100}
+
+
+def test_a_revision_that_never_starts_fails_with_its_condition(chat: Any, check: Any) -> None:
+    import sys
+
+    base = chat.first()
+    cand = chat.candidate(
+        command=[sys.executable, "-c", "import sys; print('boom: no CONFIG'); sys.exit(3)"]
+    )
+    code, report = check(cand, "--ready-timeout", "20s")
+    assert code == ExitCode.FAIL, report
+    assert report["verdict"] == "fail"
+    assert "failed to start" in " ".join(report["reasons"])
+    assert chat.serving() == {base: 100}
+
+
+def test_dry_run_judges_but_never_moves_traffic(chat: Any, check: Any) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)
+    code, report = check(cand, "--dry-run", policy="chat-hold.yaml")
+    assert code == ExitCode.FAIL
+    assert report["action"] == "none"
+    assert "dry run" in report["message"]
+    assert chat.serving() == {base: 80, cand: 20}
+
+
+def test_an_untagged_candidate_gets_a_temporary_tag_that_is_removed(chat: Any, check: Any) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)
+    assert chat.tags() == set()
+    code, report = check(cand)
+    assert code == ExitCode.PASS, report
+    assert report["temporary_tag"].startswith("dg-")
+    assert chat.tags() == set()
+    events = [e["event"] for e in report["timeline"]]
+    assert "tag_added" in events
+    assert "tag_removed" in events
+
+
+def test_invalid_policy_is_exit_2_before_any_api_call(
+    chat: Any, check: Any, emulator: Any, tmp_path: Any
+) -> None:
+    from click.testing import CliRunner
+
+    from deploy_guard.cli import cli
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("version: 1\nname: x\nservices: [chat]\nrules:\n  - name: a\n    kind: nope\n")
+    before = sum(emulator.faults.counts().values())
+    result = CliRunner().invoke(
+        cli, ["check", "--revision", "chat-00002-abc", "--policy", str(bad)]
+    )
+    assert result.exit_code == ExitCode.USAGE
+    assert "bad.yaml" in result.output
+    assert sum(emulator.faults.counts().values()) == before
+
+
+def test_unknown_revision_is_exit_2(chat: Any, check: Any) -> None:
+    chat.first()
+    code, report = check("chat-00099-zzz")
+    assert code == ExitCode.USAGE
+    assert report["error"]
+
+
+def test_a_check_that_runs_out_of_time_is_inconclusive_and_holds(chat: Any, check: Any) -> None:
+    base = chat.first()
+    cand = chat.candidate(percent=10)
+    code, report = check(cand, "--timeout", "1s", policy="chat-hold.yaml")  # hold is 4 s
+    assert code == ExitCode.INCONCLUSIVE, report
+    assert report["verdict"] == "inconclusive"
+    assert report["action"] == "held"
+    assert any("timed out after 1 s" in r for r in report["reasons"])
+    assert "check_timed_out" in [e["event"] for e in report["timeline"]]
+    assert chat.serving() == {base: 90, cand: 10}
+
+
+def test_several_policies_are_judged_together(chat: Any, check: Any, tmp_path: Any) -> None:
+    from pathlib import Path
+
+    extra = tmp_path / "extra.yaml"
+    extra.write_text(
+        "version: 1\nname: extra\nservices: [chat]\nauth: {id_token: none}\nrules:\n"
+        "  - name: health-twice\n    kind: http\n    http: {path: /health, requests: 2}\n"
+    )
+    chat.first()
+    cand = chat.candidate()
+    here = Path(__file__).parent / "policies" / "chat-fast.yaml"
+    code, report = check(cand, "--policy", str(extra), policy=str(here))
+    assert code == ExitCode.PASS, report
+    assert report["policies"] == ["chat-fast", "extra"]
+    assert "health-twice" in {r["rule"] for r in report["rules"]}
+
+
+def test_a_rule_name_in_two_applicable_policies_is_exit_2(chat: Any, check: Any) -> None:
+    from pathlib import Path
+
+    chat.first()
+    cand = chat.candidate()
+    code, report = check(cand, policy=str(Path(__file__).parent / "policies"))
+    assert code == ExitCode.USAGE
+    assert "appears in two policies" in report["error"]

@@ -1,0 +1,28 @@
+"""``check --help`` and ``rollback --help`` teach, and pay for no Google library."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.parametrize("command", ["check", "rollback"])
+def test_help_teaches_and_imports_no_google_library(command: str) -> None:
+    code = (
+        "import sys\n"
+        "from deploy_guard.cli import main\n"
+        "try:\n"
+        f"    main(['{command}', '--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('LOADED=' + ','.join(sorted(m for m in sys.modules if m.startswith(('google', "
+        "'grpc')))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.rsplit("LOADED=", 1)[1].strip() == ""
+    assert "Exit codes" in out
+    assert "Examples" in out

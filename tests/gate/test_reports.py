@@ -1,0 +1,118 @@
+"""Report renderers from plain data: JSON fields, Markdown, the terminal view; no secrets."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from deploy_guard.report.json import write_json
+from deploy_guard.report.markdown import render_markdown, write_markdown
+from deploy_guard.report.model import CheckReport, Timeline
+from deploy_guard.report.terminal import render, summary
+
+SECRET = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0.sig"
+
+
+@dataclass(frozen=True)
+class FakeResult:  # the judge's RuleResult shape, as plain data
+    rule: str
+    kind: str
+    status: str
+    observed: float | None
+    threshold: str
+    counts: str
+    evidence: tuple[str, ...]
+    message: str
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sample_report() -> CheckReport:
+    clock = Clock()
+    report = CheckReport(revision="chat-00002-bbb", timeline=Timeline(clock))
+    report.service, report.project, report.region = "chat", "p", "r"
+    report.timeline.add("check_started")
+    clock.now += 7.2
+    report.timeline.add("first_failure_seen", rule="ws", token=SECRET)
+    clock.now += 0.3
+    report.timeline.add("rollback_verified", traffic="chat-00001-aaa 100%")
+    report.set_rules(
+        [
+            FakeResult(
+                "ws",
+                "websocket",
+                "fail",
+                0.0,
+                "1011 closes <= 0",
+                "1 of 5 sessions closed with 1011, limit 0",
+                (f"GET /ws?access_token={SECRET}",),
+                f"Authorization: Bearer {SECRET}",
+            )
+        ]
+    )
+    report.verdict, report.action, report.exit_code = "fail", "rolled_back", 1
+    report.traffic_before = {"chat-00001-aaa": 100}
+    report.traffic_after = {"chat-00001-aaa": 100}
+    report.baseline = ["chat-00001-aaa"]
+    report.api_calls = {"logging": {"ListLogEntries": 2}, "run": {"GetService": 4}}
+    return report
+
+
+def test_json_report_has_the_contract_fields_and_no_secret(tmp_path: Path) -> None:
+    path = write_json(sample_report(), tmp_path / "out" / "report.json")
+    text = path.read_text()
+    doc = json.loads(text)
+    for key in (
+        "verdict",
+        "action",
+        "exit_code",
+        "service",
+        "revision",
+        "baseline",
+        "traffic_before",
+        "traffic_after",
+        "rules",
+        "api_calls",
+        "timeline",
+    ):
+        assert key in doc
+    assert doc["rules"][0]["counts"] == "1 of 5 sessions closed with 1011, limit 0"
+    assert doc["api_calls_total"] == 6
+    assert SECRET not in text
+
+
+def test_timeline_measures_between_events() -> None:
+    report = sample_report()
+    assert report.timeline.between("first_failure_seen", "rollback_verified") == 0.3
+    assert report.timeline.between("first_failure_seen", "never") is None
+
+
+def test_markdown_summary(tmp_path: Path) -> None:
+    report = sample_report()
+    text = render_markdown(report)
+    assert "FAIL" in text
+    assert "traffic rolled back" in text
+    assert "| `ws` | websocket | fail |" in text
+    assert "first_failure_seen" in text
+    assert SECRET not in text
+    assert write_markdown(report, tmp_path / "s.md").read_text() == text
+
+
+def test_terminal_view_renders_rules_and_summary() -> None:
+    console = Console(record=True, width=160)
+    console.print(render(sample_report()))
+    console.print(summary(sample_report()))
+    out = console.export_text()
+    assert "ws" in out
+    assert "1 of 5 sessions closed with 1011" in out
+    assert "action=rolled_back" in out
+    assert SECRET not in out

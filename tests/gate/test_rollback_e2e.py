@@ -1,0 +1,80 @@
+"""``deploy-guard rollback``: where traffic goes, idempotence, clear refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from deploy_guard.cli import cli
+from deploy_guard.exitcodes import ExitCode
+
+UPDATE = "/google.cloud.run.v2.Services/UpdateService"
+
+
+def rollback(*args: str) -> Any:
+    return CliRunner().invoke(cli, ["rollback", "--service", "chat", *args])
+
+
+@pytest.fixture
+def promoted(chat: Any, check: Any) -> tuple[str, str]:
+    """Base, then a candidate promoted to 100 % by a passing check."""
+    base = chat.first()
+    cand = chat.candidate()
+    code, _ = check(cand, "--promote")
+    assert code == ExitCode.PASS
+    return base, cand
+
+
+def test_rollback_twice_is_idempotent(
+    chat: Any, emulator: Any, emulator_env: Any, promoted: tuple[str, str]
+) -> None:
+    base, _cand = promoted
+    first = rollback("--to-revision", base)
+    assert first.exit_code == ExitCode.PASS, first.output
+    assert chat.serving() == {base: 100}
+    writes = emulator.faults.count(UPDATE)
+    second = rollback("--to-revision", base)
+    assert second.exit_code == ExitCode.PASS, second.output
+    assert "nothing changed" in second.output
+    assert emulator.faults.count(UPDATE) == writes
+
+
+def test_rollback_without_a_revision_goes_to_the_last_known_good(
+    chat: Any, emulator_env: Any, promoted: tuple[str, str]
+) -> None:
+    _base, good = promoted  # the passing check recorded it as last known good
+    bad = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, tag=None, percent=100)
+    assert chat.serving() == {bad: 100}
+    result = rollback()
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert chat.serving() == {good: 100}
+
+
+def test_rollback_dry_run_changes_nothing(
+    chat: Any, emulator_env: Any, promoted: tuple[str, str]
+) -> None:
+    base, cand = promoted
+    result = rollback("--to-revision", base, "--dry-run")
+    assert result.exit_code == ExitCode.PASS
+    assert "would move" in result.output
+    assert chat.serving() == {cand: 100}
+
+
+def test_rollback_to_a_missing_revision_is_exit_2(chat: Any, emulator_env: Any) -> None:
+    chat.first()
+    result = rollback("--to-revision", "chat-00042-nop")
+    assert result.exit_code == ExitCode.USAGE
+    assert "chat-00042-nop does not exist" in result.output
+
+
+def test_rollback_refuses_a_revision_that_is_not_ready(chat: Any, emulator_env: Any) -> None:
+    import sys
+
+    base = chat.first()
+    broken = chat.candidate(command=[sys.executable, "-c", "raise SystemExit(3)"])
+    result = rollback("--to-revision", broken)
+    assert result.exit_code == ExitCode.USAGE
+    assert "not Ready" in result.output
+    assert chat.serving() == {base: 100}

@@ -1,0 +1,74 @@
+"""SIGTERM during a check, with the CLI run as a subprocess the way Cloud Build runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy_guard.exitcodes import ExitCode
+
+POLICY = Path(__file__).parent / "policies" / "chat-hold.yaml"
+
+
+def _wait_for(predicate: Any, deadline_s: float = 30.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError("condition not reached in time")
+        threading.Event().wait(0.05)
+
+
+@pytest.mark.slow
+def test_sigterm_removes_the_temporary_tag_and_writes_the_report(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None)  # untagged: the guard adds a temporary tag
+    report = tmp_path / "report.json"
+    summary = tmp_path / "summary.md"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deploy_guard",
+            "check",
+            "--revision",
+            cand,
+            "--policy",
+            str(POLICY),
+            "--report",
+            str(report),
+            "--summary",
+            str(summary),
+        ],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: any(t.startswith("dg-") for t in chat.tags()) or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == ExitCode.INCONCLUSIVE, err
+    assert chat.tags() == set()
+    assert chat.serving() == {base: 100}
+    doc = json.loads(report.read_text())
+    assert doc["error"] == "interrupted by SIGTERM"
+    events = [e["event"] for e in doc["timeline"]]
+    assert "tag_removed" in events
+    assert summary.read_text().startswith("## deploy-guard")

@@ -1,0 +1,111 @@
+"""The Cloud Logging and Cloud Monitoring sources against the emulator, on their own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import httpx
+
+from deploy_guard.gcp.errors import ApiCalls
+from deploy_guard.gcp.logs import CloudLogging
+from deploy_guard.gcp.metrics import CloudMonitoring
+from deploy_guard.policy.model import Rule
+
+
+def tag_url(chat: Any, tag: str) -> str:
+    return next(t.uri for t in chat.get().traffic_statuses if t.tag == tag)
+
+
+def metric_rule(name: str, kind: str, **extra: Any) -> Rule:
+    return Rule.model_validate(
+        {"name": name, "kind": "metric", "metric": {"type": kind, "min_requests": 1, **extra}}
+    )
+
+
+async def test_monitoring_counts_requests_and_5xx_of_the_candidate(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_HEALTH_STATUS": "503"})
+    async with httpx.AsyncClient() as http:
+        for _ in range(6):
+            await http.get(tag_url(chat, "candidate") + "/health")
+    source = CloudMonitoring(
+        gcp_clients,
+        project=emulator.project,
+        service="chat",
+        revision=cand,
+        rules=[
+            metric_rule("errors", "error_rate", max=0.01, baseline={"factor": 1.0}),
+            metric_rule("count", "request_count", min=1),
+            metric_rule("p99", "latency", percentile=99, max=5.0),
+        ],
+        since=datetime.now(UTC) - timedelta(minutes=5),
+        baseline=[base],
+    )
+    by_rule = {m.rule: m for m in await source.measure(complete=True)}
+    assert by_rule["errors"].error is None, by_rule["errors"].error
+    assert by_rule["errors"].value == 1.0
+    assert by_rule["errors"].requests == 6
+    assert by_rule["errors"].baseline_value is None  # the baseline served nothing: no data
+    assert by_rule["count"].value == 6
+    assert by_rule["p99"].value is not None
+    assert 0 <= by_rule["p99"].value < 5.0
+
+
+def logs_rule(name: str, patterns: list[str], fragment: str | None = None) -> Rule:
+    return Rule.model_validate(
+        {
+            "name": name,
+            "kind": "logs",
+            "logs": {"filter": fragment, "patterns": patterns, "max_count": 0},
+        }
+    )
+
+
+async def test_logging_pages_are_bounded_counted_and_deduplicated(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate({"CHAT_ERROR_LOGS": "1"})
+    async with httpx.AsyncClient() as http:
+        for _ in range(10):  # ten request logs at least: more than three pages of two
+            await http.get(tag_url(chat, "candidate") + "/health")
+    calls = ApiCalls()
+    source = CloudLogging(
+        gcp_clients,
+        project=emulator.project,
+        service="chat",
+        revision=cand,
+        rules=[logs_rule("all", []), logs_rule("errors", ["failed"], "severity>=ERROR")],
+        since=datetime.now(UTC) - timedelta(minutes=5),
+        calls=calls,
+        page_size=2,
+        max_pages=3,
+    )
+    first = {m.rule: m for m in await source.measure(complete=False)}
+    assert calls.get("logging", "ListLogEntries") == 3  # bounded: 3 pages of 2
+    assert first["all"].entries_scanned == 6
+    second = {m.rule: m for m in await source.measure(complete=True)}
+    # the next pass starts a minute before the newest entry seen and skips duplicates
+    assert second["all"].entries_scanned > 6
+    assert second["all"].entries_scanned == second["all"].matches["*"]
+    assert len(source.filters) == 2
+
+
+async def test_logging_errors_become_data(chat: Any, gcp_clients: Any, emulator: Any) -> None:
+    cand = chat.first()
+    emulator.faults.fail("ListLogEntries", grpc.StatusCode.PERMISSION_DENIED)
+    source = CloudLogging(
+        gcp_clients,
+        project=emulator.project,
+        service="chat",
+        revision=cand,
+        rules=[logs_rule("errors", ["x"])],
+        since=datetime.now(UTC),
+    )
+    (m,) = await source.measure(complete=True)
+    assert m.error is not None
+    assert "roles/logging.viewer" in m.error
