@@ -533,7 +533,58 @@ def test_counts_wording_edge_cases() -> None:
     )
     assert no_cause.counts == "2 of 10 sessions failed; limit 0"
 
+    # the verb agrees with the count: "1 ... was too slow", "3 ... were too slow"
+    def failed_http(causes: dict[str, int]) -> ProbeMeasurement:
+        done = sum(causes.values())
+        return ProbeMeasurement(
+            rule="health", kind="http", planned=10, done=done, succeeded=0, failures_by_cause=causes
+        )
+
+    one = Judge(policy(http_rule())).observe(failed_http({"latency": 1}))
+    assert one.counts == "1 of 1 request was too slow; limit 0 (1 of 10 run)"
+    mixed = Judge(policy(http_rule())).observe(failed_http({"latency": 3, "handshake_rejected": 1}))
+    assert mixed.counts == (
+        "4 of 4 requests failed: 3 were too slow, 1 was refused at the handshake; limit 0 "
+        "(4 of 10 run)"
+    )
+
 
 def test_metric_and_logs_reasons_quote_message_and_counts() -> None:
     verdict = evaluate(policy(metric_rule(max=0.01)), [metric(0.05, complete=True)])
     assert verdict.reasons == ("metric: 5% is over 1% (error rate 5% over 100 requests in 5m)",)
+
+
+def test_the_core_imports_nothing_that_does_io() -> None:
+    """Purity by construction: every judge module imports only pure modules.
+
+    A client, a clock, a socket or a logger creeping into the core would make
+    verdicts depend on the world; this reads the imports, so it fails at once.
+    """
+    import ast
+    from pathlib import Path
+
+    import deploy_guard.judge as judge_pkg
+
+    allowed_stdlib = {"__future__", "math", "dataclasses", "typing", "collections.abc", "enum"}
+    allowed_ours = (
+        "deploy_guard.judge",
+        "deploy_guard.measurements",
+        "deploy_guard.policy.model",
+        "deploy_guard.policy.units",
+    )
+    files = sorted(Path(judge_pkg.__file__).parent.glob("*.py"))
+    assert len(files) >= 5
+    seen: set[str] = set()
+    for file in files:
+        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                seen.add(name)
+                ok = name in allowed_stdlib or name.startswith(allowed_ours)
+                assert ok, f"{file.name} imports {name}: the judge must stay free of I/O"
+    assert "deploy_guard.measurements" in seen  # the walk really read the imports

@@ -224,10 +224,19 @@ async def serve(host: str, port: int, config: ChatConfig | None = None) -> None:
 
 
 def main() -> None:
-    port = int(os.environ.get("PORT", "8080"))
     host = os.environ.get("HOST", "127.0.0.1")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(host, port))
+    try:
+        port = int(os.environ.get("PORT", "8080"))
+        config = ChatConfig.from_env()
+    except ValueError as exc:  # a mistyped switch: say which, not a traceback
+        log("ERROR", f"bad setting: {exc}; PORT and CHAT_* switches take numbers (see README.md)")
+        sys.exit(2)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(host, port, config))
+    except OSError as exc:  # port in use, host not local
+        log("ERROR", f"cannot listen on {host}:{port}: {exc.strerror}; pick another PORT (0: any)")
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -348,7 +348,7 @@ def test_validation_problems(text: str, expected: list[str]) -> None:
             "a: 1\n---\nb: 2\n",
             [
                 "2:1: invalid YAML: expected a single document in the stream but found another "
-                "document"
+                "document (a file holds one policy: move the next one to a file of its own)"
             ],
             id="two-documents",
         ),

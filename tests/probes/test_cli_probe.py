@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from probe_helpers import start_chat_process
 
 from deploy_guard.cli import cli
+from deploy_guard.commands import probe as probe_command
 
 POLICY = """\
 version: 1
@@ -68,12 +69,20 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_healthy_service_passes(policy_file: Path, chat_process: str) -> None:
+def test_healthy_service_passes(
+    policy_file: Path, chat_process: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(probe_command, "HEARTBEAT_EVERY", 0.2)
     code, out = run("--policy", str(policy_file), "--url", chat_process)
     assert code == 0, out
     assert "chat-golden-path" in out
-    assert "PASS" in out
+    assert "verdict: PASS (exit 0: these rules pass)" in out
     assert "no-1011-in-logs" not in out.split("Probe results")[1]  # logs rules are not probes
+    # a live view: while sessions are held open (nothing ends for 1.5 s) progress still shows
+    progress = out.split("Probe results")[0]
+    assert "chat-golden-path: 0 of 6 sessions done, 3 open (each held 1.5s)" in progress
+    assert "chat-golden-path: 6 of 6 sessions done, 6 ok, finished" in progress
+    assert "stopped early" not in out  # everything ran to the end
 
 
 @pytest.mark.parametrize("chat_process", [{"CHAT_FAIL_1011_AFTER": "0.4"}], indirect=True)
@@ -81,8 +90,9 @@ def test_1011_service_fails_with_exit_1(policy_file: Path, chat_process: str) ->
     code, out = run("--policy", str(policy_file), "--url", chat_process)
     assert code == 1, out
     assert "close_code" in out
-    assert "1011" in out
-    assert "FAIL" in out
+    assert "during the hold, hold wanted 1.5 s" in out
+    assert "verdict: FAIL (exit 1: a fail rule failed)" in out
+    assert "stopped early: the verdict can no longer change" in out
 
 
 def test_one_rule_by_name_and_usage_errors(policy_file: Path, chat_process: str) -> None:
@@ -99,3 +109,31 @@ def test_one_rule_by_name_and_usage_errors(policy_file: Path, chat_process: str)
     assert "is a logs rule" in out
     code, out = run("--policy", str(policy_file), "--url", "ftp://x")
     assert code == 2
+
+
+def test_ctrl_c_cancels_the_probes_with_exit_130_and_no_traceback(
+    policy_file: Path, chat_process: str
+) -> None:
+    """A user stopping a long hold gets one line, not a traceback, and no verdict."""
+    import signal
+    import subprocess
+    import sys
+
+    def default_sigint() -> None:  # a background test runner may ignore SIGINT
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    args = [sys.executable, "-m", "deploy_guard", "--log-level", "warning", "probe"]
+    args += ["--policy", str(policy_file), "--url", chat_process, "--rule", "chat-golden-path"]
+    policy_file.write_text(policy_file.read_text().replace("hold: 1500ms", "hold: 60s"))
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # printed once the probes are about to start
+    assert first.startswith("probing "), first
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted: every probe was cancelled; no verdict" in err
+    assert "Traceback" not in out + err
+    assert "verdict:" not in out

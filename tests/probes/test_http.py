@@ -103,6 +103,9 @@ async def test_latency_and_timeout(aiohttp_server: Serve) -> None:
     slow = await final(url, path="/slow?s=0.2", requests=2, expect={"max_latency": "50ms"})
     assert slow.failures_by_cause == {"latency": 2}
     assert "limit 0.05 s" in slow.samples[0].detail
+    answer = slow.samples[0].transcript[-1]
+    assert answer["dir"] == "recv"
+    assert answer["t"] >= 0.2  # the transcript says when the answer came
     timed_out = await final(url, path="/slow?s=2", requests=1, timeout="100ms")
     assert timed_out.failures_by_cause == {"timeout": 1}
     assert timed_out.samples[0].detail == "no answer within 0.1 s"
@@ -114,6 +117,7 @@ async def test_connect_error() -> None:
         port = sock.getsockname()[1]
     last = await final(f"http://127.0.0.1:{port}", requests=1)
     assert last.failures_by_cause == {"connect_error": 1}
+    assert "nothing listens there: is the service running" in last.samples[0].detail
 
 
 async def test_post_json_body_headers_and_env(

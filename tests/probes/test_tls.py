@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import WSMsgType, web
-from probe_helpers import EVENTS, collect, http_rule, ws_rule
+from probe_helpers import EVENTS, ChatFactory, collect, http_rule, ws_rule
 
 from deploy_guard.probes.target import Target
 
@@ -88,6 +88,9 @@ async def test_self_signed_certificate_is_refused_by_default(https_url: str) -> 
     assert "CERTIFICATE_VERIFY_FAILED" in http.samples[0].detail
     ws = (await collect(ws_rule(sessions=1, concurrency=1), Target(https_url)))[-1]
     assert ws.failures_by_cause == {"connect_error": 1}
+    for sample in (http.samples[0], ws.samples[0]):  # the cause, and the fix for a test server
+        assert "TLS certificate is not trusted" in sample.detail
+        assert "--insecure" in sample.detail
 
 
 async def test_insecure_target_accepts_it(https_url: str) -> None:
@@ -96,3 +99,11 @@ async def test_insecure_target_accepts_it(https_url: str) -> None:
     assert http.succeeded == 2
     ws = (await collect(ws_rule(sessions=2, concurrency=2), target))[-1]
     assert ws.succeeded == 2
+
+
+async def test_https_to_a_plain_http_server_says_so(chat_server: ChatFactory) -> None:
+    served = await chat_server()
+    https_url = served.url.replace("http://", "https://")
+    last = (await collect(http_rule(requests=1), Target(https_url)))[-1]
+    assert last.failures_by_cause == {"connect_error": 1}
+    assert "did not answer with TLS: should the URL be http://?" in last.samples[0].detail

@@ -56,6 +56,7 @@ async def test_handshake_rejected_names_the_status(aiohttp_server: Serve) -> Non
     assert last.failures_by_cause == {"handshake_rejected": 2}
     assert last.samples[0].status == 403
     assert "HTTP 403" in last.samples[0].detail
+    assert "a private service needs a token" in last.samples[0].detail  # cause and fix
 
 
 async def test_connection_dropped_without_close_frame_is_a_reset(aiohttp_server: Serve) -> None:
@@ -128,6 +129,7 @@ async def test_connect_error_when_nothing_listens() -> None:
     last = await last_snapshot(f"http://127.0.0.1:{port}", sessions=1, concurrency=1)
     assert last.failures_by_cause == {"connect_error": 1}
     assert "could not connect" in last.samples[0].detail
+    assert "nothing listens there: is the service running" in last.samples[0].detail
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 import click
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -25,11 +26,22 @@ from deploy_guard.log import redact_text
 from deploy_guard.measurements import ProbeMeasurement
 from deploy_guard.policy.load import load_file
 from deploy_guard.policy.model import Policy, Rule
+from deploy_guard.policy.units import format_duration
 from deploy_guard.probes.auth import TokenChoice, resolve_token
-from deploy_guard.probes.runner import is_probe, run_rules
+from deploy_guard.probes.runner import is_probe, planned_attempts, run_rules
 from deploy_guard.probes.target import Target
 
 _EXIT = {"pass": ExitCode.PASS, "warn": ExitCode.PASS, "fail": ExitCode.FAIL}
+_MEANING = {
+    ExitCode.PASS: "these rules pass",
+    ExitCode.FAIL: "a fail rule failed",
+    ExitCode.INCONCLUSIVE: "not enough evidence to decide",
+}
+
+
+def exit_code(verdict: Verdict) -> ExitCode:
+    """The same codes as ``check``: 0 pass or warn, 1 fail, 3 inconclusive."""
+    return _EXIT.get(verdict.status, ExitCode.INCONCLUSIVE)
 
 
 def select_rules(policy: Policy, names: Sequence[str]) -> list[Rule]:
@@ -71,6 +83,9 @@ class _Judging:
 
 #: Seconds between progress lines per rule while nothing new fails.
 PROGRESS_EVERY = 2.0
+#: Seconds between "still running" lines for a rule that has nothing new to show
+#: (a 60 s hold yields no result until it ends).
+HEARTBEAT_EVERY = 5.0
 
 
 async def run_probe(
@@ -79,38 +94,110 @@ async def run_probe(
     """Run ``rules``, showing progress; return the last snapshot per rule and the verdict.
 
     A progress line is printed per rule when it completes, when a new failure
-    cause appears, and otherwise every :data:`PROGRESS_EVERY` seconds: plain
-    lines, so the output reads the same in a terminal and in a CI log.
+    cause appears, otherwise every :data:`PROGRESS_EVERY` seconds while results
+    arrive, and every :data:`HEARTBEAT_EVERY` seconds while sessions are open
+    but none has ended (a long hold). Plain lines, so the output reads the same
+    in a terminal and in a CI log.
     """
     judging = _Judging(policy.model_copy(update={"rules": list(rules)}))
     last: dict[str, ProbeMeasurement] = {}
-    shown: dict[str, tuple[float, frozenset[str]]] = {}
     loop = asyncio.get_running_loop()
-    async with contextlib.aclosing(run_rules(rules, target)) as stream:
-        async for m in stream:
-            last[m.rule] = m
-            at, causes = shown.get(m.rule, (loop.time(), frozenset()))
-            new_causes = frozenset(m.failures_by_cause) - causes
-            if m.complete or new_causes or loop.time() - at >= PROGRESS_EVERY:
-                shown[m.rule] = (loop.time(), causes | new_causes)
-                console.print(f"  {_progress_line(m)}", highlight=False, markup=False)
-            if judging.observe(m):
-                console.print("  stopping early: the verdict can no longer change", markup=False)
-                break
+    start = loop.time()
+    shown: dict[str, tuple[float, frozenset[str]]] = {r.name: (start, frozenset()) for r in rules}
+
+    def show(rule: Rule, m: ProbeMeasurement | None) -> None:
+        causes = frozenset(m.failures_by_cause) if m is not None else frozenset()
+        shown[rule.name] = (loop.time(), shown[rule.name][1] | causes)
+        line = progress_line(rule, m, loop.time() - start)
+        console.print(f"  {line}", highlight=False, markup=False)
+
+    async def heartbeat() -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_EVERY / 5)
+            for rule in rules:
+                m = last.get(rule.name)
+                quiet = loop.time() - shown[rule.name][0] >= HEARTBEAT_EVERY
+                if quiet and (m is None or not m.complete):
+                    show(rule, m)
+
+    by_name = {r.name: r for r in rules}
+    stopped_early = False
+    ticker = loop.create_task(heartbeat())
+    try:
+        async with contextlib.aclosing(run_rules(rules, target)) as stream:
+            async for m in stream:
+                last[m.rule] = m
+                at, causes = shown[m.rule]
+                new_causes = frozenset(m.failures_by_cause) - causes
+                if m.complete or new_causes or loop.time() - at >= PROGRESS_EVERY:
+                    show(by_name[m.rule], m)
+                if judging.observe(m):
+                    stopped_early = any(
+                        r.name not in last or not last[r.name].complete for r in rules
+                    )
+                    break
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+    if stopped_early:
+        console.print(
+            "  stopped early: the verdict can no longer change (fail_fast); "
+            "the remaining sessions and requests were cancelled",
+            highlight=False,
+            markup=False,
+        )
     return last, judging.verdict()
 
 
-def _progress_line(m: ProbeMeasurement) -> str:
-    causes = ", ".join(f"{c} {n}" for c, n in sorted(m.failures_by_cause.items()))
-    line = f"{m.rule}: {m.done}/{m.planned} run, {m.succeeded} ok"
-    line += f", failed: {causes}" if causes else ""
-    return line + (" (finished)" if m.complete else "")
+def _unit(rule: Rule, n: int) -> str:
+    word = "session" if rule.kind == "websocket" else "request"
+    return word if n == 1 else word + "s"
+
+
+def _open_now(rule: Rule, m: ProbeMeasurement | None) -> int:
+    """Attempts running right now: one per worker while attempts remain."""
+    planned = planned_attempts(rule)
+    done = m.done if m is not None else 0
+    if m is not None and m.complete:
+        return 0
+    if rule.websocket is not None:
+        workers = rule.websocket.concurrency
+    elif rule.http is not None:
+        workers = rule.http.concurrency
+    else:  # pragma: no cover - select_rules keeps only probes
+        workers = 1
+    return max(0, min(workers, planned - done))
+
+
+def progress_line(rule: Rule, m: ProbeMeasurement | None, elapsed: float) -> str:
+    """One rule's progress: ``chat-hold: 0 of 5 sessions done, 5 open (each held 60s) [12s]``."""
+    planned = planned_attempts(rule)
+    done = m.done if m is not None else 0
+    line = f"{rule.name}: {done} of {planned} {_unit(rule, planned)} done"
+    if m is not None and done:
+        line += f", {m.succeeded} ok"
+        if m.failures_by_cause:
+            line += ", failed: " + ", ".join(
+                f"{c} {n}" for c, n in sorted(m.failures_by_cause.items())
+            )
+    open_now = _open_now(rule, m)
+    if open_now:
+        line += f", {open_now} open"
+        hold = rule.websocket.hold if rule.websocket is not None else 0.0
+        if hold:
+            line += f" (each held {format_duration(hold)})"
+    if m is not None and m.complete:
+        line += ", finished"
+    return f"{line} [{elapsed:.0f}s]"
 
 
 def _latency(m: ProbeMeasurement) -> str:
     total = m.latencies.get("total") or {}
     if not total:
         return "-"
+    if total["p95"] >= 10:  # a held session: "60072 ms" reads worse than "60.1 s"
+        return f"{total['p50']:.1f} / {total['p95']:.1f} s"
     return f"{total['p50'] * 1000:.0f} / {total['p95'] * 1000:.0f} ms"
 
 
@@ -118,19 +205,20 @@ def render(
     console: Console, rules: Sequence[Rule], last: dict[str, ProbeMeasurement], verdict: Verdict
 ) -> None:
     """Results per rule, a few failure samples with transcripts, then the verdict."""
-    table = Table(title="Probe results", title_justify="left")
-    for col in ("rule", "kind", "done", "ok", "failures", "close codes", "p50 / p95"):
-        table.add_column(col)
+    table = Table(title="Probe results", title_justify="left", box=box.SIMPLE_HEAD)
+    # Narrow terminals wrap the failure columns, never a rule name or a number.
+    for col in ("rule", "done", "ok", "failures", "close codes", "p50 / p95"):
+        table.add_column(col, no_wrap=col not in ("failures", "close codes"))
     for rule in rules:
         m = last.get(rule.name)
         if m is None:
-            table.add_row(rule.name, rule.kind, "0", "0", "not run", "", "-")
+            # stopped early (or failed to start) before this rule had a result to report
+            table.add_row(rule.name, f"0/{planned_attempts(rule)}", "0", "none finished", "-", "-")
             continue
         causes = ", ".join(f"{c}: {n}" for c, n in sorted(m.failures_by_cause.items()))
         codes = ", ".join(f"{c}: {n}" for c, n in m.close_codes.items())
         table.add_row(
             m.rule,
-            m.kind,
             f"{m.done}/{m.planned}",
             str(m.succeeded),
             causes or "-",
@@ -153,7 +241,11 @@ def render(
                     markup=False,
                 )
     style = {"pass": "green", "warn": "yellow", "fail": "red"}.get(verdict.status, "magenta")
-    console.print(f"verdict: [bold {style}]{verdict.status.upper()}[/]")
+    code = exit_code(verdict)
+    console.print(
+        f"verdict: [bold {style}]{verdict.status.upper()}[/] (exit {int(code)}: {_MEANING[code]})",
+        highlight=False,
+    )
     for reason in verdict.reasons:
         console.print(f"  - {redact_text(reason)}", highlight=False, markup=False)
 
@@ -162,12 +254,25 @@ def render(
 @click.option(
     "--policy", "policy_path", required=True, type=click.Path(dir_okay=False), help="Policy file."
 )
-@click.option("--url", required=True, help="Base URL to probe, e.g. http://127.0.0.1:8080.")
-@click.option("--rule", "rule_names", multiple=True, help="Run only this rule (repeatable).")
-@click.option("--token-env", help="Environment variable holding a bearer token.")
+@click.option(
+    "--url", required=True, metavar="URL", help="Base URL to probe, e.g. http://127.0.0.1:8080."
+)
+@click.option(
+    "--rule", "rule_names", multiple=True, metavar="NAME", help="Run only this rule (repeatable)."
+)
+@click.option("--token-env", metavar="NAME", help="Environment variable holding a bearer token.")
 @click.option("--token-file", type=click.Path(dir_okay=False), help="File holding a bearer token.")
-@click.option("--no-id-token", is_flag=True, help="Never mint a Google ID token.")
-@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
+@click.option(
+    "--no-id-token", is_flag=True, help="Never mint a Google ID token (a public service)."
+)
+@click.option(
+    "--audience",
+    metavar="URL",
+    help="Audience of the minted ID token: the service URL or its custom audience. "
+    "Default: the policy's auth.audience, else the origin of --url. Set it when --url is a "
+    "tag URL (https://TAG---SERVICE-HASH.a.run.app) of a private service.",
+)
+@click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (self-signed).")
 def probe(
     policy_path: str,
     url: str,
@@ -175,26 +280,48 @@ def probe(
     token_env: str | None,
     token_file: str | None,
     no_id_token: bool,
+    audience: str | None,
     insecure: bool,
 ) -> None:
     """Run the http and websocket rules of a policy against URL and judge them.
 
+    Use it to develop a policy before wiring it into a pipeline: logs and
+    metric rules are skipped (they need a Cloud Run revision), and nothing is
+    changed anywhere. Progress lines show each rule as it runs; then a table
+    of results, up to three failed sessions per rule with their last events,
+    and the verdict of the rules that ran.
+
     \b
-    Example:
+    Exit codes (as for check): 0 pass or warn, 1 fail, 2 usage or policy
+    error, 3 inconclusive (a rule ran too few attempts to decide).
+
+    \b
+    Examples:
+      PORT=8080 python examples/chat_agent/app.py &
       deploy-guard probe --policy policies/chat-agent.yaml --url http://127.0.0.1:8080
+      deploy-guard probe --policy policies/chat-agent.yaml --url http://127.0.0.1:8080 \\
+          --rule chat-golden-path --rule health
+      deploy-guard probe --policy policies/chat-agent.yaml \\
+          --url https://candidate---chat-abc-ew.a.run.app --audience https://chat-abc-ew.a.run.app
+
+    A private service needs a bearer token: --token-env/--token-file, the
+    policy's auth block, or (for https URLs) a Google ID token minted from a
+    service account or the metadata server. The token is never printed.
     """
     # Wide enough for the table when piped (CI logs); a terminal uses its own width.
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     try:
         policy = load_file(policy_path)
         rules = select_rules(policy, rule_names)
-        choice = TokenChoice(token_env=token_env, token_file=token_file, id_token=not no_id_token)
+        choice = TokenChoice(
+            token_env=token_env, token_file=token_file, id_token=not no_id_token, audience=audience
+        )
         target = Target(url, verify_tls=not insecure)
         auth = policy.auth
         token = asyncio.run(
             resolve_token(
                 choice,
-                url=target.audience,
+                url=url,
                 policy_token_env=auth.token_env,
                 policy_token_file=auth.token_file,
                 policy_id_token=auth.id_token,
@@ -206,7 +333,11 @@ def probe(
         click.echo(f"error: {redact_text(str(exc))}", err=True)
         raise SystemExit(int(exc.exit_code)) from None
     names = ", ".join(r.name for r in rules)
-    console.print(f"probing {redact_text(url)} with {policy.name}: {names}", highlight=False)
-    last, verdict = asyncio.run(run_probe(policy, rules, target, console))
+    try:
+        console.print(f"probing {redact_text(url)} with {policy.name}: {names}", highlight=False)
+        last, verdict = asyncio.run(run_probe(policy, rules, target, console))
+    except KeyboardInterrupt:  # asyncio.run cancelled the probes, which closed their sockets
+        click.echo("interrupted: every probe was cancelled; no verdict", err=True)
+        raise SystemExit(130) from None
     render(console, rules, last, verdict)
-    raise SystemExit(int(_EXIT.get(verdict.status, ExitCode.INCONCLUSIVE)))
+    raise SystemExit(int(exit_code(verdict)))

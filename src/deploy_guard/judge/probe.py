@@ -54,10 +54,14 @@ def _close_words(m: ProbeMeasurement, spec: WebSocketSpec) -> str:
     return "closed with " + ", ".join(f"{c} ({m.close_codes[c]})" for c in codes)
 
 
-def _cause_words(cause: str, m: ProbeMeasurement, spec: HttpSpec | WebSocketSpec) -> str:
+def _cause_words(
+    cause: str, m: ProbeMeasurement, spec: HttpSpec | WebSocketSpec, count: int
+) -> str:
     if cause == "close_code" and isinstance(spec, WebSocketSpec):
         return _close_words(m, spec)
-    return _CAUSE_WORDS.get(cause, f"failed ({cause})")
+    words = _CAUSE_WORDS.get(cause, f"failed ({cause})")
+    # "1 of 10 requests was too slow", "3 of 10 requests were too slow"
+    return "was" + words[len("were") :] if count == 1 and words.startswith("were ") else words
 
 
 def counts_text(m: ProbeMeasurement, spec: HttpSpec | WebSocketSpec, limit: int) -> str:
@@ -72,9 +76,9 @@ def counts_text(m: ProbeMeasurement, spec: HttpSpec | WebSocketSpec, limit: int)
     if failed == 0:
         text = f"{head} failed"
     elif len(causes) == 1:
-        text = f"{head} {_cause_words(causes[0][1], m, spec)}"
+        text = f"{head} {_cause_words(causes[0][1], m, spec, failed)}"
     elif causes:
-        parts = ", ".join(f"{n} {_cause_words(cause, m, spec)}" for n, cause in causes[:3])
+        parts = ", ".join(f"{n} {_cause_words(cause, m, spec, n)}" for n, cause in causes[:3])
         text = f"{head} failed: {parts}"
     else:
         text = f"{head} failed"

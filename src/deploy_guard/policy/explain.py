@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
+from deploy_guard.judge.metric import format_value
 from deploy_guard.policy.model import (
     ExpectStep,
     HttpSpec,
@@ -123,9 +124,7 @@ def _metric(spec: MetricSpec) -> Iterator[str]:
     }[spec.type]
 
     def value(v: float) -> str:
-        if spec.type == "error_rate":
-            return pct(v)
-        return dur(v) if spec.type == "latency" else f"{v:g}"
+        return format_value(spec, v)  # the judge's own wording, so both say the same
 
     yield f"Reads the new revision's {name} over the last {dur(spec.window)} (Cloud Monitoring)."
     limits: list[str] = []

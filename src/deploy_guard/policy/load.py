@@ -128,6 +128,8 @@ def _parse(text: str, file: str) -> _Document | tuple[_Document, Any]:
         mark = exc.problem_mark or exc.context_mark
         pos = (mark.line, mark.column) if mark is not None else (0, 0)
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        if "found another document" in what:  # "---": the fix is not obvious from YAML's words
+            what += " (a file holds one policy: move the next one to a file of its own)"
         doc.problem(pos, (), f"invalid YAML: {what or exc}")
         return doc
     except (YAMLError, ValueError, RecursionError) as exc:

@@ -17,25 +17,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from deploy_guard.policy.model import KINDS, ExpectStep, Policy, SendStep
+from deploy_guard.policy.units import shown as _shown
 
 _MODEL_KEYS_OVERRIDE: dict[type[BaseModel], tuple[str, ...]] = {
     SendStep: ("send",),
     ExpectStep: ("expect", "timeout", "allow_extra"),
 }
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, str):
-        return f'"{value}"'
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
-    return str(value)
 
 
 def _strip(annotation: Any) -> Any:

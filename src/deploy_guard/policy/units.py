@@ -27,14 +27,18 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 PERCENT_PATTERN = r"^[0-9]+(\.[0-9]+)?\s*%$"
 
 
-def _shown(value: Any) -> str:
-    """Quote a value the way the user wrote it, for messages."""
+def shown(value: Any) -> str:
+    """Quote a value the way the user wrote it, for messages (one place for all of them)."""
     if isinstance(value, str):
         return f'"{value}"'
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
     return str(value)
 
 
@@ -44,7 +48,7 @@ def parse_duration(value: Any, *, strict: bool = True) -> float:
     With ``strict=False`` a bare non-negative number is taken as seconds.
     Raises :class:`ValueError` with a message that shows the accepted forms.
     """
-    hint = f"{_shown(value)} is not a duration (use 60s, 2m)"
+    hint = f"{shown(value)} is not a duration (use 60s, 2m)"
     if isinstance(value, bool):
         raise ValueError(hint)
     if isinstance(value, int | float):
@@ -61,7 +65,7 @@ def parse_duration(value: Any, *, strict: bool = True) -> float:
 
 def parse_ratio(value: Any) -> float:
     """``"95%"`` or ``0.95`` -> 0.95; anything outside 0..1 is refused."""
-    hint = f"{_shown(value)} is not a ratio (use 95% or 0.95)"
+    hint = f"{shown(value)} is not a ratio (use 95% or 0.95)"
     if isinstance(value, bool):
         raise ValueError(hint)
     if isinstance(value, int | float):
@@ -71,7 +75,7 @@ def parse_ratio(value: Any) -> float:
     else:
         raise ValueError(hint)
     if not math.isfinite(ratio) or not 0.0 <= ratio <= 1.0:
-        raise ValueError(hint if not isinstance(value, str) else f"{_shown(value)} is over 100%")
+        raise ValueError(hint if not isinstance(value, str) else f"{shown(value)} is over 100%")
     return ratio
 
 

@@ -11,6 +11,8 @@ this package imports nothing heavy on its own):
 - :func:`deploy_guard.probes.auth.resolve_token` with a
   :class:`~deploy_guard.probes.auth.TokenChoice`: the bearer token, held in a
   :class:`~deploy_guard.probes.auth.BearerToken` that never shows its value.
+  Pass ``url=`` (what is probed, e.g. a tag URL) and ``audience=`` (the
+  service URL an ID token must name; default: the origin of ``url``).
 
 Modules: ``websocket`` (one session), ``http`` (one request), ``aggregate``
 (pure: attempts -> snapshots), ``template`` ({user} {session} {n}), ``runner``.

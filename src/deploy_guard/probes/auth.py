@@ -1,7 +1,8 @@
 """Bearer tokens for probing private services, held so they never leak.
 
 A private Cloud Run service wants ``Authorization: Bearer <ID token>`` whose
-audience is the service URL. The token comes from, in order of precedence:
+audience is the service URL (not a tag URL: see :func:`choose_audience`). The
+token comes from, in order of precedence:
 
 1. a command-line flag naming an environment variable or a file;
 2. the policy's ``auth.token_env`` / ``auth.token_file``;
@@ -20,6 +21,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from deploy_guard.errors import ConfigError
 from deploy_guard.log import REDACTED, get_logger
@@ -78,13 +80,17 @@ class TokenChoice:
     token_env: str | None = None
     token_file: str | None = None
     id_token: bool = True  # False: --no-id-token
+    #: --audience: the ID token's audience (a custom audience), overriding every default.
     audience: str | None = None
 
 
 def token_from_env(name: str) -> BearerToken:
     value = os.environ.get(name)
     if value is None or not value.strip():
-        raise ConfigError(f"environment variable {name} (named for the probe token) is not set")
+        raise ConfigError(
+            f"environment variable {name} (named for the probe token) is not set or empty; "
+            f"export {name}=<token>, or name another source (--token-env, --token-file)"
+        )
     return BearerToken(value, f"env {name}")
 
 
@@ -118,16 +124,49 @@ def fetch_id_token(audience: str) -> BearerToken:
     return BearerToken(str(value), "google-auth")
 
 
+def url_origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` (ws/wss read as http/https): a default audience."""
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+    return f"{scheme}://{parts.netloc}"
+
+
+def choose_audience(
+    choice: TokenChoice,
+    *,
+    url: str,
+    audience: str | None = None,
+    policy_audience: str | None = None,
+) -> str:
+    """The audience an ID token is minted for, most specific first.
+
+    1. ``--audience`` (``choice.audience``), then the policy's ``auth.audience``:
+       a custom audience configured on the service;
+    2. ``audience``: what the caller knows the service URL to be. The gate
+       probes a revision through a *tag* URL (``https://candidate---chat-abc.a.run.app``)
+       but Cloud Run checks the token against the *service* URL
+       (``https://chat-abc.a.run.app``), so it passes that here;
+    3. the origin of ``url`` (scheme and host, without path or query), which
+       is right when ``url`` is the service URL itself.
+    """
+    return choice.audience or policy_audience or audience or url_origin(url)
+
+
 async def resolve_token(
     choice: TokenChoice,
     *,
     url: str,
+    audience: str | None = None,
     policy_token_env: str | None = None,
     policy_token_file: str | None = None,
     policy_id_token: str = "auto",
     policy_audience: str | None = None,
 ) -> BearerToken | None:
     """Pick and load the token the probes send, or None for an open service.
+
+    ``url`` is the URL the probes address (a tag URL in a check); ``audience``
+    is the service URL an ID token must name when it differs from ``url``'s
+    origin (see :func:`choose_audience`; a configured audience still wins).
 
     ``auto`` ID tokens are only attempted for https URLs: a local http server
     is never a private Cloud Run service, and asking the metadata server from a
@@ -145,9 +184,9 @@ async def resolve_token(
         return token_from_file(policy_token_file)
     if not choice.id_token or policy_id_token != "auto" or not url.startswith("https://"):
         return None
-    audience = choice.audience or policy_audience or url
+    wanted = choose_audience(choice, url=url, audience=audience, policy_audience=policy_audience)
     try:
-        return await asyncio.to_thread(fetch_id_token, audience)
+        return await asyncio.to_thread(fetch_id_token, wanted)
     except ConfigError as exc:
-        _log.warning("id_token_unavailable", audience=audience, reason=str(exc))
+        _log.warning("id_token_unavailable", audience=wanted, reason=str(exc))
         return None

@@ -20,6 +20,7 @@ import httpx
 
 from deploy_guard.log import redact_text
 from deploy_guard.measurements import Attempt
+from deploy_guard.probes.target import auth_hint, connect_failure
 
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.policy.model import HttpSpec
@@ -56,7 +57,8 @@ def _check(spec: HttpSpec, response: httpx.Response, elapsed: float) -> tuple[st
     expect = spec.expect
     if expect.status and response.status_code not in expect.status:
         wanted = ", ".join(str(s) for s in expect.status)
-        return "status", f"HTTP {response.status_code}, expected {wanted}"
+        hint = auth_hint(response.status_code)
+        return "status", f"HTTP {response.status_code}, expected {wanted}{hint}"
     if expect.body_contains is not None and expect.body_contains not in response.text:
         return "body", f"body does not contain {expect.body_contains!r}"
     if expect.json:
@@ -79,12 +81,15 @@ def _check(spec: HttpSpec, response: httpx.Response, elapsed: float) -> tuple[st
 
 
 def _transcript(
-    method: str, path: str, response: httpx.Response | None
+    method: str, path: str, response: httpx.Response | None, took: float
 ) -> tuple[dict[str, Any], ...]:
+    """The request at 0 s, then the answer (or nothing) at the time it came."""
     entries: list[dict[str, Any]] = [{"t": 0.0, "dir": "send", "data": f"{method} {path}"}]
     if response is not None:
         body = response.text[:BODY_SAMPLE]
-        entries.append({"t": 0.0, "dir": "recv", "data": f"{response.status_code} {body}"})
+        entries.append(
+            {"t": round(took, 6), "dir": "recv", "data": f"{response.status_code} {body}"}
+        )
     return tuple(entries)
 
 
@@ -102,7 +107,7 @@ async def run_request(spec: HttpSpec, target: Target, client: httpx.AsyncClient)
     except httpx.TimeoutException:
         return _failed(target, spec, "timeout", f"no answer within {spec.timeout:g} s", start)
     except httpx.TransportError as exc:
-        detail = f"could not connect: {type(exc).__name__}: {redact_text(str(exc))}"
+        detail = redact_text(connect_failure(exc))
         return _failed(target, spec, "connect_error", detail, start)
     except httpx.HTTPError as exc:
         detail = f"{type(exc).__name__}: {redact_text(str(exc))}"
@@ -128,7 +133,7 @@ def _failed(
     detail = redact_text(detail)
     entries = [
         {**e, "data": redact_text(str(e["data"]))}
-        for e in _transcript(spec.method, spec.path, response)
+        for e in _transcript(spec.method, spec.path, response, took)
     ]
     if target.token is not None:
         detail = target.token.scrub(detail)

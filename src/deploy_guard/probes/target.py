@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from deploy_guard.errors import ConfigError
-from deploy_guard.probes.auth import BearerToken
+from deploy_guard.probes.auth import BearerToken, url_origin
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
@@ -83,7 +85,42 @@ class Target:
 
     @property
     def audience(self) -> str:
-        """The default ID-token audience: the service URL (scheme and host)."""
-        parts = urlsplit(self.base_url)
-        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-        return f"{scheme}://{parts.netloc}"
+        """The default ID-token audience: the base URL's origin (scheme and host)."""
+        return url_origin(self.base_url)
+
+
+def connect_failure(exc: BaseException) -> str:
+    """Words for a failed connection: the cause, then what usually fixes it.
+
+    Shared by the HTTP and WebSocket probes, which see the same three
+    everyday causes through different libraries (the original error is found
+    in the exception chain).
+    """
+    text = f"could not connect: {type(exc).__name__}: {exc}"
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(cur):
+            return text + (
+                "; the server's TLS certificate is not trusted (a self-signed test server "
+                "needs --insecure; a real service needs a valid certificate)"
+            )
+        if "WRONG_VERSION_NUMBER" in str(cur):
+            return text + "; the server did not answer with TLS: should the URL be http://?"
+        if isinstance(cur, ConnectionRefusedError):
+            return text + "; nothing listens there: is the service running on that host and port?"
+        if isinstance(cur, socket.gaierror):
+            return text + "; the host name does not resolve: check the URL"
+        cur = cur.__cause__ or cur.__context__
+    return text
+
+
+def auth_hint(status: int) -> str:
+    """For 401/403 answers, the likely cause and the fix; "" for any other status."""
+    if status not in (401, 403):
+        return ""
+    return (
+        "; the service refused the credentials: a private service needs a token "
+        "(--token-env, --token-file, or an ID token whose audience is the service URL: --audience)"
+    )

@@ -42,6 +42,7 @@ from websockets.uri import parse_uri
 from deploy_guard.log import redact_text
 from deploy_guard.measurements import Attempt
 from deploy_guard.policy.model import ExpectStep, SendStep, WebSocketSpec
+from deploy_guard.probes.target import auth_hint, connect_failure
 from deploy_guard.probes.template import SessionIds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -343,12 +344,13 @@ async def run_session(plan: SessionPlan, ids: SessionIds) -> Attempt:
         ws = await _open(plan, ids)
     except InvalidStatus as exc:
         status = exc.response.status_code
-        return _attempt(s, _Fail("handshake_rejected", f"handshake answered HTTP {status}"), status)
+        detail = f"handshake answered HTTP {status}{auth_hint(status)}"
+        return _attempt(s, _Fail("handshake_rejected", detail), status)
     except TimeoutError:
         detail = f"handshake timed out after {spec.connect_timeout:.1f} s"
         return _attempt(s, _Fail("timeout", detail), None)
     except (OSError, WebSocketException) as exc:
-        detail = f"could not connect: {type(exc).__name__}: {redact_text(str(exc))}"
+        detail = redact_text(connect_failure(exc))
         return _attempt(s, _Fail("connect_error", detail), None)
     s.opened = time.monotonic()
     status = ws.response.status_code if ws.response is not None else 101
