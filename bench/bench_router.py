@@ -50,6 +50,9 @@ class _NullSink:
     def revision_output(self, ref: RevisionRef, stream: Any, line: str, when: datetime) -> None:
         pass
 
+    def system(self, ref: RevisionRef, severity: str, message: str, when: datetime) -> None:
+        pass
+
     def audit(self, **_: Any) -> None:
         pass
 

@@ -72,3 +72,21 @@ def test_module_level_logger_follows_later_configuration() -> None:
     with structlog.testing.capture_logs() as captured:
         early.info("seen", n=1)
     assert captured == [{"event": "seen", "n": 1, "logger": "early", "log_level": "info"}]
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_a_logged_exception_shows_no_secret_and_no_local_variables(as_json: bool) -> None:
+    out = io.StringIO()
+    guard_log.configure(stream=out, json=as_json)
+
+    def probe(id_token: str) -> None:  # id_token: a local a rich traceback would print
+        raise ConnectionError(f"handshake failed for wss://svc/ws?access_token={id_token}")
+
+    try:
+        probe(TOKEN)
+    except ConnectionError:
+        guard_log.get_logger("probe").exception("probe_failed")
+    text = out.getvalue()
+    assert "ConnectionError" in text  # the traceback is there...
+    assert "handshake failed" in text
+    assert TOKEN not in text  # ...without the secret, in the message or in a local

@@ -94,14 +94,15 @@ def configure(
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        # A traceback becomes plain text before redaction, in both renderings:
+        # an exception's message can hold a secret (a URL with a token), and
+        # the console's rich tracebacks would print every local variable
+        # (tokens, headers) after any redaction had run.
+        structlog.processors.format_exc_info,
         redact,
     ]
     if as_json:
-        processors += [
-            structlog.processors.format_exc_info,
-            _cloud_logging_shape,
-            structlog.processors.JSONRenderer(),
-        ]
+        processors += [_cloud_logging_shape, structlog.processors.JSONRenderer()]
     else:
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
     structlog.configure(

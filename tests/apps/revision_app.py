@@ -7,6 +7,8 @@ It answers:
 - ``GET /health``: ``ok``;
 - ``GET /env?name=X``: the value of environment variable X;
 - ``GET /status?code=N``: an empty answer with status N;
+- ``GET /exit?code=N``: answers, then the process exits with status N (a
+  revision that crashes after it was Ready);
 - ``/ws``: a WebSocket that first sends ``{"revision": ...}`` then echoes text;
   with ``?close=CODE[&reason=R][&after=SECONDS]`` it closes with that code
   (1011 to play the failure this project was built for).
@@ -58,6 +60,11 @@ def main() -> None:
     async def status(request: web.Request) -> web.Response:
         return web.Response(status=int(request.query.get("code", "200")))
 
+    async def exit_(request: web.Request) -> web.Response:
+        code = int(request.query.get("code", "1"))
+        asyncio.get_running_loop().call_later(0.05, os._exit, code)
+        return web.Response(text=f"exiting with {code}")
+
     async def ws(request: web.Request) -> web.WebSocketResponse:
         sock = web.WebSocketResponse()
         await sock.prepare(request)
@@ -83,6 +90,7 @@ def main() -> None:
             web.get("/health", health),
             web.get("/env", env),
             web.get("/status", status),
+            web.get("/exit", exit_),
             web.get("/ws", ws),
         ]
     )

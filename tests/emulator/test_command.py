@@ -119,12 +119,57 @@ def test_sigint_stops_it_cleanly(start_command: Any) -> None:
     assert wait_exit(proc) == 0
 
 
+def test_a_hang_up_stops_its_revisions_too(
+    start_command: Any, app_template: Any, fast_polling: Any
+) -> None:
+    proc, host = start_command()
+    clients = Clients(host=host)
+    try:
+        svc = (
+            clients.services()
+            .create_service(
+                parent="projects/local-project/locations/us-central1",
+                service=run_v2.Service(template=app_template()),
+                service_id="chat",
+            )
+            .result(timeout=60, polling=fast_polling)
+        )
+        pid = httpx.get(svc.uri, timeout=10).json()["pid"]
+    finally:
+        clients.close()
+    proc.send_signal(signal.SIGHUP)  # the terminal it ran in was closed
+    assert wait_exit(proc) == 0
+    deadline = time.monotonic() + 5
+    while not gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert gone(pid), f"revision process {pid} outlived the emulator"
+
+
 def test_a_bad_flag_is_a_usage_error_before_anything_starts() -> None:
     result = CliRunner().invoke(cli, ["emulator", "--fault", "GetService=NOPE"])
     assert result.exit_code == 2
     assert "not a gRPC status code" in result.output
     result = CliRunner().invoke(cli, ["emulator", "--metrics-delay", "soon"])
     assert result.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--fault", "ListLogEntrie=UNAVAILABLE"], "matches no RPC"),
+        (["--project", ""], "not a project id"),
+        (["--project", "a/b"], "not a project id"),
+        (["--region", "Europe West"], "not a region name"),
+        (["--startup-timeout", "0s"], "not positive"),
+    ],
+)
+def test_a_project_region_or_timeout_no_api_could_use_is_a_usage_error(
+    args: list[str], needle: str
+) -> None:
+    result = CliRunner().invoke(cli, ["emulator", *args])
+    assert result.exit_code == 2
+    assert needle in result.output
+    assert "DEPLOY_GUARD_EMULATOR_HOST" not in result.output  # refused before serving
 
 
 def test_a_taken_port_is_a_usage_error(emulator: EmulatorThread) -> None:

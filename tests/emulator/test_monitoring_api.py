@@ -208,6 +208,23 @@ async def test_headers_view_and_paging(served: Any) -> None:
         ),
         (COUNT, {"cross_series_reducer": "REDUCE_SUM"}, "per_series_aligner"),
         (COUNT, {"per_series_aligner": "ALIGN_DELTA"}, "alignment_period"),
+        pytest.param(
+            COUNT,
+            {"alignment_period": {"seconds": 60}, "per_series_aligner": 999},
+            "ALIGN_#999 is not supported",
+            # proto-plus warns about the number on the client side; that is the point.
+            marks=pytest.mark.filterwarnings("ignore:Unrecognized Aligner enum value"),
+        ),
+        (
+            COUNT,
+            {
+                "alignment_period": {"seconds": 60},
+                "per_series_aligner": "ALIGN_DELTA",
+                "cross_series_reducer": "REDUCE_SUM",
+                "group_by_fields": ["response_code"],
+            },
+            "group_by_fields",
+        ),
     ],
 )
 async def test_unsupported_requests_are_invalid_argument(

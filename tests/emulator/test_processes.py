@@ -30,6 +30,9 @@ class RecordingSink:
     def request(self, record: RequestRecord) -> None:
         pass
 
+    def system(self, ref: RevisionRef, severity: str, message: str, when: datetime) -> None:
+        pass
+
     def audit(self, **_fields: Any) -> None:
         pass
 
@@ -136,6 +139,37 @@ async def test_a_command_that_does_not_exist_fails_cleanly(tmp_path: Path) -> No
     assert failure.reason == "ContainerFailed"
     assert "could not start" in failure.message
     await proc.stop()  # nothing to stop; must not raise
+
+
+async def test_an_environment_no_process_can_have_fails_cleanly() -> None:
+    proc = RevisionProcess(REF, [sys.executable, "-c", "pass"], {"A=B": "x"}, RecordingSink())
+    failure = await proc.start(1.0)
+    assert failure is not None
+    assert failure.reason == "ContainerFailed"
+    assert "could not start" in failure.message
+    assert await proc.died() is None  # never started: nothing to watch
+
+
+async def test_died_tells_a_crash_from_a_stop(revision_app: Path) -> None:
+    crashing = RevisionProcess(
+        REF,
+        [sys.executable, "-c", "import socket,os,sys,time\n" + _LISTEN_THEN_EXIT],
+        {},
+        RecordingSink(),
+    )
+    assert await crashing.start(10.0) is None
+    assert await asyncio.wait_for(crashing.died(), 10) == 7
+    stopped = RevisionProcess(REF, [sys.executable, str(revision_app)], {}, RecordingSink())
+    assert await stopped.start(10.0) is None
+    waiter = asyncio.ensure_future(stopped.died())
+    await stopped.stop()
+    assert await asyncio.wait_for(waiter, 10) is None
+
+
+_LISTEN_THEN_EXIT = (
+    "s = socket.socket(); s.bind(('127.0.0.1', int(os.environ['PORT']))); s.listen()\n"
+    "s.accept()[0].close(); time.sleep(0.2); sys.exit(7)\n"
+)
 
 
 async def test_workdir_is_the_process_cwd(revision_app: Path, tmp_path: Path) -> None:

@@ -42,6 +42,9 @@ class RecordingSink:
     def revision_output(self, ref: RevisionRef, stream: str, line: str, when: datetime) -> None:
         raise AssertionError("the router never writes revision output")
 
+    def system(self, ref: RevisionRef, severity: str, message: str, when: datetime) -> None:
+        raise AssertionError("the router never writes system entries")
+
     def audit(self, **_: Any) -> None:
         raise AssertionError("the router never writes audit entries")
 
@@ -418,6 +421,16 @@ async def test_route_to_non_serving_revision_is_503(setup: Setup) -> None:
         resp = await client.get(f"{url}/")
     assert resp.status_code == 503
     assert setup.logs.records == []
+
+
+async def test_route_to_a_dead_revision_is_503_logged_against_it(setup: Setup) -> None:
+    url = await service(setup, Route(backend=None, percent=100, ref=ref("chat-00001-dead")))
+    async with httpx.AsyncClient() as client:
+        resp = await client.get(f"{url}/x?y=1")
+    assert resp.status_code == 503
+    [record] = setup.logs.records
+    assert (record.ref.revision, record.status, record.method) == ("chat-00001-dead", 503, "GET")
+    assert record.url.endswith("/x?y=1")
 
 
 async def test_revision_refusing_connections_is_503_and_recorded(setup: Setup) -> None:

@@ -441,3 +441,85 @@ async def test_the_test_app_closes_a_websocket_with_the_code_asked_for(
             await ws.recv()
     assert info.value.rcvd is not None
     assert (info.value.rcvd.code, info.value.rcvd.reason) == (1011, "orchestrator")
+
+
+def test_update_mask_writes_only_the_fields_it_names(
+    deploy: Any, gcp_clients: Clients, app_template: Any
+) -> None:
+    svc = deploy("chat")
+    first = short(svc.latest_ready_revision)
+    services = gcp_clients.services()
+
+    spec = run_v2.Service(svc)
+    spec.template = app_template(env={"V": "2"})  # not in the mask: must be ignored
+    spec.traffic = [to(first, 100, tag="stable")]
+    spec.labels = {"team": "chat"}
+    after = services.update_service(
+        request={"service": spec, "update_mask": {"paths": ["traffic"]}}
+    ).result()
+    assert after.latest_created_revision == svc.latest_created_revision  # no new revision
+    assert [s.tag for s in after.traffic_statuses] == ["stable"]
+    assert dict(after.labels) == {}
+    assert run_v2.RevisionTemplate.pb(after.template) == run_v2.RevisionTemplate.pb(svc.template)
+
+    labelled = services.update_service(
+        request={"service": spec, "update_mask": {"paths": ["labels"]}}
+    ).result()
+    assert dict(labelled.labels) == {"team": "chat"}
+    assert labelled.latest_created_revision == svc.latest_created_revision
+
+    for bad in (["uri"], ["no_such_field"], ["template.nope"]):
+        with pytest.raises(gexc.InvalidArgument, match="update_mask"):
+            services.update_service(request={"service": spec, "update_mask": {"paths": bad}})
+    unchanged = services.get_service(name=svc.name)
+    assert unchanged.generation == labelled.generation
+
+
+def test_a_startup_probe_sets_how_long_a_revision_gets_to_listen(
+    emulator: EmulatorThread, gcp_clients: Clients, app_template: Any, fast_polling: Any
+) -> None:
+    template = app_template(env={"APP_NEVER_LISTEN": "1"})
+    template.containers[0].startup_probe = run_v2.Probe(
+        tcp_socket=run_v2.TCPSocketAction(), period_seconds=1, failure_threshold=1
+    )
+    started = time.monotonic()
+    op = gcp_clients.services().create_service(
+        parent=emulator.parent, service=run_v2.Service(template=template), service_id="probed"
+    )
+    with pytest.raises(gexc.FailedPrecondition, match="allocated timeout of 1 s"):
+        op.result(timeout=30, polling=fast_polling)
+    assert time.monotonic() - started < 8  # not the fixture's 10 s default
+
+    template.containers[0].startup_probe = run_v2.Probe(period_seconds=-1)
+    with pytest.raises(gexc.InvalidArgument, match="startup_probe"):
+        gcp_clients.services().create_service(
+            parent=emulator.parent, service=run_v2.Service(template=template), service_id="neg"
+        )
+
+
+@pytest.mark.parametrize(
+    ("env", "command", "needle"),
+    [
+        ({"PORT": "1"}, None, "reserved env names were provided: PORT"),
+        ({"A=B": "x"}, None, "env\\[0\\]: name 'A=B' is invalid"),
+        ({"A": "x\0y"}, None, "NUL"),
+        ({}, ["python\0"], "command\\[0\\] contains a NUL"),
+    ],
+)
+def test_a_container_no_process_could_run_is_invalid_argument(
+    emulator: EmulatorThread,
+    gcp_clients: Clients,
+    app_template: Any,
+    env: dict[str, str],
+    command: list[str] | None,
+    needle: str,
+) -> None:
+    template = app_template(env=env)
+    if command is not None:
+        template.containers[0].command = command
+    services = gcp_clients.services()
+    with pytest.raises(gexc.InvalidArgument, match=needle):
+        services.create_service(
+            parent=emulator.parent, service=run_v2.Service(template=template), service_id="chat"
+        )
+    assert list(services.list_services(parent=emulator.parent)) == []

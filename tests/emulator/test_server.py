@@ -14,6 +14,7 @@ from google.cloud.run_v2.services.services.transports import ServicesGrpcAsyncIO
 
 from deploy_guard.emulator.server import Emulator, EmulatorThread
 from deploy_guard.errors import ConfigError
+from deploy_guard.gcp.clients import Clients
 
 
 async def test_async_emulator_serves_the_async_client_on_the_same_loop(
@@ -61,3 +62,78 @@ def test_thread_stop_is_idempotent_and_context_managed() -> None:
     host, port = address.rsplit(":", 1)
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((host, int(port)), timeout=5)
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/google.cloud.run.v2.Services/GetService",
+        "/google.cloud.run.v2.Revisions/ListRevisions",
+        "/google.longrunning.Operations/GetOperation",
+        "/google.logging.v2.LoggingServiceV2/ListLogEntries",
+        "/google.logging.v2.LoggingServiceV2/WriteLogEntries",
+        "/google.monitoring.v3.MetricService/ListTimeSeries",
+    ],
+)
+def test_a_corrupt_request_is_invalid_argument_on_every_api(
+    emulator: EmulatorThread, method: str
+) -> None:
+    channel = grpc.insecure_channel(emulator.address)
+    try:
+        with pytest.raises(grpc.RpcError) as info:
+            channel.unary_unary(method)(b"\xff\xff\xff", timeout=5)  # not a protobuf message
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed request" in str(info.value.details())
+        # ... and the emulator still serves.
+        ok = channel.unary_unary(
+            "/google.cloud.run.v2.Services/ListServices",
+            request_serializer=run_v2.ListServicesRequest.serialize,
+            response_deserializer=run_v2.ListServicesResponse.deserialize,
+        )
+        assert (
+            list(ok(run_v2.ListServicesRequest(parent=emulator.parent), timeout=5).services) == []
+        )
+    finally:
+        channel.close()
+
+
+def test_a_fault_for_a_method_it_does_not_serve_is_refused(emulator: EmulatorThread) -> None:
+    with pytest.raises(ConfigError, match="matches no RPC"):
+        emulator.faults.fail("ListLogEntrie", grpc.StatusCode.UNAVAILABLE)
+    with pytest.raises(ConfigError, match="matches no RPC"):
+        emulator.faults.delay("/google.cloud.run.v2.Services/Nope", 1.0)
+    emulator.faults.fail("LoggingServiceV2/ListLogEntries", grpc.StatusCode.UNAVAILABLE, times=1)
+
+
+def test_messages_over_grpcs_4_mb_default_pass_both_ways(
+    emulator: EmulatorThread, gcp_clients: Clients
+) -> None:
+    from google.cloud.logging_v2.types import LogEntry
+
+    big = [
+        LogEntry(
+            log_name=f"projects/{emulator.project}/logs/big",
+            resource={"type": "global"},
+            text_payload="x" * 6000,
+        )
+        for _ in range(1000)
+    ]
+    logging = gcp_clients.logging()
+    logging.write_log_entries(entries=big)  # ~6 MB in one request
+    pager = logging.list_log_entries(
+        request={"resource_names": [f"projects/{emulator.project}"], "page_size": 1000}
+    )
+    assert len(next(iter(pager.pages)).entries) == 1000  # ~6 MB in one response
+
+
+@pytest.mark.parametrize("form", ["{}", " {} ", "http://{}", "http://{}/", "dns:///{}"])
+def test_the_client_factory_finds_it_from_the_environment(
+    emulator: EmulatorThread, form: str
+) -> None:
+    clients = Clients.from_env({"DEPLOY_GUARD_EMULATOR_HOST": form.format(emulator.address)})
+    try:
+        assert clients.host == emulator.address
+        assert list(clients.services().list_services(parent=emulator.parent)) == []
+    finally:
+        clients.close()
+    assert Clients.from_env({}).host is None  # no variable: Google Cloud with ADC

@@ -22,10 +22,12 @@ Point any script or tool at it (the official Google clients, unchanged):
   deploy-guard emulator              # in one terminal; copy its first line
   export DEPLOY_GUARD_EMULATOR_HOST=127.0.0.1:PORT     # in another
   deploy-guard check --project local-project --region us-central1 \\
-      --service chat --revision chat-00002-abc --policy policies/chat-agent.yaml
-In a script:
-  coproc EMU { deploy-guard emulator; }
+      --revision chat-agent-00002-abc --policy policies/chat-agent.yaml
+In a bash script (exec, so that $EMU_PID is the emulator itself):
+  coproc EMU { exec deploy-guard emulator; }
   read -r line <&"${EMU[0]}" && export "$line"
+  ...
+  kill "$EMU_PID"; wait "$EMU_PID"
 \b
 In Python, build clients with deploy_guard.gcp.clients.Clients.from_env(), or
 pass a channel yourself:
@@ -38,7 +40,7 @@ URLs are loopback addresses in the Service's uri and traffic_statuses[].uri.
 \b
 Faults: --fault ListLogEntries=UNAVAILABLEx2 --fault UpdateService=ABORTED
         --fault ListTimeSeries=delay:2s
-Stop it with Ctrl-C or SIGTERM: every revision process stops with it.
+Stop it with Ctrl-C, SIGTERM or SIGHUP: every revision process stops with it.
 See docs/emulator.md.
 """
 
@@ -65,7 +67,10 @@ See docs/emulator.md.
     default="30s",
     show_default=True,
     metavar="DURATION",
-    help="How long a revision gets to listen on $PORT when its template sets no timeout.",
+    help=(
+        "How long a revision gets to listen on $PORT when its container has no "
+        "startup_probe and its template no timeout."
+    ),
 )
 @click.option(
     "--fault",
@@ -121,8 +126,14 @@ def emulator(
     sys.exit(code)
 
 
+#: Signals that stop the emulator cleanly. SIGHUP too: closing the terminal it
+#: runs in must not leave revision processes behind (they run in their own
+#: sessions, so the hang-up does not reach them).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 async def _serve(options: dict[str, Any], specs: list[Any]) -> int:
-    """Serve until SIGINT or SIGTERM, then stop every revision process."""
+    """Serve until SIGINT, SIGTERM or SIGHUP, then stop every revision process."""
     from deploy_guard.emulator.server import Emulator
 
     emu = Emulator(**options)
@@ -136,7 +147,7 @@ async def _serve(options: dict[str, Any], specs: list[Any]) -> int:
         received.append(sig.name)
         stop.set()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
     try:
         await emu.start()
@@ -150,6 +161,6 @@ async def _serve(options: dict[str, Any], specs: list[Any]) -> int:
         )
     finally:
         await emu.stop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     return 0

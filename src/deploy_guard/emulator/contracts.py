@@ -60,6 +60,9 @@ class LogSink(Protocol):
     def request(self, record: RequestRecord) -> None:
         """A request log (``httpRequest``) for a finished request."""
 
+    def system(self, ref: RevisionRef, severity: str, message: str, when: datetime) -> None:
+        """A platform message about a revision (``run.googleapis.com/varlog/system``)."""
+
     def audit(
         self,
         *,
@@ -96,6 +99,9 @@ class Route:
 
     backend: Backend | None  # None: the revision is not serving (503 from the router)
     percent: int
+    #: The revision this share belongs to, so a 503 for a revision that is not
+    #: serving (its process died) is still logged and counted against it.
+    ref: RevisionRef | None = None
 
 
 class RouterApi(Protocol):

@@ -21,7 +21,7 @@ import asyncio
 import re
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -107,10 +107,19 @@ class FaultInjector(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     event loop serves calls.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, known_methods: Iterable[str] | None = None) -> None:
         self._lock = threading.Lock()
         self._rules: list[_Rule] = []
         self._counts: Counter[str] = Counter()
+        #: Full names of the methods served; a rule must match one (None: no check).
+        self._known = sorted(known_methods) if known_methods is not None else None
+
+    def _check_method(self, method: str) -> None:
+        """Refuse a rule that names no served method: a typo must not pass silently."""
+        if self._known is None or any(_matches(method, name) for name in self._known):
+            return
+        names = ", ".join(sorted({name.rsplit("/", 1)[-1] for name in self._known}))
+        raise ConfigError(f"fault method {method!r} matches no RPC the emulator serves ({names})")
 
     # ------------------------------------------------------------ configuration
     def fail(
@@ -123,12 +132,14 @@ class FaultInjector(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         """Make ``method`` fail with ``code``: ``times`` calls, or always when None."""
         if times is not None and times < 1:
             raise ConfigError("times must be at least 1 (or None for always)")
+        self._check_method(method)
         text = message or f"fault injected by the emulator: {code.name}"
         with self._lock:
             self._rules.append(_Rule(method, code, times, text))
 
     def delay(self, method: str, seconds: float) -> None:
         """Hold every call of ``method`` for ``seconds`` before serving it."""
+        self._check_method(method)
         with self._lock:
             self._rules.append(_Rule(method, None, None, "", delay_s=seconds))
 

@@ -33,25 +33,19 @@ import binascii
 import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
 from deploy_guard.emulator.logfilter import Filter, parse
 from deploy_guard.emulator.logstore import Entry, LogStore, StoredEntry
+from deploy_guard.emulator.rpc import ServiceHandler, generic_handler, status_code
 from deploy_guard.errors import EmulatorError
-from deploy_guard.log import get_logger
 
 SERVICE = "google.logging.v2.LoggingServiceV2"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-
-
-def _log() -> Any:
-    """The logger, looked up per event: a module-level bound logger would keep the
-    processors of import time and miss a later ``configure()`` or ``capture_logs()``."""
-    return get_logger("deploy_guard.emulator.logging_api")
 
 
 def _invalid(message: str) -> EmulatorError:
@@ -189,27 +183,7 @@ def prepare_writes(request: Any) -> tuple[list[Entry], list[str]]:
     return good, problems
 
 
-Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-
-
-def _guarded(name: str, handler: Handler) -> Handler:
-    """Errors become gRPC statuses here; the store is never left half-written."""
-
-    async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            return await handler(request, context)
-        except EmulatorError as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.status), exc.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            _log().exception("emulator_rpc_failed", method=name)
-            await context.abort(grpc.StatusCode.INTERNAL, f"emulator error in {name}: {exc}")
-
-    return call
-
-
-def handlers(store: LogStore) -> grpc.GenericRpcHandler:
+def handlers(store: LogStore) -> ServiceHandler:
     """The generic handler serving ``google.logging.v2.LoggingServiceV2`` from ``store``."""
     from google.cloud.logging_v2 import types
 
@@ -257,7 +231,7 @@ def handlers(store: LogStore) -> grpc.GenericRpcHandler:
         except StopAsyncIteration:
             return
         except EmulatorError as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.status), exc.message)
+            await context.abort(status_code(exc.status), exc.message)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[list[StoredEntry]] = asyncio.Queue()
 
@@ -279,30 +253,29 @@ def handlers(store: LogStore) -> grpc.GenericRpcHandler:
         finally:
             unsubscribe()
 
-    unary: dict[str, tuple[Handler, Any, Any]] = {
-        "ListLogEntries": (
-            list_log_entries,
-            types.ListLogEntriesRequest,
-            types.ListLogEntriesResponse,
-        ),
-        "WriteLogEntries": (
-            write_log_entries,
-            types.WriteLogEntriesRequest,
-            types.WriteLogEntriesResponse,
-        ),
-        "ListLogs": (list_logs, types.ListLogsRequest, types.ListLogsResponse),
-    }
-    table: dict[str, grpc.RpcMethodHandler] = {
-        name: grpc.unary_unary_rpc_method_handler(
-            _guarded(f"/{SERVICE}/{name}", fn),
-            request_deserializer=req.deserialize,
-            response_serializer=resp.serialize,
-        )
-        for name, (fn, req, resp) in unary.items()
-    }
-    table["TailLogEntries"] = grpc.stream_stream_rpc_method_handler(
-        tail_log_entries,
-        request_deserializer=types.TailLogEntriesRequest.deserialize,
-        response_serializer=types.TailLogEntriesResponse.serialize,
+    return generic_handler(
+        SERVICE,
+        [
+            (
+                "ListLogEntries",
+                list_log_entries,
+                types.ListLogEntriesRequest,
+                types.ListLogEntriesResponse,
+            ),
+            (
+                "WriteLogEntries",
+                write_log_entries,
+                types.WriteLogEntriesRequest,
+                types.WriteLogEntriesResponse,
+            ),
+            ("ListLogs", list_logs, types.ListLogsRequest, types.ListLogsResponse),
+        ],
+        streams=[
+            (
+                "TailLogEntries",
+                tail_log_entries,
+                types.TailLogEntriesRequest,
+                types.TailLogEntriesResponse,
+            )
+        ],
     )
-    return grpc.method_handlers_generic_handler(SERVICE, table)

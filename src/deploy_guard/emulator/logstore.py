@@ -17,6 +17,9 @@ Shapes follow Cloud Run:
 - request logs: ``run.googleapis.com/requests`` with ``httpRequest`` and
   severity INFO below 400, WARNING for 4xx, ERROR for 5xx. The URL's query
   string credentials are redacted (the guard's rule: no secret in any log).
+- platform messages: ``run.googleapis.com/varlog/system``, for example
+  ``Container called exit(1).`` when a revision's process dies after it was
+  ready.
 - audit entries: ``cloudaudit.googleapis.com/activity``, severity NOTICE, with a
   real ``protoPayload`` (``type.googleapis.com/google.cloud.audit.AuditLog``,
   ``serviceName: run.googleapis.com``). Cloud Run files its admin audit entries
@@ -264,6 +267,24 @@ class LogStore:
                             "responseSize": str(record.response_size),
                             "protocol": "HTTP/1.1",
                         },
+                    },
+                )
+            ]
+        )
+
+    def system(self, ref: RevisionRef, severity: str, message: str, when: datetime) -> None:
+        """What Cloud Run itself says about a revision's container (``varlog/system``)."""
+        self._insert(
+            [
+                (
+                    when,
+                    ref.project,
+                    {
+                        "logName": log_name(ref.project, "run.googleapis.com/varlog/system"),
+                        "resource": _shared_resource(ref),
+                        "timestamp": rfc3339(when),
+                        "severity": cloud_severity(severity),
+                        "textPayload": message,
                     },
                 )
             ]

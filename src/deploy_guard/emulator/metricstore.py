@@ -307,9 +307,22 @@ class MetricStore:
 
 def _check_combination(query: Query) -> None:
     if query.aligner not in ALIGNERS:
-        raise _invalid(f"aligner {query.aligner} is not supported by the emulator")
+        raise _invalid(
+            f"aligner {query.aligner} is not supported by the emulator; "
+            f"use one of {', '.join(sorted(ALIGNERS))}"
+        )
     if query.reducer not in REDUCERS:
-        raise _invalid(f"reducer {query.reducer} is not supported by the emulator")
+        raise _invalid(
+            f"reducer {query.reducer} is not supported by the emulator; "
+            f"use one of {', '.join(sorted(REDUCERS))}"
+        )
+    for name in query.group_by:
+        scope, _, label = name.replace(".label.", ".labels.").partition(".labels.")
+        if scope not in ("metric", "resource") or not label:
+            raise _invalid(
+                f"group_by_fields entry {name!r} is not supported: "
+                "use metric.labels.KEY or resource.labels.KEY"
+            )
     if query.aligner != "ALIGN_NONE" and query.alignment_period_s <= 0:
         raise _invalid(f"{query.aligner} needs an alignment_period of at least 1 second")
     if query.reducer != "REDUCE_NONE" and query.aligner == "ALIGN_NONE":

@@ -41,16 +41,10 @@ from typing import Any
 import grpc
 
 from deploy_guard.emulator.metricstore import RESOURCE_TYPE, MetricStore, Query, Series
+from deploy_guard.emulator.rpc import ServiceHandler, generic_handler
 from deploy_guard.errors import EmulatorError
-from deploy_guard.log import get_logger
 
 SERVICE = "google.monitoring.v3.MetricService"
-
-
-def _log() -> Any:
-    """The logger, looked up per event: a module-level bound logger would keep the
-    processors of import time and miss a later ``configure()`` or ``capture_logs()``."""
-    return get_logger("deploy_guard.emulator.monitoring_api")
 
 
 Ctx = dict[str, str]  # "metric.type", "resource.type", "metric.labels.k", "resource.labels.k"
@@ -237,11 +231,16 @@ def build_query(request: Any) -> Query:
         matches=matches,
         start=start,
         end=end,
-        aligner=agg.per_series_aligner.name,
+        aligner=_enum_name(agg.per_series_aligner, "ALIGN"),
         alignment_period_s=agg.alignment_period.total_seconds() if agg.alignment_period else 0.0,
-        reducer=agg.cross_series_reducer.name,
+        reducer=_enum_name(agg.cross_series_reducer, "REDUCE"),
         group_by=tuple(agg.group_by_fields),
     )
+
+
+def _enum_name(value: Any, prefix: str) -> str:
+    """An enum's name; a number no enum value has becomes ``ALIGN_#999`` (refused later)."""
+    return str(getattr(value, "name", f"{prefix}_#{int(value)}"))
 
 
 def _utc(when: datetime) -> datetime:
@@ -313,39 +312,34 @@ def _page(total: int, page_size: int, token: str, query_key: str) -> tuple[int, 
     return start, stop, nxt
 
 
-def handlers(store: MetricStore) -> grpc.GenericRpcHandler:
+def handlers(store: MetricStore) -> ServiceHandler:
     """The generic handler serving ``google.monitoring.v3.MetricService`` from ``store``."""
     from google.cloud import monitoring_v3
 
-    async def list_time_series(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        try:
-            query = build_query(request)
-            series = store.query(query)
-            headers = request.view == monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.HEADERS
-            key_src = monitoring_v3.ListTimeSeriesRequest(request)
-            key_src.page_token = ""
-            key_src.page_size = 0
-            key = hashlib.sha256(
-                monitoring_v3.ListTimeSeriesRequest.serialize(key_src)
-            ).hexdigest()[:16]
-            start, stop, token = _page(len(series), request.page_size, request.page_token, key)
-            return monitoring_v3.ListTimeSeriesResponse(
-                time_series=[_to_proto(s, headers) for s in series[start:stop]],
-                next_page_token=token,
-            )
-        except EmulatorError as exc:
-            await context.abort(getattr(grpc.StatusCode, exc.status), exc.message)
-        except grpc.aio.AbortError:
-            raise
-        except Exception as exc:
-            _log().exception("emulator_rpc_failed", method="ListTimeSeries")
-            await context.abort(grpc.StatusCode.INTERNAL, f"emulator error: {exc}")
-
-    table = {
-        "ListTimeSeries": grpc.unary_unary_rpc_method_handler(
-            list_time_series,
-            request_deserializer=monitoring_v3.ListTimeSeriesRequest.deserialize,
-            response_serializer=monitoring_v3.ListTimeSeriesResponse.serialize,
+    async def list_time_series(request: Any, _ctx: grpc.aio.ServicerContext) -> Any:
+        query = build_query(request)
+        series = store.query(query)
+        headers = request.view == monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.HEADERS
+        key_src = monitoring_v3.ListTimeSeriesRequest(request)
+        key_src.page_token = ""
+        key_src.page_size = 0
+        key = hashlib.sha256(monitoring_v3.ListTimeSeriesRequest.serialize(key_src)).hexdigest()[
+            :16
+        ]
+        start, stop, token = _page(len(series), request.page_size, request.page_token, key)
+        return monitoring_v3.ListTimeSeriesResponse(
+            time_series=[_to_proto(s, headers) for s in series[start:stop]],
+            next_page_token=token,
         )
-    }
-    return grpc.method_handlers_generic_handler(SERVICE, table)
+
+    return generic_handler(
+        SERVICE,
+        [
+            (
+                "ListTimeSeries",
+                list_time_series,
+                monitoring_v3.ListTimeSeriesRequest,
+                monitoring_v3.ListTimeSeriesResponse,
+            )
+        ],
+    )

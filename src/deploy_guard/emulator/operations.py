@@ -19,7 +19,7 @@ from google.protobuf import any_pb2, empty_pb2
 from google.rpc import status_pb2
 
 from deploy_guard.emulator.paging import page
-from deploy_guard.emulator.rpc import generic_handler, status_code
+from deploy_guard.emulator.rpc import ServiceHandler, generic_handler, status_code
 from deploy_guard.errors import EmulatorError
 
 
@@ -110,7 +110,7 @@ class OperationStore:
         self._done.pop(request.name, None)
         return empty_pb2.Empty()
 
-    def handler(self) -> grpc.GenericRpcHandler:
+    def handler(self) -> ServiceHandler:
         """``google.longrunning.Operations``, as the Cloud Run clients call it."""
         o = operations_pb2
         return generic_handler(

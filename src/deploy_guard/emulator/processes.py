@@ -79,6 +79,8 @@ class RevisionProcess:
         self._tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._proc: asyncio.subprocess.Process | None = None
         self._pumps: list[asyncio.Task[None]] = []
+        #: Set by stop(): an exit after it is the emulator's doing, not a crash.
+        self._stopping = False
 
     @property
     def pid(self) -> int | None:
@@ -107,7 +109,7 @@ class RevisionProcess:
                 cwd=self.cwd,
                 start_new_session=True,  # own process group: stop() reaches its children
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL or '=' in argv or env
             return StartFailure(
                 "ContainerFailed",
                 f"Revision '{self.ref.revision}' could not start its command {self.argv!r}: {exc}",
@@ -200,11 +202,22 @@ class RevisionProcess:
             except Exception:  # a sink bug must not stop the process's output
                 log.exception("revision_output_sink_failed", revision=self.ref.revision)
 
+    async def died(self) -> int | None:
+        """Wait until the process exits; its exit status, or None if stop() ended it.
+
+        Negative statuses are signals, as in ``asyncio.subprocess``.
+        """
+        if self._proc is None:
+            return None
+        code = await self._proc.wait()
+        return None if self._stopping else code
+
     async def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it after a grace period. Idempotent."""
         proc = self._proc
         if proc is None:
             return
+        self._stopping = True
         if proc.returncode is None:
             self._signal_group(proc.pid, signal.SIGTERM)
             try:

@@ -31,7 +31,8 @@ What the router promises (the points a deploy gate depends on):
 - **Pings and pongs are relayed, not answered**, so a client's keepalive
   measures the revision, not the router.
 - **Failures are HTTP answers**: no route, or a route to a revision that is
-  not serving, is 503 with a Cloud Run-like body; a revision that refuses the
+  not serving (its process died), is 503 with a Cloud Run-like body, logged
+  and counted against that revision; a revision that refuses the
   connection is 503, one that breaks the HTTP exchange is 502; a revision that
   refuses a WebSocket upgrade gives the client its own status (never a 101).
 - **Every finished request is reported** to the Logging and Monitoring sinks
@@ -64,6 +65,7 @@ from deploy_guard.emulator.contracts import (
     LogSink,
     MetricSink,
     RequestRecord,
+    RevisionRef,
     Route,
 )
 from deploy_guard.log import get_logger, redact_text
@@ -301,7 +303,16 @@ class Router:
     async def _handle(self, key: str, request: web.BaseRequest) -> web.StreamResponse:
         picker = self._pickers.get(key)
         route = picker.pick() if picker is not None else None
-        if route is None or route.backend is None:
+        if route is None:
+            return _unavailable()
+        if route.backend is None:
+            if route.ref is not None:  # a revision that stopped serving: its 503
+                started, t0 = datetime.now(UTC), time.perf_counter()
+                self._report(
+                    _record(
+                        route.ref, request, protocol="HTTP/1.1", status=503, started=started, t0=t0
+                    )
+                )
             return _unavailable()
         if _is_websocket(request):
             return await self._relay_websocket(route.backend, request)
@@ -368,7 +379,7 @@ class Router:
         finally:
             self._report(
                 _record(
-                    backend,
+                    backend.ref,
                     request,
                     protocol="HTTP/1.1",
                     status=status,
@@ -392,7 +403,7 @@ class Router:
         def record(status: int, code: int | None = None, up: int = 0, down: int = 0) -> None:
             self._report(
                 _record(
-                    backend,
+                    backend.ref,
                     request,
                     protocol="websocket" if status == 101 else "HTTP/1.1",
                     status=status,
@@ -674,7 +685,7 @@ def _refused_upgrade(status: int, headers: Any) -> web.Response:
 
 
 def _record(
-    backend: Backend,
+    ref: RevisionRef,
     request: web.BaseRequest,
     *,
     protocol: Literal["HTTP/1.1", "websocket"],
@@ -687,7 +698,7 @@ def _record(
 ) -> RequestRecord:
     latency = time.perf_counter() - t0
     return RequestRecord(
-        ref=backend.ref,
+        ref=ref,
         method=request.method,
         url=str(request.url),
         protocol=protocol,

@@ -13,7 +13,7 @@ and the server keeps serving with its state intact.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -58,13 +58,36 @@ def _guarded(method: str, handler: Handler, deserialize: Callable[[bytes], Any])
     return call
 
 
+class ServiceHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """The methods of one gRPC service, by full name (``/pkg.Service/Method``).
+
+    Like ``grpc.method_handlers_generic_handler``, but it says which methods
+    it serves, so a fault rule naming no served method is refused at once.
+    """
+
+    def __init__(self, service: str, table: dict[str, grpc.RpcMethodHandler]) -> None:
+        self._table = {f"/{service}/{name}": handler for name, handler in table.items()}
+
+    @property
+    def method_names(self) -> list[str]:
+        return list(self._table)
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        return self._table.get(handler_call_details.method)
+
+
 def generic_handler(
-    service: str, methods: list[tuple[str, Handler, Any, Any]]
-) -> grpc.GenericRpcHandler:
+    service: str,
+    methods: list[tuple[str, Handler, Any, Any]],
+    streams: Sequence[tuple[str, Any, Any, Any]] = (),
+) -> ServiceHandler:
     """One generic handler for ``service`` (``google.cloud.run.v2.Services``).
 
-    Requests arrive as bytes and are parsed inside the guard, so a corrupt
-    message is INVALID_ARGUMENT like on the real API, not grpc's UNKNOWN.
+    ``methods`` are unary: their requests arrive as bytes and are parsed inside
+    the guard, so a corrupt message is INVALID_ARGUMENT like on the real API,
+    not grpc's UNKNOWN. ``streams`` are bidirectional streaming methods
+    (``TailLogEntries``): ``(name, async generator function, request type,
+    response type)``; they map their own errors.
     """
     table = {}
     for name, handler, request_type, response_type in methods:
@@ -75,4 +98,10 @@ def generic_handler(
             request_deserializer=None,
             response_serializer=serialize,
         )
-    return grpc.method_handlers_generic_handler(service, table)
+    for name, stream_fn, request_type, response_type in streams:
+        deserialize, _ = _codec(request_type)
+        _, serialize = _codec(response_type)
+        table[name] = grpc.stream_stream_rpc_method_handler(
+            stream_fn, request_deserializer=deserialize, response_serializer=serialize
+        )
+    return ServiceHandler(service, table)

@@ -19,10 +19,9 @@ import contextlib
 from collections.abc import Mapping
 from typing import Any, TypeAlias
 
-import grpc
 from google.cloud import run_v2
 from google.longrunning import operations_pb2
-from google.protobuf import json_format
+from google.protobuf import field_mask_pb2, json_format
 
 from deploy_guard.emulator import state as st
 from deploy_guard.emulator import traffic
@@ -37,7 +36,7 @@ from deploy_guard.emulator.names import (
 from deploy_guard.emulator.operations import OperationStore
 from deploy_guard.emulator.paging import page
 from deploy_guard.emulator.processes import RevisionProcess, StartFailure
-from deploy_guard.emulator.rpc import generic_handler
+from deploy_guard.emulator.rpc import ServiceHandler, generic_handler
 from deploy_guard.errors import EmulatorError
 from deploy_guard.log import get_logger
 
@@ -68,6 +67,66 @@ _WRITABLE = (
 def _copy_writable(src: run_v2.Service, dst: run_v2.Service) -> None:
     for name in _WRITABLE:
         setattr(dst, name, getattr(src, name))
+
+
+def _merge(src: run_v2.Service, dst: run_v2.Service, paths: list[str]) -> None:
+    """Write ``src`` into ``dst``: the fields ``paths`` name, or every writable one.
+
+    ``paths`` is the request's ``update_mask`` (``traffic``, ``template``,
+    ``template.containers``, ``labels``...), with FieldMask semantics: a named
+    message or list is replaced, not merged. A path that is not a writable
+    field of Service is INVALID_ARGUMENT, and nothing changes.
+    """
+    if not paths:
+        _copy_writable(src, dst)
+        return
+    mask = field_mask_pb2.FieldMask(paths=paths)
+    for path in paths:
+        top = path.split(".", 1)[0]
+        if top not in _WRITABLE or not field_mask_pb2.FieldMask(paths=[path]).IsValidForDescriptor(
+            run_v2.Service.pb().DESCRIPTOR
+        ):
+            raise EmulatorError(
+                "INVALID_ARGUMENT",
+                f"update_mask path {path!r} is not a writable field of Service; "
+                f"use one of {', '.join(_WRITABLE)} (or a sub-field), or no mask to "
+                "replace every writable field",
+            )
+    mask.MergeMessage(
+        run_v2.Service.pb(src),
+        run_v2.Service.pb(dst),
+        replace_message_field=True,
+        replace_repeated_field=True,
+    )
+
+
+#: Set by Cloud Run itself; a template may not set them.
+_RESERVED_ENV = ("PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION")
+
+
+def _check_container(container: run_v2.Container) -> None:
+    """Refuse what no process could be started with, naming the field."""
+    where = "template.containers[0]"
+    reserved = [e.name for e in container.env if e.name in _RESERVED_ENV]
+    if reserved:
+        raise EmulatorError(
+            "INVALID_ARGUMENT",
+            f"{where}.env: the following reserved env names were provided: "
+            f"{', '.join(reserved)}. These values are automatically set by the system.",
+        )
+    for i, env in enumerate(container.env):
+        if not env.name or "=" in env.name or "\0" in env.name or "\0" in env.value:
+            raise EmulatorError(
+                "INVALID_ARGUMENT",
+                f"{where}.env[{i}]: name {env.name!r} is invalid: it must be non-empty "
+                "without '=' and neither name nor value may contain a NUL character",
+            )
+    for field in ("command", "args"):
+        for i, word in enumerate(getattr(container, field)):
+            if "\0" in word:
+                raise EmulatorError(
+                    "INVALID_ARGUMENT", f"{where}.{field}[{i}] contains a NUL character"
+                )
 
 
 def _svc_key(service_id: str) -> str:
@@ -186,12 +245,12 @@ class RunAdmin:
             if request.allow_missing:
                 return await self._create(spec.name, spec, request.validate_only, "UpdateService")
             raise EmulatorError("NOT_FOUND", f"Resource '{spec.name}' was not found")
-        plan = self._plan(entry, spec.template, spec.traffic, creating=False)
+        merged = run_v2.Service(entry.resource)
+        _merge(spec, merged, list(request.update_mask.paths))
+        plan = self._plan(entry, merged.template, merged.traffic, creating=False)
         if request.validate_only:
-            preview = run_v2.Service(entry.resource)
-            _copy_writable(spec, preview)
-            return self.operations.done_now(preview)
-        _copy_writable(spec, entry.resource)
+            return self.operations.done_now(merged)
+        _copy_writable(merged, entry.resource)
         entry.resource.last_modifier = st.LOCAL_USER
         entry.resource.update_time = st.now()
         self._audit(entry, "UpdateService", spec)
@@ -299,6 +358,19 @@ class RunAdmin:
                 raise EmulatorError(
                     "INVALID_ARGUMENT", "template.containers: at least one container is required"
                 )
+            if template.timeout and template.timeout.total_seconds() <= 0:
+                raise EmulatorError(
+                    "INVALID_ARGUMENT",
+                    f"template.timeout {template.timeout.total_seconds():g} s must be positive",
+                )
+            probe = template.containers[0].startup_probe
+            if min(probe.initial_delay_seconds, probe.period_seconds, probe.failure_threshold) < 0:
+                raise EmulatorError(
+                    "INVALID_ARGUMENT",
+                    "template.containers[0].startup_probe: initial_delay_seconds, "
+                    "period_seconds and failure_threshold must not be negative",
+                )
+            _check_container(template.containers[0])
             if not template.containers[0].command:
                 raise EmulatorError(
                     "INVALID_ARGUMENT",
@@ -466,13 +538,7 @@ class RunAdmin:
         """Run the revision's container command and wait until it listens."""
         resource = rev.resource
         container = resource.containers[0]
-        ref = RevisionRef(
-            project=self.location.project,
-            location=self.location.region,
-            service=entry.service_id,
-            revision=rev.short,
-            configuration=entry.service_id,
-        )
+        ref = self._ref(entry, rev.short)
         env: Mapping[str, str] = {e.name: e.value for e in container.env if e.name}
         rev.process = RevisionProcess(
             ref,
@@ -481,8 +547,7 @@ class RunAdmin:
             self.logs,
             cwd=container.working_dir or self.workdir,
         )
-        timeout = resource.timeout.total_seconds() if resource.timeout else 0.0
-        failure = await rev.process.start(timeout or self.startup_timeout_s)
+        failure = await rev.process.start(self._startup_timeout(resource))
         resource.reconciling = False
         resource.update_time = st.now()
         if failure is None:
@@ -493,6 +558,9 @@ class RunAdmin:
                 st.condition("ResourcesAvailable", State.CONDITION_SUCCEEDED),
             ]
             log.info("emulator_revision_ready", revision=rev.short, port=rev.process.port)
+            watcher = asyncio.get_running_loop().create_task(self._watch(entry, rev))
+            entry.tasks.add(watcher)
+            watcher.add_done_callback(entry.tasks.discard)
             return None
         reasons: dict[str, Any] = {
             "revision_reason": run_v2.Condition.RevisionReason.HEALTH_CHECK_CONTAINER_ERROR
@@ -507,28 +575,89 @@ class RunAdmin:
         log.warning("emulator_revision_failed", revision=rev.short, reason=failure.reason)
         return failure
 
-    def _backend(self, entry: st.ServiceEntry, revision: str) -> Backend | None:
+    async def _watch(self, entry: st.ServiceEntry, rev: st.RevisionEntry) -> None:
+        """Notice a Ready revision's process dying, as Cloud Run's front end would.
+
+        The process is not restarted (Cloud Run would start a new instance).
+        The revision keeps its Ready condition, as on Cloud Run, but its share
+        of traffic is answered 503 (logged and counted against it) and a
+        ``Container called exit(N).`` entry goes to its system log.
+        """
+        assert rev.process is not None
+        code = await rev.process.died()
+        if code is None or entry.deleted:
+            return
+        message = (
+            f"Container called exit({code})."
+            if code >= 0
+            else f"Container terminated on signal {-code}."
+        )
+        self.logs.system(rev.process.ref, "ERROR", message, st.now())
+        log.warning("emulator_revision_process_died", revision=rev.short, status=code)
+        async with entry.lock:
+            if not entry.deleted:
+                self._set_routes(entry, entry.resource.traffic_statuses)
+
+    def _startup_timeout(self, revision: run_v2.Revision) -> float:
+        """How long the revision gets to listen on $PORT.
+
+        Its first container's ``startup_probe`` decides, as on Cloud Run
+        (``initial_delay_seconds + failure_threshold * period_seconds``, with
+        Cloud Run's defaults 3 and 10 s); else the revision's ``timeout`` (a
+        shortcut for tests); else the emulator's ``--startup-timeout``. Only
+        "the port accepts a connection" is checked, whatever the probe's kind.
+        """
+        container = revision.containers[0]
+        if "startup_probe" in container:
+            probe = container.startup_probe
+            return float(
+                probe.initial_delay_seconds
+                + (probe.failure_threshold or 3) * (probe.period_seconds or 10)
+            )
+        if revision.timeout:
+            return float(revision.timeout.total_seconds())
+        return self.startup_timeout_s
+
+    def _ref(self, entry: st.ServiceEntry, revision: str) -> RevisionRef:
+        return RevisionRef(
+            project=self.location.project,
+            location=self.location.region,
+            service=entry.service_id,
+            revision=revision,
+            configuration=entry.service_id,
+        )
+
+    def _route(self, entry: st.ServiceEntry, revision: str, percent: int) -> Route:
+        """``percent`` of an endpoint's traffic to ``revision`` (503s if it is not serving)."""
         rev = entry.revisions.get(revision)
+        ref = self._ref(entry, revision) if rev is not None else None
         if rev is None or not rev.ready or rev.process is None or not rev.process.running:
-            return None
-        return Backend(rev.process.ref, rev.process.host, rev.process.port)
+            return Route(None, percent, ref)
+        return Route(Backend(rev.process.ref, rev.process.host, rev.process.port), percent, ref)
+
+    def _set_routes(self, entry: st.ServiceEntry, served: Any) -> dict[str, str]:
+        """Point the service URL and each tag URL at what ``served`` says; tag -> revision."""
+        latest = short_name(entry.resource.latest_ready_revision)
+        split = traffic.serving_split(served, latest)
+        self.router.set_routes(
+            _svc_key(entry.service_id),
+            [self._route(entry, r, pct) for r, pct in split.items()],
+        )
+        tags = traffic.tag_targets(served, latest)
+        for tag, revision in tags.items():
+            self.router.set_routes(
+                _tag_key(entry.service_id, tag), [self._route(entry, revision, 100)]
+            )
+        return tags
 
     async def _apply_traffic(self, entry: st.ServiceEntry) -> None:
         """Serve the current spec: routes, tag endpoints, ``traffic_statuses``."""
         svc = entry.resource
-        latest = short_name(svc.latest_ready_revision)
         served = traffic.statuses(svc.traffic)
-        split = traffic.serving_split(served, latest)
-        self.router.set_routes(
-            _svc_key(entry.service_id),
-            [Route(self._backend(entry, r), pct) for r, pct in split.items()],
-        )
-        tags = traffic.tag_targets(served, latest)
+        tags = self._set_routes(entry, served)
         urls: dict[str, str] = {}
-        for tag, revision in tags.items():
-            key = _tag_key(entry.service_id, tag)
-            urls[tag] = await self.router.open_endpoint(key)
-            self.router.set_routes(key, [Route(self._backend(entry, revision), 100)])
+        for tag in tags:
+            urls[tag] = await self.router.open_endpoint(_tag_key(entry.service_id, tag))
         await self._close_endpoints(entry, keep_tags=set(tags))
         entry.open_tags = set(tags)
         for status in served:
@@ -575,7 +704,7 @@ class RunAdmin:
 
     # -- gRPC ----------------------------------------------------------------------------------
 
-    def handlers(self) -> list[grpc.GenericRpcHandler]:
+    def handlers(self) -> list[ServiceHandler]:
         """``google.cloud.run.v2.Services`` and ``.Revisions`` as generic handlers."""
         op = operations_pb2.Operation
         r = run_v2

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import ipaddress
+import re
 import threading
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -54,6 +55,26 @@ def _check_loopback(host: str) -> None:
         raise ConfigError(f"the emulator binds loopback addresses only, not {host!r}")
 
 
+#: Project ids (``my-project``, ``example.com:proj``) and regions (``europe-west1``):
+#: anything else could not be written in a resource name.
+_PROJECT = re.compile(r"^[a-z0-9][a-z0-9.:-]*$")
+_REGION = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+
+
+def _check_location(project: str, region: str) -> None:
+    """Refuse a project or region that no resource name could carry."""
+    if not _PROJECT.match(project):
+        raise ConfigError(
+            f"project {project!r} is not a project id: use lowercase letters, digits and "
+            "hyphens, e.g. --project local-project"
+        )
+    if not _REGION.match(region):
+        raise ConfigError(
+            f"region {region!r} is not a region name: use lowercase letters, digits and "
+            "hyphens, e.g. --region europe-west1"
+        )
+
+
 class Emulator:
     """Cloud Run Admin v2, Cloud Logging v2 and Cloud Monitoring v3 on one local port."""
 
@@ -68,13 +89,20 @@ class Emulator:
         workdir: str | None = None,
     ) -> None:
         _check_loopback(host)
+        _check_location(project, region)
+        if startup_timeout <= 0:
+            raise ConfigError(
+                f"startup timeout {startup_timeout:g} s is not positive: a revision needs "
+                "time to listen on $PORT (use e.g. 30s)"
+            )
+        if metrics_delay < 0:
+            raise ConfigError(f"metrics delay {metrics_delay:g} s must not be negative")
         self.location = Location(project, region)
         self.host = host
         self._requested_port = port
         self.port: int | None = None
         self.logs = LogStore()
         self.metrics = MetricStore(delay_s=metrics_delay)
-        self.faults = FaultInjector()
         self.router = Router(self.logs, self.metrics, host=host)
         self.operations = OperationStore(self.location.parent)
         self.admin = RunAdmin(
@@ -85,6 +113,13 @@ class Emulator:
             startup_timeout_s=startup_timeout,
             workdir=workdir,
         )
+        self._handlers = [
+            *self.admin.handlers(),
+            self.operations.handler(),
+            logging_api.handlers(self.logs),
+            monitoring_api.handlers(self.metrics),
+        ]
+        self.faults = FaultInjector(name for h in self._handlers for name in h.method_names)
         self._server: grpc.aio.Server | None = None
 
     @property
@@ -107,16 +142,15 @@ class Emulator:
         server = grpc.aio.server(
             interceptors=[self.faults],
             # Without this a second emulator could silently share a fixed port.
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                # Google's front ends take requests and send pages far over
+                # gRPC's default 4 MB (WriteLogEntries takes up to 10 MB).
+                ("grpc.max_receive_message_length", -1),
+                ("grpc.max_send_message_length", -1),
+            ],
         )
-        server.add_generic_rpc_handlers(
-            [
-                *self.admin.handlers(),
-                self.operations.handler(),
-                logging_api.handlers(self.logs),
-                monitoring_api.handlers(self.metrics),
-            ]
-        )
+        server.add_generic_rpc_handlers(self._handlers)
         try:
             port = server.add_insecure_port(f"{self.host}:{self._requested_port}")
         except RuntimeError as exc:
