@@ -20,10 +20,10 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from deploy_guard.emulator.contracts import RequestRecord, RevisionRef
-from deploy_guard.emulator.logfilter import parse
 from deploy_guard.emulator.logging_api import list_page
 from deploy_guard.emulator.logstore import LogStore
 from deploy_guard.emulator.metricstore import REQUEST_COUNT, REQUEST_LATENCIES, MetricStore, Query
+from deploy_guard.logfilter import parse
 
 ENTRIES = 200_000
 EVENTS = 100_000

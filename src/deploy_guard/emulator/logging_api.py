@@ -38,10 +38,10 @@ from typing import Any
 
 import grpc
 
-from deploy_guard.emulator.logfilter import Filter, parse
 from deploy_guard.emulator.logstore import Entry, LogStore, StoredEntry
 from deploy_guard.emulator.rpc import ServiceHandler, generic_handler, status_code
 from deploy_guard.errors import EmulatorError
+from deploy_guard.logfilter import Filter, parse
 
 SERVICE = "google.logging.v2.LoggingServiceV2"
 DEFAULT_PAGE_SIZE = 50

@@ -42,9 +42,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from deploy_guard.emulator.contracts import RequestRecord, RevisionRef
-from deploy_guard.emulator.logfilter import SEVERITY_RANK, parse_time
-from deploy_guard.emulator.logfilter import log_name as _log_name
 from deploy_guard.log import redact_text
+from deploy_guard.logfilter import SEVERITY_RANK, parse_time
+from deploy_guard.logfilter import log_name as _log_name
 
 Entry = dict[str, Any]
 Listener = Callable[[list["StoredEntry"]], None]
@@ -393,7 +393,7 @@ class LogStore:
 
     def entries(self, filter_text: str = "") -> list[Entry]:
         """Matching entries, oldest first (for tests and the CLI; the API pages)."""
-        from deploy_guard.emulator.logfilter import parse
+        from deploy_guard.logfilter import parse
 
         flt = parse(filter_text)
         lower, _, upper, _ = flt.time_bounds

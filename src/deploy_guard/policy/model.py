@@ -416,6 +416,23 @@ def _check_regex(pattern: str) -> str:
     return pattern
 
 
+def _check_log_filter(fragment: str | None) -> str | None:
+    """A filter fragment must parse: the guard evaluates it on each entry it reads."""
+    if fragment is None:
+        return None
+    from deploy_guard.logfilter import FilterError, parse
+
+    try:
+        parse(fragment)
+    except FilterError as exc:
+        raise _err(
+            "log_filter",
+            f"{fragment!r} is not a Cloud Logging filter deploy-guard can read: {exc.message}"
+            " (docs/emulator.md lists the supported query language)",
+        ) from None
+    return fragment
+
+
 class LogsSpec(_Model):
     """A ``logs`` rule: count pattern matches in the candidate revision's entries.
 
@@ -425,7 +442,7 @@ class LogsSpec(_Model):
     """
 
     #: Cloud Logging filter fragment, ANDed with the revision scope and time bound.
-    filter: str | None = None
+    filter: Annotated[str | None, AfterValidator(_check_log_filter)] = None
     #: Regular expressions (RE2 syntax: Cloud Logging evaluates them).
     patterns: list[Annotated[str, AfterValidator(_check_regex)]] = Field(default_factory=list)
     max_count: int | None = Field(default=None, ge=0)

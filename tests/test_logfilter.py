@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deploy_guard.emulator.logfilter import FilterError, parse
+from deploy_guard.logfilter import FilterError, parse
 
 ENTRY: dict[str, Any] = {
     "logName": "projects/proj/logs/run.googleapis.com%2Fstderr",

@@ -1,10 +1,16 @@
 """A parser and evaluator for a subset of the Cloud Logging query language.
 
-The emulator's ``ListLogEntries`` and ``TailLogEntries`` answer the same
-filters the guard sends to Cloud Logging, so this module follows the real
-language where the guard (and a user's policy) can notice a difference, and
-refuses what it does not support with the real API's error shape instead of
-guessing: ``INVALID_ARGUMENT: Unparseable filter: syntax error at line 1,
+Two users share it. The emulator's ``ListLogEntries`` and ``TailLogEntries``
+answer the same filters the guard sends to Cloud Logging. The guard itself
+parses every ``logs`` rule's filter fragment when it loads a policy (a typo is
+a validation error with its position, before anything is touched) and
+evaluates each fragment on the entries of its one combined query, so that each
+rule counts only the entries its own fragment selects. The module is pure: no
+I/O, no Google imports.
+
+It follows the real language where the guard (and a user's policy) can notice
+a difference, and refuses what it does not support with the real API's error
+shape instead of guessing: ``INVALID_ARGUMENT: Unparseable filter: syntax error at line 1,
 column 12, token ')'`` (positions are 1-based, as in the real message).
 
 Supported subset
@@ -84,7 +90,12 @@ Predicate = Callable[[Entry], bool]
 
 
 class FilterError(EmulatorError):
-    """A filter the emulator cannot parse: the gRPC layer answers INVALID_ARGUMENT."""
+    """A filter that cannot be parsed, with its 1-based line and column.
+
+    It is an :class:`EmulatorError` with status ``INVALID_ARGUMENT`` so that the
+    emulator's gRPC layer answers as Cloud Logging does; the policy loader turns
+    it into a validation problem.
+    """
 
     def __init__(self, message: str, line: int = 0, column: int = 0) -> None:
         super().__init__("INVALID_ARGUMENT", message)
