@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from deploy_guard.gcp.logs import build_filter, fragment_allows, quote, rule_clause
+from deploy_guard.emulator.contracts import RevisionRef
+from deploy_guard.gcp.errors import ApiCalls
+from deploy_guard.gcp.logs import CloudLogging, build_filter, quote, rule_clause
+from deploy_guard.policy.model import Rule
+
+
+def logs_rule(name: str, patterns: list[str], fragment: str | None = None) -> Rule:
+    return Rule.model_validate(
+        {"name": name, "kind": "logs", "logs": {"filter": fragment, "patterns": patterns}}
+    )
 
 
 def test_filter_scopes_bounds_and_ors_every_rule() -> None:
@@ -42,11 +53,38 @@ def test_a_rule_without_clause_widens_the_query() -> None:
     assert "(x)" not in flt
 
 
-def test_severity_fragments_are_checked_client_side() -> None:
-    assert fragment_allows("severity>=ERROR", "CRITICAL")
-    assert not fragment_allows("severity>=ERROR", "INFO")
-    assert fragment_allows('severity="WARNING"', "WARNING")
-    assert fragment_allows('jsonPayload.x="y"', "INFO")  # trusted to the server
+async def test_rules_with_different_fragments_count_only_their_own_entries(
+    emulator: Any, gcp_clients: Any
+) -> None:
+    """One query brings in both rules' entries; each rule counts only what its fragment selects."""
+    ref = RevisionRef(emulator.project, emulator.region, "chat", "chat-00002-abc", "chat")
+    now = datetime.now(UTC)
+    lines = [
+        {"severity": "ERROR", "message": "boom in api", "component": "api"},
+        {"severity": "INFO", "message": "boom in db", "component": "db"},
+        {"severity": "INFO", "message": "all fine", "component": "db"},
+    ]
+    for line in lines:
+        emulator.logs.revision_output(ref, "stdout", json.dumps(line), now)
+    calls = ApiCalls()
+    source = CloudLogging(
+        gcp_clients,
+        project=emulator.project,
+        service="chat",
+        revision="chat-00002-abc",
+        rules=[
+            logs_rule("errors", ["boom"], "severity>=ERROR"),
+            logs_rule("db", ["boom"], 'jsonPayload.component="db"'),
+        ],
+        since=now - timedelta(minutes=1),
+        calls=calls,
+    )
+    got = {m.rule: m for m in await source.measure(complete=True)}
+    assert calls.get("logging", "ListLogEntries") == 1
+    assert got["errors"].matches == {"boom": 1}
+    assert got["errors"].samples[0]["text"] == "boom in api"
+    assert got["db"].matches == {"boom": 1}
+    assert got["db"].samples[0]["text"] == "boom in db"
 
 
 def test_severity_names_from_enum_or_int() -> None:

@@ -15,10 +15,12 @@ and then counts each rule's patterns client-side. Passes are incremental: each
 one re-reads only the last minute before the newest entry already seen (Cloud
 Logging's ingestion delay) and de-duplicates by ``insertId``.
 
-A rule's filter fragment is checked again client-side when it is a plain
-``severity`` comparison; other fragments are trusted to the server, which is
-exact when the logs rules share one fragment (the usual case) and attributes
-by pattern only when they differ.
+When the logs rules have different filter fragments, an entry that one rule's
+clause brought in must not count for another: each rule's fragment is then
+evaluated again client-side on the entry, with the same parser that validated
+it when the policy was loaded (:mod:`deploy_guard.logfilter`). When they share
+one fragment (the usual case) the server's answer is already exact and no
+entry is converted for that.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from deploy_guard.errors import GuardError
 from deploy_guard.gcp.clients import Clients
 from deploy_guard.gcp.errors import ApiCalls, call
+from deploy_guard.logfilter import Filter, parse
 from deploy_guard.measurements import LogMeasurement
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +46,6 @@ INGESTION_OVERLAP = timedelta(seconds=60)
 SAMPLES_PER_RULE = 3
 _SEVERITIES = ["DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT"]
 _SEVERITIES.append("EMERGENCY")
-_SEVERITY_FRAGMENT = re.compile(r'^\s*severity\s*(>=|<=|=|>|<)\s*"?([A-Za-z]+)"?\s*$')
 
 
 class LogSource(Protocol):
@@ -118,27 +120,9 @@ class Entry:
     timestamp: datetime
     severity: str
     text: str
-
-
-def fragment_allows(fragment: str | None, severity: str) -> bool:
-    """Client-side check of a ``severity`` fragment; other fragments are trusted."""
-    if not fragment:
-        return True
-    m = _SEVERITY_FRAGMENT.match(fragment)
-    if not m:
-        return True
-    op, level = m.group(1), m.group(2).upper()
-    if level not in _SEVERITIES:
-        return True
-    have = _SEVERITIES.index(severity) if severity in _SEVERITIES else 0
-    want = _SEVERITIES.index(level)
-    return {
-        ">=": have >= want,
-        ">": have > want,
-        "=": have == want,
-        "<=": have <= want,
-        "<": have < want,
-    }[op]
+    #: The entry in the Logging filter language's camelCase form, for rules whose
+    #: fragments must be evaluated client-side; None when none need it.
+    doc: dict[str, Any] | None = None
 
 
 @dataclass
@@ -160,8 +144,12 @@ def severity_name(value: Any) -> str:
     return _SEVERITIES[min(max(number // 100, 0), len(_SEVERITIES) - 1)]
 
 
-def to_entry(raw: Any) -> Entry:
-    """Flatten a ``LogEntry`` (proto-plus) into an :class:`Entry`."""
+def to_entry(raw: Any, *, keep_doc: bool = False) -> Entry:
+    """Flatten a ``LogEntry`` (proto-plus) into an :class:`Entry`.
+
+    ``keep_doc`` also keeps the whole entry as the filter language sees it
+    (``textPayload``, ``jsonPayload.message``, ``httpRequest.status``, ...).
+    """
     text = raw.text_payload or ""
     if not text and raw.json_payload:
         payload = dict(raw.json_payload)
@@ -176,6 +164,7 @@ def to_entry(raw: Any) -> Entry:
         timestamp=when,
         severity=severity,
         text=text,
+        doc=type(raw).to_dict(raw, preserving_proto_field_name=False) if keep_doc else None,
     )
 
 
@@ -224,6 +213,14 @@ class CloudLogging:
         }
         self._compiled = {
             r.name: [(p, re.compile(p)) for p in (r.logs.patterns if r.logs else [])]
+            for r in self.rules
+        }
+        # Rules with different fragments: each re-checks its own on every entry.
+        fragments = {(r.logs.filter or "").strip() if r.logs else "" for r in self.rules}
+        self._own_filter: dict[str, Filter | None] = {
+            r.name: parse(r.logs.filter)
+            if len(fragments) > 1 and r.logs and r.logs.filter
+            else None
             for r in self.rules
         }
         #: Filter text of every pass, for tests and ``--log-level debug``.
@@ -289,7 +286,8 @@ class CloudLogging:
             for n, page in enumerate(pager.pages):
                 if n:
                     self.calls.add("logging", "ListLogEntries")
-                out.extend(to_entry(e) for e in page.entries)
+                keep_doc = any(self._own_filter.values())
+                out.extend(to_entry(e, keep_doc=keep_doc) for e in page.entries)
                 if n + 1 >= self.max_pages:
                     self._truncated = bool(page.next_page_token)
                     break
@@ -315,7 +313,8 @@ class CloudLogging:
             self._scanned += 1
         for rule in self.rules:
             assert rule.logs is not None
-            if not fragment_allows(rule.logs.filter, entry.severity):
+            own = self._own_filter[rule.name]
+            if own is not None and entry.doc is not None and not own.matches(entry.doc):
                 continue
             counts = self._counts[rule.name]
             target = counts.matches if is_candidate else counts.baseline
