@@ -52,12 +52,15 @@ if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.gcp.metrics import MetricSource
     from deploy_guard.judge import Judge, RuleResult, Verdict
     from deploy_guard.policy.model import Policy, Rule
-    from deploy_guard.probes.auth import TokenChoice
+    from deploy_guard.probes.auth import BearerToken, TokenChoice
     from deploy_guard.probes.target import Target
 
 log = get_logger("deploy_guard.gate")
 
 _STATUS_ORDER = {"pass": 0, "warn": 1, "inconclusive": 2, "fail": 3}
+#: Seconds the log and metric pollers give the probes to get going before their
+#: first pass (less when the probes report sooner): see :func:`warm_imports`.
+POLL_GRACE = 0.5
 
 
 # -- options and interfaces -----------------------------------------------------------------
@@ -213,6 +216,29 @@ def worst(verdicts: Sequence[Verdict]) -> Verdict:
     return replace(top, rules=rules)
 
 
+async def probe_token(
+    choice: TokenChoice | None, auth: Any, *, url: str, service_uri: str
+) -> BearerToken | None:
+    """The token the probes send to the candidate's tag ``url``.
+
+    Cloud Run checks an ID token's audience against the *service* URL (or a
+    custom audience configured on the service), never against a tag URL, so
+    the service's ``uri`` is the audience unless the flags or the policy's
+    ``auth.audience`` name one.
+    """
+    from deploy_guard.probes.auth import TokenChoice, resolve_token
+
+    return await resolve_token(
+        choice or TokenChoice(),
+        url=url,
+        audience=service_uri or None,
+        policy_token_env=auth.token_env,
+        policy_token_file=auth.token_file,
+        policy_id_token=auth.id_token,
+        policy_audience=auth.audience,
+    )
+
+
 # -- rollback targets -----------------------------------------------------------------------
 async def choose_rollback_target(
     router: CloudRun, state: ServiceState, *, exclude: str | None = None
@@ -310,6 +336,17 @@ class Gate:
             )
             self._event("check_interrupted")
             raise
+        except GuardError as exc:
+            self._errored(exc)
+            raise
+        except Exception as exc:  # google-auth's "not logged in" is the user's to fix
+            from deploy_guard.gcp.errors import map_credentials_error
+
+            mapped = map_credentials_error(exc)
+            if mapped is None:
+                raise
+            self._errored(mapped)
+            raise mapped from exc
         finally:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await warm
@@ -322,6 +359,19 @@ class Gate:
                 exit_code=self.report.exit_code,
             )
 
+    def _errored(self, exc: GuardError) -> None:
+        """Fill the report for a check that ended in an error (before ``check_finished``)."""
+        from deploy_guard.log import redact_text
+
+        text = redact_text(str(exc))
+        self.report.error = text
+        self.report.message = self.report.message or text
+        self.report.exit_code = int(exc.exit_code)
+        if isinstance(exc, SupersededError):
+            self.report.action = "superseded"
+        elif exc.exit_code == ExitCode.ACTION_FAILED:
+            self.report.action = "failed"
+
     async def _check(self, service: str) -> CheckReport:
         opts = self.options
         policies = [p for p in self.policies if p.applies_to(service)]
@@ -330,19 +380,41 @@ class Gate:
             raise ConfigError(f"no policy applies to service {service!r} (policies: {names})")
         self.report.policies = [p.name for p in policies]
         judges = Judges(policies)
-        before = await self.router.get_service(service)
-        self._record(before)
         revision = await self.router.wait_ready(service, opts.revision, opts.ready_timeout)
         if revision.service and revision.service != service:
             raise ConfigError(
                 f"revision {opts.revision} belongs to service {revision.service}, not {service}"
             )
+        # Read the split only once the candidate is Ready: a LATEST entry follows the
+        # newest Ready revision, so read earlier it would name the base while the
+        # candidate is about to take that share.
+        before = await self.router.get_service(service)
+        self._record(before)
         if revision.ready is not True:
             return await self._never_started(revision)
         self._event("revision_ready", revision=revision.short)
         target = await self._reach(before, revision, policies[0])
         verdict = await self._gather(judges, target, revision)
-        return await self._act(verdict)
+        return await self._act_to_the_end(verdict)
+
+    async def _act_to_the_end(self, verdict: Verdict) -> CheckReport:
+        """Act on the verdict; a signal that lands meanwhile waits for the action.
+
+        Abandoning a rollback between its write and its verification would leave
+        traffic in an unknown state and a report that says nothing moved. The
+        action is bounded (the write's operation and re-read have their own
+        timeouts), so the check finishes it, says so, and then stops.
+        """
+        task = asyncio.ensure_future(self._act(verdict))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            self._event("signal_while_acting", note="finishing the action first")
+            report = await task
+            self.report.error = "interrupted while acting: the action was finished first"
+            return report
 
     def _record(self, before: ServiceState) -> None:
         self.run_state.before = self.run_state.expected = before
@@ -370,7 +442,6 @@ class Gate:
 
     async def _reach(self, before: ServiceState, revision: RevisionState, policy: Policy) -> Target:
         """The candidate's tag URL; a temporary 0 % tag when it has none."""
-        from deploy_guard.probes.auth import TokenChoice, resolve_token
         from deploy_guard.probes.target import Target
 
         found = find_tag_uri(before, revision.short)
@@ -391,14 +462,10 @@ class Gate:
             self._event("tag_added", tag=tag, url=found[1])
         url = found[1]
         self.report.target_url = url
-        auth = policy.auth  # the first applicable policy says how probes authenticate
-        token = await resolve_token(
-            self.options.token or TokenChoice(),
-            url=url,
-            policy_token_env=auth.token_env,
-            policy_token_file=auth.token_file,
-            policy_id_token=auth.id_token,
-            policy_audience=auth.audience,
+        service_uri = self.run_state.expected.uri if self.run_state.expected else before.uri
+        # The first applicable policy says how probes authenticate.
+        token = await probe_token(
+            self.options.token, policy.auth, url=url, service_uri=service_uri or before.uri
         )
         return Target(base_url=url, token=token)
 
@@ -429,26 +496,27 @@ class Gate:
         bound = self._timeout(judges)
         self._event("evidence_started", rules=[r.name for r in rules], timeout_s=bound)
         queue: asyncio.Queue[Measurement | None] = asyncio.Queue()
-        probes_done = asyncio.Event()
+        probes_started, probes_done = asyncio.Event(), asyncio.Event()
         probe_rules = [r for r in rules if r.kind in ("http", "websocket")]
+
+        def poller(source: str, measure: Callable[..., Any], interval: float) -> Any:
+            return self._poll(source, measure, interval, probes_started, probes_done, queue)
+
         tasks = [
-            asyncio.create_task(self._pump_probes(sources.probes, probe_rules, target, queue)),
             asyncio.create_task(
-                self._poll(
-                    "logs", sources.logs.measure, self.options.log_interval, probes_done, queue
-                )
+                self._pump_probes(sources.probes, probe_rules, target, queue, probes_started)
             ),
+            asyncio.create_task(poller("logs", sources.logs.measure, self.options.log_interval)),
             asyncio.create_task(
-                self._poll(
-                    "metrics",
-                    sources.metrics.measure,
-                    self.options.metric_interval,
-                    probes_done,
-                    queue,
-                )
+                poller("metrics", sources.metrics.measure, self.options.metric_interval)
             ),
         ]
-        tasks[0].add_done_callback(lambda _t: probes_done.set())
+
+        def probes_finished(_task: object) -> None:
+            probes_started.set()
+            probes_done.set()
+
+        tasks[0].add_done_callback(probes_finished)
         try:
             async with asyncio.timeout(bound):
                 verdict = await self._decide(judges, queue, running=len(tasks))
@@ -469,11 +537,13 @@ class Gate:
         rules: Sequence[Rule],
         target: Target,
         queue: asyncio.Queue[Measurement | None],
+        started: asyncio.Event,
     ) -> None:
         try:
             if rules:
                 async with contextlib.aclosing(probes.stream(rules, target)) as stream:  # type: ignore[type-var]
                     async for m in stream:
+                        started.set()
                         queue.put_nowait(m)
         finally:
             queue.put_nowait(None)
@@ -483,12 +553,19 @@ class Gate:
         source: str,
         measure: Callable[..., Any],
         interval: float,
+        probes_started: asyncio.Event,
         probes_done: asyncio.Event,
         queue: asyncio.Queue[Measurement | None],
     ) -> None:
-        """Passes every ``interval`` s while probes run, then one last complete pass."""
+        """Passes every ``interval`` s while probes run, then one last complete pass.
+
+        The first pass waits until the probes report (at most :data:`POLL_GRACE`
+        s); the last one starts the moment the probes complete.
+        """
         passes = self.report.evidence_passes
         try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(probes_started.wait(), min(interval, POLL_GRACE))
             while not probes_done.is_set():
                 got: list[LogMeasurement | MetricMeasurement] = await measure(complete=False)
                 if got:
@@ -539,9 +616,12 @@ class Gate:
         self.report.reasons = list(verdict.reasons)
         self.report.deciding = list(verdict.deciding)
         self.report.verdict = verdict.status
-        self._event(
-            "decision", verdict=verdict.status, action=verdict.action, deciding=verdict.deciding
-        )
+        action: str = verdict.action
+        if verdict.status in ("pass", "warn") and self.options.promote:
+            action = "promote"  # --promote overrides the policy's on_pass
+        if self.options.dry_run:
+            action = f"none (dry run; would {action})" if action != "none" else "none"
+        self._event("decision", verdict=verdict.status, action=action, deciding=verdict.deciding)
         reason = "; ".join(verdict.reasons) or verdict.status
         if verdict.status == "fail":
             if verdict.action == "rollback" and not self.options.dry_run:
@@ -577,8 +657,20 @@ class Gate:
         candidate = self.options.revision.rsplit("/", 1)[-1]
         try:
             spec = rollback_plan(before, candidate, drop_tags=[self.run_state.temp_tag])
-        except ActionError:
-            target = await choose_rollback_target(self.router, before, exclude=candidate)
+        except ActionError:  # the candidate held all the traffic: no split to restore
+            try:
+                target = await choose_rollback_target(self.router, before, exclude=candidate)
+            except ConfigError as exc:
+                self._event("rollback_failed", error=str(exc))
+                return self._finish(
+                    self.report.verdict,
+                    "failed",
+                    ExitCode.ACTION_FAILED,
+                    f"{reason}; cannot roll back: {candidate} serves all of "
+                    f"{before.short}'s traffic and no other Ready revision exists. Deploy a "
+                    f"fixed revision, then `deploy-guard rollback --service {before.short} "
+                    "--to-revision REV`",
+                )
             spec = pin_plan(before, target.short, drop_tags=[self.run_state.temp_tag])
         if spec is None:
             self._event("rollback_not_needed", reason="the candidate held no traffic")
@@ -665,20 +757,21 @@ class Gate:
 
 
 def warm_imports() -> None:
-    """Import what the evidence phase needs while the Cloud Run calls wait on the network.
+    """Import the probe stack while the Cloud Run calls wait on the network.
 
-    Imports are most of a healthy check's overhead beyond its probe hold (the
-    Google clients ~0.3-1 s, the probe stack ~0.4 s on a busy machine); run in a
-    thread, they overlap with the I/O of resolving the service and revision.
+    The probes start the moment the candidate is reachable, so what they import
+    (httpx and httpcore, websockets: ~0.2-0.4 s on a busy machine) is on the
+    critical path; run in a thread, it overlaps with the I/O of resolving the
+    service and revision. The Logging and Monitoring clients are *not* warmed
+    here: the evidence pollers import them after :data:`POLL_GRACE`, while the
+    probes hold their sessions and the CPU is idle, instead of competing (under
+    the GIL) with the Cloud Run client's import on the way to the first probe.
     """
-    import deploy_guard.gcp.logs
-    import deploy_guard.gcp.metrics
     import deploy_guard.probes.runner  # noqa: F401
     from deploy_guard.probes import http, websocket  # noqa: F401
 
     with contextlib.suppress(ImportError):
-        import google.cloud.logging_v2.services.logging_service_v2
-        import google.cloud.monitoring_v3  # noqa: F401
+        import httpcore  # noqa: F401  (httpx imports it only when a client is built)
 
 
 def _with_reason(verdict: Verdict, reason: str) -> Verdict:

@@ -20,7 +20,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 def shell_blocks(markdown: str) -> list[str]:
     """The bodies of the ```bash blocks, with backslash continuations joined."""
-    blocks = re.findall(r"```bash\n(.*?)```", markdown, flags=re.DOTALL)
+    blocks = re.findall(r"```(?:bash|sh)\n(.*?)```", markdown, flags=re.DOTALL)
     return [b.replace("\\\n", " ") for b in blocks]
 
 
@@ -33,15 +33,14 @@ def commands_in(markdown: str, prefix: str) -> list[str]:
     ]
 
 
+@pytest.mark.parametrize("guide", ["docs/cloud-build.md", "README.md"])
 @pytest.mark.parametrize("name", ["check", "rollback"])
-def test_deploy_guard_commands_in_the_guide_use_real_flags(name: str) -> None:
+def test_deploy_guard_commands_in_the_guide_use_real_flags(name: str, guide: str) -> None:
     module = importlib.import_module(f"deploy_guard.commands.{name}")
     command = getattr(module, name)
     assert isinstance(command, click.Command)
     accepted = {opt for param in command.params for opt in param.opts}
-    shown = commands_in(
-        (DOCS / "cloud-build.md").read_text(encoding="utf-8"), f"deploy-guard {name}"
-    )
+    shown = commands_in((DOCS.parent / guide).read_text(encoding="utf-8"), f"deploy-guard {name}")
     assert shown, f"the guide shows no 'deploy-guard {name}' command"
     for line in shown:
         used = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line))

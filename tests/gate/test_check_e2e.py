@@ -27,6 +27,8 @@ def test_healthy_candidate_passes_and_is_promoted(chat: Any, check: Any) -> None
     assert chat.get().annotations["deploy-guard.dev/last-known-good"] == cand
     events = [e["event"] for e in report["timeline"]]
     assert events.index("promote_requested") < events.index("promote_verified")
+    decision = next(e for e in report["timeline"] if e["event"] == "decision")
+    assert decision["detail"]["action"] == "promote"  # --promote, not the policy's on_pass
 
 
 def test_healthy_candidate_without_promote_changes_nothing(chat: Any, check: Any) -> None:
@@ -190,3 +192,49 @@ def test_a_rule_name_in_two_applicable_policies_is_exit_2(chat: Any, check: Any)
     code, report = check(cand, policy=str(Path(__file__).parent / "policies"))
     assert code == ExitCode.USAGE
     assert "appears in two policies" in report["error"]
+
+
+def test_a_candidate_that_takes_latest_traffic_once_ready_is_rolled_back(
+    chat: Any, check: Any
+) -> None:
+    """Deployed without --no-traffic, the candidate gets 100 % when it becomes Ready.
+
+    The check starts while it is still starting, so the split read at that
+    moment (LATEST = the base) is not what serves once the candidate is Ready:
+    the guard must record traffic after the wait, see the candidate holding it
+    all, and put it back on the base.
+    """
+    import sys
+    from pathlib import Path
+
+    app = Path(__file__).resolve().parents[2] / "examples" / "chat_agent" / "app.py"
+    base = chat.first()
+    svc = chat.get()
+    assert all(not t.revision for t in svc.traffic)  # empty or LATEST: 100 % to the latest
+    slow_start = (
+        "import runpy, time; time.sleep(1.5); "  # a slow container start, not a test wait
+        f"runpy.run_path({str(app)!r}, run_name='__main__')"
+    )
+    svc.template = chat.template(
+        {"CHAT_FAIL_1011_AFTER": "1", "DEPLOY_SERIAL": "slow"},
+        command=[sys.executable, "-c", slow_start],
+    )
+    chat.clients.services().update_service(service=svc)  # not waited for: still starting
+    cand = chat.get().latest_created_revision.rsplit("/", 1)[-1]
+    assert cand != base
+    code, report = check(cand, policy="chat-hold.yaml")
+    assert code == ExitCode.FAIL, report
+    assert report["traffic_before"] == {cand: 100}
+    assert report["action"] == "rolled_back"
+    assert report["traffic_after"] == {base: 100}
+    assert chat.serving() == {base: 100}
+
+
+def test_a_failing_only_revision_cannot_be_rolled_back_exit_4(chat: Any, check: Any) -> None:
+    only = chat.first({"CHAT_FAIL_1011_AFTER": "1"})
+    code, report = check(only, policy="chat-hold.yaml")
+    assert code == ExitCode.ACTION_FAILED, report
+    assert report["verdict"] == "fail"
+    assert report["action"] == "failed"
+    assert "deploy-guard rollback --service chat --to-revision" in report["message"]
+    assert chat.serving() == {only: 100}

@@ -116,3 +116,34 @@ def test_terminal_view_renders_rules_and_summary() -> None:
     assert "1 of 5 sessions closed with 1011" in out
     assert "action=rolled_back" in out
     assert SECRET not in out
+
+
+def test_live_view_keeps_pending_rules_quiet_and_event_lines_within_the_width() -> None:
+    report = sample_report()
+    report.set_rules(
+        [
+            FakeResult(
+                "error-rate",
+                "metric",
+                "pending",
+                None,
+                "error rate <= 1%",
+                "0 requests in 1.2s; min_requests 20",
+                (),
+                "only 0 requests reached revision chat-00002-bbb; is it receiving traffic?",
+            )
+        ]
+    )
+    report.timeline.add("evidence_started", rules=[f"rule-{n}" for n in range(40)])
+    console = Console(record=True, width=80)
+    console.print(render(report, width=80))
+    live = console.export_text()
+    assert "0 requests in 1.2s" in live
+    assert "is it receiving traffic" not in live  # still collecting: no alarm yet
+    assert "running" in live
+    assert all(len(line) <= 80 for line in live.splitlines())
+    assert "rule-39" not in live  # the long detail is cut, not wrapped
+    report.finished_at = "2026-11-25T19:00:00+00:00"
+    console = Console(record=True, width=80)
+    console.print(render(report, width=80))
+    assert "is it receiving traffic" in console.export_text()

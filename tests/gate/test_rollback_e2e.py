@@ -78,3 +78,23 @@ def test_rollback_refuses_a_revision_that_is_not_ready(chat: Any, emulator_env: 
     assert result.exit_code == ExitCode.USAGE
     assert "not Ready" in result.output
     assert chat.serving() == {base: 100}
+
+
+def test_rollback_to_the_previous_revision_twice_is_idempotent(
+    chat: Any, emulator: Any, emulator_env: Any
+) -> None:
+    """No check ever passed (no last known good): the fallback target must not drift."""
+    older = chat.first()
+    base = chat.candidate(tag=None, percent=100)
+    bad = chat.candidate(tag=None, percent=100)
+    assert chat.serving() == {bad: 100}
+    first = rollback()
+    assert first.exit_code == ExitCode.PASS, first.output
+    assert chat.serving() == {base: 100}
+    writes = emulator.faults.count(UPDATE)
+    second = rollback()
+    assert second.exit_code == ExitCode.PASS, second.output
+    assert "nothing changed" in second.output
+    assert chat.serving() == {base: 100}  # not on to `older`
+    assert emulator.faults.count(UPDATE) == writes
+    assert older != base

@@ -72,3 +72,43 @@ def test_sigterm_removes_the_temporary_tag_and_writes_the_report(
     events = [e["event"] for e in doc["timeline"]]
     assert "tag_removed" in events
     assert summary.read_text().startswith("## deploy-guard")
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_rollback_lets_it_finish_and_verify(
+    chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)
+    update = "/google.cloud.run.v2.Services/UpdateService"
+    writes = emulator.faults.count(update)
+    emulator.faults.delay("UpdateService", 2.0)  # the rollback's write is slow to answer
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy_guard", "check", "--revision", cand),
+            *("--policy", str(POLICY), "--report", str(report)),
+        ],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # the rollback has been sent: its UpdateService is in flight
+        _wait_for(lambda: emulator.faults.count(update) > writes or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == ExitCode.FAIL, err
+    assert chat.serving() == {base: 100}
+    doc = json.loads(report.read_text())
+    assert doc["action"] == "rolled_back"
+    assert doc["traffic_after"] == {base: 100}
+    events = [e["event"] for e in doc["timeline"]]
+    assert events.index("signal_while_acting") < events.index("rollback_verified")
+    assert "the action was finished first" in doc["error"]

@@ -121,6 +121,11 @@ def default_policy_paths() -> list[str]:
 @click.option("--token-env", help="Env var holding a bearer token for the probes.")
 @click.option("--token-file", type=click.Path(), help="File holding a bearer token for the probes.")
 @click.option("--no-id-token", is_flag=True, help="Do not mint a Google ID token for the probes.")
+@click.option(
+    "--audience",
+    help="Audience of the probes' ID token (a custom audience set on the service) "
+    "[default: the policy's auth.audience, else the service URL].",
+)
 def check(
     revision: str,
     service: str | None,
@@ -138,6 +143,7 @@ def check(
     token_env: str | None,
     token_file: str | None,
     no_id_token: bool,
+    audience: str | None,
 ) -> None:
     from deploy_guard.gate import CheckOptions
     from deploy_guard.probes.auth import TokenChoice
@@ -157,13 +163,33 @@ def check(
             ready_timeout=ready_timeout if ready_timeout is not None else 300.0,
             log_interval=log_interval if log_interval is not None else 10.0,
             api_retry=api_retry if api_retry is not None else 30.0,
-            token=TokenChoice(token_env=token_env, token_file=token_file, id_token=not no_id_token),
+            token=TokenChoice(
+                token_env=token_env,
+                token_file=token_file,
+                id_token=not no_id_token,
+                audience=audience,
+            ),
         )
     except GuardError as exc:
         _fail_early(report, exc, report_path, summary_path)
         raise AssertionError("unreachable") from None
     code = run(policies, options, report)
     _write_reports(report, report_path, summary_path)
+    exit_fast(code)
+
+
+def exit_fast(code: int) -> None:
+    """``sys.exit(code)`` without paying for tearing the Google libraries down.
+
+    Once the reports are written nothing is left to do, yet the interpreter's
+    final garbage collection walks every protobuf descriptor the Google clients
+    loaded: ~0.25 s of a check's wall time. Freezing the heap first moves those
+    objects out of the collector's sight; atexit handlers and stream flushing
+    still run as usual.
+    """
+    import gc
+
+    gc.freeze()
     sys.exit(code)
 
 
@@ -199,7 +225,7 @@ def _fail_early(
     report.verdict, report.action, report.exit_code = "inconclusive", "none", int(exc.exit_code)
     report.message = "the check did not start"
     _write_reports(report, report_path, summary_path)
-    sys.exit(int(exc.exit_code))
+    exit_fast(int(exc.exit_code))
 
 
 def run(policies: list[Any], options: Any, report: CheckReport) -> int:
@@ -225,7 +251,7 @@ def run(policies: list[Any], options: Any, report: CheckReport) -> int:
         clients.close()
     if view is not None:
         view.final(report)
-    else:
+    elif report.message != report.error:  # an error was printed already
         click.echo(f"{report.verdict}: {redact_text(report.message)}", err=True)
     return code
 

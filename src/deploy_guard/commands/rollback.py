@@ -61,8 +61,16 @@ def rollback(
     if not project or not region:
         click.echo("error: --project (GOOGLE_CLOUD_PROJECT) and --region are required", err=True)
         sys.exit(int(ExitCode.USAGE))
+    from deploy_guard.gcp.errors import map_credentials_error
+
     try:
-        message = asyncio.run(roll_back(project, region, service, to_revision, dry_run=dry_run))
+        try:
+            message = asyncio.run(roll_back(project, region, service, to_revision, dry_run=dry_run))
+        except Exception as exc:  # google-auth's "not logged in" is the user's to fix
+            mapped = map_credentials_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
     except GuardError as exc:
         click.echo(f"error: {redact_text(str(exc))}", err=True)
         sys.exit(int(exc.exit_code))
@@ -83,26 +91,39 @@ async def roll_back(
     from deploy_guard.gate import choose_rollback_target
     from deploy_guard.gcp.clients import Clients
     from deploy_guard.gcp.cloudrun import CloudRun
-    from deploy_guard.gcp.traffic import describe, pin_plan, served_split
+    from deploy_guard.gcp.traffic import ROLLED_BACK_TO, describe, pin_plan, served_split
 
     own = clients is None
     clients = Clients.from_env() if own else clients
     router = CloudRun(clients, project, region)
     try:
         state = await router.get_service(service)
+        now = served_split(state)
+        done = state.annotations.get(ROLLED_BACK_TO, "")
+        if not to_revision and done and now == {done: 100}:
+            log.info("rollback_not_needed", service=service, revision=done)
+            return (
+                f"{service}: already rolled back to {done} (100 %); nothing changed. "
+                "To go further back, pass --to-revision REV"
+            )
         if to_revision:
             target = await _named(router, service, to_revision)
         else:
             target = await choose_rollback_target(router, state)
-        now = served_split(state)
         if now == {target.short: 100}:
             log.info("rollback_not_needed", service=service, revision=target.short)
-            return f"{service}: {target.short} already serves 100 %; nothing changed"
+            return f"{service}: {target.short} already serves 100 %; nothing changed" + (
+                "" if to_revision else ". To go further back, pass --to-revision REV"
+            )
         if dry_run:
             return f"{service}: would move traffic from {describe(now)} to {target.short} 100%"
         log.info("rollback_requested", service=service, revision=target.short, before=describe(now))
         after = await router.set_traffic(state, pin_plan(state, target.short), why="rollback")
         log.info("rollback_completed", service=service, traffic=describe(served_split(after)))
+        try:  # only a convenience for the next run: the rollback itself is done and verified
+            await router.set_annotation(after, ROLLED_BACK_TO, target.short)
+        except GuardError as exc:
+            log.warning("rollback_not_recorded", service=service, error=str(exc))
         return f"{service}: traffic now {describe(served_split(after))} (was {describe(now)})"
     finally:
         if own:

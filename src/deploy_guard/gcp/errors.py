@@ -149,6 +149,35 @@ def map_error(exc: BaseException, *, api: str, what: str, writing: bool = False)
     return ApiError(f"{what}: {code} ({detail})")
 
 
+def map_credentials_error(exc: BaseException) -> GuardError | None:
+    """google-auth's "no usable credentials" errors, as guard errors that say what to do.
+
+    These come from building a client or signing a request, not from an API
+    answer, so :func:`map_error` never sees them; without this a user who has
+    not logged in would get an "internal error" and a traceback.
+    """
+    if not type(exc).__module__.startswith("google.auth"):
+        return None
+    from google.auth import exceptions as gauth
+
+    from deploy_guard.log import redact_text
+
+    if isinstance(exc, gauth.DefaultCredentialsError):
+        return ConfigError(
+            "no Google credentials found (Application Default Credentials). Run `gcloud auth "
+            "application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service "
+            "account key file, or run where a metadata server provides them (Cloud Build, "
+            "Cloud Run, GCE). Against the local emulator: export "
+            "DEPLOY_GUARD_EMULATOR_HOST=127.0.0.1:PORT"
+        )
+    if isinstance(exc, gauth.RefreshError):
+        return PermissionError_(
+            f"the Google credentials could not be refreshed ({redact_text(str(exc))}); run "
+            "`gcloud auth application-default login` again, or check the service account key"
+        )
+    return None
+
+
 def _is_google_error(exc: BaseException) -> bool:
     from google.api_core import exceptions as gexc
 
@@ -198,6 +227,9 @@ def call(
     except Exception as exc:
         if _is_google_error(exc):
             raise map_error(exc, api=api, what=what, writing=writing) from exc
+        mapped = map_credentials_error(exc)
+        if mapped is not None:
+            raise mapped from exc
         raise
 
 
@@ -207,6 +239,7 @@ __all__ = [
     "ApiCalls",
     "call",
     "is_transient",
+    "map_credentials_error",
     "map_error",
     "status_name",
     "transient_retry",

@@ -20,6 +20,10 @@ from deploy_guard.errors import ActionError
 
 #: The annotation where a passing check records the revision it vouched for.
 LAST_KNOWN_GOOD = "deploy-guard.dev/last-known-good"
+#: The annotation where ``rollback`` records the revision it put traffic back on,
+#: so that a second run without ``--to-revision`` sees the work done instead of
+#: stepping one more revision back.
+ROLLED_BACK_TO = "deploy-guard.dev/rolled-back-to"
 #: Prefix of the temporary tags the guard adds to reach an untagged candidate.
 TEMP_TAG_PREFIX = "dg-"
 
@@ -176,8 +180,14 @@ def pin_plan(
 
 
 def with_tag(current: ServiceState, revision: str, tag: str) -> tuple[Allocation, ...]:
-    """The current spec plus a 0 % tag on ``revision``; LATEST stays as written."""
-    return (*current.traffic, Allocation(revision=revision, percent=0, tag=tag))
+    """The current spec plus a 0 % tag on ``revision``; LATEST stays as written.
+
+    An empty spec means "100 % to the latest Ready revision"; it is written out
+    as such, or the new list would hold only the 0 % tag (which Cloud Run
+    rejects: the percentages must sum to 100).
+    """
+    spec = current.traffic or (Allocation(revision=None, percent=100),)
+    return (*spec, Allocation(revision=revision, percent=0, tag=tag))
 
 
 def without_tag(current: ServiceState, tag: str) -> tuple[Allocation, ...] | None:

@@ -30,32 +30,43 @@ _STYLE = {
 }
 
 
-def render(report: CheckReport, *, events: int = 6) -> Group:
-    """The view as a rich renderable, from the report alone (easy to test)."""
+def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
+    """The view as a rich renderable, from the report alone (easy to test).
+
+    While the check runs, a ``pending`` rule shows only its counts (its message,
+    "not enough data yet", would be noise); the final view shows every message.
+    Event lines are cut to ``width`` so that a long detail never wraps the view.
+    """
+    done = bool(report.finished_at)
     head = Text.assemble(
         ("deploy-guard ", "bold"),
         (f"{report.service or '?'}/{report.revision}", "cyan"),
         f"  {report.timeline.elapsed():5.1f} s  ",
-        (report.verdict.upper(), _STYLE.get(report.verdict, "")) if report.finished_at else "",
+        (report.verdict.upper(), _STYLE.get(report.verdict, "")) if done else ("running", "dim"),
     )
     table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
     for col in ("rule", "kind", "status", "counts", "message"):
         table.add_column(col, overflow="fold", max_width=60 if col == "message" else None)
     for r in report.rules:
         status = str(r.get("status", ""))
+        message = "" if status == "pending" and not done else str(r.get("message", ""))
         table.add_row(
             str(r.get("rule", "")),
             str(r.get("kind", "")),
             Text(status, style=_STYLE.get(status, "")),
             str(r.get("counts", "")),
-            str(r.get("message", "")),
+            message,
         )
     recent = report.timeline.events[-events:]
     lines = Text()
     for ev in recent:
+        head_text = f"{ev.t:7.2f}s  {ev.event}  "
         detail = " ".join(f"{k}={v}" for k, v in ev.detail.items())
-        lines.append(f"{ev.t:7.2f}s  {ev.event}  ", style="dim")
-        lines.append(detail[:120] + "\n")
+        room = max(20, width - len(head_text) - 1)
+        if len(detail) > room:
+            detail = detail[: room - 1] + "…"
+        lines.append(head_text, style="dim")
+        lines.append(detail + "\n")
     return Group(head, table, lines)
 
 
@@ -96,9 +107,9 @@ class TerminalView:
         if self._live is None or now - self._last < MIN_REDRAW:
             return
         self._last = now
-        self._live.update(render(report), refresh=True)
+        self._live.update(render(report, width=self.console.width), refresh=True)
 
     def final(self, report: CheckReport) -> None:
         self.__exit__(None, None, None)
-        self.console.print(render(report, events=50))
+        self.console.print(render(report, events=50, width=self.console.width))
         self.console.print(summary(report))
