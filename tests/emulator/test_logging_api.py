@@ -11,11 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import grpc
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.logging_v2.types import LogEntry, TailLogEntriesRequest
@@ -33,18 +32,9 @@ SINCE = 'timestamp>="2026-11-25T11:00:00Z"'
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[LogStore, Clients]]:
+async def served(serve_handlers: Any) -> tuple[LogStore, Clients]:
     store = LogStore()
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((logging_api.handlers(store),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    clients = Clients(host=f"127.0.0.1:{port}")
-    try:
-        yield store, clients
-    finally:
-        clients.close()
-        await server.stop(None)
+    return store, await serve_handlers(logging_api.handlers(store))
 
 
 async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

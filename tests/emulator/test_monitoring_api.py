@@ -7,7 +7,6 @@ requests are fed as the router would (RequestRecords, counted at their end).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -59,19 +58,10 @@ def feed(store: MetricStore) -> None:
 
 
 @pytest.fixture
-async def served() -> AsyncIterator[tuple[MetricStore, Clients]]:
+async def served(serve_handlers: Any) -> tuple[MetricStore, Clients]:
     store = MetricStore(clock=lambda: NOW)
     feed(store)
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((monitoring_api.handlers(store),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    clients = Clients(host=f"127.0.0.1:{port}")
-    try:
-        yield store, clients
-    finally:
-        clients.close()
-        await server.stop(None)
+    return store, await serve_handlers(monitoring_api.handlers(store))
 
 
 def interval(minutes: int = 10) -> dict[str, Any]:
