@@ -15,11 +15,21 @@
 
       svc = deploy("chat")                          # 100 % to LATEST
       svc = deploy("chat", env={"V": "2"}, traffic=[...])  # a new revision
+
+- ``in_terminal``: run ``deploy-guard ARGS`` as a process on a pseudo-terminal
+  (stdout and stderr are a TTY, as for a person) and get back its exit code
+  and what the screen showed, colour codes stripped::
+
+      code, screen = in_terminal("policy", "validate", env={...})
 """
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -125,5 +135,56 @@ def deploy(
                 svc.traffic = traffic
             op = services.update_service(service=svc)
         return op.result(timeout=60, polling=fast_polling)
+
+    return run
+
+
+_ANSI = re.compile(r"\x1b(\[[0-9;?]*[A-Za-z]|\][^\x07]*\x07)")
+InTerminal = Callable[..., tuple[int, str]]
+
+
+@pytest.fixture
+def in_terminal() -> InTerminal:
+    """``in_terminal(*args, env=None, timeout=60)`` -> (exit code, screen text)."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str]:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        environ = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "120", **(env or {})}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deploy_guard", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=environ,
+            close_fds=True,
+        )
+        os.close(slave)
+        chunks: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                ready, _, _ = select.select([master], [], [], left)
+                if not ready:
+                    continue
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the process closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+        finally:
+            os.close(master)
+            if proc.poll() is None and time.monotonic() >= deadline:
+                proc.kill()
+        code = proc.wait(10)
+        text = b"".join(chunks).decode(errors="replace").replace("\r", "")
+        return code, _ANSI.sub("", text)
 
     return run

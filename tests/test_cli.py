@@ -62,3 +62,11 @@ def test_console_script_runs_as_module() -> None:
     assert "Cloud Run" in proc.stdout
     # --help is not an event stream: nothing is logged.
     assert proc.stderr == ""
+
+
+def test_every_help_text_renders_cleanly() -> None:
+    """click's \\b marker only works on a paragraph of its own; elsewhere it prints a raw ^H."""
+    for args in ([], *([name] for name in COMMANDS), ["policy", "validate"], ["policy", "schema"]):
+        result = CliRunner().invoke(cli, [*args, "--help"])
+        assert result.exit_code == 0, (args, result.output)
+        assert "\b" not in result.output, args

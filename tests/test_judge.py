@@ -124,7 +124,7 @@ def test_100_percent_fails_on_the_first_failed_session_of_1000() -> None:
     assert result.status == "fail"
     assert result.decided
     assert result.counts == "1 of 3 sessions closed with 1011; limit 0 (3 of 1000 run)"
-    assert "first failure after 7.0 s" in result.evidence
+    assert "first failure after 7s" in result.evidence
     verdict = judge.early_verdict()
     assert verdict is not None
     assert (verdict.status, verdict.action, verdict.deciding) == ("fail", "rollback", ("ws",))
@@ -588,3 +588,34 @@ def test_the_core_imports_nothing_that_does_io() -> None:
                 ok = name in allowed_stdlib or name.startswith(allowed_ours)
                 assert ok, f"{file.name} imports {name}: the judge must stay free of I/O"
     assert "deploy_guard.measurements" in seen  # the walk really read the imports
+
+
+def test_measured_durations_and_values_are_rounded_for_reading() -> None:
+    """A clock reading is noise past its third digit: "16.7s", never "16.6564s"."""
+    latency = metric_rule(type="latency", max=1.0, min_requests=5)
+    slow = Judge(policy(latency)).observe(
+        metric(1.39799, metric="latency", requests=10, window=1.6869, complete=True)
+    )
+    assert slow.counts == "p99 latency 1.4s over 10 requests in 1.69s"
+    assert slow.message == "1.4s is over 1s"
+    few = Judge(policy(metric_rule(max=0.01))).observe(metric(0.0, requests=10, window=7.45896))
+    assert few.counts == "10 requests in 7.46s; min_requests 20"
+    rate = Judge(policy(metric_rule(max=0.5))).observe(metric(1 / 3, complete=True))
+    assert rate.counts == "error rate 33.3% over 100 requests in 5m"
+    log_pass = Judge(policy(logs_rule())).observe(logs(0, scanned=0, window=16.6564))
+    assert log_pass.counts == "0 matches in 0 entries over 16.7s; limit 0"
+    held = Judge(policy(ws_rule(sessions=5))).observe(
+        ws(1, 1, planned=5, first_failure_after=7.0512)
+    )
+    assert held.message.endswith("(first after 7.05s)")
+    assert "first failure after 7.05s" in held.evidence
+
+
+def test_rounding_never_hides_a_breach() -> None:
+    """Just over the limit still reads as over it, with the digits that show it."""
+    latency = metric_rule(type="latency", max=1.0)
+    result = Judge(policy(latency)).observe(metric(1.0004, metric="latency", complete=True))
+    assert result.status == "fail"
+    assert result.message == "1.0004s is over 1s"
+    rate = Judge(policy(metric_rule(max=0.01))).observe(metric(0.0100004, complete=True))
+    assert rate.message == "1.00004% is over 1%"

@@ -56,6 +56,7 @@ EPILOG = """\b
 Exit codes:
   0  pass             1  fail (traffic rolled back or never shifted)
   2  usage/config     3  inconclusive      4  an action failed or was refused
+
 \b
 Start with:  deploy-guard policy validate policies/
              deploy-guard emulator            (a local Cloud Run to try it on)

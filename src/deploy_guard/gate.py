@@ -61,6 +61,8 @@ _STATUS_ORDER = {"pass": 0, "warn": 1, "inconclusive": 2, "fail": 3}
 #: Seconds the log and metric pollers give the probes to get going before their
 #: first pass (less when the probes report sooner): see :func:`warm_imports`.
 POLL_GRACE = 0.5
+#: Seconds between redraws of the progress view when nothing else changed.
+TICK = 0.5
 
 
 # -- options and interfaces -----------------------------------------------------------------
@@ -257,9 +259,11 @@ async def choose_rollback_target(
         current.setdefault(exclude, 0)
     candidate = newest_ready_before([r for r in revisions if r.short != exclude], current)
     if candidate is None:
+        serving = describe(served_split(state)) or "nothing"
         raise ConfigError(
-            f"no Ready revision of {state.short} to roll back to (none recorded as last known "
-            "good, none older than the serving one); pass --to-revision"
+            f"no Ready revision of {state.short} to roll back to: {serving} serves now, none "
+            "is recorded as last known good and no Ready revision is older than the serving "
+            "one; pass --to-revision REV to choose one"
         )
     return candidate
 
@@ -327,6 +331,7 @@ class Gate:
         self.run_state.service = self.report.service = service
         self._event("check_started", dry_run=opts.dry_run, promote=opts.promote)
         warm = asyncio.ensure_future(asyncio.to_thread(warm_imports))
+        ticker = asyncio.ensure_future(self._tick())
         try:
             return await self._check(service)
         except asyncio.CancelledError:
@@ -348,6 +353,7 @@ class Gate:
             self._errored(mapped)
             raise mapped from exc
         finally:
+            ticker.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await warm
             await self._cleanup()
@@ -358,6 +364,16 @@ class Gate:
                 action=self.report.action,
                 exit_code=self.report.exit_code,
             )
+
+    async def _tick(self) -> None:
+        """Tell the view every :data:`TICK` s, so its clock runs while nothing else happens.
+
+        Waiting for Ready or holding sessions open can be minutes without a new
+        measurement; a view that only redrew on news would look hung.
+        """
+        while True:
+            await asyncio.sleep(TICK)
+            self.progress.changed(self.report)
 
     def _errored(self, exc: GuardError) -> None:
         """Fill the report for a check that ended in an error (before ``check_finished``)."""
@@ -494,6 +510,9 @@ class Gate:
         )
         sources = self.sources(scope)
         bound = self._timeout(judges)
+        # Every rule is in the report (and the live view) from the start, pending, in
+        # policy order: a rule whose first snapshot comes late (a 60 s hold) still shows.
+        self.report.set_rules([result for judge in judges.judges for result in judge.results()])
         self._event("evidence_started", rules=[r.name for r in rules], timeout_s=bound)
         queue: asyncio.Queue[Measurement | None] = asyncio.Queue()
         probes_started, probes_done = asyncio.Event(), asyncio.Event()

@@ -33,7 +33,7 @@ def commands_in(markdown: str, prefix: str) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("guide", ["docs/cloud-build.md", "README.md"])
+@pytest.mark.parametrize("guide", ["docs/cloud-build.md", "README.md", "docs/emulator.md"])
 @pytest.mark.parametrize("name", ["check", "rollback"])
 def test_deploy_guard_commands_in_the_guide_use_real_flags(name: str, guide: str) -> None:
     module = importlib.import_module(f"deploy_guard.commands.{name}")

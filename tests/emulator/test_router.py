@@ -630,3 +630,26 @@ def test_module_imports_no_google_client() -> None:
         [sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True
     )
     assert json.loads(out.stdout) == []
+
+
+async def test_a_client_that_is_not_http_is_one_warning_line_never_a_traceback(
+    setup: Setup, rev_a: Revision, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A gRPC client pointed at a service URL (not the emulator's address) is a user slip."""
+    from structlog.testing import capture_logs
+
+    url = await service(setup, route(rev_a.backend))
+    host, port = url.removeprefix("http://").split(":")
+    with capture_logs() as events:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        # HTTP/2's connection preface, then a SETTINGS frame, as gRPC sends first
+        writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        await writer.drain()
+        answer = await reader.read()
+        writer.close()
+    assert b" 400 Bad Request" in answer.split(b"\r\n", 1)[0]
+    bad = [e for e in events if e["event"] == "router_bad_request"]
+    assert len(bad) == 1
+    assert "DEPLOY_GUARD_EMULATOR_HOST" in bad[0]["hint"]
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.out + captured.err

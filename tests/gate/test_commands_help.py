@@ -26,3 +26,16 @@ def test_help_teaches_and_imports_no_google_library(command: str) -> None:
     assert out.rsplit("LOADED=", 1)[1].strip() == ""
     assert "Exit codes" in out
     assert "Examples" in out
+
+
+def test_check_help_names_what_each_option_takes() -> None:
+    """Durations read DURATION (10s, 5m), never TEXT."""
+    out = subprocess.run(
+        [sys.executable, "-m", "deploy_guard", "check", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert " TEXT " not in out
+    for option in ("--timeout", "--ready-timeout", "--log-interval", "--api-retry"):
+        assert f"{option} DURATION" in out

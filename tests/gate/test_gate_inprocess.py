@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -39,3 +40,51 @@ async def test_rollback_events_are_logged_with_their_fields(
     assert by_name["traffic_write_requested"]["why"] == "rollback"
     assert by_name["check_finished"]["action"] == "rolled_back"
     assert calls.get("run", "UpdateService") == 1
+
+
+class _Recorder:
+    """A :class:`deploy_guard.gate.Progress` that keeps what each redraw would show."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, list[tuple[str, str]]]] = []
+
+    def changed(self, report: CheckReport) -> None:
+        rows = [(str(r["rule"]), str(r["status"])) for r in report.rules]
+        self.calls.append((report.timeline.elapsed(), rows))
+
+
+async def test_the_view_lists_every_rule_from_the_start_and_keeps_ticking(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    """A held session reports nothing for seconds: the view still lists it and its clock runs."""
+    chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "3"})
+    calls = ApiCalls()
+    router = CloudRun(gcp_clients, emulator.project, emulator.region, calls=calls)
+    options = CheckOptions(
+        project=emulator.project, region=emulator.region, revision=cand, log_interval=30
+    )
+    report = CheckReport(revision=cand)
+    view = _Recorder()
+    gate = Gate(
+        [load_file(POLICY)],
+        options,
+        router,
+        cloud_sources(gcp_clients, calls),
+        report,
+        progress=view,
+    )
+    await gate.run()
+    assert report.exit_code == 1
+    started = report.timeline.first("evidence_started")
+    failed = report.timeline.first("first_failure_seen")
+    assert started is not None
+    assert failed is not None
+    before = [rows for t, rows in view.calls if started.t <= t < failed.t]
+    # from the first redraw on, both rules are listed, in policy order, the hold pending
+    assert [name for name, _ in before[0]] == ["chat-held", "no-1011-in-logs"]
+    assert all(("chat-held", "pending") in rows for rows in before)
+    # no measurement arrives while the sessions are held, yet redraws keep coming
+    times = [t for t, _ in view.calls if t >= started.t]
+    assert times[-1] > failed.t
+    assert max(b - a for a, b in itertools.pairwise(times)) < 1.5

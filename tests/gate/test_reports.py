@@ -107,6 +107,13 @@ def test_markdown_summary(tmp_path: Path) -> None:
     assert write_markdown(report, tmp_path / "s.md").read_text() == text
 
 
+def test_markdown_rounds_observed_figures_and_json_keeps_them() -> None:
+    report = sample_report()
+    report.rules[0]["observed"] = 0.008932236999498855
+    assert "| fail | 0.008932 |" in render_markdown(report)
+    assert report.to_dict()["rules"][0]["observed"] == 0.008932236999498855
+
+
 def test_terminal_view_renders_rules_and_summary() -> None:
     console = Console(record=True, width=160)
     console.print(render(sample_report()))

@@ -98,3 +98,15 @@ def test_rollback_to_the_previous_revision_twice_is_idempotent(
     assert chat.serving() == {base: 100}  # not on to `older`
     assert emulator.faults.count(UPDATE) == writes
     assert older != base
+
+
+def test_rollback_with_nothing_older_says_what_serves_and_how_to_choose(
+    chat: Any, emulator_env: Any
+) -> None:
+    base = chat.first()
+    chat.candidate({"CHAT_FAIL_1011_AFTER": "1"})  # never took traffic: nothing to undo
+    result = rollback()
+    assert result.exit_code == ExitCode.USAGE
+    assert f"{base} 100% serves now" in result.output
+    assert "pass --to-revision REV to choose one" in result.output
+    assert chat.serving() == {base: 100}

@@ -39,6 +39,16 @@ def test_the_shipped_policies_are_valid() -> None:
     assert out.strip() == "2 policy files valid"
 
 
+def test_validate_outside_a_repository_says_where_to_run_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run("policy", "validate")
+    assert code == ExitCode.USAGE
+    assert out == ""
+    assert "no policies/ folder here: run it from your repository's root" in err
+
+
 def test_validate_defaults_to_policies_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,6 +121,20 @@ def test_explain_says_what_the_chat_policy_does() -> None:
     assert "4. chat-hold (websocket, fail)" in out
     assert "keeps the connection open for 60s" in out
     assert "On fail: put traffic back on the revisions that served before." in out
+    assert "Fails above 1.2 x the previous revision's p99 request latency + 50ms." in out
+
+
+def test_explain_a_folder_is_a_usage_error_naming_it() -> None:
+    code, _out, err = run("policy", "explain", str(POLICIES))
+    assert code == ExitCode.USAGE
+    assert "is a directory" in err
+
+
+def test_policy_help_lists_each_command_in_full() -> None:
+    code, out, _ = run("policy", "--help")
+    assert code == 0
+    assert "..." not in out.split("Commands:")[1]  # no one-line help cut short
+    assert "Print the JSON Schema of policy files (for editors)." in out
 
 
 def test_explain_an_invalid_file_prints_problems_and_exits_2(

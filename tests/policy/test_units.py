@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from deploy_guard.policy.units import format_duration, format_ratio, parse_duration, parse_ratio
+from deploy_guard.policy.units import (
+    format_duration,
+    format_measured,
+    format_ratio,
+    parse_duration,
+    parse_ratio,
+)
 
 
 @pytest.mark.parametrize(
@@ -55,6 +61,26 @@ def test_over_100_percent_is_named() -> None:
 )
 def test_format_duration(seconds: float, text: str) -> None:
     assert format_duration(seconds) == text
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (1.39799, "1.4s"),
+        (7.051, "7.05s"),
+        (16.6564, "16.7s"),
+        (60.108, "60.1s"),
+        (0.82041, "820ms"),
+        (0.0012345, "1.23ms"),
+        (0.9996, "1s"),
+        (99.96, "100s"),
+        (150.4, "2m30s"),
+        (180.2, "3m"),
+    ],
+)
+def test_format_measured_rounds_clock_readings(seconds: float, text: str) -> None:
+    assert format_measured(seconds) == text
 
 
 def test_format_ratio() -> None:

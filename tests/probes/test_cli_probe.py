@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -137,3 +138,17 @@ def test_ctrl_c_cancels_the_probes_with_exit_130_and_no_traceback(
     assert "interrupted: every probe was cancelled; no verdict" in err
     assert "Traceback" not in out + err
     assert "verdict:" not in out
+
+
+def test_on_a_terminal_only_the_progress_lines_show(
+    policy_file: Path, chat_process: str, in_terminal: Any
+) -> None:
+    """Log events would tear the progress lines: on a TTY they stay off unless asked for."""
+    env = {"DEPLOY_GUARD_LOG_FORMAT": "auto", "DEPLOY_GUARD_LOG_LEVEL": ""}
+    code, screen = in_terminal(
+        "probe", "--policy", str(policy_file), "--url", chat_process, "--rule", "health", env=env
+    )
+    assert code == 0, screen
+    assert "health: 4 of 4 requests done, 4 ok, finished" in screen
+    assert "probe_started" not in screen
+    assert "probe_finished" not in screen

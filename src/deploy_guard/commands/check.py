@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from pathlib import Path
@@ -71,19 +70,31 @@ def default_policy_paths() -> list[str]:
 
 @click.command(name="check", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
-    "--revision", required=True, help="Revision to judge: short name or full resource name."
+    "--revision",
+    required=True,
+    metavar="REV",
+    help="Revision to judge: short name or full resource name.",
 )
-@click.option("--service", help="Service name; derived from the revision name when omitted.")
 @click.option(
-    "--region", envvar="CLOUDSDK_RUN_REGION", help="Cloud Run region [env CLOUDSDK_RUN_REGION]."
+    "--service", metavar="NAME", help="Service name; derived from the revision name when omitted."
 )
 @click.option(
-    "--project", envvar="GOOGLE_CLOUD_PROJECT", help="Project id [env GOOGLE_CLOUD_PROJECT]."
+    "--region",
+    envvar="CLOUDSDK_RUN_REGION",
+    metavar="REGION",
+    help="Cloud Run region [env CLOUDSDK_RUN_REGION].",
+)
+@click.option(
+    "--project",
+    envvar="GOOGLE_CLOUD_PROJECT",
+    metavar="PROJECT",
+    help="Project id [env GOOGLE_CLOUD_PROJECT].",
 )
 @click.option(
     "--policy",
     "policy_paths",
     multiple=True,
+    metavar="PATH",
     type=click.Path(),
     help="Policy file or folder (repeatable) [default: ./policies].",
 )
@@ -94,12 +105,14 @@ def default_policy_paths() -> list[str]:
 @click.option(
     "--timeout",
     callback=_duration,
+    metavar="DURATION",
     help="Bound on gathering evidence (e.g. 10m) [default: the policy's timeout].",
 )
 @click.option(
     "--ready-timeout",
     default="5m",
     callback=_duration,
+    metavar="DURATION",
     show_default=True,
     help="How long to wait for the revision to become Ready.",
 )
@@ -107,22 +120,25 @@ def default_policy_paths() -> list[str]:
     "--log-interval",
     default="10s",
     callback=_duration,
+    metavar="DURATION",
     show_default=True,
-    help="Seconds between Cloud Logging passes (its read quota is ~60/min per project).",
+    help="Time between Cloud Logging passes (its read quota is ~60/min per project).",
 )
 @click.option(
     "--api-retry",
     default="30s",
     callback=_duration,
+    metavar="DURATION",
     show_default=True,
     help="Bound on retrying a Cloud API call that answers UNAVAILABLE, DEADLINE_EXCEEDED "
     "or RESOURCE_EXHAUSTED.",
 )
-@click.option("--token-env", help="Env var holding a bearer token for the probes.")
+@click.option("--token-env", metavar="NAME", help="Env var holding a bearer token for the probes.")
 @click.option("--token-file", type=click.Path(), help="File holding a bearer token for the probes.")
 @click.option("--no-id-token", is_flag=True, help="Do not mint a Google ID token for the probes.")
 @click.option(
     "--audience",
+    metavar="URL",
     help="Audience of the probes' ID token (a custom audience set on the service) "
     "[default: the policy's auth.audience, else the service URL].",
 )
@@ -203,13 +219,11 @@ def _load(paths: tuple[str, ...]) -> list[Any]:
 
 
 def _need_project_region(project: str | None, region: str | None) -> tuple[str, str]:
-    missing = [
-        flag
-        for flag, value in (("--project / GOOGLE_CLOUD_PROJECT", project), ("--region", region))
-        if not value
-    ]
-    if missing:
-        raise ConfigError(f"missing {' and '.join(missing)} (CLOUDSDK_RUN_REGION also works)")
+    from deploy_guard.commands import missing_project_region
+
+    problem = missing_project_region(project, region)
+    if problem:
+        raise ConfigError(problem)
     assert project is not None
     assert region is not None
     return project, region
@@ -220,7 +234,12 @@ def _fail_early(
 ) -> None:
     problems = getattr(exc, "problems", None)
     text = "\n".join(str(p) for p in problems) if problems else str(exc)
-    click.echo(f"error: {redact_text(text)}", err=True)
+    if problems:  # compiler-style lines first (editors jump to them), then what it means
+        click.echo(redact_text(text), err=True)
+        count = f"{len(problems)} problem{'s' if len(problems) != 1 else ''}"
+        click.echo(f"error: {count} in the policy files; nothing was checked", err=True)
+    else:
+        click.echo(f"error: {redact_text(text)}", err=True)
     report.error = text
     report.verdict, report.action, report.exit_code = "inconclusive", "none", int(exc.exit_code)
     report.message = "the check did not start"
@@ -245,7 +264,8 @@ def run(policies: list[Any], options: Any, report: CheckReport) -> int:
     gate = Gate(policies, options, router, sources, report, progress=view)
     try:
         with view if view is not None else contextlib.nullcontext():
-            code = asyncio.run(_main(gate, report))
+            # with the live view the error is in its final summary: an echo now would tear it
+            code = asyncio.run(_main(gate, report, echo_errors=view is None))
     finally:
         report.api_calls = calls.as_dict()
         clients.close()
@@ -256,7 +276,7 @@ def run(policies: list[Any], options: Any, report: CheckReport) -> int:
     return code
 
 
-async def _main(gate: Any, report: CheckReport) -> int:
+async def _main(gate: Any, report: CheckReport, *, echo_errors: bool = True) -> int:
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -285,13 +305,15 @@ async def _main(gate: Any, report: CheckReport) -> int:
             report.action = "superseded"
         elif exc.exit_code == ExitCode.ACTION_FAILED:
             report.action = "failed"
-        click.echo(f"error: {redact_text(str(exc))}", err=True)
+        if echo_errors:
+            click.echo(f"error: {redact_text(str(exc))}", err=True)
         return int(exc.exit_code)
     except Exception as exc:  # a bug: still write the report, and say so
         log.exception("check_crashed")
         report.error = redact_text(f"internal error: {type(exc).__name__}: {exc}")
         report.exit_code = int(ExitCode.ACTION_FAILED)
-        click.echo(f"error: {report.error}", err=True)
+        if echo_errors:
+            click.echo(f"error: {report.error}", err=True)
         return int(ExitCode.ACTION_FAILED)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -301,15 +323,13 @@ async def _main(gate: Any, report: CheckReport) -> int:
 
 def _terminal_view() -> Any:
     """The live rich view when stderr is a terminal and logs are not forced to JSON."""
-    ctx = click.get_current_context(silent=True)
-    fmt = ctx.find_root().params.get("log_format") if ctx is not None else None
-    fmt = fmt or os.environ.get("DEPLOY_GUARD_LOG_FORMAT", "auto")
-    if not sys.stderr.isatty() or fmt == "json":
+    from deploy_guard.commands import terminal_output
+
+    # the view shows progress; info logs would tear it, whatever --log-level says
+    if not terminal_output(keep_explicit_level=False):
         return None
-    from deploy_guard import log as guard_log
     from deploy_guard.report.terminal import TerminalView
 
-    guard_log.configure(level="warning")  # the view shows progress; logs would tear it
     return TerminalView()
 
 

@@ -28,20 +28,23 @@ In a bash script (exec, so that $EMU_PID is the emulator itself):
   read -r line <&"${EMU[0]}" && export "$line"
   ...
   kill "$EMU_PID"; wait "$EMU_PID"
+
 \b
 In Python, build clients with deploy_guard.gcp.clients.Clients.from_env(), or
 pass a channel yourself:
   ServicesClient(transport=ServicesGrpcTransport(
       channel=grpc.insecure_channel("127.0.0.1:PORT")))
+
 \b
 A revision's containers[0].command + args runs as a local process with PORT,
 K_SERVICE, K_REVISION, K_CONFIGURATION and the template's env; its URL and tag
 URLs are loopback addresses in the Service's uri and traffic_statuses[].uri.
+
 \b
 Faults: --fault ListLogEntries=UNAVAILABLEx2 --fault UpdateService=ABORTED
         --fault ListTimeSeries=delay:2s
 Stop it with Ctrl-C, SIGTERM or SIGHUP: every revision process stops with it.
-See docs/emulator.md.
+See docs/emulator.md (it walks through a check and a rollback by hand).
 """
 
 

@@ -9,6 +9,7 @@ message``) and the exit code is 0 when all files are valid, 2 when not.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -35,7 +36,7 @@ def _summary(files: int, valid: int, problems: list[Problem]) -> str:
     )
 
 
-@policy.command("validate")
+@policy.command("validate", short_help="Check policy files or folders; report every problem.")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str))
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the problems as a JSON list (for tools)."
@@ -46,6 +47,13 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
     Exit 0 when every file is valid, 2 when any is not.
     """
     targets = list(paths) or ["policies/"]
+    if not paths and not Path("policies").is_dir():
+        click.echo(
+            "error: no policies/ folder here: run it from your repository's root, or name "
+            "the policy files or folders (deploy-guard policy validate path/to/policy.yaml)",
+            err=True,
+        )
+        raise SystemExit(int(ExitCode.USAGE))
     try:
         files, policies, problems = check_paths(targets)
     except Exception as exc:  # a bug must still not print a traceback at the user
@@ -61,7 +69,7 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
         raise SystemExit(int(ExitCode.USAGE))
 
 
-@policy.command("schema")
+@policy.command("schema", short_help="Print the JSON Schema of policy files (for editors).")
 @click.option("--indent", default=2, show_default=True, help="JSON indentation.")
 def schema(indent: int) -> None:
     """Print the JSON Schema (draft 2020-12) of policy files, for editors.
@@ -75,10 +83,14 @@ def schema(indent: int) -> None:
     click.echo(json.dumps(policy_schema(), indent=indent or None))
 
 
-@policy.command("explain")
-@click.argument("file", type=click.Path(path_type=str))
+@policy.command("explain", short_help="Say in plain words what a policy file will do.")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=str))
 def explain(file: str) -> None:
-    """Say in plain words what the policy in FILE will do."""
+    """Say in plain words what the policy in FILE will do.
+
+    FILE is one policy file (policies/chat-agent.yaml); `policy validate`
+    takes folders.
+    """
     from deploy_guard.policy.explain import explain as explain_policy
 
     try:

@@ -308,6 +308,9 @@ def probe(
     policy's auth block, or (for https URLs) a Google ID token minted from a
     service account or the metadata server. The token is never printed.
     """
+    from deploy_guard.commands import terminal_output
+
+    terminal_output()  # progress lines on a terminal; info events would tear them
     # Wide enough for the table when piped (CI logs); a terminal uses its own width.
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     try:

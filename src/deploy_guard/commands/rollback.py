@@ -58,9 +58,13 @@ Examples:
 def rollback(
     service: str, to_revision: str | None, region: str | None, project: str | None, dry_run: bool
 ) -> None:
-    if not project or not region:
-        click.echo("error: --project (GOOGLE_CLOUD_PROJECT) and --region are required", err=True)
+    from deploy_guard.commands import missing_project_region, terminal_output
+
+    problem = missing_project_region(project, region)
+    if problem or not project or not region:
+        click.echo(f"error: {problem}", err=True)
         sys.exit(int(ExitCode.USAGE))
+    terminal_output()  # the one-line outcome is what a person reads; events stay in JSON logs
     from deploy_guard.gcp.errors import map_credentials_error
 
     try:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -71,6 +72,36 @@ from deploy_guard.emulator.contracts import (
 from deploy_guard.log import get_logger, redact_text
 
 _log = get_logger("deploy_guard.emulator.router")
+
+
+class _OneLineHttpLog(logging.Logger):
+    """aiohttp's request-handler log: a bad request is one warning, never a traceback.
+
+    A client that is not HTTP (a gRPC client given a router URL instead of the
+    emulator's address) makes aiohttp log "Error handling request" with a
+    traceback on the emulator's terminal; the cause fits on one line.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("deploy_guard.emulator.router.http")
+
+    def _log(  # type: ignore[override]
+        self, level: int, msg: object, args: Any, exc_info: Any = None, **_kw: Any
+    ) -> None:
+        if level < logging.WARNING:
+            return
+        text = str(msg) % args if args else str(msg)
+        error = exc_info if isinstance(exc_info, BaseException) else None
+        _log.warning(
+            "router_bad_request",
+            detail=text,
+            error=f"{type(error).__name__}: {error}".splitlines()[0] if error else None,
+            hint="is this client speaking HTTP? gRPC clients need the emulator's own address "
+            "(DEPLOY_GUARD_EMULATOR_HOST), not a service URL",
+        )
+
+
+_HTTP_LOG = _OneLineHttpLog()
 
 #: Headers that belong to one hop (RFC 9110 section 7.6.1): never forwarded.
 _HOP_BY_HOP = frozenset(
@@ -256,7 +287,7 @@ class Router:
                     return _unavailable()
                 return await self._handle(key, request)
 
-            server = web.Server(handle, access_log=None)
+            server = web.Server(handle, access_log=None, logger=_HTTP_LOG)
             runner = web.ServerRunner(server, shutdown_timeout=_STOP_GRACE_S)
             await runner.setup()
             site = web.TCPSite(runner, self._host, 0)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from deploy_guard.judge.assessment import Assessment, plural
 from deploy_guard.measurements import LogMeasurement
 from deploy_guard.policy.model import LogsSpec, Rule
-from deploy_guard.policy.units import format_duration
+from deploy_guard.policy.units import format_measured
 
 EVIDENCE = 3
 _TEXT_LIMIT = 200
@@ -42,7 +42,7 @@ def assess_logs(rule: Rule, m: LogMeasurement) -> Assessment:
     spec = rule.logs
     assert spec is not None
     count = _observed(spec, m)
-    window = format_duration(m.window_seconds) if m.window_seconds else "the window"
+    window = format_measured(m.window_seconds) if m.window_seconds else "the window"
     what = "matches" if spec.patterns else "entries"
     checks: list[tuple[bool, str]] = []  # (exceeded, threshold words)
     observed: float = float(count)

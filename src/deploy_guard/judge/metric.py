@@ -11,7 +11,7 @@ from __future__ import annotations
 from deploy_guard.judge.assessment import Assessment
 from deploy_guard.measurements import MetricMeasurement
 from deploy_guard.policy.model import MetricSpec, Rule
-from deploy_guard.policy.units import format_duration, format_ratio
+from deploy_guard.policy.units import format_duration, format_measured, format_ratio
 
 
 def format_value(spec: MetricSpec, value: float) -> str:
@@ -21,6 +21,25 @@ def format_value(spec: MetricSpec, value: float) -> str:
     if spec.type == "latency":
         return format_duration(round(value, 6))
     return f"{value:g}"
+
+
+def format_observed(spec: MetricSpec, value: float, *, against: str | None = None) -> str:
+    """A measured value, rounded for reading (``1.4s``, ``2.35%``), never hiding a breach.
+
+    When rounding would make the value read the same as the limit it is
+    compared ``against`` ("1s is over 1s"), more digits are shown.
+    """
+    if spec.type == "error_rate":
+        text = f"{float(f'{value * 100:.3g}'):g}%"
+        exact = f"{value * 100:.6g}%"
+    elif spec.type == "latency":
+        text = format_measured(value)
+        exact = f"{value:.6g}s"
+    else:
+        return f"{value:g}"
+    if against is not None and text == against:
+        return exact
+    return text
 
 
 def _name(spec: MetricSpec) -> str:
@@ -47,7 +66,7 @@ def assess_metric(rule: Rule, m: MetricMeasurement) -> Assessment:
     spec = rule.metric
     assert spec is not None
     threshold = _threshold(spec)
-    window = format_duration(m.window_seconds or spec.window)
+    window = format_measured(m.window_seconds) if m.window_seconds else format_duration(spec.window)
     where = f"revision {m.revision}" if m.revision else "the candidate revision"
     value = m.value
     if value is None or m.requests < spec.min_requests:
@@ -61,13 +80,15 @@ def assess_metric(rule: Rule, m: MetricMeasurement) -> Assessment:
             message=f"only {m.requests} requests reached {where} in {window}; "
             f"min_requests is {spec.min_requests}; is it receiving traffic?",
         )
-    shown = format_value(spec, value)
+    shown = format_observed(spec, value)
     counts = f"{_name(spec)} {shown} over {m.requests} requests in {window}"
     broken: list[str] = []
     if spec.max is not None and value > spec.max:
-        broken.append(f"{shown} is over {format_value(spec, spec.max)}")
+        ceiling = format_value(spec, spec.max)
+        broken.append(f"{format_observed(spec, value, against=ceiling)} is over {ceiling}")
     if spec.min is not None and value < spec.min:
-        broken.append(f"{shown} is under {format_value(spec, spec.min)}")
+        floor = format_value(spec, spec.min)
+        broken.append(f"{format_observed(spec, value, against=floor)} is under {floor}")
     if spec.baseline is not None:
         base = m.baseline_value
         if base is None or m.baseline_requests < spec.min_requests:
@@ -85,9 +106,11 @@ def assess_metric(rule: Rule, m: MetricMeasurement) -> Assessment:
             counts += "; baseline: too few requests, not compared"
         else:
             limit = base * spec.baseline.factor + spec.baseline.plus
-            counts += f"; baseline {format_value(spec, base)}, limit {format_value(spec, limit)}"
+            limit_text = format_observed(spec, limit)
+            counts += f"; baseline {format_observed(spec, base)}, limit {limit_text}"
             if value > limit:
-                broken.append(f"{shown} is over baseline's limit {format_value(spec, limit)}")
+                over = format_observed(spec, value, against=limit_text)
+                broken.append(f"{over} is over baseline's limit {limit_text}")
     if broken:
         return Assessment("fail", m.complete, value, threshold, counts, message="; ".join(broken))
     return Assessment("pass", m.complete, value, threshold, counts)

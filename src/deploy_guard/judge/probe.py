@@ -16,7 +16,7 @@ from dataclasses import replace
 from deploy_guard.judge.assessment import Assessment, plural
 from deploy_guard.measurements import ProbeMeasurement
 from deploy_guard.policy.model import HttpSpec, Rule, WebSocketSpec
-from deploy_guard.policy.units import format_duration, format_ratio
+from deploy_guard.policy.units import format_measured, format_ratio
 
 #: How many failed attempts a result quotes as evidence.
 EVIDENCE = 3
@@ -95,7 +95,7 @@ def evidence(m: ProbeMeasurement) -> tuple[str, ...]:
         who = attempt.session or attempt.user or "attempt"
         lines.append(f"{who}: {attempt.detail or attempt.cause or 'failed'}")
     if m.first_failure_after is not None:
-        lines.append(f"first failure after {m.first_failure_after:.1f} s")
+        lines.append(f"first failure after {format_measured(m.first_failure_after)}")
     return tuple(lines)
 
 
@@ -138,7 +138,7 @@ def _fail_message(m: ProbeMeasurement, spec: HttpSpec | WebSocketSpec) -> str:
     unit = "session" if isinstance(spec, WebSocketSpec) else "request"
     ratio = format_ratio(spec.success_ratio)
     when = (
-        f" (first after {format_duration(m.first_failure_after)})"
+        f" (first after {format_measured(m.first_failure_after)})"
         if m.first_failure_after is not None
         else ""
     )

@@ -134,7 +134,7 @@ def _metric(spec: MetricSpec) -> Iterator[str]:
         limits.append(f"below {value(spec.min)}")
     if spec.baseline is not None:
         plus = f" + {value(spec.baseline.plus)}" if spec.baseline.plus else ""
-        limits.append(f"above the previous revision's x {spec.baseline.factor:g}{plus}")
+        limits.append(f"above {spec.baseline.factor:g} x the previous revision's {name}{plus}")
     yield f"Fails {_list(limits, 'or')}."
     yield f"With fewer than {spec.min_requests} requests in the window it has no data."
 

@@ -90,6 +90,30 @@ def format_duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def format_measured(seconds: float) -> str:
+    """A *measured* duration, rounded for reading (three significant digits).
+
+    :func:`format_duration` writes a policy's own values exactly as the user
+    wrote them; a clock reading such as 1.39799 s is noise past its third
+    digit: 1.39799 -> ``1.4s``, 16.6564 -> ``16.7s``, 0.82041 -> ``820ms``,
+    150.4 -> ``2m30s``.
+    """
+    if not math.isfinite(seconds):
+        return f"{seconds}s"
+    if seconds < 0:
+        return "-" + format_measured(-seconds)
+    millis = float(f"{seconds * 1000:.3g}")
+    if seconds > 0 and millis < 1000:
+        return f"{millis:g}ms"
+    if seconds < 99.95:
+        return f"{float(f'{seconds:.3g}'):g}s"
+    whole = round(seconds)
+    if whole < 120:
+        return f"{whole}s"
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest}s" if rest else f"{minutes}m"
+
+
 def format_ratio(ratio: float) -> str:
     """0.95 -> ``95%``."""
     return f"{ratio * 100:g}%"

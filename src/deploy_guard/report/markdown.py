@@ -37,6 +37,13 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _observed(value: Any) -> str:
+    """A rule's observed figure for people: four significant digits (the JSON keeps all)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return _cell(value)
+
+
 def _split(split: dict[str, int]) -> str:
     if not split:
         return "(none)"
@@ -73,7 +80,7 @@ def render_markdown(report: CheckReport) -> str:
             lines.append(
                 f"| {_ICON.get(r.get('status', ''), '')} | `{_cell(r.get('rule'))}` "
                 f"| {_cell(r.get('kind'))} | {_cell(r.get('status'))} "
-                f"| {_cell(r.get('observed'))} | {_cell(r.get('threshold'))} "
+                f"| {_observed(r.get('observed'))} | {_cell(r.get('threshold'))} "
                 f"| {_cell(r.get('counts'))} | {_cell(r.get('message'))} |"
             )
         evidence = [(r["rule"], e) for r in d["rules"] for e in r.get("evidence", [])[:3]]

@@ -30,6 +30,13 @@ _STYLE = {
 }
 
 
+def _label(report: CheckReport) -> tuple[str, str]:
+    """What the view calls the outcome: a check that could not run is an ERROR, not a verdict."""
+    if report.error and report.exit_code == 2:
+        return "ERROR", _STYLE["error"]
+    return report.verdict.upper(), _STYLE.get(report.verdict, "")
+
+
 def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
     """The view as a rich renderable, from the report alone (easy to test).
 
@@ -42,7 +49,7 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
         ("deploy-guard ", "bold"),
         (f"{report.service or '?'}/{report.revision}", "cyan"),
         f"  {report.timeline.elapsed():5.1f} s  ",
-        (report.verdict.upper(), _STYLE.get(report.verdict, "")) if done else ("running", "dim"),
+        _label(report) if done else ("running", "dim"),
     )
     table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
     for col in ("rule", "kind", "status", "counts", "message"):
@@ -67,14 +74,16 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
             detail = detail[: room - 1] + "…"
         lines.append(head_text, style="dim")
         lines.append(detail + "\n")
+    if not report.rules:  # stopped before any evidence (an unknown revision): no empty table
+        return Group(head, lines)
     return Group(head, table, lines)
 
 
 def summary(report: CheckReport) -> Text:
     """The last lines: verdict, action, traffic after, exit code."""
-    style = _STYLE.get(report.verdict, "")
+    label, style = _label(report)
     text = Text()
-    text.append(f"{report.verdict.upper()}", style=style)
+    text.append(label, style=style)
     text.append(f"  action={report.action}  exit={report.exit_code}\n")
     if report.message:
         text.append(report.message + "\n")
