@@ -120,15 +120,17 @@ def test_ctrl_c_cancels_the_probes_with_exit_130_and_no_traceback(
     import subprocess
     import sys
 
-    def default_sigint() -> None:  # a background test runner may ignore SIGINT
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-    args = [sys.executable, "-m", "deploy_guard", "--log-level", "warning", "probe"]
+    # A background test runner may start us with SIGINT ignored, and children inherit
+    # that; the child restores Python's handler itself (a preexec_fn would fork a process
+    # that has gRPC threads, which is unsafe).
+    main = (
+        "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "runpy.run_module('deploy_guard', run_name='__main__', alter_sys=True)"
+    )
+    args = [sys.executable, "-c", main, "--log-level", "warning", "probe"]
     args += ["--policy", str(policy_file), "--url", chat_process, "--rule", "chat-golden-path"]
     policy_file.write_text(policy_file.read_text().replace("hold: 1500ms", "hold: 60s"))
-    proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint
-    )
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     first = proc.stdout.readline()  # printed once the probes are about to start
     assert first.startswith("probing "), first

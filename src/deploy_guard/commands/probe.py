@@ -99,6 +99,12 @@ async def run_probe(
     but none has ended (a long hold). Plain lines, so the output reads the same
     in a terminal and in a CI log.
     """
+    # Printed from inside the loop: by now asyncio.run turns Ctrl-C into a clean
+    # cancellation of this task (before it, a SIGINT could land mid set-up).
+    names = ", ".join(r.name for r in rules)
+    console.print(
+        f"probing {redact_text(target.base_url)} with {policy.name}: {names}", highlight=False
+    )
     judging = _Judging(policy.model_copy(update={"rules": list(rules)}))
     last: dict[str, ProbeMeasurement] = {}
     loop = asyncio.get_running_loop()
@@ -335,9 +341,7 @@ def probe(
     except ConfigError as exc:
         click.echo(f"error: {redact_text(str(exc))}", err=True)
         raise SystemExit(int(exc.exit_code)) from None
-    names = ", ".join(r.name for r in rules)
     try:
-        console.print(f"probing {redact_text(url)} with {policy.name}: {names}", highlight=False)
         last, verdict = asyncio.run(run_probe(policy, rules, target, console))
     except KeyboardInterrupt:  # asyncio.run cancelled the probes, which closed their sockets
         click.echo("interrupted: every probe was cancelled; no verdict", err=True)
