@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +21,8 @@ from google.cloud import run_v2
 from deploy_guard.cli import cli
 from deploy_guard.emulator.server import EmulatorThread
 from deploy_guard.gcp.clients import Clients
+from waiting import process_gone as gone
+from waiting import wait_until
 
 HOST_LINE = re.compile(r"^DEPLOY_GUARD_EMULATOR_HOST=(127\.0\.0\.1:\d+)\n$")
 
@@ -35,15 +36,6 @@ def read_line(stream: IO[str], within_s: float = 30.0) -> str:
     if not box:
         raise AssertionError(f"no line on stdout within {within_s} s")
     return box[0]
-
-
-def gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (absent, or a zombie nobody reaped yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def wait_exit(proc: subprocess.Popen[str], within_s: float = 20.0) -> int:
@@ -105,10 +97,7 @@ def test_prints_host_first_serves_faults_and_leaves_no_process_after_sigterm(
 
     proc.send_signal(signal.SIGTERM)
     assert wait_exit(proc) == 0
-    deadline = time.monotonic() + 5
-    while not gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert gone(pid), f"revision process {pid} outlived the emulator"
+    wait_until(lambda: gone(pid), 5, f"revision process {pid} exiting with the emulator")
     assert proc.stdout is not None
     assert proc.stdout.read() == ""  # the host line was the only stdout output
 
@@ -139,10 +128,7 @@ def test_a_hang_up_stops_its_revisions_too(
         clients.close()
     proc.send_signal(signal.SIGHUP)  # the terminal it ran in was closed
     assert wait_exit(proc) == 0
-    deadline = time.monotonic() + 5
-    while not gone(pid) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert gone(pid), f"revision process {pid} outlived the emulator"
+    wait_until(lambda: gone(pid), 5, f"revision process {pid} exiting with the emulator")
 
 
 def test_a_bad_flag_is_a_usage_error_before_anything_starts() -> None:

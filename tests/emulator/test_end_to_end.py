@@ -3,7 +3,6 @@ Cloud Logging and Cloud Monitoring, read with the official clients only."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,16 +14,7 @@ from websockets.sync.client import connect
 
 from deploy_guard.emulator.server import EmulatorThread
 from deploy_guard.gcp.clients import Clients
-
-
-def poll(fetch: Any, within_s: float = 10.0) -> Any:
-    """``fetch()`` until it returns something truthy, or fail after ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while not (found := fetch()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"nothing found within {within_s} s")
-        time.sleep(0.02)
-    return found
+from waiting import wait_until
 
 
 def test_router_traffic_becomes_request_logs_counts_and_p99(
@@ -65,7 +55,7 @@ def test_router_traffic_becomes_request_logs_counts_and_p99(
             )
         )
 
-    requests = poll(
+    requests = wait_until(
         lambda: len(found := entries('log_id("run.googleapis.com/requests")')) == 11 and found
     )
     statuses = sorted(e.http_request.status for e in requests)
@@ -131,12 +121,12 @@ def test_a_revision_that_dies_after_ready_answers_503_and_says_so_in_its_logs(
     def status() -> int:
         return httpx.get(svc.uri, headers={"Connection": "close"}, timeout=10).status_code
 
-    poll(lambda: status() == 503)
-    poll(lambda: emulator.pids() == [])
+    wait_until(lambda: status() == 503)
+    wait_until(lambda: emulator.pids() == [])
 
     logging = gcp_clients.logging()
     project = [f"projects/{emulator.project}"]
-    system = poll(
+    system = wait_until(
         lambda: list(
             logging.list_log_entries(
                 resource_names=project,

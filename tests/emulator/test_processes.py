@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from deploy_guard.emulator.contracts import RequestRecord, RevisionRef
 from deploy_guard.emulator.processes import RevisionProcess
+from waiting import eventually
+from waiting import process_gone as gone
 
 REF = RevisionRef("local-project", "us-central1", "chat", "chat-00001-abc", "chat")
 
@@ -40,25 +42,6 @@ class RecordingSink:
         return "\n".join(line for _, _, line in self.lines)
 
 
-def gone(pid: int) -> bool:
-    """True once ``pid`` no longer runs (absent, or a zombie nobody reaped yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
-
-
-async def eventually(predicate: Any, within_s: float = 10.0) -> bool:
-    """Poll ``predicate`` until true or ``within_s``; the loop keeps running meanwhile."""
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
-
-
 def environ_of(pid: int) -> list[bytes]:
     return Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
 
@@ -81,7 +64,7 @@ async def test_ready_process_gets_cloud_run_env_and_its_output_reaches_the_sink(
             "GREETING=hi",
         ):
             assert pair.encode() in environ
-        assert await eventually(lambda: "listening on" in sink.text())
+        await eventually(lambda: "listening on" in sink.text())
         assert all(ref == REF for ref, _, _ in sink.lines)
     finally:
         await proc.stop()
@@ -125,11 +108,11 @@ async def test_stop_also_stops_what_the_revision_spawned(revision_app: Path) -> 
     script = f'sleep 300 & echo "child=$!"; exec "{sys.executable}" "{revision_app}"'
     proc = RevisionProcess(REF, ["sh", "-c", script], {}, sink)
     assert await proc.start(10.0) is None
-    assert await eventually(lambda: "child=" in sink.text())
+    await eventually(lambda: "child=" in sink.text())
     child = int(sink.text().split("child=")[1].split()[0])
     assert not gone(child)
     await proc.stop()
-    assert await eventually(lambda: gone(child), 5.0)
+    await eventually(lambda: gone(child), 5.0)
 
 
 async def test_a_command_that_does_not_exist_fails_cleanly(tmp_path: Path) -> None:

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +25,7 @@ from websockets.exceptions import ConnectionClosed, ConnectionClosedError, Inval
 
 from deploy_guard.emulator.contracts import Backend, RequestRecord, RevisionRef, Route
 from deploy_guard.emulator.router import Router
+from waiting import eventually
 
 # -- sinks and helpers -------------------------------------------------------------
 
@@ -52,15 +52,6 @@ class RecordingSink:
 class BrokenSink(RecordingSink):
     def request(self, record: RequestRecord) -> None:
         raise RuntimeError("sink is broken")
-
-
-async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
-    """Wait until ``check()`` holds, or fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.01)
 
 
 def ref(name: str) -> RevisionRef:

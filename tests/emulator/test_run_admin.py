@@ -16,6 +16,7 @@ from google.cloud import run_v2
 
 from deploy_guard.emulator.server import EmulatorThread
 from deploy_guard.gcp.clients import Clients
+from waiting import wait_until
 
 LATEST = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
 REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
@@ -353,12 +354,7 @@ def test_writes_leave_audit_entries_and_revision_output_is_in_cloud_logging(
             logging.list_log_entries(resource_names=[f"projects/{emulator.project}"], filter=wanted)
         )
 
-    deadline = time.monotonic() + 10
-    entries = found()
-    while not entries and time.monotonic() < deadline:
-        time.sleep(0.05)
-        entries = found()
-    assert entries, "the revision's stdout line never reached ListLogEntries"
+    entries = wait_until(found, 10, "the revision's stdout line in Logging")
     assert entries[0].resource.labels["service_name"] == "chat"
 
 

@@ -87,16 +87,6 @@ async def collect(rule: Rule, target: Any) -> list[Any]:
     return [m async for m in run_rule(rule, target)]
 
 
-async def wait_for(predicate: Callable[[], bool], within: float = 10.0) -> None:
-    """Wait until ``predicate()`` holds, polling; fail the test after ``within`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {within} s")
-        await asyncio.sleep(0.01)
-
-
 class ThreadServer:
     """An aiohttp app served from its own thread and loop, for sync (CLI) tests."""
 

@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from aiohttp import WSMsgType, web
-from probe_helpers import ChatFactory, collect, http_rule, wait_for, ws_rule
+from probe_helpers import ChatFactory, collect, http_rule, ws_rule
 
 from deploy_guard.errors import ConfigError
 from deploy_guard.policy.model import Rule
 from deploy_guard.probes.runner import run_rule, run_rules
 from deploy_guard.probes.target import Target
+from waiting import eventually
 
 Serve = Callable[[web.Application], Awaitable[str]]
 
@@ -81,14 +82,14 @@ async def test_cancelling_the_consumer_closes_every_socket(aiohttp_server: Serve
             pass
 
     task = asyncio.create_task(consume())
-    await wait_for(lambda: tracker.open == 10)
+    await eventually(lambda: tracker.open == 10)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     # the runner waited for its sessions: nothing of the client is left running at once...
     assert client_tasks() == []
     # ...and the server sees every socket closed
-    await wait_for(lambda: tracker.open == 0, within=5)
+    await eventually(lambda: tracker.open == 0, within=5)
     assert tracker.total == 10
 
 
@@ -106,7 +107,7 @@ async def test_closing_the_stream_after_the_first_failure_stops_all_sessions(
                 break
     assert seen[-1].failures_by_cause == {"close_code": 1}
     assert not seen[-1].complete
-    await wait_for(lambda: tracker.open == 0, within=5)
+    await eventually(lambda: tracker.open == 0, within=5)
     assert tracker.total <= 5  # the other users' sessions were cut, not run to the end
 
 
@@ -144,13 +145,13 @@ async def test_cancelling_run_rules_stops_every_rule(aiohttp_server: Serve) -> N
             pass
 
     task = asyncio.create_task(consume())
-    await wait_for(lambda: tracker.open == 6)
+    await eventually(lambda: tracker.open == 6)
     assert len(client_tasks()) >= 6  # the check below can see leaks: these are the workers
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert client_tasks() == []
-    await wait_for(lambda: tracker.open == 0, within=5)
+    await eventually(lambda: tracker.open == 0, within=5)
 
 
 async def test_a_non_probe_rule_is_refused_before_anything_runs() -> None:
@@ -177,8 +178,8 @@ async def test_consumer_cancelled_outside_the_generator_still_stops_sessions(
 
     task = asyncio.create_task(consume())
     await got_first.wait()
-    await wait_for(lambda: tracker.open >= 1)
+    await eventually(lambda: tracker.open >= 1)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    await wait_for(lambda: tracker.open == 0, within=5)
+    await eventually(lambda: tracker.open == 0, within=5)
