@@ -27,14 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from deploy_guard.errors import GuardError
 from deploy_guard.gcp.clients import Clients
-from deploy_guard.gcp.errors import ApiCalls, call
+from deploy_guard.gcp.errors import call
+from deploy_guard.gcp.source import RevisionSource
 from deploy_guard.logfilter import Filter, parse
 from deploy_guard.measurements import LogMeasurement
 
@@ -168,38 +169,23 @@ def to_entry(raw: Any, *, keep_doc: bool = False) -> Entry:
     )
 
 
-class CloudLogging:
-    """:class:`LogSource` over ``LoggingServiceV2Client.list_log_entries``."""
+class CloudLogging(RevisionSource):
+    """:class:`LogSource` over ``LoggingServiceV2Client.list_log_entries``.
+
+    Takes :class:`RevisionSource`'s arguments, plus ``page_size`` (at most
+    1,000) and ``max_pages``, the bound on pages read in one pass.
+    """
+
+    spec_field = "logs"
 
     def __init__(
-        self,
-        clients: Clients,
-        *,
-        project: str,
-        service: str,
-        revision: str,
-        rules: Sequence[Rule],
-        since: datetime,
-        baseline: Sequence[str] = (),
-        calls: ApiCalls | None = None,
-        retry_deadline: float = 30.0,
-        page_size: int = 1000,
-        max_pages: int = 5,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        self, clients: Clients, *, page_size: int = 1000, max_pages: int = 5, **scope: Any
     ) -> None:
-        self.clients = clients
-        self.project = project
-        self.service = service
-        self.revision = revision
-        self.rules = [r for r in rules if r.logs is not None]
-        self.since = since
-        wants_baseline = any(r.logs and r.logs.relative_to_baseline for r in self.rules)
-        self.baseline = list(baseline) if wants_baseline else []
-        self.calls = calls if calls is not None else ApiCalls()
-        self.retry_deadline = retry_deadline
+        super().__init__(clients, **scope)
+        if not any(r.logs and r.logs.relative_to_baseline for r in self.rules):
+            self.baseline = []  # read the baseline only for rules that compare with it
         self.page_size = min(page_size, 1000)
         self.max_pages = max_pages
-        self.now = now
         self._seen: set[str] = set()
         self._newest: datetime | None = None
         self._scanned = 0

@@ -19,14 +19,14 @@ That is ``value=None`` (no data), never zero and never a pass.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from deploy_guard.errors import GuardError
-from deploy_guard.gcp.clients import Clients
-from deploy_guard.gcp.errors import ApiCalls, call
+from deploy_guard.gcp.errors import call
+from deploy_guard.gcp.source import RevisionSource
 from deploy_guard.measurements import MetricMeasurement
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -79,33 +79,10 @@ def _point_value(point: Any) -> float:
     return 0.0
 
 
-class CloudMonitoring:
+class CloudMonitoring(RevisionSource):
     """:class:`MetricSource` over ``MetricServiceClient.list_time_series``."""
 
-    def __init__(
-        self,
-        clients: Clients,
-        *,
-        project: str,
-        service: str,
-        revision: str,
-        rules: Sequence[Rule],
-        since: datetime,
-        baseline: Sequence[str] = (),
-        calls: ApiCalls | None = None,
-        retry_deadline: float = 30.0,
-        now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self.clients = clients
-        self.project = project
-        self.service = service
-        self.revision = revision
-        self.rules = [r for r in rules if r.metric is not None]
-        self.since = since
-        self.baseline = list(baseline)
-        self.calls = calls if calls is not None else ApiCalls()
-        self.retry_deadline = retry_deadline
-        self.now = now
+    spec_field = "metric"
 
     async def measure(self, *, complete: bool) -> list[MetricMeasurement]:
         """One pass: every rule's queries at once (the last pass delays the verdict)."""
