@@ -120,6 +120,12 @@ def _check_path(value: str) -> str:
     return value
 
 
+#: A request path (``/health``), checked the same way for HTTP and WebSocket rules.
+RequestPath = Annotated[str, AfterValidator(_check_path)]
+#: Request headers whose values may reference the environment (``${NAME}``).
+Headers = Annotated[dict[str, str], AfterValidator(_check_env_refs)]
+
+
 # --------------------------------------------------------------------------- auth
 
 
@@ -181,9 +187,9 @@ class HttpSpec(_Model):
     """An ``http`` rule: send N requests, count the ones that meet ``expect``."""
 
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
-    path: str = "/"
+    path: RequestPath = "/"
     #: Values may reference the environment: ``"${API_KEY}"``.
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     body: str | None = None
     json: Any = None
     timeout: Duration = 5.0
@@ -191,16 +197,6 @@ class HttpSpec(_Model):
     concurrency: int = Field(default=1, ge=1, le=1000)
     expect: HttpExpect = Field(default_factory=HttpExpect)
     success_ratio: Ratio = 1.0
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        return _check_path(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_env_refs(value)
 
     @model_validator(mode="after")
     def _one_body(self) -> HttpSpec:
@@ -349,10 +345,10 @@ class Isolation(_Model):
 class WebSocketSpec(_Model):
     """A ``websocket`` rule: run ``sessions`` scenario cycles, ``concurrency`` at a time."""
 
-    path: str = "/"
+    path: RequestPath = "/"
     #: Extra query-string parameters; values may use {user} {session} {n}.
     query: dict[str, str] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     subprotocols: list[str] = Field(default_factory=list)
     connect_timeout: Duration = 5.0
     #: The JSON field of each received message that names the event.
@@ -368,16 +364,6 @@ class WebSocketSpec(_Model):
     concurrency: int = Field(default=1, ge=1, le=10_000)
     isolation: Isolation | None = None
     success_ratio: Ratio = 1.0
-
-    @field_validator("path")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        return _check_path(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return _check_env_refs(value)
 
     @field_validator("query")
     @classmethod
