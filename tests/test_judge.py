@@ -250,6 +250,17 @@ def test_missing_data_modes(missing: str, status: str, action: str) -> None:
         assert verdict.deciding == ("ws",)
 
 
+def test_a_failure_gives_its_deciding_rules_as_reasons_not_the_ignored_ones() -> None:
+    judge = Judge(policy(http_rule(), ws_rule(missing_data="ignore")))
+    judge.observe(http(10, 10, complete=True))
+    judge.observe(ws(0, error="cannot resolve host", complete=True))
+    verdict = judge.verdict()
+    assert verdict.status == "fail"
+    assert verdict.deciding == ("health",)
+    assert len(verdict.reasons) == 1
+    assert verdict.reasons[0].startswith("health: ")
+
+
 def test_missing_data_fail_decides_early_with_fail_fast() -> None:
     judge = Judge(policy(ws_rule(missing_data="fail"), http_rule()))
     judge.observe(ws(0, error="no token", complete=True))

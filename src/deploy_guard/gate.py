@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -63,6 +63,9 @@ _STATUS_ORDER = {"pass": 0, "warn": 1, "inconclusive": 2, "fail": 3}
 POLL_GRACE = 0.5
 #: Seconds between redraws of the progress view when nothing else changed.
 TICK = 0.5
+#: Bound (seconds) on the one log and metric pass that completes the report after
+#: fail-fast decided early: see :meth:`Gate._complete_evidence`.
+COMPLETION_BOUND = 5.0
 
 
 # -- options and interfaces -----------------------------------------------------------------
@@ -209,6 +212,16 @@ class Judges:
         return worst([j.verdict() for j in self.judges])
 
 
+def _waiting_for_sources(judges: Judges) -> list[RuleResult]:
+    """Log and metric rules with no decided result yet (their sources were still polling)."""
+    return [
+        r
+        for judge in judges.judges
+        for r in judge.results()
+        if r.kind in ("logs", "metric") and not r.decided
+    ]
+
+
 def worst(verdicts: Sequence[Verdict]) -> Verdict:
     """The most severe verdict, its rules merged with the others' (for the report)."""
     from dataclasses import replace
@@ -278,6 +291,12 @@ class _Run:
     expected: ServiceState | None = None
     temp_tag: str = ""
     first_failure: bool = False
+    #: The evidence sources of the check, once gathering started.
+    sources: Sources | None = None
+    #: Loop time by which the evidence phase had to end (the check's bound).
+    evidence_deadline: float = 0.0
+    #: Fail-fast decided while log or metric rules were still waiting for evidence.
+    cut_short: bool = False
 
 
 class Gate:
@@ -411,7 +430,10 @@ class Gate:
         self._event("revision_ready", revision=revision.short)
         target = await self._reach(before, revision, policies[0])
         verdict = await self._gather(judges, target, revision)
-        return await self._act_to_the_end(verdict)
+        report = await self._act_to_the_end(verdict)
+        if self.run_state.cut_short:
+            await self._complete_evidence(judges)
+        return report
 
     async def _act_to_the_end(self, verdict: Verdict) -> CheckReport:
         """Act on the verdict; a signal that lands meanwhile waits for the action.
@@ -429,6 +451,7 @@ class Gate:
                 raise
             self._event("signal_while_acting", note="finishing the action first")
             report = await task
+            self.run_state.cut_short = False  # stop after the action: no report-only pass
             self.report.error = "interrupted while acting: the action was finished first"
             return report
 
@@ -508,8 +531,9 @@ class Gate:
             since=self._since(judges, revision),
             rules=tuple(rules),
         )
-        sources = self.sources(scope)
+        sources = self.run_state.sources = self.sources(scope)
         bound = self._timeout(judges)
+        self.run_state.evidence_deadline = asyncio.get_running_loop().time() + bound
         # Every rule is in the report (and the live view) from the start, pending, in
         # policy order: a rule whose first snapshot comes late (a 60 s hold) still shows.
         self.report.set_rules([result for judge in judges.judges for result in judge.results()])
@@ -617,8 +641,64 @@ class Gate:
             if early is not None and (judges.fail_fast or early.status != "fail"):
                 if early.status == "fail":
                     self._event("fail_fast", deciding=list(early.deciding))
+                    self.run_state.cut_short = bool(_waiting_for_sources(judges))
                 return early
         return judges.final()
+
+    async def _complete_evidence(self, judges: Judges) -> None:
+        """After an early decision, one last log and metric pass, for the report only.
+
+        Fail-fast acts on the first failure; log and metric rules still waiting
+        then would be reported as they stood, a log rule "passing" on a pass that
+        ran before the candidate's 1011 lines were written. One pass, after the
+        action (it never delays a rollback) and bounded by :data:`COMPLETION_BOUND`
+        and the check's own bound, fills them in. The verdict and the action stand;
+        a pass that fails or is interrupted leaves the rules as they were judged.
+        """
+        sources = self.run_state.sources
+        kinds = {r.rule: r.kind for r in _waiting_for_sources(judges)}
+        if sources is None or not kinds:
+            return
+        waiting = list(kinds)
+        remaining = self.run_state.evidence_deadline - asyncio.get_running_loop().time()
+        bound = min(COMPLETION_BOUND, remaining)
+        if bound <= 0:
+            self._event("evidence_not_completed", rules=waiting, why="the check's bound is up")
+            return
+        passes: dict[str, Awaitable[Sequence[Measurement]]] = {}
+        if "logs" in kinds.values():
+            passes["logs"] = sources.logs.measure(complete=True, deadline=bound)
+        if "metric" in kinds.values():
+            passes["metrics"] = sources.metrics.measure(complete=True, deadline=bound)
+        try:
+            async with asyncio.timeout(bound):
+                batches = await asyncio.gather(*passes.values())
+        except TimeoutError:
+            self._event("evidence_not_completed", rules=waiting, why=f"no answer in {bound:.1f} s")
+            return
+        except Exception as exc:  # the action stands whatever this report-only pass hits
+            log.warning("evidence_completion_failed", error=f"{type(exc).__name__}: {exc}")
+            self._event("evidence_not_completed", rules=waiting, why=type(exc).__name__)
+            return
+        except asyncio.CancelledError:
+            # The action is done and verified: a signal now only ends the extra pass.
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            self._event("evidence_not_completed", rules=waiting, why="interrupted")
+            return
+        counted = self.report.evidence_passes
+        for source, batch in zip(passes, batches, strict=True):
+            if batch:
+                counted[source] = counted.get(source, 0) + 1
+        completed: dict[str, str] = {}
+        for m in (m for batch in batches for m in batch):
+            result = judges.observe(m)
+            if result is not None and result.rule in kinds:
+                self.report.update_rule(result)
+                completed[result.rule] = result.status
+        self._sync_calls()
+        self._event("evidence_completed", rules=completed)
 
     def _on_result(self, result: RuleResult) -> None:
         self.report.update_rule(result)

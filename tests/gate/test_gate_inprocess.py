@@ -6,6 +6,7 @@ import itertools
 from pathlib import Path
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from deploy_guard.gate import CheckOptions, Gate, cloud_sources
@@ -92,3 +93,55 @@ async def test_the_view_lists_every_rule_from_the_start_and_keeps_ticking(
     times = [t for t, _ in view.calls if t >= started.t]
     assert times[-1] > failed.t
     assert max(b - a for a, b in itertools.pairwise(times)) < 1.5
+
+
+def _gate(gcp_clients: Any, emulator: Any, cand: str, **options: Any) -> Gate:
+    router = CloudRun(gcp_clients, emulator.project, emulator.region, calls=ApiCalls())
+    opts = CheckOptions(project=emulator.project, region=emulator.region, revision=cand, **options)
+    sources = cloud_sources(gcp_clients, router.calls)
+    return Gate([load_file(POLICY)], opts, router, sources, CheckReport(revision=cand))
+
+
+async def test_after_fail_fast_one_more_log_pass_completes_the_report(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    """The probe decides at the 1011; the log rule, still waiting, gets its evidence after."""
+    base = chat.first()
+    # 1011 at 3 s: the log rule's first pass (at most 0.5 s in) sees nothing; the next
+    # would be 30 s later, so only the pass after the decision can see the error lines
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "3"}, percent=25)
+    gate = _gate(gcp_clients, emulator, cand, log_interval=30)
+    report = await gate.run()
+    assert report.action == "rolled_back"
+    assert chat.serving() == {base: 100}
+    assert report.deciding == ["chat-held"]  # the verdict stands as decided
+    logs_rule = {r["rule"]: r for r in report.rules}["no-1011-in-logs"]
+    assert logs_rule["status"] == "fail", logs_rule
+    assert "close code 1011" in " ".join(logs_rule["evidence"]), logs_rule
+    events = [e.event for e in report.timeline.events]
+    assert events.index("rollback_verified") < events.index("evidence_completed")
+    completed = report.timeline.first("evidence_completed")
+    assert completed is not None
+    assert completed.detail["rules"] == {"no-1011-in-logs": "fail"}
+    assert report.evidence_passes["logs"] == 2  # the first pass and the completing one
+
+
+async def test_the_completing_pass_is_bounded_and_never_changes_the_action(
+    chat: Any, gcp_clients: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deploy_guard.gate as gate_module
+
+    monkeypatch.setattr(gate_module, "COMPLETION_BOUND", 0.5)
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=25)
+    emulator.faults.delay("ListLogEntries", 3.0)  # Logging answers too slowly for it
+    gate = _gate(gcp_clients, emulator, cand, log_interval=30)
+    report = await gate.run()
+    assert report.action == "rolled_back"
+    assert report.exit_code == 1
+    assert chat.serving() == {base: 100}
+    missed = report.timeline.first("evidence_not_completed")
+    assert missed is not None
+    assert missed.detail["rules"] == ["no-1011-in-logs"]
+    assert "no answer in 0.5 s" in missed.detail["why"]
+    assert report.timeline.first("evidence_completed") is None

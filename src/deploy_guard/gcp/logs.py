@@ -50,15 +50,23 @@ _SEVERITIES.append("EMERGENCY")
 
 
 class LogSource(Protocol):
-    """Gives the judge one snapshot per logs rule per pass."""
+    """Gives the judge one snapshot per logs rule per pass.
 
-    async def measure(self, *, complete: bool) -> list[LogMeasurement]: ...
+    ``deadline`` bounds a pass's API calls, retries included (None: the
+    source's own bound).
+    """
+
+    async def measure(
+        self, *, complete: bool, deadline: float | None = None
+    ) -> list[LogMeasurement]: ...
 
 
 class NoLogs:
     """Stands in when a policy has no logs rules: no query, no measurement."""
 
-    async def measure(self, *, complete: bool) -> list[LogMeasurement]:
+    async def measure(
+        self, *, complete: bool, deadline: float | None = None
+    ) -> list[LogMeasurement]:
         return []
 
 
@@ -240,22 +248,25 @@ class CloudLogging(RevisionSource):
     def _patterns_or_none(rule: Rule) -> list[str]:
         return list(rule.logs.patterns) if rule.logs else []
 
-    async def measure(self, *, complete: bool) -> list[LogMeasurement]:
+    async def measure(
+        self, *, complete: bool, deadline: float | None = None
+    ) -> list[LogMeasurement]:
         """One pass: query, count, and hand back a cumulative snapshot per rule."""
         if not self.rules:
             return []
         flt = self.current_filter()
         self.filters.append(flt)
         try:
-            entries = await asyncio.to_thread(self._fetch, flt)
+            entries = await asyncio.to_thread(self._fetch, flt, deadline)
         except GuardError as exc:
             return [self._snapshot(r, complete=complete, error=str(exc)) for r in self.rules]
         for entry in entries:
             self._count(entry)
         return [self._snapshot(r, complete=complete) for r in self.rules]
 
-    def _fetch(self, flt: str) -> list[Entry]:
+    def _fetch(self, flt: str, deadline: float | None = None) -> list[Entry]:
         client = self.clients.logging()
+        retry_deadline, timeout = self.bounds(deadline)
         request = {
             "resource_names": [f"projects/{self.project}"],
             "filter": flt,
@@ -266,7 +277,7 @@ class CloudLogging(RevisionSource):
         def fetch(retry: Any) -> list[Entry]:
             # The first page is the call that ``call`` counts; each later page
             # is another ListLogEntries against the quota, so count it too.
-            pager = client.list_log_entries(request=request, retry=retry)
+            pager = client.list_log_entries(request=request, retry=retry, timeout=timeout)
             out: list[Entry] = []
             self._truncated = False
             for n, page in enumerate(pager.pages):
@@ -285,7 +296,7 @@ class CloudLogging(RevisionSource):
             what=f"reading logs of {self.revision}",
             calls=self.calls,
             method="ListLogEntries",
-            deadline=self.retry_deadline,
+            deadline=retry_deadline,
         )
 
     def _count(self, entry: Entry) -> None:

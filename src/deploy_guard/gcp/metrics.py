@@ -39,15 +39,23 @@ MIN_ALIGNMENT = 60
 
 
 class MetricSource(Protocol):
-    """Gives the judge one snapshot per metric rule per pass."""
+    """Gives the judge one snapshot per metric rule per pass.
 
-    async def measure(self, *, complete: bool) -> list[MetricMeasurement]: ...
+    ``deadline`` bounds a pass's API calls, retries included (None: the
+    source's own bound).
+    """
+
+    async def measure(
+        self, *, complete: bool, deadline: float | None = None
+    ) -> list[MetricMeasurement]: ...
 
 
 class NoMetrics:
     """Stands in when a policy has no metric rules."""
 
-    async def measure(self, *, complete: bool) -> list[MetricMeasurement]:
+    async def measure(
+        self, *, complete: bool, deadline: float | None = None
+    ) -> list[MetricMeasurement]:
         return []
 
 
@@ -84,25 +92,32 @@ class CloudMonitoring(RevisionSource):
 
     spec_field = "metric"
 
-    async def measure(self, *, complete: bool) -> list[MetricMeasurement]:
+    async def measure(
+        self, *, complete: bool, deadline: float | None = None
+    ) -> list[MetricMeasurement]:
         """One pass: every rule's queries at once (the last pass delays the verdict)."""
         return list(
             await asyncio.gather(
-                *(asyncio.to_thread(self._measure_rule, rule, complete) for rule in self.rules)
+                *(
+                    asyncio.to_thread(self._measure_rule, rule, complete, deadline)
+                    for rule in self.rules
+                )
             )
         )
 
-    def _measure_rule(self, rule: Rule, complete: bool) -> MetricMeasurement:
+    def _measure_rule(
+        self, rule: Rule, complete: bool, deadline: float | None = None
+    ) -> MetricMeasurement:
         spec = rule.metric
         assert spec is not None
         end = self.now()
         start = max(self.since, end - timedelta(seconds=spec.window))
         window = max(0.0, (end - start).total_seconds())
         try:
-            cand = self._figure(rule, self.revision, start, end)
+            cand = self._figure(rule, self.revision, start, end, deadline)
             base = Figure(None, 0)
             if spec.baseline is not None and self.baseline:
-                base = self._combined_baseline(rule, start, end)
+                base = self._combined_baseline(rule, start, end, deadline)
         except GuardError as exc:
             return MetricMeasurement(
                 rule=rule.name,
@@ -125,9 +140,11 @@ class CloudMonitoring(RevisionSource):
             revision=self.revision,
         )
 
-    def _combined_baseline(self, rule: Rule, start: datetime, end: datetime) -> Figure:
+    def _combined_baseline(
+        self, rule: Rule, start: datetime, end: datetime, deadline: float | None
+    ) -> Figure:
         """The baseline revisions' figure, weighted by their requests."""
-        figures = [self._figure(rule, rev, start, end) for rev in self.baseline]
+        figures = [self._figure(rule, rev, start, end, deadline) for rev in self.baseline]
         known = [f for f in figures if f.value is not None]
         requests = sum(f.requests for f in figures)
         if not known:
@@ -138,7 +155,9 @@ class CloudMonitoring(RevisionSource):
         value = sum((f.value or 0.0) * f.requests for f in known) / weight
         return Figure(value, requests)
 
-    def _figure(self, rule: Rule, revision: str, start: datetime, end: datetime) -> Figure:
+    def _figure(
+        self, rule: Rule, revision: str, start: datetime, end: datetime, deadline: float | None
+    ) -> Figure:
         spec = rule.metric
         assert spec is not None
         by_class = self._query(
@@ -149,6 +168,7 @@ class CloudMonitoring(RevisionSource):
             aligner="ALIGN_DELTA",
             reducer="REDUCE_SUM",
             group_by=["metric.labels.response_code_class"],
+            deadline=deadline,
         )
         requests = int(sum(by_class.values()))
         if spec.type == "request_count":
@@ -167,6 +187,7 @@ class CloudMonitoring(RevisionSource):
             reducer=f"REDUCE_PERCENTILE_{pct}",
             group_by=[],
             combine=max,
+            deadline=deadline,
         )
         if not lat:
             return Figure(None, requests)
@@ -183,6 +204,7 @@ class CloudMonitoring(RevisionSource):
         reducer: str,
         group_by: list[str],
         combine: Callable[[list[float]], float] = sum,
+        deadline: float | None = None,
     ) -> dict[str, float]:
         """Each group's points combined (summed counts; the worst percentile)."""
         from google.cloud import monitoring_v3
@@ -202,10 +224,11 @@ class CloudMonitoring(RevisionSource):
             "view": monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
         }
         client = self.clients.metrics()
+        retry_deadline, timeout = self.bounds(deadline)
 
         def fetch(retry: Any) -> dict[str, float]:
             out: dict[str, float] = {}
-            for ts in client.list_time_series(request=request, retry=retry):
+            for ts in client.list_time_series(request=request, retry=retry, timeout=timeout):
                 key = ",".join(ts.metric.labels.get(g.rsplit(".", 1)[-1], "") for g in group_by)
                 values = [_point_value(p) for p in ts.points]
                 if values:
@@ -218,5 +241,5 @@ class CloudMonitoring(RevisionSource):
             what=f"reading {metric_type.rsplit('/', 1)[-1]} of {revision}",
             calls=self.calls,
             method="ListTimeSeries",
-            deadline=self.retry_deadline,
+            deadline=retry_deadline,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from deploy_guard.gcp.clients import Clients
 from deploy_guard.gcp.errors import ApiCalls
@@ -53,3 +53,16 @@ class RevisionSource:
         self.calls = calls if calls is not None else ApiCalls()
         self.retry_deadline = retry_deadline
         self.now = now
+
+    def bounds(self, deadline: float | None) -> tuple[float, Any]:
+        """One pass's retry deadline, and the per-call ``timeout`` to pass the client.
+
+        ``deadline=None``: the source's own ``retry_deadline`` and the client's
+        default timeout. A bounded pass (the report-only pass after a decision)
+        bounds each call too, so no worker thread outlives it by long.
+        """
+        if deadline is None:
+            from google.api_core.gapic_v1.method import DEFAULT
+
+            return self.retry_deadline, DEFAULT
+        return min(deadline, self.retry_deadline), deadline

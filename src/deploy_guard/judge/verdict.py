@@ -92,10 +92,15 @@ def _verdict(
     dry: tuple[str, ...],
     missing: Mapping[str, str],
 ) -> Verdict:
+    # What was ignored qualifies a pass, a warning or an inconclusive outcome; a
+    # failure stands on its deciding rules alone, whatever else had no data.
     ignored = tuple(
         f"{r.rule}: skipped, {r.status.replace('_', ' ')} (missing_data: ignore)"
         for r in results
-        if not r.dry_run and r.status in _MISSING and missing[r.rule] == "ignore"
+        if status != "fail"
+        and not r.dry_run
+        and r.status in _MISSING
+        and missing[r.rule] == "ignore"
     )
     return Verdict(
         status=status,
