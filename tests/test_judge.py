@@ -96,7 +96,7 @@ def logs(matches: int = 0, scanned: int = 100, **kw: Any) -> LogMeasurement:
     return LogMeasurement(
         rule=kw.pop("rule", "logs"),
         entries_scanned=scanned,
-        matches={"close code 1011": matches},
+        matches=kw.pop("matches_by", {"close code 1011": matches}),
         window_seconds=kw.pop("window", 120.0),
         **kw,
     )
@@ -446,9 +446,13 @@ def test_logs_relative_to_baseline() -> None:
     assert "no baseline log entries were read" in missing.message
 
 
-def test_logs_without_patterns_count_every_entry() -> None:
+def test_logs_without_patterns_count_the_entries_their_own_filter_selected() -> None:
     rule = logs_rule(patterns=[], max_count=5)
-    assert Judge(policy(rule)).observe(logs(0, scanned=6, complete=True)).status == "fail"
+    own = logs(scanned=6, matches_by={"*": 6}, complete=True)
+    assert Judge(policy(rule)).observe(own).status == "fail"
+    # six entries read, all brought in by another rule's filter: none is this rule's
+    others = logs(scanned=6, matches_by={"*": 0}, complete=True)
+    assert Judge(policy(rule)).observe(others).status == "pass"
 
 
 # -- metrics ------------------------------------------------------------------------------------

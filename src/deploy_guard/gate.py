@@ -39,6 +39,7 @@ from deploy_guard.gcp.traffic import (
     pin_plan,
     rollback_plan,
     served_split,
+    settled,
     with_tag,
     without_tag,
 )
@@ -85,6 +86,9 @@ class CheckOptions:
     ready_timeout: float = 300.0
     #: Seconds between Cloud Logging passes while probes run (quota: 60 reads/min/project).
     log_interval: float = 10.0
+    #: Seconds to wait after the probes end before the last Cloud Logging pass, for
+    #: entries still being ingested (Cloud Logging gives no bound; usually seconds).
+    log_settle: float = 0.0
     #: Seconds between Cloud Monitoring passes (points arrive each 60 s at best).
     metric_interval: float = 60.0
     #: Bound on retrying one Cloud API call's transient errors.
@@ -222,13 +226,31 @@ def _waiting_for_sources(judges: Judges) -> list[RuleResult]:
     ]
 
 
+#: When policies with the same outcome ask for different actions, the strongest wins:
+#: one policy that wants a failing candidate rolled back is enough.
+_ACTION_ORDER = {"none": 0, "promote": 1, "hold": 2, "rollback": 3}
+
+
 def worst(verdicts: Sequence[Verdict]) -> Verdict:
-    """The most severe verdict, its rules merged with the others' (for the report)."""
+    """The most severe verdict, its rules merged with the others' (for the report).
+
+    Policies that share that outcome all count, whatever their order: their
+    reasons and deciding rules are merged, and the strongest action any of them
+    asks for is taken (a pass promotes if any passing policy says ``on_pass:
+    promote``; a failure rolls back if any failing one says ``on_fail: rollback``).
+    """
     from dataclasses import replace
 
     top = max(verdicts, key=lambda v: _STATUS_ORDER.get(v.status, 2))
-    rules = tuple(r for v in verdicts for r in v.rules)
-    return replace(top, rules=rules)
+    same = [v for v in verdicts if v.status == top.status]
+    action = max((v.action for v in same), key=lambda a: _ACTION_ORDER.get(a, 0))
+    return replace(
+        top,
+        action=action,
+        rules=tuple(r for v in verdicts for r in v.rules),
+        reasons=tuple(reason for v in same for reason in v.reasons),
+        deciding=tuple(rule for v in same for rule in v.deciding),
+    )
 
 
 async def probe_token(
@@ -297,6 +319,8 @@ class _Run:
     evidence_deadline: float = 0.0
     #: Fail-fast decided while log or metric rules were still waiting for evidence.
     cut_short: bool = False
+    #: The verdict is reached and acted on: signals no longer change the outcome.
+    decided: bool = False
 
 
 class Gate:
@@ -319,6 +343,8 @@ class Gate:
         self.report = report
         self.progress = progress or NoProgress()
         self.run_state = _Run()
+        #: The candidate's short name (``--revision`` may be a full resource name).
+        self.candidate = options.revision.rsplit("/", 1)[-1]
 
     # .. small helpers ..
     def _event(self, name: str, **detail: Any) -> None:
@@ -352,7 +378,9 @@ class Gate:
         warm = asyncio.ensure_future(asyncio.to_thread(warm_imports))
         ticker = asyncio.ensure_future(self._tick())
         try:
-            return await self._check(service)
+            report = await self._check(service)
+            self.run_state.decided = True
+            return report
         except asyncio.CancelledError:
             self.report.error = "the check was interrupted (signal or cancellation)"
             self._finish(
@@ -420,13 +448,19 @@ class Gate:
             raise ConfigError(
                 f"revision {opts.revision} belongs to service {revision.service}, not {service}"
             )
-        # Read the split only once the candidate is Ready: a LATEST entry follows the
-        # newest Ready revision, so read earlier it would name the base while the
-        # candidate is about to take that share.
-        before = await self.router.get_service(service)
+        # Read the split only once the candidate is Ready and Cloud Run has finished
+        # routing: a LATEST entry follows the newest Ready revision, and while the
+        # service reconciles traffic_statuses may still show the split from before
+        # the deploy (the candidate would look like it held no traffic).
+        if revision.ready is True:
+            before = await self.router.wait_settled(service, opts.ready_timeout)
+        else:
+            before = await self.router.get_service(service)
         self._record(before)
         if revision.ready is not True:
             return await self._never_started(revision)
+        if not settled(before):
+            return self._unsettled(before)
         self._event("revision_ready", revision=revision.short)
         target = await self._reach(before, revision, policies[0])
         verdict = await self._gather(judges, target, revision)
@@ -460,13 +494,24 @@ class Gate:
         split = served_split(before)
         self.report.traffic_before = split
         self.report.traffic_after = dict(split)
-        self.report.baseline = sorted(r for r in split if r != self.options.revision)
+        self.report.baseline = sorted(r for r in split if r != self.candidate)
         self._event(
             "traffic_recorded",
             traffic=describe(split),
             generation=before.generation,
             latest_created=before.latest_created_revision,
         )
+
+    def _unsettled(self, state: ServiceState) -> CheckReport:
+        why = (
+            f"{state.short} was still reconciling {self.options.ready_timeout:.0f} s after "
+            f"{self.candidate} became Ready (generation {state.generation}, observed "
+            f"{state.observed_generation}): what it serves cannot be known, so nothing was "
+            "probed or changed"
+        )
+        self.report.reasons = [why]
+        self._event("decision", verdict="inconclusive", action="hold", reason=why)
+        return self._finish("inconclusive", "held", ExitCode.INCONCLUSIVE, why)
 
     async def _never_started(self, revision: RevisionState) -> CheckReport:
         why = (
@@ -475,8 +520,14 @@ class Gate:
             else f"revision {revision.short} was not Ready after {self.options.ready_timeout:.0f} s"
         )
         self.report.reasons = [why]
-        self._event("decision", verdict="fail", reason=why)
         self.report.verdict = "fail"
+        rollback = any(p.on_fail == "rollback" for p in self.policies)
+        if not rollback or self.options.dry_run:
+            action = "none (dry run; would rollback)" if rollback else "none"
+            self._event("decision", verdict="fail", action=action, reason=why)
+            word = "dry run: would roll back" if rollback else "on_fail: none"
+            return self._finish("fail", "none", ExitCode.FAIL, f"{why} ({word})")
+        self._event("decision", verdict="fail", action="rollback", reason=why)
         return await self._rollback(why)
 
     async def _reach(self, before: ServiceState, revision: RevisionState, policy: Policy) -> Target:
@@ -489,11 +540,21 @@ class Gate:
             assert self.run_state.expected is not None
             self.run_state.temp_tag = self.report.temporary_tag = tag
             self._event("tag_requested", tag=tag)
-            state = await self.router.set_traffic(
-                self.run_state.expected,
-                with_tag(self.run_state.expected, revision.short, tag),
-                why="temporary tag to reach the candidate",
+            write = asyncio.ensure_future(
+                self.router.set_traffic(
+                    self.run_state.expected,
+                    with_tag(self.run_state.expected, revision.short, tag),
+                    why="temporary tag to reach the candidate",
+                )
             )
+            try:
+                state = await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # The write runs on in its worker thread: let it land, so the clean-up
+                # removes the tag it adds instead of racing it (and missing it).
+                with contextlib.suppress(Exception):
+                    await write
+                raise
             self.run_state.expected = state
             found = find_tag_uri(state, revision.short)
             if found is None:
@@ -542,14 +603,25 @@ class Gate:
         probes_started, probes_done = asyncio.Event(), asyncio.Event()
         probe_rules = [r for r in rules if r.kind in ("http", "websocket")]
 
-        def poller(source: str, measure: Callable[..., Any], interval: float) -> Any:
-            return self._poll(source, measure, interval, probes_started, probes_done, queue)
+        def poller(
+            source: str, measure: Callable[..., Any], interval: float, settle: float = 0.0
+        ) -> Any:
+            return self._poll(
+                source, measure, interval, probes_started, probes_done, queue, settle=settle
+            )
 
         tasks = [
             asyncio.create_task(
                 self._pump_probes(sources.probes, probe_rules, target, queue, probes_started)
             ),
-            asyncio.create_task(poller("logs", sources.logs.measure, self.options.log_interval)),
+            asyncio.create_task(
+                poller(
+                    "logs",
+                    sources.logs.measure,
+                    self.options.log_interval,
+                    self.options.log_settle,
+                )
+            ),
             asyncio.create_task(
                 poller("metrics", sources.metrics.measure, self.options.metric_interval)
             ),
@@ -599,11 +671,14 @@ class Gate:
         probes_started: asyncio.Event,
         probes_done: asyncio.Event,
         queue: asyncio.Queue[Measurement | None],
+        *,
+        settle: float = 0.0,
     ) -> None:
         """Passes every ``interval`` s while probes run, then one last complete pass.
 
         The first pass waits until the probes report (at most :data:`POLL_GRACE`
-        s); the last one starts the moment the probes complete.
+        s); the last one starts ``settle`` s after the probes complete (at once
+        by default).
         """
         passes = self.report.evidence_passes
         try:
@@ -617,6 +692,8 @@ class Gate:
                     queue.put_nowait(m)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(probes_done.wait(), interval)
+            if settle > 0:
+                await asyncio.sleep(settle)
             got = await measure(complete=True)
             if got:
                 passes[source] = passes.get(source, 0) + 1
@@ -753,7 +830,7 @@ class Gate:
     async def _rollback(self, reason: str) -> CheckReport:
         before = self.run_state.before
         assert before is not None
-        candidate = self.options.revision.rsplit("/", 1)[-1]
+        candidate = self.candidate
         try:
             spec = rollback_plan(before, candidate, drop_tags=[self.run_state.temp_tag])
         except ActionError:  # the candidate held all the traffic: no split to restore
@@ -784,7 +861,7 @@ class Gate:
     async def _promote(self, status: str) -> CheckReport:
         expected = self.run_state.expected
         assert expected is not None
-        candidate = self.options.revision.rsplit("/", 1)[-1]
+        candidate = self.candidate
         spec = pin_plan(expected, candidate, drop_tags=[self.run_state.temp_tag])
         self.report.verdict = status
         report = await self._write(
@@ -836,20 +913,38 @@ class Gate:
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
-            await task  # a second signal: finish removing the tag anyway
-            raise
+            await task  # a signal: finish removing the tag anyway
+            if not self.run_state.decided:
+                raise
+            # The check has its verdict and action: a signal now changes neither
+            # (nor the exit code a pipeline reads); it only ends the clean-up, done.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            self._event("signal_during_cleanup", note="the decision stands")
 
     async def _remove_tag(self, tag: str) -> None:
+        service = self.run_state.service
         try:
-            state = await self.router.get_service(self.run_state.service)
+            state = await self.router.get_service(service)
             spec = without_tag(state, tag)
-            if spec is not None:
+            if spec is None:
+                self._event("tag_not_found", tag=tag, note="nothing to remove")
+            else:
                 # Removing our own tag is the one write allowed on a changed service:
-                # it touches only the entry we added.
-                state = await self.router.set_traffic(state, spec, why="remove the temporary tag")
+                # it touches only the entry we added, in the spec as just read.
+                try:
+                    state = await self.router.set_traffic(
+                        state, spec, why="remove the temporary tag"
+                    )
+                except SupersededError:
+                    # someone deployed right after the removal: done if the tag is gone
+                    state = await self.router.get_service(service)
+                    if without_tag(state, tag) is not None:
+                        raise
+                self._event("tag_removed", tag=tag)
             self.run_state.temp_tag = ""
             self.report.traffic_after = served_split(state)
-            self._event("tag_removed", tag=tag)
         except GuardError as exc:
             self.report.error = (self.report.error or "") + f" could not remove tag {tag}: {exc}"
             self._event("tag_removal_failed", tag=tag, error=str(exc))

@@ -107,6 +107,32 @@ def test_a_revision_that_never_starts_fails_with_its_condition(chat: Any, check:
     assert chat.serving() == {base: 100}
 
 
+def test_a_revision_that_never_starts_under_dry_run_is_judged_not_acted_on(
+    chat: Any, check: Any
+) -> None:
+    import sys
+
+    chat.first()
+    cand = chat.candidate(command=[sys.executable, "-c", "import sys; sys.exit(3)"])
+    code, report = check(cand, "--ready-timeout", "20s", "--dry-run")
+    assert code == ExitCode.FAIL, report
+    assert report["action"] == "none"
+    assert "dry run: would roll back" in report["message"]
+    decision = next(e for e in report["timeline"] if e["event"] == "decision")
+    assert decision["detail"]["action"] == "none (dry run; would rollback)"
+    assert "UpdateService" not in report["api_calls"].get("run", {})
+
+
+def test_a_full_revision_resource_name_is_the_same_candidate(chat: Any, check: Any) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)
+    code, report = check(f"{chat.name}/revisions/{cand}", policy="chat-hold.yaml")
+    assert code == ExitCode.FAIL, report
+    assert report["baseline"] == [base]  # the candidate is never its own baseline
+    assert report["action"] == "rolled_back"
+    assert chat.serving() == {base: 100}
+
+
 def test_dry_run_judges_but_never_moves_traffic(chat: Any, check: Any) -> None:
     base = chat.first()
     cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)

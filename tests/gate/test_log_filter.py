@@ -9,7 +9,8 @@ from typing import Any
 from deploy_guard.emulator.contracts import RevisionRef
 from deploy_guard.gcp.errors import ApiCalls
 from deploy_guard.gcp.logs import CloudLogging, build_filter, quote, rule_clause
-from deploy_guard.policy.model import Rule
+from deploy_guard.judge import Judge
+from deploy_guard.policy.model import Policy, Rule
 
 
 def logs_rule(name: str, patterns: list[str], fragment: str | None = None) -> Rule:
@@ -85,6 +86,37 @@ async def test_rules_with_different_fragments_count_only_their_own_entries(
     assert got["errors"].samples[0]["text"] == "boom in api"
     assert got["db"].matches == {"boom": 1}
     assert got["db"].samples[0]["text"] == "boom in db"
+
+
+async def test_a_rule_without_patterns_is_judged_on_its_own_entries_only(
+    emulator: Any, gcp_clients: Any
+) -> None:
+    """No CRITICAL line: the INFO lines another rule's filter brought in must not fail it."""
+    ref = RevisionRef(emulator.project, emulator.region, "chat", "chat-00002-abc", "chat")
+    now = datetime.now(UTC)
+    for n in range(3):
+        line = {"severity": "INFO", "message": f"slow request {n}"}
+        emulator.logs.revision_output(ref, "stdout", json.dumps(line), now)
+    rules = [
+        logs_rule("no-critical", [], "severity>=CRITICAL"),
+        logs_rule("slow", ["slow request"], "severity>=INFO"),
+    ]
+    policy = Policy.model_validate(
+        {"version": 1, "name": "p", "services": ["chat"], "rules": [r.model_dump() for r in rules]}
+    )
+    source = CloudLogging(
+        gcp_clients,
+        project=emulator.project,
+        service="chat",
+        revision="chat-00002-abc",
+        rules=policy.rules,
+        since=now - timedelta(minutes=1),
+    )
+    judge = Judge(policy)
+    results = {m.rule: judge.observe(m) for m in await source.measure(complete=True)}
+    assert results["slow"].observed == 3
+    assert results["no-critical"].status == "pass", results["no-critical"]
+    assert results["no-critical"].observed == 0
 
 
 def test_severity_names_from_enum_or_int() -> None:

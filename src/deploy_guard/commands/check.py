@@ -99,7 +99,12 @@ def default_policy_paths() -> list[str]:
     help="Policy file or folder (repeatable) [default: ./policies].",
 )
 @click.option("--promote", is_flag=True, help="On pass, send 100 % of traffic to the revision.")
-@click.option("--dry-run", is_flag=True, help="Judge and report; never move traffic.")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Judge and report; never move traffic. (A candidate without a tag URL still gets a "
+    "temporary 0 % tag so the probes can reach it; it is removed afterwards.)",
+)
 @click.option("--report", "report_path", type=click.Path(), help="Write the JSON report here.")
 @click.option("--summary", "summary_path", type=click.Path(), help="Write a Markdown summary here.")
 @click.option(
@@ -123,6 +128,15 @@ def default_policy_paths() -> list[str]:
     metavar="DURATION",
     show_default=True,
     help="Time between Cloud Logging passes (its read quota is ~60/min per project).",
+)
+@click.option(
+    "--log-settle",
+    default="0s",
+    callback=_duration,
+    metavar="DURATION",
+    show_default=True,
+    help="Wait this long after the probes end before the last Cloud Logging pass, for "
+    "entries still being ingested (Cloud Logging's delay is usually seconds).",
 )
 @click.option(
     "--api-retry",
@@ -155,6 +169,7 @@ def check(
     timeout: float | None,
     ready_timeout: float | None,
     log_interval: float | None,
+    log_settle: float | None,
     api_retry: float | None,
     token_env: str | None,
     token_file: str | None,
@@ -178,6 +193,7 @@ def check(
             timeout=timeout,
             ready_timeout=ready_timeout if ready_timeout is not None else 300.0,
             log_interval=log_interval if log_interval is not None else 10.0,
+            log_settle=log_settle or 0.0,
             api_retry=api_retry if api_retry is not None else 30.0,
             token=TokenChoice(
                 token_env=token_env,

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
+from deploy_guard.errors import ActionError, ConfigError, SupersededError
 from deploy_guard.gcp.clients import Clients
 from deploy_guard.gcp.errors import ApiCalls, call
 from deploy_guard.gcp.traffic import (
@@ -34,6 +34,7 @@ from deploy_guard.gcp.traffic import (
     ServiceState,
     describe,
     served_split,
+    settled,
     shows,
     superseded_reason,
 )
@@ -59,6 +60,8 @@ class TrafficRouter(Protocol):
     async def get_service(self, service: str) -> ServiceState: ...
 
     async def wait_ready(self, service: str, revision: str, bound: float) -> RevisionState: ...
+
+    async def wait_settled(self, service: str, bound: float) -> ServiceState: ...
 
     async def set_traffic(
         self, expected: ServiceState, spec: Sequence[Allocation], *, why: str
@@ -97,6 +100,7 @@ def to_service_state(svc: Any) -> ServiceState:
         reconciling=bool(svc.reconciling),
         annotations=dict(svc.annotations),
         terminal_message=(terminal.message or "failed") if failed else "",
+        observed_generation=int(svc.observed_generation),
     )
 
 
@@ -247,6 +251,21 @@ class CloudRun:
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, self.poll_max)
 
+    async def wait_settled(self, service: str, bound: float) -> ServiceState:
+        """Poll the service until it is no longer reconciling, at most ``bound`` seconds.
+
+        Returns the last state read, settled or not (the caller decides what an
+        unsettled service means).
+        """
+        deadline = time.monotonic() + bound
+        delay = self.poll_initial
+        while True:
+            state = await self.get_service(service)
+            if settled(state) or time.monotonic() >= deadline:
+                return state
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, self.poll_max)
+
     # -- writes --------------------------------------------------------------
     async def set_traffic(
         self, expected: ServiceState, spec: Sequence[Allocation], *, why: str
@@ -254,9 +273,11 @@ class CloudRun:
         """Write ``spec`` as the service's traffic if nobody changed it; verify by re-read.
 
         Returns the verified state, which is the new ``expected`` for the next
-        write. Raises :class:`SupersededError` (nothing written) when the service
-        moved since ``expected``, :class:`ActionError` when the write or its
-        verification failed.
+        write. Raises :class:`SupersededError` when the service moved since
+        ``expected`` (nothing written), or when someone else changed it between
+        this write and its verification (the write is done; the state is not
+        the guard's); :class:`ActionError` when the write or its verification
+        failed.
         """
         raw = await self._get_service_raw(expected.name)
         now = to_service_state(raw)
@@ -273,8 +294,8 @@ class CloudRun:
         del updated.traffic[:]
         updated.traffic.extend(_to_targets(spec))
         log.info("traffic_write_requested", service=now.short, why=why, traffic=_spec_text(spec))
-        await self._update(updated, what=f"updating traffic of {now.short} ({why})")
-        return await self.verify(expected.name, spec)
+        written = await self._update(updated, what=f"updating traffic of {now.short} ({why})")
+        return await self.verify(expected.name, spec, written=written)
 
     async def set_annotation(self, expected: ServiceState, key: str, value: str) -> ServiceState:
         """Record ``key: value`` on the service (same refuse-if-changed rule as traffic)."""
@@ -290,19 +311,31 @@ class CloudRun:
         await self._update(updated, what=f"annotating {now.short}")
         return await self.get_service(expected.name)
 
-    async def _update(self, service: Any, *, what: str) -> None:
+    async def _update(self, service: Any, *, what: str) -> ServiceState:
+        """UpdateService and wait for its operation; the service as the write left it.
+
+        Only the request itself can be refused as stale (ABORTED or
+        FAILED_PRECONDITION: :class:`SupersededError`); an operation that fails
+        afterwards is an :class:`ActionError`, whatever its status.
+        """
+
         def write(retry: Any) -> Any:
-            op: Any = self.clients.services().update_service(
-                request={"service": service}, retry=retry
-            )
+            return self.clients.services().update_service(request={"service": service}, retry=retry)
+
+        op: Any = await self._run(write, method="UpdateService", what=what, writing=True)
+
+        def wait() -> Any:
             return op.result(timeout=self.verify_timeout, polling=self._polling())
 
         try:
-            await self._run(write, method="UpdateService", what=what, writing=True)
-        except GuardError:
-            raise
+            result = await asyncio.to_thread(wait)
         except Exception as exc:  # the operation itself failed (its error, not a transport one)
-            raise ActionError(f"{what}: the update operation failed: {exc}") from exc
+            from deploy_guard.log import redact_text
+
+            raise ActionError(
+                f"{what}: the update operation failed: {redact_text(str(exc))}"
+            ) from exc
+        return to_service_state(result)
 
     def _polling(self) -> Any:
         from google.api_core import retry as gretry
@@ -316,12 +349,27 @@ class CloudRun:
             timeout=self.verify_timeout,
         )
 
-    async def verify(self, service: str, spec: Sequence[Allocation]) -> ServiceState:
-        """Re-read until the service serves ``spec`` (bounded): the proof a change is done."""
+    async def verify(
+        self, service: str, spec: Sequence[Allocation], *, written: ServiceState | None = None
+    ) -> ServiceState:
+        """Re-read until the service serves ``spec`` (bounded): the proof a change is done.
+
+        ``written`` is the service as the guard's own write left it: a re-read
+        that shows a later change (a deploy landing right after the write) is
+        not adopted as the guard's state; :class:`SupersededError` says so.
+        """
         deadline = time.monotonic() + self.verify_timeout
         delay = self.poll_initial
         while True:
             state = await self.get_service(service)
+            moved = superseded_reason(written, state) if written is not None else None
+            if moved is not None:
+                log.warning("traffic_write_overtaken", service=state.short, reason=moved)
+                raise SupersededError(
+                    f"{moved} right after deploy-guard's own traffic change "
+                    f"({_spec_text(spec)}); it serves {describe(served_split(state))} now and "
+                    "deploy-guard will not write again; check it by hand."
+                )
             if shows(state, spec):
                 return state
             if state.terminal_message and not state.reconciling:

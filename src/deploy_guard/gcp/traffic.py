@@ -53,6 +53,20 @@ class ServiceState:
     reconciling: bool = False
     annotations: dict[str, str] = field(default_factory=dict)
     terminal_message: str = ""
+    #: The generation Cloud Run has finished acting on (0: not reported).
+    observed_generation: int = 0
+
+
+def settled(state: ServiceState) -> bool:
+    """True when Cloud Run has finished acting on the service's latest spec.
+
+    While ``reconciling``, ``traffic_statuses`` can still show the split from
+    before the last deploy: a LATEST entry resolves to the old revision, and a
+    split recorded then would say the candidate held no traffic.
+    """
+    if state.reconciling:
+        return False
+    return state.observed_generation == 0 or state.observed_generation >= state.generation
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from deploy_guard.judge.assessment import Assessment, plural
 from deploy_guard.measurements import LogMeasurement
-from deploy_guard.policy.model import LogsSpec, Rule
+from deploy_guard.policy.model import Rule
 from deploy_guard.policy.units import format_measured
 
 EVIDENCE = 3
@@ -20,11 +20,6 @@ _TEXT_LIMIT = 200
 
 def _per_minute(count: int, seconds: float) -> float:
     return count / (max(seconds, 60.0) / 60.0)
-
-
-def _observed(spec: LogsSpec, m: LogMeasurement) -> int:
-    """Pattern matches, or every entry the filter returned when the rule has no patterns."""
-    return m.total if spec.patterns else m.entries_scanned
 
 
 def _evidence(m: LogMeasurement) -> tuple[str, ...]:
@@ -41,7 +36,10 @@ def assess_logs(rule: Rule, m: LogMeasurement) -> Assessment:
     """Judge one pass of a logs rule (``decided`` is left to the caller's limits)."""
     spec = rule.logs
     assert spec is not None
-    count = _observed(spec, m)
+    # Pattern matches, or the entries the rule's own filter selected when it has no
+    # patterns (the source counts those under "*"). Never ``entries_scanned``: one
+    # query serves every logs rule, so that counts entries only another rule wanted.
+    count = m.total
     window = format_measured(m.window_seconds) if m.window_seconds else "the window"
     what = "matches" if spec.patterns else "entries"
     checks: list[tuple[bool, str]] = []  # (exceeded, threshold words)

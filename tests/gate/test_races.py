@@ -1,0 +1,122 @@
+"""The check when something happens at the worst moment: another deploy right after
+the guard's own write, a signal while a write is in flight or during the clean-up.
+
+In-process (the gate's Python API) against the emulator, so a test can choose the
+moment: a signal is the cancellation the CLI turns SIGINT/SIGTERM into.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deploy_guard.errors import SupersededError
+from deploy_guard.gate import CheckOptions, Gate, cloud_sources
+from deploy_guard.gcp.cloudrun import CloudRun
+from deploy_guard.gcp.errors import ApiCalls
+from deploy_guard.gcp.traffic import ServiceState
+from deploy_guard.policy import load_file
+from deploy_guard.report.model import CheckReport
+from waiting import eventually
+
+POLICIES = Path(__file__).parent / "policies"
+
+
+def _gate(gcp_clients: Any, emulator: Any, cand: str, router: CloudRun | None = None) -> Gate:
+    router = router or CloudRun(gcp_clients, emulator.project, emulator.region, calls=ApiCalls())
+    options = CheckOptions(
+        project=emulator.project, region=emulator.region, revision=cand, log_interval=0.5
+    )
+    return Gate(
+        [load_file(POLICIES / "chat-hold.yaml")],
+        options,
+        router,
+        cloud_sources(gcp_clients, router.calls),
+        CheckReport(revision=cand),
+    )
+
+
+def _events(report: CheckReport) -> list[str]:
+    return [e.event for e in report.timeline.events]
+
+
+class _DeployRightAfterOurWrite(CloudRun):
+    """Cloud Run where another pipeline deploys the moment the guard's first write lands."""
+
+    def __init__(self, chat: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chat = chat
+        self.other: str = ""
+
+    async def _update(self, service: Any, *, what: str) -> ServiceState:
+        written = await super()._update(service, what=what)
+        if not self.other:
+            self.other = await asyncio.to_thread(self.chat.candidate, {"OTHER": "deploy"}, tag=None)
+        return written
+
+
+async def test_a_deploy_landing_right_after_the_guards_write_is_not_taken_for_its_own(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, tag=None, percent=20)
+    router = _DeployRightAfterOurWrite(
+        chat, gcp_clients, emulator.project, emulator.region, calls=ApiCalls()
+    )
+    gate = _gate(gcp_clients, emulator, cand, router)
+    with pytest.raises(SupersededError):
+        await gate.run()
+    report = gate.report
+    assert router.other, "the other deploy did not happen"
+    # the temporary tag was the guard's write; the other deploy came right after it
+    assert report.action == "superseded", report.message
+    assert report.exit_code == 4
+    assert "right after deploy-guard's own traffic change" in report.message
+    assert "newer revision" in report.message
+    assert "rollback_requested" not in _events(report)
+    # the other pipeline's traffic stands: the guard wrote nothing after it
+    assert chat.serving() == {base: 80, cand: 20}
+    assert not any(t.startswith("dg-") for t in chat.tags())
+
+
+async def test_a_signal_during_the_tag_write_lets_it_land_then_removes_the_tag(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)  # untagged: the guard adds a temporary tag
+    emulator.faults.delay("UpdateService", 1.0)  # the write is in flight for a while
+    gate = _gate(gcp_clients, emulator, cand)
+    task = asyncio.ensure_future(gate.run())
+    await eventually(lambda: "tag_requested" in _events(gate.report), what="the tag write")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):  # no decision yet: the check is interrupted
+        await task
+    assert gate.report.exit_code == 3
+    assert "tag_removed" in _events(gate.report)
+    # two writes, both done: the tag, then its removal (a removal that ran before the
+    # tag landed would find nothing to remove, and the tag would stay for good)
+    assert gate.router.calls.get("run", "UpdateService") == 2
+    # the write landed before the clean-up read the service, so the removal found it
+    assert not any(t.startswith("dg-") for t in chat.tags())
+
+
+async def test_a_signal_during_the_clean_up_changes_neither_verdict_nor_exit_code(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)
+    emulator.faults.delay("UpdateService", 1.0)  # the tag removal takes a while too
+    gate = _gate(gcp_clients, emulator, cand)
+    task = asyncio.ensure_future(gate.run())
+    await eventually(lambda: "decision" in _events(gate.report), within=30, what="a verdict")
+    task.cancel()  # the gate is removing its tag now
+    report = await task  # no CancelledError: the decided check ends as decided
+    assert report.verdict == "pass"
+    assert report.exit_code == 0
+    assert "signal_during_cleanup" in _events(report)
+    assert "tag_removed" in _events(report)
+    assert _events(report)[-1] == "check_finished"
+    assert not any(t.startswith("dg-") for t in chat.tags())
