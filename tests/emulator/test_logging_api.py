@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from deploy_guard.emulator import logging_api
 from deploy_guard.emulator.contracts import RequestRecord, RevisionRef
 from deploy_guard.emulator.logstore import LogStore
 from deploy_guard.gcp.clients import Clients
+from waiting import wait_until
 
 OLD = RevisionRef("proj", "europe-west1", "chat", "chat-00001-aaa", "chat")
 NEW = RevisionRef("proj", "europe-west1", "chat", "chat-00002-bbb", "chat")
@@ -319,6 +321,123 @@ def test_special_json_fields_are_lifted_out_like_cloud_logging() -> None:
     assert first["trace"] == "projects/proj/traces/abc"
     assert (first["severity"], second["severity"]) == ("ERROR", "ERROR")
     assert third["textPayload"] == "[1, 2]"
+
+
+async def test_special_json_fields_become_log_entry_fields(served: Any) -> None:
+    # Cloud Run's agent moves these keys out of jsonPayload into the LogEntry
+    # ("Structured logging: special JSON fields"), so the usual filters find them.
+    store, clients = served
+    line = {
+        "severity": "ERROR",
+        "message": "upstream failed",
+        "httpRequest": {"requestMethod": "GET", "requestUrl": "/chat", "status": 502},
+        "logging.googleapis.com/sourceLocation": {"file": "app.py", "line": 12, "function": "h"},
+        "logging.googleapis.com/trace_sampled": True,
+        "logging.googleapis.com/operation": {"id": "op-1", "producer": "chat", "first": True},
+        "timestampSeconds": int(T0.timestamp()) + 7,
+        "timestampNanos": 250_000_000,
+    }
+    store.revision_output(NEW, "stdout", json.dumps(line), T0)
+    object_time = {"message": "object time", "timestamp": {"seconds": int(T0.timestamp()) + 9}}
+    store.revision_output(NEW, "stdout", json.dumps(object_time), T0)
+    # a special key whose value does not fit its LogEntry field stays in jsonPayload
+    store.revision_output(NEW, "stdout", json.dumps({"message": "odd", "httpRequest": "GET"}), T0)
+
+    [odd] = await list_entries(clients, f'{SINCE} jsonPayload.message="odd"')
+    assert dict(odd.json_payload) == {"message": "odd", "httpRequest": "GET"}
+    [failed] = await list_entries(clients, f"{SINCE} httpRequest.status>=500")
+    assert dict(failed.json_payload) == {"message": "upstream failed"}
+    assert failed.severity == LogSeverity.ERROR
+    assert failed.http_request.status == 502
+    assert failed.http_request.request_url == "/chat"
+    assert failed.source_location.file == "app.py"
+    assert failed.source_location.line == 12
+    assert failed.source_location.function == "h"
+    assert failed.trace_sampled is True
+    assert (failed.operation.id, failed.operation.producer) == ("op-1", "chat")
+    assert failed.operation.first is True
+    assert failed.timestamp == T0 + timedelta(seconds=7, milliseconds=250)
+    for filter_ in ('sourceLocation.file="app.py"', "traceSampled=true", 'operation.id="op-1"'):
+        assert [e.insert_id for e in await list_entries(clients, f"{SINCE} {filter_}")] == [
+            failed.insert_id
+        ]
+    assert await list_entries(clients, f"{SINCE} jsonPayload.httpRequest.status=502") == []
+    [timed] = await list_entries(clients, f'{SINCE} jsonPayload.message="object time"')
+    assert timed.timestamp == T0 + timedelta(seconds=9)
+    assert dict(timed.json_payload) == {"message": "object time"}
+
+
+def test_a_revisions_structured_lines_reach_the_entry_fields(
+    emulator: Any, gcp_clients: Clients, fast_polling: Any
+) -> None:
+    """The same through a real revision process and the whole emulator."""
+    from google.cloud import run_v2
+
+    app = """
+import http.server, json, os
+print(json.dumps({"severity": "WARNING", "message": "slow upstream",
+    "httpRequest": {"requestMethod": "POST", "status": 503, "latency": "2.5s"},
+    "logging.googleapis.com/sourceLocation": {"file": "app.py", "line": "7"}}), flush=True)
+server = http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])),
+                                http.server.SimpleHTTPRequestHandler)
+server.serve_forever()
+"""
+    container = run_v2.Container(image="local/app", command=[sys.executable, "-c", app])
+    gcp_clients.services().create_service(
+        parent=emulator.parent,
+        service=run_v2.Service(template=run_v2.RevisionTemplate(containers=[container])),
+        service_id="structured",
+    ).result(polling=fast_polling)
+    since = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    query = (
+        f'timestamp>="{since}" log_id("run.googleapis.com/stdout") '
+        'httpRequest.status>=500 sourceLocation.file="app.py"'
+    )
+
+    def found() -> list[LogEntry]:
+        request = {"resource_names": ["projects/local-project"], "filter": query}
+        return list(gcp_clients.logging().list_log_entries(request=request))
+
+    [entry] = wait_until(found, what="the revision's structured line")
+    assert entry.severity == LogSeverity.WARNING
+    assert entry.http_request.latency.ToTimedelta().total_seconds() == pytest.approx(2.5)
+    assert entry.source_location.line == 7
+    assert dict(entry.json_payload) == {"message": "slow upstream"}
+
+
+async def test_write_refuses_timestamps_beyond_a_day_ahead_or_the_retention_period(
+    served: Any,
+) -> None:
+    _store, clients = served
+    now = datetime.now(UTC)
+
+    def write(*stamps: datetime, partial: bool = False) -> None:
+        clients.logging().write_log_entries(
+            request={
+                "log_name": "projects/proj/logs/stamps",
+                "resource": {"type": "global"},
+                "partial_success": partial,
+                "entries": [{"text_payload": f"{t:%Y-%m-%d %H}", "timestamp": t} for t in stamps],
+            }
+        )
+
+    ahead = now + timedelta(hours=25)
+    too_old = now - timedelta(days=31)
+    with pytest.raises(gexc.InvalidArgument, match=r"entries\[0\]: .* over a day in the future"):
+        await call(write, ahead)
+    with pytest.raises(gexc.InvalidArgument, match=r"entries\[0\]: .* retention period"):
+        await call(write, too_old)
+    # per entry, like any bad entry: partial_success writes the others
+    inside = [now + timedelta(hours=23), now - timedelta(days=29)]
+    with pytest.raises(gexc.InvalidArgument, match=r"entries\[1\].*entries\[3\]") as info:
+        await call(write, inside[0], ahead, inside[1], too_old, partial=True)
+    assert "2 valid entries were written" in info.value.message
+
+    def stored() -> list[str]:
+        request = {"resource_names": ["projects/proj"], "filter": 'log_id("stamps")'}
+        return [e.text_payload for e in clients.logging().list_log_entries(request=request)]
+
+    assert await call(stored) == [f"{t:%Y-%m-%d %H}" for t in sorted(inside)]
 
 
 def test_store_is_bounded_and_time_ordered() -> None:

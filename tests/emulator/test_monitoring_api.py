@@ -225,6 +225,73 @@ async def test_unsupported_requests_are_invalid_argument(
         await series(clients, filter_, aggregation=aggregation)
 
 
+@pytest.mark.parametrize(
+    ("aligner", "seconds"),
+    [("ALIGN_DELTA", 59), ("ALIGN_RATE", 1), ("ALIGN_PERCENTILE_99", 30)],
+)
+async def test_an_alignment_period_under_60_seconds_is_invalid_argument(
+    served: Any, aligner: str, seconds: int
+) -> None:
+    _store, clients = served
+    metric = LATENCY if "PERCENTILE" in aligner else COUNT
+    aggregation = {"alignment_period": {"seconds": seconds}, "per_series_aligner": aligner}
+    with pytest.raises(gexc.InvalidArgument, match="at least 60 seconds"):
+        await series(clients, metric, aggregation=aggregation)
+    # 60 s is allowed, and without an aligner the period is ignored, as on the real API
+    aggregation["alignment_period"] = {"seconds": 60}
+    assert await series(clients, metric, aggregation=aggregation)
+    assert await series(clients, metric, aggregation={"alignment_period": {"seconds": 1}})
+
+
+async def test_a_request_ending_on_a_window_boundary_counts_in_the_earlier_window(
+    serve_handlers: Any,
+) -> None:
+    # TimeIntervals are half-open, (start, end]: a request that ends exactly at
+    # 11:59:00 belongs to (11:58:00, 11:59:00], in aligned windows as in raw points.
+    store = MetricStore(clock=lambda: NOW)
+    for seconds_before in (0, 60, 90, 120, 180):  # 180 is the interval's start: outside
+        store.request(record(NEW, 200, NOW - timedelta(seconds=seconds_before)))
+    clients = await serve_handlers(monitoring_api.handlers(store))
+
+    def windows(aggregation: dict[str, Any]) -> list[tuple[str, str, int]]:
+        request = {
+            "name": "projects/proj",
+            "filter": f"{COUNT} AND {ON_NEW}",
+            "interval": interval(minutes=3),
+            "aggregation": aggregation,
+        }
+        [only] = clients.metrics().list_time_series(request=request)
+        return [
+            (
+                f"{p.interval.start_time:%H:%M:%S}",
+                f"{p.interval.end_time:%H:%M:%S}",
+                p.value.int64_value,
+            )
+            for p in only.points
+        ]
+
+    expected = [
+        ("11:59:00", "12:00:00", 1),
+        ("11:58:00", "11:59:00", 2),
+        ("11:57:00", "11:58:00", 1),
+    ]
+    aligned = await asyncio.to_thread(
+        windows, {"alignment_period": {"seconds": 60}, "per_series_aligner": "ALIGN_DELTA"}
+    )
+    assert aligned == expected
+    assert await asyncio.to_thread(windows, {}) == expected  # raw points agree
+
+
+async def test_the_project_selector_matches_the_requested_project_only(served: Any) -> None:
+    _store, clients = served
+    everything = await series(clients, COUNT)
+    assert len(everything) == 3  # OLD 200, NEW 200, NEW 503
+    assert len(await series(clients, f'{COUNT} AND project = "proj"')) == 3
+    assert await series(clients, f'{COUNT} AND project = "another-project"') == []
+    assert len(await series(clients, f'{COUNT} AND project != "another-project"')) == 3
+    assert len(await series(clients, f'project="proj" {ON_NEW} AND {COUNT}')) == 2
+
+
 def test_percentile_and_distribution_arithmetic() -> None:
     values = [float(v) for v in range(1, 101)]
     assert percentile(values, 99) == 99.0

@@ -97,6 +97,23 @@ def test_a_corrupt_request_is_invalid_argument_on_every_api(
         channel.close()
 
 
+def test_a_corrupt_tail_request_is_invalid_argument_too(
+    emulator: EmulatorThread, gcp_clients: Clients
+) -> None:
+    # TailLogEntries streams, and its requests are parsed apart from the unary methods'
+    channel = grpc.insecure_channel(emulator.address)
+    try:
+        tail = channel.stream_stream("/google.logging.v2.LoggingServiceV2/TailLogEntries")
+        with pytest.raises(grpc.RpcError) as info:
+            list(tail(iter([b"\xff\xff\xff"]), timeout=5))  # not a protobuf message
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed request" in str(info.value.details())
+    finally:
+        channel.close()
+    request = {"resource_names": ["projects/local-project"], "filter": "severity>=ERROR"}
+    assert list(gcp_clients.logging().list_log_entries(request=request)) == []  # still serving
+
+
 def test_a_fault_for_a_method_it_does_not_serve_is_refused(emulator: EmulatorThread) -> None:
     with pytest.raises(ConfigError, match="matches no RPC"):
         emulator.faults.fail("ListLogEntrie", grpc.StatusCode.UNAVAILABLE)

@@ -11,10 +11,13 @@ Served with a generic handler (no generated servicer): the official
   shift the next page, and it is bound to the query it came from: replaying it
   with another filter, order or resource list is INVALID_ARGUMENT.
 - ``WriteLogEntries``: request ``log_name`` / ``resource`` / ``labels`` fill
-  each entry's gaps; ``dry_run`` validates only. Without ``partial_success`` an
-  invalid entry fails the whole call and writes nothing; with it the valid
-  entries are written and the call still answers INVALID_ARGUMENT naming the
-  bad ones (the real API does the same, with details in the status).
+  each entry's gaps; ``dry_run`` validates only. An entry is invalid without a
+  ``log_name`` or ``resource``, or with a ``timestamp`` more than 24 hours in
+  the future or older than the store's retention period (30 days). Without
+  ``partial_success`` an invalid entry fails the whole call and writes nothing;
+  with it the valid entries are written and the call still answers
+  INVALID_ARGUMENT naming the bad ones (the real API does the same, with
+  details in the status).
 - ``TailLogEntries``: the first request's ``resource_names`` and ``filter``
   select entries that arrive after the call starts; each batch the store
   receives is streamed as one response. ``buffer_window`` is accepted and
@@ -34,18 +37,21 @@ import contextlib
 import hashlib
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 
-from deploy_guard.emulator.logstore import Entry, LogStore, StoredEntry
+from deploy_guard.emulator.logstore import DEFAULT_RETENTION, Entry, LogStore, StoredEntry
 from deploy_guard.emulator.rpc import ServiceHandler, generic_handler, status_code
 from deploy_guard.errors import EmulatorError
-from deploy_guard.logfilter import Filter, parse
+from deploy_guard.logfilter import Filter, parse, parse_time
 
 SERVICE = "google.logging.v2.LoggingServiceV2"
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+#: How far ahead of now a written entry's timestamp may be.
+MAX_FUTURE = timedelta(days=1)
 
 
 def _invalid(message: str) -> EmulatorError:
@@ -150,9 +156,18 @@ def _entry_dict(entry: Any) -> Entry:
         raise _invalid(f"entry cannot be stored: {exc}") from exc
 
 
-def prepare_writes(request: Any) -> tuple[list[Entry], list[str]]:
-    """Entries of a WriteLogEntriesRequest with defaults applied, and problems by index."""
+def prepare_writes(
+    request: Any, *, now: datetime | None = None, retention: timedelta = DEFAULT_RETENTION
+) -> tuple[list[Entry], list[str]]:
+    """Entries of a WriteLogEntriesRequest with defaults applied, and problems by index.
+
+    As on Cloud Logging, an entry whose ``timestamp`` is more than a day after
+    ``now`` or older than the retention period (30 days, the _Default bucket's)
+    is refused.
+    """
     from google.cloud.logging_v2.types import LogEntry
+
+    now = now or datetime.now(UTC)
 
     default_resource: Entry | None = None
     if request.resource and request.resource.type:
@@ -178,9 +193,24 @@ def prepare_writes(request: Any) -> tuple[list[Entry], list[str]]:
             )
         elif "resource" not in data:
             problems.append(f"entries[{index}]: resource is required")
+        elif (late := _timestamp_problem(data.get("timestamp"), now, retention)) is not None:
+            problems.append(f"entries[{index}]: {late}")
         else:
             good.append(data)
     return good, problems
+
+
+def _timestamp_problem(stamp: Any, now: datetime, retention: timedelta) -> str | None:
+    """Why Cloud Logging would refuse an entry's ``timestamp`` (None: it would not)."""
+    when = parse_time(str(stamp)) if stamp else None
+    if when is None:  # no timestamp: Logging assigns the current time
+        return None
+    if when > now + MAX_FUTURE:
+        return f"timestamp {stamp} is over a day in the future"
+    if when < now - retention:
+        days = retention / timedelta(days=1)
+        return f"timestamp {stamp} is older than the logs retention period ({days:g} days)"
+    return None
 
 
 def handlers(store: LogStore) -> ServiceHandler:
@@ -204,7 +234,7 @@ def handlers(store: LogStore) -> ServiceHandler:
         return await asyncio.to_thread(work)
 
     async def write_log_entries(request: Any, _ctx: grpc.aio.ServicerContext) -> Any:
-        good, problems = prepare_writes(request)
+        good, problems = prepare_writes(request, now=store.now(), retention=store.retention)
         if problems and not request.partial_success:
             raise _invalid("; ".join(problems) + " (nothing was written)")
         if not request.dry_run and good:

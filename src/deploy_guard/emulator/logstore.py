@@ -9,11 +9,15 @@ The proto form is built only for entries a query returns, and cached.
 Shapes follow Cloud Run:
 
 - revision output: a line that is a JSON object becomes ``jsonPayload`` (the
-  object, minus the special fields Cloud Logging lifts out: ``severity``,
-  ``time``/``timestamp``, ``logging.googleapis.com/labels|trace|spanId|insertId``,
-  exactly as the real agent does, so ``jsonPayload.message`` is there but
-  ``jsonPayload.severity`` is not); any other line is ``textPayload`` with
-  severity ``DEFAULT``. Logs ``run.googleapis.com/stdout`` and ``/stderr``.
+  object, minus the special fields Cloud Run's logging agent lifts out into
+  LogEntry fields: ``severity``; ``httpRequest``;
+  ``logging.googleapis.com/labels|trace|spanId|insertId|sourceLocation|operation|trace_sampled``;
+  the time as a ``timestamp`` object or string, ``timestampSeconds`` /
+  ``timestampNanos`` or ``time``; so ``jsonPayload.message`` is there but
+  ``jsonPayload.severity`` is not, and ``httpRequest.status>=500`` matches an
+  app's own request line). A special field whose value does not fit its
+  LogEntry field stays in ``jsonPayload``. Any other line is ``textPayload``
+  with severity ``DEFAULT``. Logs ``run.googleapis.com/stdout`` and ``/stderr``.
 - request logs: ``run.googleapis.com/requests`` with ``httpRequest`` and
   severity INFO below 400, WARNING for 4xx, ERROR for 5xx. The URL's query
   string credentials are redacted (the guard's rule: no secret in any log).
@@ -38,7 +42,7 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from deploy_guard.emulator.contracts import RequestRecord, RevisionRef
@@ -59,14 +63,29 @@ _SEVERITY_ALIASES = {
     "TRACE": "DEBUG",
     "EMERG": "EMERGENCY",
 }
-#: JSON keys Cloud Logging lifts out of a structured line (not kept in jsonPayload).
+#: JSON keys Cloud Logging lifts out of a structured line into LogEntry fields (not
+#: kept in jsonPayload), as Google's "Structured logging: special JSON fields" lists
+#: them. ``severity`` and the time keys are handled on their own.
 _SPECIAL_KEYS = {
+    "httpRequest": "httpRequest",
     "logging.googleapis.com/labels": "labels",
     "logging.googleapis.com/trace": "trace",
     "logging.googleapis.com/spanId": "spanId",
     "logging.googleapis.com/insertId": "insertId",
+    "logging.googleapis.com/trace_sampled": "traceSampled",
+    "logging.googleapis.com/sourceLocation": "sourceLocation",
+    "logging.googleapis.com/operation": "operation",
+}
+#: LogEntry fields that are messages: a special field's value is checked (and put in
+#: canonical JSON form) by parsing it as that message.
+_MESSAGE_FIELDS = {
+    "httpRequest": ("google.logging.type.http_request_pb2", "HttpRequest"),
+    "sourceLocation": ("google.cloud.logging_v2.types", "LogEntrySourceLocation"),
+    "operation": ("google.cloud.logging_v2.types", "LogEntryOperation"),
 }
 AUDIT_TYPE = "type.googleapis.com/google.cloud.audit.AuditLog"
+#: The _Default bucket's retention period, which bounds how old a written entry may be.
+DEFAULT_RETENTION = timedelta(days=30)
 
 
 def rfc3339(when: datetime) -> str:
@@ -150,6 +169,9 @@ _FAST_KEYS = frozenset(
         "jsonPayload",
         "httpRequest",
         "protoPayload",
+        "sourceLocation",
+        "traceSampled",
+        "operation",
     }
 )
 
@@ -180,24 +202,93 @@ def _to_pb(data: Entry, micros: int) -> Any:
     pb.labels.update(data.get("labels", {}))
     pb.trace = data.get("trace", "")
     pb.span_id = data.get("spanId", "")
+    pb.trace_sampled = bool(data.get("traceSampled", False))
     if "textPayload" in data:
         pb.text_payload = data["textPayload"]
     elif "jsonPayload" in data:
+        pb.json_payload.SetInParent()  # an empty object is still a jsonPayload
         pb.json_payload.update(data["jsonPayload"])
     elif "protoPayload" in data:
         json_format.ParseDict(data["protoPayload"], pb.proto_payload)
     if "httpRequest" in data:
         json_format.ParseDict(data["httpRequest"], pb.http_request)
+    if "sourceLocation" in data:
+        json_format.ParseDict(data["sourceLocation"], pb.source_location)
+    if "operation" in data:
+        json_format.ParseDict(data["operation"], pb.operation)
     return pb
+
+
+def _message_json(field_name: str, value: Any) -> Entry | None:
+    """``value`` in the canonical JSON form of LogEntry field ``field_name``, or None
+    when it is not that message (then the agent leaves it in ``jsonPayload``)."""
+    import importlib
+
+    from google.protobuf import json_format
+
+    if not isinstance(value, dict):
+        return None
+    module, name = _MESSAGE_FIELDS[field_name]
+    cls = getattr(importlib.import_module(module), name)
+    message = cls.pb()() if hasattr(cls, "pb") else cls()  # proto-plus or plain protobuf
+    try:
+        json_format.ParseDict(value, message, ignore_unknown_fields=True)
+    except (json_format.ParseError, TypeError, ValueError):
+        return None
+    return dict(json_format.MessageToDict(message))
+
+
+def _time_of(obj: dict[str, Any]) -> tuple[datetime, list[str]] | None:
+    """The entry time a structured line gives, and the keys that gave it.
+
+    Tried in this order: ``timestamp`` (``{"seconds": S, "nanos": N}`` or an RFC
+    3339 string), ``timestampSeconds`` with ``timestampNanos``, then ``time``
+    (RFC 3339). A value that does not read as a time is left where it is.
+    """
+    stamp = obj.get("timestamp")
+    if isinstance(stamp, dict) and set(stamp) <= {"seconds", "nanos"} and "seconds" in stamp:
+        when = _from_seconds(stamp.get("seconds"), stamp.get("nanos", 0))
+        if when is not None:
+            return when, ["timestamp"]
+    if isinstance(stamp, str) and (when := parse_time(stamp)) is not None:
+        return when, ["timestamp"]
+    if "timestampSeconds" in obj:
+        when = _from_seconds(obj["timestampSeconds"], obj.get("timestampNanos", 0))
+        if when is not None:
+            return when, ["timestampSeconds", "timestampNanos"]
+    stamp = obj.get("time")
+    if isinstance(stamp, str) and (when := parse_time(stamp)) is not None:
+        return when, ["time"]
+    return None
+
+
+def _from_seconds(seconds: Any, nanos: Any) -> datetime | None:
+    """Epoch seconds and nanoseconds (numbers, or strings of digits) as a UTC datetime."""
+    if isinstance(seconds, bool) or isinstance(nanos, bool):
+        return None
+    try:
+        whole = int(seconds) if isinstance(seconds, int | float) else int(str(seconds))
+        frac = int(nanos) if isinstance(nanos, int | float) else int(str(nanos))
+        if not 0 <= frac < 10**9:
+            return None
+        return datetime.fromtimestamp(whole, UTC) + timedelta(microseconds=frac // 1000)
+    except (ValueError, OverflowError, OSError):
+        return None
 
 
 class LogStore:
     """Thread-safe, bounded, time-ordered store of log entries (a :class:`LogSink`)."""
 
     def __init__(
-        self, max_entries: int = 200_000, *, clock: Callable[[], datetime] | None = None
+        self,
+        max_entries: int = 200_000,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        retention: timedelta = DEFAULT_RETENTION,
     ) -> None:
         self.max_entries = max_entries
+        #: The logs retention period: ``WriteLogEntries`` refuses older timestamps.
+        self.retention = retention
         self._clock = clock or (lambda: datetime.now(UTC))
         self._items: list[StoredEntry] = []
         self._keys: list[tuple[int, int]] = []
@@ -205,6 +296,10 @@ class LogStore:
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._id_prefix = secrets.token_hex(4)
+
+    def now(self) -> datetime:
+        """The store's clock (UTC)."""
+        return self._clock()
 
     # ------------------------------------------------------------ LogSink
     def revision_output(
@@ -226,19 +321,18 @@ class LogStore:
         else:
             if "severity" in obj:
                 entry["severity"] = cloud_severity(obj.pop("severity"))
-            for key in ("time", "timestamp"):
-                if isinstance(obj.get(key), str) and (t := parse_time(obj[key])) is not None:
-                    when = t
-                    entry["timestamp"] = rfc3339(t)
-                    del obj[key]
-                    break
+            if (found := _time_of(obj)) is not None:
+                when, keys = found
+                entry["timestamp"] = rfc3339(when)
+                for key in keys:
+                    obj.pop(key, None)
             for key, target in _SPECIAL_KEYS.items():
-                if key in obj:
-                    value = obj.pop(key)
-                    if target == "labels" and isinstance(value, dict):
-                        entry["labels"] = {str(k): str(v) for k, v in value.items()}
-                    elif target != "labels":
-                        entry[target] = str(value)
+                if key not in obj:
+                    continue
+                value = _special_value(target, obj[key])
+                if value is not None:
+                    entry[target] = value
+                    del obj[key]
             entry["jsonPayload"] = obj
         self._insert([(when, ref.project, entry)])
 
@@ -418,6 +512,20 @@ class LogStore:
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+def _special_value(target: str, value: Any) -> Any:
+    """A special field's value as LogEntry field ``target`` holds it, or None if it
+    does not fit (the key then stays in ``jsonPayload``)."""
+    if target == "labels":
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
+    if target == "traceSampled":
+        return value if isinstance(value, bool) else None
+    if target in _MESSAGE_FIELDS:
+        return _message_json(target, value)
+    if isinstance(value, dict | list):
+        return None
+    return str(value)
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

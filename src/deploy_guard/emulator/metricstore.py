@@ -16,8 +16,11 @@ are built per query, so every aligner and reducer works from exact data.
   (``start < end_time <= end``; with no start, the sampling period that holds
   ``end``), and only once visible: ``delay_s`` holds each event back for
   that many seconds after it happened, like Cloud Monitoring's reporting lag.
-- Aligned points: windows of ``alignment_period`` ending at the interval's
-  end, going back while they overlap the interval; empty windows are omitted.
+- Aligned points: windows of ``alignment_period`` (at least 60 s, as in the
+  real API) ending at the interval's end, going back while they overlap the
+  interval; empty windows are omitted. Windows are half-open like every
+  ``TimeInterval``, ``(start, end]``: an event exactly on a boundary belongs
+  to the earlier window.
 - Percentiles (``ALIGN_PERCENTILE_*``, ``REDUCE_PERCENTILE_*``) are computed
   from the raw latencies (nearest-rank), not interpolated from buckets as
   Cloud Monitoring does: close to the real figure, and exact for tests.
@@ -46,6 +49,8 @@ REQUEST_COUNT = "run.googleapis.com/request_count"
 REQUEST_LATENCIES = "run.googleapis.com/request_latencies"
 METRIC_TYPES = (REQUEST_COUNT, REQUEST_LATENCIES)
 RESOURCE_TYPE = "cloud_run_revision"
+#: ``Aggregation.alignment_period`` "must be at least 60 seconds" (with an aligner).
+MIN_ALIGNMENT_PERIOD_S = 60
 
 #: Cloud Run's request_latencies buckets: exponential, 100 finite, x1.4 from 1 ms.
 BUCKETS = {"num_finite_buckets": 100, "growth_factor": 1.4, "scale": 1.0}
@@ -289,11 +294,14 @@ class MetricStore:
             out.points = self._raw_points(events, distribution_metric)
             return out
         period_s = query.alignment_period_s
-        end_s = query.end.timestamp()
+        # in whole microseconds, so an event exactly on a boundary is not a float away from it
+        period_us = round(period_s * 1_000_000)
+        end_us = round(query.end.timestamp() * 1_000_000)
         windows: dict[int, list[Event]] = {}
         for event in events:
-            # window k holds (end - (k+1)p, end - kp]
-            k = max(0, math.ceil((end_s - event.end_s) / period_s) - 1)
+            # window k holds (end - (k+1)p, end - kp], half-open like every TimeInterval:
+            # an event exactly at end - kp closes window k, it does not open window k-1
+            k = max(0, (end_us - round(event.end_s * 1_000_000)) // period_us)
             windows.setdefault(k, []).append(event)
         needs_samples = query.aligner in ("ALIGN_COUNT", "ALIGN_MEAN", "ALIGN_MIN", "ALIGN_MAX")
         for k, inside in sorted(windows.items()):
@@ -324,7 +332,12 @@ def _check_combination(query: Query) -> None:
                 "use metric.labels.KEY or resource.labels.KEY"
             )
     if query.aligner != "ALIGN_NONE" and query.alignment_period_s <= 0:
-        raise _invalid(f"{query.aligner} needs an alignment_period of at least 1 second")
+        raise _invalid(f"{query.aligner} needs an alignment_period (at least 60 seconds)")
+    if query.aligner != "ALIGN_NONE" and query.alignment_period_s < MIN_ALIGNMENT_PERIOD_S:
+        raise _invalid(
+            f"alignment_period {query.alignment_period_s:g}s is too short: "
+            f"it must be at least {MIN_ALIGNMENT_PERIOD_S} seconds"
+        )
     if query.reducer != "REDUCE_NONE" and query.aligner == "ALIGN_NONE":
         raise _invalid(f"{query.reducer} needs a per_series_aligner other than ALIGN_NONE")
     is_dist = query.metric_type == REQUEST_LATENCIES

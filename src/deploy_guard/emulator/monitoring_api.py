@@ -7,6 +7,8 @@ it unchanged. ``ListTimeSeries`` supports:
   only checked for shape).
 - ``filter``: the Monitoring filter subset the guard needs. Exactly one
   ``metric.type = "..."`` term, ANDed with any of ``resource.type = "..."``,
+  ``project = "..."`` (the project the request names matches; any other
+  project matches nothing),
   ``resource.labels.KEY`` / ``resource.label.KEY``, ``metric.labels.KEY`` /
   ``metric.label.KEY`` compared with ``=``, ``!=``, ``:`` (substring) or the
   functions ``one_of("a", "b")``, ``starts_with("p")``, ``ends_with("s")``,
@@ -147,7 +149,7 @@ class _MetricFilter:
     def comparison(self, top: bool) -> Pred:
         _, field, _ = self.take("word")
         field = field.replace(".label.", ".labels.")
-        if field not in ("metric.type", "resource.type") and not re.fullmatch(
+        if field not in ("metric.type", "resource.type", "project") and not re.fullmatch(
             r"(metric|resource)\.labels\.[\w\-/.]+", field
         ):
             raise _invalid(f"filter {self.text!r}: field {field!r} is not supported")
@@ -191,8 +193,15 @@ def _test(field: str, op: str, equal: Callable[[str], bool], has: Callable[[str]
     return lambda c: field in c and equal(c[field])
 
 
-def parse_filter(text: str) -> tuple[str, Callable[[dict[str, str], dict[str, str]], bool]]:
-    """The filter's metric type and a predicate on (metric labels, resource labels)."""
+def parse_filter(
+    text: str, project: str = ""
+) -> tuple[str, Callable[[dict[str, str], dict[str, str]], bool]]:
+    """The filter's metric type and a predicate on (metric labels, resource labels).
+
+    ``project`` is the project the request names: every series is in it, so
+    ``project = "<it>"`` matches and a ``project`` selector naming any other
+    project matches nothing.
+    """
     parser = _MetricFilter(text)
     pred = parser.parse()
     if len(parser.metric_types) != 1:
@@ -200,7 +209,7 @@ def parse_filter(text: str) -> tuple[str, Callable[[dict[str, str], dict[str, st
     metric_type = parser.metric_types[0]
 
     def matches(metric: dict[str, str], resource: dict[str, str]) -> bool:
-        ctx = {"metric.type": metric_type, "resource.type": RESOURCE_TYPE}
+        ctx = {"metric.type": metric_type, "resource.type": RESOURCE_TYPE, "project": project}
         ctx.update({f"metric.labels.{k}": v for k, v in metric.items()})
         ctx.update({f"resource.labels.{k}": v for k, v in resource.items()})
         return pred(ctx)
@@ -218,7 +227,7 @@ def build_query(request: Any) -> Query:
         raise _invalid(f"name {request.name!r} must be projects/PROJECT_ID")
     if not request.filter:
         raise _invalid('filter is required and must name one metric.type = "..."')
-    metric_type, matches = parse_filter(request.filter)
+    metric_type, matches = parse_filter(request.filter, project=parts[1])
     if "interval" not in request or "end_time" not in request.interval:
         raise _invalid("interval.end_time is required")
     end = _utc(request.interval.end_time)

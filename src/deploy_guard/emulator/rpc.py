@@ -13,7 +13,8 @@ and the server keeps serving with its state intact.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -58,6 +59,40 @@ def _guarded(method: str, handler: Handler, deserialize: Callable[[bytes], Any])
     return call
 
 
+def _guarded_stream(
+    method: str, stream_fn: Any, deserialize: Callable[[bytes], Any]
+) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext], AsyncIterator[Any]]:
+    """:func:`_guarded` for a bidirectional stream: requests arrive as bytes and are
+    parsed as the handler reads them, so a corrupt one is INVALID_ARGUMENT (grpc
+    would answer UNKNOWN); an EmulatorError the handler lets out becomes its status."""
+
+    async def call(
+        raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[Any]:
+        async def requests() -> AsyncIterator[Any]:
+            async for raw in raw_requests:
+                try:
+                    request = deserialize(raw)
+                except DecodeError as exc:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT, f"malformed request: {exc}"
+                    )
+                yield request
+
+        try:
+            async for response in stream_fn(requests(), context):
+                yield response
+        except EmulatorError as exc:
+            await context.abort(status_code(exc.status), exc.message)
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("emulator_rpc_failed", method=method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"emulator error in {method}: {exc}")
+
+    return call
+
+
 class ServiceHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
     """The methods of one gRPC service, by full name (``/pkg.Service/Method``).
 
@@ -87,7 +122,9 @@ def generic_handler(
     the guard, so a corrupt message is INVALID_ARGUMENT like on the real API,
     not grpc's UNKNOWN. ``streams`` are bidirectional streaming methods
     (``TailLogEntries``): ``(name, async generator function, request type,
-    response type)``; they map their own errors.
+    response type)``; their requests are parsed inside a guard of their own
+    (the same INVALID_ARGUMENT for a corrupt one), and an error they raise is
+    mapped like a unary method's.
     """
     table = {}
     for name, handler, request_type, response_type in methods:
@@ -102,6 +139,8 @@ def generic_handler(
         deserialize, _ = _codec(request_type)
         _, serialize = _codec(response_type)
         table[name] = grpc.stream_stream_rpc_method_handler(
-            stream_fn, request_deserializer=deserialize, response_serializer=serialize
+            _guarded_stream(f"/{service}/{name}", stream_fn, deserialize),
+            request_deserializer=None,
+            response_serializer=serialize,
         )
     return ServiceHandler(service, table)
