@@ -405,7 +405,17 @@ def test_logs_consecutive_errors_make_an_error_after_the_limit() -> None:
     third = judge.observe(logs(error="UNAVAILABLE"))
     assert third.status == "error"
     assert third.decided
-    assert third.message == "UNAVAILABLE (3 errors in a row; consecutive_error_limit 3)"
+    assert third.message == "UNAVAILABLE (3 errors in a row reached consecutive_error_limit 3)"
+
+
+def test_logs_errors_cut_short_by_the_end_do_not_claim_the_limit() -> None:
+    judge = Judge(policy(logs_rule(consecutive_error_limit=3)))
+    judge.observe(logs(error="UNAVAILABLE"))
+    last = judge.observe(logs(error="UNAVAILABLE", complete=True))
+    assert last.status == "error"
+    assert last.message == (
+        "UNAVAILABLE (2 errors in a row and no pass after them; consecutive_error_limit 3)"
+    )
 
 
 def test_logs_error_before_the_limit_then_the_end_uses_the_last_good_pass() -> None:

@@ -130,6 +130,9 @@ def cli(log_format: str, log_level: str) -> None:
 
 def main(argv: list[str] | None = None) -> Any:
     """Console-script entry point: map :class:`GuardError` to its exit code."""
+    from deploy_guard import signals
+
+    signals.defer()  # from the first instant: a signal is acted on where it is safe
     try:
         return cli.main(args=argv, prog_name="deploy-guard", standalone_mode=True)
     except GuardError as exc:  # pragma: no cover - commands normally map their own

@@ -253,6 +253,26 @@ def worst(verdicts: Sequence[Verdict]) -> Verdict:
     )
 
 
+def _check_token_source(choice: TokenChoice | None, auth: Any) -> None:
+    """Read a token named by a flag or the policy now, before any API call.
+
+    The probes need it only after the temporary tag is added; a missing
+    variable or file found then would already have written to the service.
+    Same order as :func:`deploy_guard.probes.auth.resolve_token`: flags first.
+    """
+    from deploy_guard.probes.auth import token_from_env, token_from_file
+
+    flags = (choice.token_env, choice.token_file) if choice else (None, None)
+    for name, read in zip(
+        (*flags, auth.token_env, auth.token_file),
+        (token_from_env, token_from_file) * 2,
+        strict=True,
+    ):
+        if name:
+            read(name)
+            return
+
+
 async def probe_token(
     choice: TokenChoice | None, auth: Any, *, url: str, service_uri: str
 ) -> BearerToken | None:
@@ -287,9 +307,12 @@ async def choose_rollback_target(
     revisions = await router.list_revisions(state.name)
     by_name = {r.short: r for r in revisions}
     good = state.annotations.get(LAST_KNOWN_GOOD, "")
-    if good and good != exclude and by_name.get(good) and by_name[good].ready:
-        return by_name[good]
     current = served_split(state)
+    # The last known good one, unless it is what serves everything now (a check just
+    # promoted it): going back means away from it, to the one before.
+    serving_all = current == {good: 100}
+    if good and good != exclude and not serving_all and by_name.get(good) and by_name[good].ready:
+        return by_name[good]
     if exclude:
         current.setdefault(exclude, 0)
     candidate = newest_ready_before([r for r in revisions if r.short != exclude], current)
@@ -432,7 +455,7 @@ class Gate:
         self.report.exit_code = int(exc.exit_code)
         if isinstance(exc, SupersededError):
             self.report.action = "superseded"
-        elif exc.exit_code == ExitCode.ACTION_FAILED:
+        elif isinstance(exc, ActionError):  # an API that failed a read left nothing half-done
             self.report.action = "failed"
 
     async def _check(self, service: str) -> CheckReport:
@@ -443,6 +466,7 @@ class Gate:
             raise ConfigError(f"no policy applies to service {service!r} (policies: {names})")
         self.report.policies = [p.name for p in policies]
         judges = Judges(policies)
+        _check_token_source(opts.token, policies[0].auth)  # a bad one: exit 2, nothing touched
         revision = await self.router.wait_ready(service, opts.revision, opts.ready_timeout)
         if revision.service and revision.service != service:
             raise ConfigError(
@@ -946,7 +970,14 @@ class Gate:
             self.run_state.temp_tag = ""
             self.report.traffic_after = served_split(state)
         except GuardError as exc:
-            self.report.error = (self.report.error or "") + f" could not remove tag {tag}: {exc}"
+            by_hand = (
+                f"gcloud run services update-traffic {service} --remove-tags {tag} "
+                f"--region {self.options.region} --project {self.options.project}"
+            )
+            note = f"the temporary tag {tag} is still on {service} ({exc}); remove it: {by_hand}"
+            self.report.error = f"{self.report.error}; {note}" if self.report.error else note
+            self.report.message = f"{self.report.message}; {note}" if self.report.message else note
+            log.warning("tag_left_behind", tag=tag, by_hand=by_hand)
             self._event("tag_removal_failed", tag=tag, error=str(exc))
 
 

@@ -175,6 +175,34 @@ def test_invalid_policy_is_exit_2_before_any_api_call(
     assert sum(emulator.faults.counts().values()) == before
 
 
+def test_a_missing_token_source_is_exit_2_before_any_api_call(
+    chat: Any, check: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)  # untagged: a check would add a temporary tag first
+    monkeypatch.delenv("DG_TEST_NO_SUCH_TOKEN", raising=False)
+    emulator.faults.reset_counts()
+    code, report = check(cand, "--token-env", "DG_TEST_NO_SUCH_TOKEN")
+    assert code == ExitCode.USAGE, report
+    assert "DG_TEST_NO_SUCH_TOKEN" in report["error"]
+    assert report["api_calls"] == {}
+    assert emulator.faults.counts() == {}
+    assert chat.tags() == set()
+
+
+def test_a_summary_that_cannot_be_written_is_exit_2_before_any_api_call(
+    chat: Any, check: Any, emulator: Any, tmp_path: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate()
+    emulator.faults.reset_counts()
+    missing = tmp_path / "no-such-folder" / "summary.md"
+    code, report = check(cand, "--promote", "--summary", str(missing))
+    assert code == ExitCode.USAGE, report
+    assert f"folder {missing.parent} does not exist" in report["error"]
+    assert emulator.faults.counts() == {}  # nothing was read, nothing promoted
+
+
 def test_unknown_revision_is_exit_2(chat: Any, check: Any) -> None:
     chat.first()
     code, report = check("chat-00099-zzz")
@@ -184,14 +212,26 @@ def test_unknown_revision_is_exit_2(chat: Any, check: Any) -> None:
 
 def test_a_check_that_runs_out_of_time_is_inconclusive_and_holds(chat: Any, check: Any) -> None:
     base = chat.first()
-    cand = chat.candidate(percent=10)
-    code, report = check(cand, "--timeout", "1s", policy="chat-hold.yaml")  # hold is 4 s
+    cand = chat.candidate({"CHAT_SLOW_MS": "5000"}, percent=10)  # /health answers in 5 s
+    code, report = check(cand, "--timeout", "1s", policy="health-slow.yaml")
     assert code == ExitCode.INCONCLUSIVE, report
     assert report["verdict"] == "inconclusive"
     assert report["action"] == "held"
     assert any("timed out after 1 s" in r for r in report["reasons"])
     assert "check_timed_out" in [e["event"] for e in report["timeline"]]
     assert chat.serving() == {base: 90, cand: 10}
+
+
+def test_a_timeout_shorter_than_a_hold_is_exit_2_before_any_api_call(
+    chat: Any, check: Any, emulator: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate()
+    emulator.faults.reset_counts()
+    code, report = check(cand, "--timeout", "3s", policy="chat-hold.yaml")  # hold is 4 s
+    assert code == ExitCode.USAGE, report
+    assert "--timeout 3s cannot fit rule chat-held's hold of 4s" in report["error"]
+    assert emulator.faults.counts() == {}
 
 
 def test_several_policies_are_judged_together(chat: Any, check: Any, tmp_path: Any) -> None:

@@ -11,6 +11,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from deploy_guard.errors import SupersededError
@@ -120,3 +121,22 @@ async def test_a_signal_during_the_clean_up_changes_neither_verdict_nor_exit_cod
     assert "tag_removed" in _events(report)
     assert _events(report)[-1] == "check_finished"
     assert not any(t.startswith("dg-") for t in chat.tags())
+
+
+async def test_a_tag_that_cannot_be_removed_is_reported_with_the_command_to_remove_it(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)
+    gate = _gate(gcp_clients, emulator, cand)
+    task = asyncio.ensure_future(gate.run())
+    await eventually(lambda: "tag_added" in _events(gate.report), what="the temporary tag")
+    emulator.faults.fail("UpdateService", grpc.StatusCode.INTERNAL)  # its removal will fail
+    report = await task
+    assert report.verdict == "pass"
+    assert report.exit_code == 0  # the verdict stands; the leftover is said loudly
+    assert "tag_removal_failed" in _events(report)
+    (tag,) = (t for t in chat.tags() if t.startswith("dg-"))
+    hand = f"gcloud run services update-traffic chat --remove-tags {tag} --region"
+    assert hand in report.message
+    assert hand in report.error

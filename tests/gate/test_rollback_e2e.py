@@ -52,6 +52,29 @@ def test_rollback_without_a_revision_goes_to_the_last_known_good(
     assert chat.serving() == {good: 100}
 
 
+def test_rollback_right_after_a_promotion_goes_back_to_the_revision_before_it(
+    chat: Any, emulator: Any, emulator_env: Any, promoted: tuple[str, str]
+) -> None:
+    """The promoted revision is the last known good and serves 100 %: back means away from it."""
+    base, promoted_rev = promoted
+    assert chat.serving() == {promoted_rev: 100}
+    result = rollback()
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert chat.serving() == {base: 100}
+    # a person rejected it: neither a second run nor a later deploy brings it back
+    annotations = chat.get().annotations
+    assert annotations["deploy-guard.dev/last-known-good"] == base
+    writes = emulator.faults.count(UPDATE)
+    again = rollback()
+    assert again.exit_code == ExitCode.PASS, again.output
+    assert "nothing changed" in again.output
+    assert emulator.faults.count(UPDATE) == writes
+    later = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, tag=None, percent=100)
+    assert chat.serving() == {later: 100}
+    assert rollback().exit_code == ExitCode.PASS
+    assert chat.serving() == {base: 100}
+
+
 def test_rollback_dry_run_changes_nothing(
     chat: Any, emulator_env: Any, promoted: tuple[str, str]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -112,3 +113,74 @@ def test_sigterm_during_a_rollback_lets_it_finish_and_verify(
     events = [e["event"] for e in doc["timeline"]]
     assert events.index("signal_while_acting") < events.index("rollback_verified")
     assert "the action was finished first" in doc["error"]
+
+
+def test_a_signal_before_the_check_starts_stops_it_before_any_api_call(
+    emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    """Ctrl-C while the policies are still being read: exit 3, a report, nothing touched.
+
+    The policy is a FIFO, so the check is provably still loading it when the signal
+    lands (the process holds the FIFO open for reading), whatever the machine's speed.
+    """
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo)
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy_guard", "check", "--revision", "chat-00002-abc"),
+            *("--policy", str(fifo), "--report", str(report)),
+        ],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    writer = -1
+    try:
+
+        def reader_is_waiting() -> bool:
+            nonlocal writer
+            with contextlib.suppress(OSError):  # ENXIO until the check opens the FIFO
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            return writer >= 0 or proc.poll() is not None
+
+        _wait_for(reader_is_waiting)
+        assert proc.poll() is None, proc.communicate()
+        calls_before = emulator.faults.counts()
+        proc.send_signal(signal.SIGINT)
+        os.write(writer, POLICY.read_bytes())
+        os.close(writer)
+        writer = -1
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == ExitCode.INCONCLUSIVE, err
+    assert "Traceback" not in err
+    assert "interrupted by SIGINT before the check started" in err
+    doc = json.loads(report.read_text())
+    assert (doc["verdict"], doc["action"], doc["exit_code"]) == ("inconclusive", "none", 3)
+    assert doc["api_calls"] == {}
+    assert emulator.faults.counts() == calls_before
+
+
+def test_a_second_sigint_stops_at_once_with_130() -> None:
+    code = (
+        "import os, signal\n"
+        "from deploy_guard import signals\n"
+        "signals.defer()\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "print(signals.pending(), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "print('not reached', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.stdout.splitlines() == ["SIGINT"]
+    assert done.returncode == 130
+    assert "interrupted again" in done.stderr

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from deploy_guard.errors import ConfigError, GuardError, SupersededError
+from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.log import get_logger, redact_text
 from deploy_guard.policy.units import parse_duration
@@ -176,12 +176,16 @@ def check(
     no_id_token: bool,
     audience: str | None,
 ) -> None:
+    from deploy_guard import signals
     from deploy_guard.gate import CheckOptions
     from deploy_guard.probes.auth import TokenChoice
 
     report = CheckReport(revision=revision, project=project or "", region=region or "")
     try:
+        for path in (report_path, summary_path):
+            _check_writable(path)
         policies = _load(policy_paths)
+        _check_timeout_fits(timeout, policies, service, revision)
         project, region = _need_project_region(project, region)
         options = CheckOptions(
             project=project,
@@ -205,6 +209,14 @@ def check(
     except GuardError as exc:
         _fail_early(report, exc, report_path, summary_path)
         raise AssertionError("unreachable") from None
+    if signals.pending():  # before anything touched the service
+        report.error = f"interrupted by {signals.pending()} before the check started"
+        click.echo(f"error: {report.error}; nothing was checked or changed", err=True)
+        report.verdict, report.action = "inconclusive", "none"
+        report.exit_code = int(ExitCode.INCONCLUSIVE)
+        report.message = "the check did not start"
+        _write_reports(report, report_path, summary_path)
+        exit_fast(int(ExitCode.INCONCLUSIVE))
     code = run(policies, options, report)
     _write_reports(report, report_path, summary_path)
     exit_fast(code)
@@ -223,6 +235,47 @@ def exit_fast(code: int) -> None:
 
     gc.freeze()
     sys.exit(code)
+
+
+def _check_writable(path: str | None) -> None:
+    """A report that cannot be written is found before the check acts, not after."""
+    if not path:
+        return
+    target = Path(path)
+    folder = target.parent
+    if target.is_dir():
+        raise ConfigError(f"cannot write the report to {path}: it is a directory")
+    if not folder.is_dir():
+        raise ConfigError(f"cannot write the report to {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError(f"cannot write the report to {path}: permission denied")
+
+
+def _check_timeout_fits(
+    timeout: float | None, policies: list[Any], service: str | None, revision: str
+) -> None:
+    """``--timeout`` shorter than a held session can never end in a verdict: say so now.
+
+    Policy files get the same check when they are validated; the flag overrides
+    their ``timeout``, so it is checked against the rules that will run.
+    """
+    from deploy_guard.gcp.cloudrun import need_service
+    from deploy_guard.policy.units import format_duration
+
+    if timeout is None:
+        return
+    with contextlib.suppress(ConfigError):  # no service to tell: the gate will say so
+        name = need_service(service, revision)
+        policies = [p for p in policies if p.applies_to(name)]
+    for policy in policies:
+        for rule in policy.rules:
+            ws = rule.websocket
+            if ws is not None and ws.hold + ws.connect_timeout > timeout:
+                raise ConfigError(
+                    f"--timeout {format_duration(timeout)} cannot fit rule {rule.name}'s hold "
+                    f"of {format_duration(ws.hold)} (policy {policy.name}): the check could "
+                    "never reach a verdict; raise --timeout or shorten the hold"
+                )
 
 
 def _load(paths: tuple[str, ...]) -> list[Any]:
@@ -265,11 +318,13 @@ def _fail_early(
 
 def run(policies: list[Any], options: Any, report: CheckReport) -> int:
     """Run the gate on a fresh event loop; SIGINT/SIGTERM cancel it (clean-up still runs)."""
+    from deploy_guard import signals
     from deploy_guard.gate import Gate, cloud_sources
     from deploy_guard.gcp.clients import Clients
     from deploy_guard.gcp.cloudrun import CloudRun
     from deploy_guard.gcp.errors import ApiCalls
 
+    deferred = signals.active()
     view = _terminal_view()
     clients = Clients.from_env()
     calls = ApiCalls()
@@ -283,6 +338,8 @@ def run(policies: list[Any], options: Any, report: CheckReport) -> int:
             # with the live view the error is in its final summary: an echo now would tear it
             code = asyncio.run(_main(gate, report, echo_errors=view is None))
     finally:
+        if deferred:  # the loop's handlers are gone: keep the reports from a stray signal
+            signals.defer()
         report.api_calls = calls.as_dict()
         clients.close()
     if view is not None:
@@ -298,15 +355,21 @@ async def _main(gate: Any, report: CheckReport, *, echo_errors: bool = True) -> 
     assert task is not None
     caught: list[str] = []
 
+    from deploy_guard import signals
+
     def on_signal(name: str) -> None:
         if not caught:  # the first signal cancels; clean-up then runs to the end
             caught.append(name)
+            signals.note(name)
             log.warning("check_signalled", signal=name)
             task.cancel()
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in signals.STOP_SIGNALS:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, on_signal, sig.name)
+    early = signals.pending()
+    if early:  # it came while the loop was starting: stop at the first await
+        on_signal(early)
     try:
         await gate.run()
         return report.exit_code
@@ -319,7 +382,7 @@ async def _main(gate: Any, report: CheckReport, *, echo_errors: bool = True) -> 
         report.exit_code = int(exc.exit_code)
         if isinstance(exc, SupersededError):
             report.action = "superseded"
-        elif exc.exit_code == ExitCode.ACTION_FAILED:
+        elif isinstance(exc, ActionError):
             report.action = "failed"
         if echo_errors:
             click.echo(f"error: {redact_text(str(exc))}", err=True)
@@ -332,7 +395,7 @@ async def _main(gate: Any, report: CheckReport, *, echo_errors: bool = True) -> 
             click.echo(f"error: {report.error}", err=True)
         return int(ExitCode.ACTION_FAILED)
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in signals.STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.remove_signal_handler(sig)
 

@@ -152,6 +152,12 @@ async def _serve(options: dict[str, Any], specs: list[Any]) -> int:
 
     for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, on_signal, sig)
+    from deploy_guard import signals
+
+    early = signals.pending()
+    if early:  # it came while the command was starting: start nothing
+        received.append(early)
+        stop.set()
     try:
         await emu.start()
         # The first stdout line is the contract: scripts wait for it, then connect.

@@ -79,6 +79,10 @@ def rollback(
         click.echo(f"error: {redact_text(str(exc))}", err=True)
         sys.exit(int(exc.exit_code))
     click.echo(message)
+    from deploy_guard import signals
+
+    if signals.pending():  # deferred: a half-done traffic change helps nobody
+        click.echo(f"note: {signals.pending()} received; the rollback was finished first", err=True)
     sys.exit(int(ExitCode.PASS))
 
 
@@ -95,7 +99,13 @@ async def roll_back(
     from deploy_guard.gate import choose_rollback_target
     from deploy_guard.gcp.clients import Clients
     from deploy_guard.gcp.cloudrun import CloudRun
-    from deploy_guard.gcp.traffic import ROLLED_BACK_TO, describe, pin_plan, served_split
+    from deploy_guard.gcp.traffic import (
+        LAST_KNOWN_GOOD,
+        ROLLED_BACK_TO,
+        describe,
+        pin_plan,
+        served_split,
+    )
 
     own = clients is None
     clients = Clients.from_env() if own else clients
@@ -124,8 +134,13 @@ async def roll_back(
         log.info("rollback_requested", service=service, revision=target.short, before=describe(now))
         after = await router.set_traffic(state, pin_plan(state, target.short), why="rollback")
         log.info("rollback_completed", service=service, traffic=describe(served_split(after)))
+        record = {ROLLED_BACK_TO: target.short}
+        good = state.annotations.get(LAST_KNOWN_GOOD, "")
+        if good and good in now and good != target.short:
+            # a person rolled back away from it: it is no longer the one to come back to
+            record[LAST_KNOWN_GOOD] = target.short
         try:  # only a convenience for the next run: the rollback itself is done and verified
-            await router.set_annotation(after, ROLLED_BACK_TO, target.short)
+            await router.set_annotations(after, record)
         except GuardError as exc:
             log.warning("rollback_not_recorded", service=service, error=str(exc))
         return f"{service}: traffic now {describe(served_split(after))} (was {describe(now)})"

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from deploy_guard.errors import ActionError, ConfigError, SupersededError
@@ -299,6 +299,12 @@ class CloudRun:
 
     async def set_annotation(self, expected: ServiceState, key: str, value: str) -> ServiceState:
         """Record ``key: value`` on the service (same refuse-if-changed rule as traffic)."""
+        return await self.set_annotations(expected, {key: value})
+
+    async def set_annotations(
+        self, expected: ServiceState, values: Mapping[str, str]
+    ) -> ServiceState:
+        """Record several annotations in one write (same refuse-if-changed rule)."""
         raw = await self._get_service_raw(expected.name)
         now = to_service_state(raw)
         reason = superseded_reason(expected, now)
@@ -307,7 +313,8 @@ class CloudRun:
         from google.cloud import run_v2
 
         updated = run_v2.Service(raw)
-        updated.annotations[key] = value
+        for key, value in values.items():
+            updated.annotations[key] = value
         await self._update(updated, what=f"annotating {now.short}")
         return await self.get_service(expected.name)
 

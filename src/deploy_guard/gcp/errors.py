@@ -145,6 +145,14 @@ def map_error(exc: BaseException, *, api: str, what: str, writing: bool = False)
     if code == "INVALID_ARGUMENT":
         return ConfigError(f"{what}: rejected as invalid ({detail})")
     if code in TRANSIENT_CODES:
+        from deploy_guard.gcp.clients import EMULATOR_HOST_ENV, emulator_host
+
+        host = emulator_host()
+        if host and code == "UNAVAILABLE" and "connect" in detail.lower():
+            return ApiError(
+                f"{what}: the emulator at {host} ({EMULATOR_HOST_ENV}) did not answer; is "
+                "`deploy-guard emulator` running, and is that its address?"
+            )
         return ApiError(f"{what}: Google answered {code} and kept doing so after retries")
     return ApiError(f"{what}: {code} ({detail})")
 

@@ -128,6 +128,12 @@ class RuleState:
     def _error(self, error: str) -> RuleResult:
         base = self.last or Assessment("pending", False, None, "", "")
         words = plural(self.errors_in_a_row, "error")
+        limit = self.rule.consecutive_error_limit
+        why = (
+            f"{words} in a row reached consecutive_error_limit {limit}"
+            if self.errors_in_a_row >= limit
+            else f"{words} in a row and no pass after them; consecutive_error_limit {limit}"
+        )
         return self._result(
             Assessment(
                 "pending",
@@ -136,8 +142,7 @@ class RuleState:
                 base.threshold,
                 base.counts,
                 base.evidence,
-                f"{error} ({words} in a row; consecutive_error_limit "
-                f"{self.rule.consecutive_error_limit})",
+                f"{error} ({why})",
             ),
             status="error",
         )

@@ -1,0 +1,57 @@
+"""SIGINT and SIGTERM outside an event loop: noted, then acted on where stopping is safe.
+
+Python's default SIGINT handler raises ``KeyboardInterrupt`` wherever the main
+thread happens to be: inside an import, a policy validation, a library that
+swallows it (pydantic does, and the check then runs to the end and may promote).
+So from the entry point on, the first SIGINT or SIGTERM is only *recorded*.
+Commands look at :func:`pending` at their safe points, and their event loops take
+over with their own handlers while they run (``loop.add_signal_handler``),
+calling :func:`defer` again once the loop has closed. A second signal is not
+deferred: it stops the process at once (exit 130 for SIGINT, the default death
+for SIGTERM), which is what pressing Ctrl-C twice asks for.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from types import FrameType
+
+#: The signals deploy-guard turns into a clean stop.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_pending: list[str] = []
+
+
+def defer() -> None:
+    """Record the first SIGINT/SIGTERM instead of acting on it (main thread only)."""
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _note)
+
+
+def active() -> bool:
+    """True when :func:`defer` handles SIGINT now (the CLI's entry point installed it)."""
+    return signal.getsignal(signal.SIGINT) is _note
+
+
+def pending() -> str | None:
+    """The name of the first stop signal received so far (``"SIGTERM"``), or None."""
+    return _pending[0] if _pending else None
+
+
+def note(name: str) -> None:
+    """Record a stop signal that an event loop's own handler received."""
+    _pending.append(name)
+
+
+def _note(signum: int, _frame: FrameType | None) -> None:
+    sig = signal.Signals(signum)
+    if _pending:  # the second one: stop now
+        if sig == signal.SIGINT:
+            sys.stderr.write("\ninterrupted again: stopping without clean-up\n")
+            sys.stderr.flush()
+            os._exit(130)
+        signal.signal(sig, signal.SIG_DFL)
+        os.kill(os.getpid(), sig)
+        return
+    _pending.append(sig.name)
