@@ -466,3 +466,18 @@ async def test_tail_with_a_bad_filter_is_invalid_argument(served: Any) -> None:
 
     with pytest.raises(gexc.InvalidArgument, match="column 11"):
         await call(tail)
+
+
+async def test_an_ingestion_delay_holds_entries_back_from_listing(serve_handlers: Any) -> None:
+    """``--logs-delay``: an entry is listed only that long after it arrived, as on Cloud Logging."""
+    now = [datetime.now(UTC)]
+    store = LogStore(clock=lambda: now[0], delay_s=5)
+    clients = await serve_handlers(logging_api.handlers(store))
+    store.revision_output(NEW, "stdout", '{"severity":"ERROR","message":"late"}', now[0])
+    flt = f'timestamp>="{(now[0] - timedelta(minutes=1)).isoformat()}"'
+    assert await list_entries(clients, flt) == []
+    now[0] += timedelta(seconds=4.9)
+    assert await list_entries(clients, flt) == []
+    now[0] += timedelta(seconds=0.2)
+    [entry] = await list_entries(clients, flt)
+    assert entry.json_payload["message"] == "late"

@@ -93,6 +93,37 @@ def test_error_logs_fail_the_log_rule(chat: Any, check: Any) -> None:
     assert chat.serving() == {base: 100}
 
 
+def test_log_settle_waits_out_the_ingestion_delay_before_the_last_log_pass(
+    chat: Any, check: Any, emulator: Any
+) -> None:
+    """Entries readable 5 s after they are written: without a settle the last pass sees none."""
+    from datetime import timedelta
+
+    base = chat.first()
+    cand = chat.candidate({"CHAT_ERROR_LOGS": "1"})
+    emulator.logs.delay = timedelta(seconds=5)
+    code, report = check(cand, "--log-interval", "30s", "--log-settle", "6s")
+    assert code == ExitCode.FAIL, report
+    assert "no-tool-errors" in report["deciding_rules"]
+    assert chat.serving() == {base: 100}
+
+
+def test_traffic_is_recorded_once_the_service_has_routed_the_candidate(
+    chat: Any, check: Any, emulator: Any
+) -> None:
+    """Cloud Run marks the revision Ready before it routes to it; the split is read after."""
+    base = chat.first()
+    emulator.emulator.admin.route_delay_s = 1.5  # Ready, then 1.5 s until routed
+    chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20, wait=False)
+    cand = chat.get().latest_created_revision.rsplit("/", 1)[-1]
+    assert chat.get().reconciling
+    code, report = check(cand, policy="chat-hold.yaml")
+    assert code == ExitCode.FAIL, report
+    assert report["traffic_before"] == {base: 80, cand: 20}  # not the pre-routing {base: 100}
+    assert report["action"] == "rolled_back"
+    assert chat.serving() == {base: 100}
+
+
 def test_a_revision_that_never_starts_fails_with_its_condition(chat: Any, check: Any) -> None:
     import sys
 

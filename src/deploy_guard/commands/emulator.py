@@ -66,6 +66,20 @@ See docs/emulator.md (it walks through a check and a rollback by hand).
     help="Hold metric points back this long (Cloud Monitoring reports minutes late).",
 )
 @click.option(
+    "--logs-delay",
+    default="0s",
+    show_default=True,
+    metavar="DURATION",
+    help="List log entries only this long after they arrive (Cloud Logging's ingestion delay).",
+)
+@click.option(
+    "--route-delay",
+    default="0s",
+    show_default=True,
+    metavar="DURATION",
+    help="Route to a new revision only this long after it is Ready (the service reconciles).",
+)
+@click.option(
     "--startup-timeout",
     default="30s",
     show_default=True,
@@ -93,6 +107,8 @@ def emulator(
     project: str,
     region: str,
     metrics_delay: str,
+    logs_delay: str,
+    route_delay: str,
     startup_timeout: str,
     faults: tuple[str, ...],
     workdir: str | None,
@@ -109,6 +125,8 @@ def emulator(
         # Validate everything before starting anything.
         specs = [parse_spec(f) for f in faults]
         delay_s = parse_duration(metrics_delay)
+        logs_delay_s = parse_duration(logs_delay)
+        route_delay_s = parse_duration(route_delay)
         startup_s = parse_duration(startup_timeout)
         code = asyncio.run(
             _serve(
@@ -117,6 +135,8 @@ def emulator(
                     region=region,
                     port=port,
                     metrics_delay=delay_s,
+                    logs_delay=logs_delay_s,
+                    route_delay=route_delay_s,
                     startup_timeout=startup_s,
                     workdir=workdir,
                 ),

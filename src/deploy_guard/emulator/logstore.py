@@ -142,6 +142,8 @@ class StoredEntry:
     key: tuple[int, int]  # (timestamp in µs, arrival sequence)
     project: str
     data: Entry
+    #: When the entry can be listed (received + the store's ingestion delay).
+    readable_at: datetime | None = None
     _proto: Any = field(default=None, repr=False)
 
     def proto(self) -> Any:
@@ -285,8 +287,12 @@ class LogStore:
         *,
         clock: Callable[[], datetime] | None = None,
         retention: timedelta = DEFAULT_RETENTION,
+        delay_s: float = 0.0,
     ) -> None:
         self.max_entries = max_entries
+        #: Ingestion delay: an entry can be listed this long after it was received
+        #: (Cloud Logging's is usually seconds; ``TailLogEntries`` is not delayed).
+        self.delay = timedelta(seconds=delay_s)
         #: The logs retention period: ``WriteLogEntries`` refuses older timestamps.
         self.retention = retention
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -442,7 +448,8 @@ class LogStore:
 
     def _insert(self, prepared: list[tuple[datetime, str, Entry]]) -> list[Entry]:
         """Insert (time, project, entry) triples in time order; tell the listeners."""
-        received = rfc3339(self._clock())
+        now = self._clock()
+        received = rfc3339(now)
         stored: list[Entry] = []
         items: list[StoredEntry] = []
         with self._lock:
@@ -452,7 +459,7 @@ class LogStore:
                 self._seq += 1
                 if not entry.get("insertId"):
                     entry["insertId"] = f"{self._id_prefix}{self._seq:010d}"
-                item = StoredEntry((_micros(when), self._seq), project, entry)
+                item = StoredEntry((_micros(when), self._seq), project, entry, now + self.delay)
                 if not self._keys or item.key >= self._keys[-1]:
                     self._keys.append(item.key)
                     self._items.append(item)
@@ -475,7 +482,7 @@ class LogStore:
     def snapshot(
         self, lower: datetime | None = None, upper: datetime | None = None
     ) -> list[StoredEntry]:
-        """Entries with ``lower <= timestamp <= upper`` (inclusive), oldest first."""
+        """Readable entries with ``lower <= timestamp <= upper`` (inclusive), oldest first."""
         with self._lock:
             lo = 0 if lower is None else bisect.bisect_left(self._keys, (_micros(lower), 0))
             hi = (
@@ -483,7 +490,11 @@ class LogStore:
                 if upper is None
                 else bisect.bisect_right(self._keys, (_micros(upper), 1 << 62))
             )
-            return self._items[lo:hi]
+            items = self._items[lo:hi]
+        if not self.delay:
+            return items
+        now = self._clock()
+        return [s for s in items if s.readable_at is None or s.readable_at <= now]
 
     def entries(self, filter_text: str = "") -> list[Entry]:
         """Matching entries, oldest first (for tests and the CLI; the API pages)."""

@@ -149,12 +149,16 @@ class RunAdmin:
         *,
         startup_timeout_s: float = 30.0,
         workdir: str | None = None,
+        route_delay_s: float = 0.0,
     ) -> None:
         self.location = location
         self.router = router
         self.logs = logs
         self.operations = operations
         self.startup_timeout_s = startup_timeout_s
+        #: Seconds between a new revision becoming Ready and the service routing to it
+        #: (the service stays ``reconciling`` with its old ``traffic_statuses`` meanwhile).
+        self.route_delay_s = route_delay_s
         self.workdir = workdir
         self.services: dict[str, st.ServiceEntry] = {}
 
@@ -440,6 +444,8 @@ class RunAdmin:
         try:
             if rev is not None:
                 failure = await self._start(entry, rev)
+                if failure is None and self.route_delay_s > 0:
+                    await asyncio.sleep(self.route_delay_s)  # Ready, not yet routed
             async with entry.lock:
                 if entry.deleted:
                     self.operations.finish(

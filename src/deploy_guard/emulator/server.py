@@ -87,6 +87,8 @@ class Emulator:
         metrics_delay: float = 0.0,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
         workdir: str | None = None,
+        logs_delay: float = 0.0,
+        route_delay: float = 0.0,
     ) -> None:
         _check_loopback(host)
         _check_location(project, region)
@@ -95,13 +97,18 @@ class Emulator:
                 f"startup timeout {startup_timeout:g} s is not positive: a revision needs "
                 "time to listen on $PORT (use e.g. 30s)"
             )
-        if metrics_delay < 0:
-            raise ConfigError(f"metrics delay {metrics_delay:g} s must not be negative")
+        for what, value in (
+            ("metrics delay", metrics_delay),
+            ("logs delay", logs_delay),
+            ("route delay", route_delay),
+        ):
+            if value < 0:
+                raise ConfigError(f"{what} {value:g} s must not be negative")
         self.location = Location(project, region)
         self.host = host
         self._requested_port = port
         self.port: int | None = None
-        self.logs = LogStore()
+        self.logs = LogStore(delay_s=logs_delay)
         self.metrics = MetricStore(delay_s=metrics_delay)
         self.router = Router(self.logs, self.metrics, host=host)
         self.operations = OperationStore(self.location.parent)
@@ -112,6 +119,7 @@ class Emulator:
             self.operations,
             startup_timeout_s=startup_timeout,
             workdir=workdir,
+            route_delay_s=route_delay,
         )
         self._handlers = [
             *self.admin.handlers(),
