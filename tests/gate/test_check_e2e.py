@@ -234,6 +234,15 @@ def test_a_summary_that_cannot_be_written_is_exit_2_before_any_api_call(
     assert emulator.faults.counts() == {}  # nothing was read, nothing promoted
 
 
+def test_two_token_sources_are_exit_2(check: Any, emulator: Any, tmp_path: Any) -> None:
+    token = tmp_path / "token"
+    token.write_text("t0ken")
+    code, report = check("chat-00002-abc", "--token-env", "HOME", "--token-file", str(token))
+    assert code == ExitCode.USAGE, report
+    assert "pass one of them" in report["error"]
+    assert emulator.faults.counts() == {}
+
+
 def test_unknown_revision_is_exit_2(chat: Any, check: Any) -> None:
     chat.first()
     code, report = check("chat-00099-zzz")

@@ -182,6 +182,8 @@ def check(
 
     report = CheckReport(revision=revision, project=project or "", region=region or "")
     try:
+        if token_env and token_file:
+            raise ConfigError("--token-env and --token-file name two tokens: pass one of them")
         for path in (report_path, summary_path):
             _check_writable(path)
         policies = _load(policy_paths)
