@@ -70,3 +70,29 @@ def test_every_help_text_renders_cleanly() -> None:
         result = CliRunner().invoke(cli, [*args, "--help"])
         assert result.exit_code == 0, (args, result.output)
         assert "\b" not in result.output, args
+
+
+def test_missing_project_or_region_is_named_in_plain_grammar() -> None:
+    from deploy_guard.commands import missing_project_region
+
+    assert missing_project_region("p", "r") is None
+    assert missing_project_region(None, "r") == (
+        "missing --project: pass it, or set GOOGLE_CLOUD_PROJECT"
+    )
+    assert missing_project_region("p", "") == (
+        "missing --region: pass it, or set CLOUDSDK_RUN_REGION"
+    )
+    assert missing_project_region(None, None) == (
+        "missing --project and --region: pass them, or set GOOGLE_CLOUD_PROJECT and "
+        "CLOUDSDK_RUN_REGION"
+    )
+
+
+def test_rollback_without_a_project_says_which_flag_is_missing() -> None:
+    env = {"GOOGLE_CLOUD_PROJECT": None, "DEPLOY_GUARD_EMULATOR_HOST": None}
+    result = CliRunner().invoke(
+        cli, ["rollback", "--service", "chat", "--region", "europe-west1"], env=env
+    )
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "error: missing --project: pass it, or set GOOGLE_CLOUD_PROJECT\n" in result.output
+    assert "Traceback" not in result.output

@@ -5,8 +5,8 @@ thread happens to be: inside an import, a policy validation, a library that
 swallows it (pydantic does, and the check then runs to the end and may promote).
 So from the entry point on, the first SIGINT or SIGTERM is only *recorded*.
 Commands look at :func:`pending` at their safe points, and their event loops take
-over with their own handlers while they run (``loop.add_signal_handler``),
-calling :func:`defer` again once the loop has closed. A second signal is not
+over while they run (:func:`deploy_guard.commands.cancelled_by_signals`, which
+puts the deferral back when the block ends). A second signal is not
 deferred: it stops the process at once (exit 130 for SIGINT, the default death
 for SIGTERM), which is what pressing Ctrl-C twice asks for.
 """
@@ -27,11 +27,6 @@ def defer() -> None:
     """Record the first SIGINT/SIGTERM instead of acting on it (main thread only)."""
     for sig in STOP_SIGNALS:
         signal.signal(sig, _note)
-
-
-def active() -> bool:
-    """True when :func:`defer` handles SIGINT now (the CLI's entry point installed it)."""
-    return signal.getsignal(signal.SIGINT) is _note
 
 
 def pending() -> str | None:

@@ -158,7 +158,8 @@ def check(emulator_env: dict[str, str], tmp_path: Path) -> CheckFn:
     def run(
         revision: str, *flags: str, policy: str = "chat-fast.yaml"
     ) -> tuple[int, dict[str, Any]]:
-        report = tmp_path / f"report-{revision}-{len(list(tmp_path.iterdir()))}.json"
+        name = revision.rsplit("/", 1)[-1]
+        report = tmp_path / f"report-{name}-{len(list(tmp_path.iterdir()))}.json"
         args = [
             "check",
             "--revision",

@@ -103,7 +103,42 @@ def test_validate_json_output_for_tools(write: Callable[[str, str], Path]) -> No
         ("rules", 1, 1),
         ("services", 1, 1),
     ]
-    assert "2 problems in 1 of 1 policy file" in err
+    assert err.strip() == "2 problems in 1 policy file"
+
+
+@pytest.mark.parametrize(
+    ("files", "extra", "summary"),
+    [
+        (["bad"], [], "2 problems in 1 policy file"),
+        (["bad", "bad2"], [], "4 problems in 2 policy files; none valid"),
+        (["good", "bad"], [], "2 problems in 1 of 2 policy files; 1 valid"),
+        (["good", "twin"], [], "1 problem in 1 of 2 policy files; 1 valid"),
+        ([], ["nope.yaml"], "1 problem; no policy file was read"),
+        (["good"], ["nope.yaml"], "1 problem; 1 policy file valid"),
+        (["bad"], ["nope.yaml"], "2 problems in 1 policy file; 1 other problem"),
+        (["good", "other"], [], "2 policy files valid"),
+    ],
+)
+def test_validate_summary_counts_in_plain_grammar(
+    write: Callable[[str, str], Path],
+    tmp_path: Path,
+    files: list[str],
+    extra: list[str],
+    summary: str,
+) -> None:
+    """Each number says what it counts: never "1 of 1 policy files" or "0 valid"."""
+    texts = {
+        "good": GOOD,
+        "other": GOOD.replace("name: good", "name: other"),
+        "twin": GOOD,  # the same policy name twice: one problem, in the second file
+        "bad": "name: x\n",  # no services, no rules: two problems
+        "bad2": "name: y\n",
+    }
+    paths = [str(write(texts[name], f"{name}.yaml")) for name in files]
+    paths += [str(tmp_path / name) for name in extra]
+    code, out, _ = run("policy", "validate", *paths)
+    assert code == (ExitCode.USAGE if "problem" in summary else ExitCode.PASS)
+    assert out.strip().splitlines()[-1] == summary
 
 
 def test_schema_prints_json_schema() -> None:

@@ -54,6 +54,25 @@ def test_chat_policy_covers_the_story() -> None:
     assert logs.limit_count == 0
     assert any("1011" in p for p in logs.patterns)
 
+    # Any ERROR entry of the new revision (a failed tool call, a 5xx request log) fails.
+    errors = policy.rule("no-error-logs")
+    assert errors.logs is not None
+    assert errors.severity == "fail"
+    assert errors.logs.filter == "severity>=ERROR"
+    assert errors.logs.patterns == []  # every entry the filter selects counts
+    assert errors.logs.limit_count == 0
+
+
+def test_chat_policy_explains_its_log_rules_in_plain_words() -> None:
+    words = explain(load_file(POLICIES / "chat-agent.yaml"))
+    rule = words.split("no-error-logs (logs, fail)", 1)[1].split("\n\n", 1)[0]
+    assert "matching severity>=ERROR since the rollout" in rule
+    assert "and counts every one.\n   Fails on any entry." in rule
+    assert "Measured repeatedly: no failing pass is tolerated; 3 source errors in a row" in rule
+    assert "Fails on any match." in words.split("no-1011-in-logs (logs, fail)", 1)[1]
+    assert "pass(es)" not in words
+    assert "more than 0" not in words
+
 
 def test_rule_names_are_unique_across_shipped_policies() -> None:
     names = [rule.name for policy in load_paths([POLICIES]) for rule in policy.rules]
@@ -101,3 +120,28 @@ rules:
     assert "Probes send a bearer token read from the file /t." in file_auth
     no_auth = explain(parse_policy(text.replace("token_env: GUARD_TOKEN", "id_token: none")))
     assert "Probes send no credentials." in no_auth
+
+
+def test_explain_counts_log_limits_in_plain_grammar() -> None:
+    from deploy_guard.policy import parse_policy
+
+    text = """\
+version: 1
+name: counts
+services: [svc]
+rules:
+  - name: few-errors
+    kind: logs
+    failure_limit: 1
+    consecutive_error_limit: 1
+    logs: {filter: "severity>=ERROR", max_count: 3}
+  - name: one-timeout
+    kind: logs
+    failure_limit: 2
+    logs: {patterns: [timeout], max_count: 1}
+"""
+    words = explain(parse_policy(text))
+    assert "counts every one.\n   Fails on more than 3 entries." in words
+    assert "Measured repeatedly: 1 failing pass is tolerated; a single source error" in words
+    assert "Fails on more than 1 match." in words
+    assert "Measured repeatedly: 2 failing passes are tolerated; 3 source errors in a row" in words

@@ -112,34 +112,136 @@ def test_one_rule_by_name_and_usage_errors(policy_file: Path, chat_process: str)
     assert code == 2
 
 
-def test_ctrl_c_cancels_the_probes_with_exit_130_and_no_traceback(
-    policy_file: Path, chat_process: str
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://[::1", "malformed IPv6 address"),
+        ("http://127.0.0.1:99999", "not a number from 1 to 65535"),
+        ("http://127.0.0.1:abc", "not a number from 1 to 65535"),
+        ("http://:8080", "has no host name"),
+        ("ftp://x", "its scheme is 'ftp'"),
+    ],
+)
+def test_a_malformed_url_is_a_usage_error_before_anything_is_probed(
+    policy_file: Path, url: str, words: str
 ) -> None:
-    """A user stopping a long hold gets one line, not a traceback, and no verdict."""
+    result = CliRunner().invoke(cli, ["probe", "--policy", str(policy_file), "--url", url])
+    assert result.exit_code == 2, result.output
+    assert isinstance(result.exception, SystemExit), result.exception  # never a traceback
+    assert f"error: probe URL {url!r} " in result.stderr
+    assert words in result.stderr
+    assert result.stdout == ""  # no "probing ..." line, no results, no verdict
+
+
+HOLD_POLICY = """\
+version: 1
+name: hold
+services: ["chat"]
+rules:
+  - name: health
+    kind: http
+    http: {path: /health, requests: 2}
+  - name: chat-hold
+    kind: websocket
+    websocket:
+      path: /ws/chat
+      scenario:
+        - send: {json: {type: message, user_id: "{user}"}}
+        - expect: [agent_completed]
+          timeout: 5s
+      hold: 60s
+      ping_interval: null
+      sessions: 4
+      concurrency: 2
+"""
+
+
+def holding_app(closes: list[int | None], open_now: set[object]) -> Any:
+    """/health, and a /ws/chat that answers each message with ``agent_completed``.
+
+    ``open_now`` holds the sockets still open; ``closes`` the close code each
+    finished session ended with as the server saw it: 1000 when the client
+    closed it cleanly, 1006 when its connection just vanished.
+    """
+    import json
+
+    from aiohttp import WSMsgType, web
+
+    async def health(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def chat(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(heartbeat=None)
+        await ws.prepare(request)
+        open_now.add(ws)
+        try:
+            async for frame in ws:
+                if frame.type == WSMsgType.TEXT:
+                    user = json.loads(frame.data).get("user_id")
+                    await ws.send_json({"type": "agent_completed", "user_id": user})
+        finally:
+            open_now.discard(ws)
+            closes.append(ws.close_code)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/ws/chat", chat)
+    return app
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_a_signal_cancels_the_probes_shows_what_ran_and_exits_3(tmp_path: Path, sig: str) -> None:
+    """As ``check`` does: the first SIGINT/SIGTERM cancels the run, every connection is
+    closed cleanly, the results so far are printed, and the exit code is 3."""
     import signal
     import subprocess
     import sys
 
-    # A background test runner may start us with SIGINT ignored, and children inherit
-    # that; the child restores Python's handler itself (a preexec_fn would fork a process
-    # that has gRPC threads, which is unsafe).
-    main = (
-        "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "runpy.run_module('deploy_guard', run_name='__main__', alter_sys=True)"
-    )
-    args = [sys.executable, "-c", main, "--log-level", "warning", "probe"]
-    args += ["--policy", str(policy_file), "--url", chat_process, "--rule", "chat-golden-path"]
-    policy_file.write_text(policy_file.read_text().replace("hold: 1500ms", "hold: 60s"))
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    first = proc.stdout.readline()  # printed once the probes are about to start
-    assert first.startswith("probing "), first
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130, (out, err)
-    assert "interrupted: every probe was cancelled; no verdict" in err
+    from probe_helpers import ThreadServer
+
+    from waiting import wait_until
+
+    policy = tmp_path / "hold.yaml"
+    policy.write_text(HOLD_POLICY)
+    closes: list[int | None] = []
+    open_now: set[object] = set()
+    with ThreadServer(holding_app(closes, open_now)) as server:
+        args = [sys.executable, "-m", "deploy_guard", "--log-level", "warning", "probe"]
+        proc = subprocess.Popen(
+            [*args, "--policy", str(policy), "--url", server.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            # started: both users hold their first session open (for 60 s)
+            wait_until(
+                lambda: len(open_now) == 2 or proc.poll() is not None,
+                within=30,
+                what="two sessions held open",
+            )
+            assert proc.poll() is None, proc.communicate()
+            proc.send_signal(getattr(signal, sig))
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        # every session the probe opened was closed by the probe, with a close frame
+        wait_until(lambda: not open_now, within=10, what="the server's sockets closed")
+        assert closes == [1000, 1000], closes
+    assert proc.returncode == 3, (out, err)
     assert "Traceback" not in out + err
-    assert "verdict:" not in out
+    assert f"interrupted by {sig}: every probe was cancelled and its connection closed" in err
+    results = out.split("Probe results", 1)[1]  # what it had: the table of every rule
+    assert "health" in results
+    assert "chat-hold" in results
+    assert "0/4" in results  # no held session had finished
+    assert (
+        f"verdict: INTERRUPTED (exit 3: {sig} stopped the probes before the rules finished; "
+        "the results above are partial and decide nothing)"
+    ) in out
 
 
 def test_on_a_terminal_only_the_progress_lines_show(

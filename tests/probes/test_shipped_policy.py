@@ -2,7 +2,8 @@
 
 Healthy passes; each failure switch fails the policy's probe rules for the
 right reason (rule and cause). The 60 s hold rule runs only where the service
-closes early (the 1011 mode), where fail_fast stops it at the close.
+closes early (the 1011 mode), where fail_fast stops it at the close. The log-only mode
+(CHAT_ERROR_LOGS) needs Cloud Logging: tests/gate/test_shipped_chat_policy_e2e.py.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import pytest
 
 from deploy_guard.errors import ConfigError
 from deploy_guard.probes.auth import BearerToken, TokenChoice, resolve_token
-from deploy_guard.probes.target import Target, expand_env
+from deploy_guard.probes.target import Target, expand_env, url_problem
 from deploy_guard.probes.template import SessionIds
 
 SECRET = "eyJhbGciOi.secret-token-value.sig"
@@ -30,6 +30,47 @@ def test_a_non_http_url_is_a_config_error() -> None:
         Target("ftp://example")
     with pytest.raises(ConfigError):
         Target("127.0.0.1:8080")
+
+
+@pytest.mark.parametrize(
+    ("url", "words"),
+    [
+        ("http://[::1", "malformed IPv6 address"),
+        ("http://[zz]:8080", "malformed IPv6 address"),
+        ("http://::1:8080", "malformed host"),
+        ("http://[::1]x", "malformed host"),
+        ("http://127.0.0.1:99999", "has port '99999', not a number from 1 to 65535"),
+        ("http://127.0.0.1:abc", "has port 'abc', not a number from 1 to 65535"),
+        ("http://127.0.0.1:-1", "has port '-1'"),
+        ("http://127.0.0.1:0", "has port '0'"),
+        ("http://:8080", "has no host name"),
+        ("http://", "has no host name"),
+        ("https://chat .a.run.app", "contains a space"),
+        ("ftp://example", "its scheme is 'ftp'"),
+        ("127.0.0.1:8080", "it has no scheme"),
+    ],
+)
+def test_a_malformed_url_is_a_config_error_that_says_what_is_wrong(url: str, words: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Target(url)
+    assert words in str(info.value)
+    assert str(info.value).startswith(f"probe URL {url!r} ")
+    assert url_problem(url) is not None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080",
+        "http://[::1]:8080",
+        "https://user@chat-abc.a.run.app/prefix?x=1",
+        "wss://chat-abc.a.run.app",
+        "http://localhost:65535",
+    ],
+)
+def test_well_formed_urls_are_accepted(url: str) -> None:
+    assert url_problem(url) is None
+    assert Target(url).base_url == url
 
 
 def test_headers_expand_env_and_carry_the_token(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import signal
 import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 #: What `deploy-guard emulator` serves unless started with --project / --region.
 EMULATOR_DEFAULTS = "--project local-project --region us-central1"
@@ -42,13 +47,69 @@ def terminal_output(*, keep_explicit_level: bool = True) -> bool:
 
 def missing_project_region(project: str | None, region: str | None) -> str | None:
     """The error for a missing --project / --region (None when both are there)."""
-    missing = [flag for flag, value in (("--project", project), ("--region", region)) if not value]
+    flags = (
+        ("--project", "GOOGLE_CLOUD_PROJECT", project),
+        ("--region", "CLOUDSDK_RUN_REGION", region),
+    )
+    missing = [(flag, env) for flag, env, value in flags if not value]
     if not missing:
         return None
     text = (
-        f"missing {' and '.join(missing)}: pass them, or set GOOGLE_CLOUD_PROJECT and "
-        "CLOUDSDK_RUN_REGION"
+        f"missing {' and '.join(flag for flag, _ in missing)}: "
+        f"pass {'it' if len(missing) == 1 else 'them'}, "
+        f"or set {' and '.join(env for _, env in missing)}"
     )
     if os.environ.get("DEPLOY_GUARD_EMULATOR_HOST"):
         text += f" (the local emulator serves {EMULATOR_DEFAULTS} unless started with others)"
     return text
+
+
+@contextlib.asynccontextmanager
+async def cancelled_by_signals(
+    announce: Callable[[str], None] | None = None,
+) -> AsyncIterator[list[str]]:
+    """While the block runs, the first SIGINT or SIGTERM cancels the running task.
+
+    The loop-side twin of :mod:`deploy_guard.signals` (which defers signals
+    from the entry point on): a signal received before the block started
+    cancels it at its first ``await``. Yields a list that receives the
+    signal's name (``"SIGTERM"``): the caller catches
+    :class:`asyncio.CancelledError` (or finds the list filled after a clean-up
+    swallowed the cancellation) and reports an interruption, exit 3. Further
+    signals are ignored while the cancelled work cleans up. On the way out the
+    handlers that were in place before (the CLI's deferral, or Python's) are
+    put back. Outside the main thread nothing is installed. ``announce`` is
+    called with the signal's name the moment it cancels (a log line, say).
+    """
+    from deploy_guard import signals
+
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    caught: list[str] = []
+
+    def on_signal(name: str, *, noted: bool = False) -> None:
+        if not caught and task is not None:
+            caught.append(name)
+            if not noted:
+                signals.note(name)
+            if announce is not None:
+                announce(name)
+            task.cancel()
+
+    before: dict[signal.Signals, Any] = {}
+    for sig in signals.STOP_SIGNALS:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            previous = signal.getsignal(sig)
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            before[sig] = previous
+    early = signals.pending()
+    if early is not None:  # it came before the loop took over
+        on_signal(early, noted=True)
+    try:
+        yield caught
+    finally:
+        for sig, previous in before.items():
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, TypeError):
+                loop.remove_signal_handler(sig)
+                if previous is not None:
+                    signal.signal(sig, previous)

@@ -320,13 +320,11 @@ def _fail_early(
 
 def run(policies: list[Any], options: Any, report: CheckReport) -> int:
     """Run the gate on a fresh event loop; SIGINT/SIGTERM cancel it (clean-up still runs)."""
-    from deploy_guard import signals
     from deploy_guard.gate import Gate, cloud_sources
     from deploy_guard.gcp.clients import Clients
     from deploy_guard.gcp.cloudrun import CloudRun
     from deploy_guard.gcp.errors import ApiCalls
 
-    deferred = signals.active()
     view = _terminal_view()
     clients = Clients.from_env()
     calls = ApiCalls()
@@ -340,8 +338,6 @@ def run(policies: list[Any], options: Any, report: CheckReport) -> int:
             # with the live view the error is in its final summary: an echo now would tear it
             code = asyncio.run(_main(gate, report, echo_errors=view is None))
     finally:
-        if deferred:  # the loop's handlers are gone: keep the reports from a stray signal
-            signals.defer()
         report.api_calls = calls.as_dict()
         clients.close()
     if view is not None:
@@ -352,54 +348,37 @@ def run(policies: list[Any], options: Any, report: CheckReport) -> int:
 
 
 async def _main(gate: Any, report: CheckReport, *, echo_errors: bool = True) -> int:
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    caught: list[str] = []
+    """Run the gate; the first SIGINT/SIGTERM cancels it (its clean-up still runs)."""
+    from deploy_guard.commands import cancelled_by_signals
 
-    from deploy_guard import signals
+    def announce(name: str) -> None:
+        log.warning("check_signalled", signal=name)
 
-    def on_signal(name: str) -> None:
-        if not caught:  # the first signal cancels; clean-up then runs to the end
-            caught.append(name)
-            signals.note(name)
-            log.warning("check_signalled", signal=name)
-            task.cancel()
-
-    for sig in signals.STOP_SIGNALS:
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, on_signal, sig.name)
-    early = signals.pending()
-    if early:  # it came while the loop was starting: stop at the first await
-        on_signal(early)
-    try:
-        await gate.run()
-        return report.exit_code
-    except asyncio.CancelledError:
-        report.error = f"interrupted by {caught[0] if caught else 'cancellation'}"
-        return int(ExitCode.INCONCLUSIVE)
-    except GuardError as exc:
-        report.error = redact_text(str(exc))
-        report.message = report.message or str(exc)
-        report.exit_code = int(exc.exit_code)
-        if isinstance(exc, SupersededError):
-            report.action = "superseded"
-        elif isinstance(exc, ActionError):
-            report.action = "failed"
-        if echo_errors:
-            click.echo(f"error: {redact_text(str(exc))}", err=True)
-        return int(exc.exit_code)
-    except Exception as exc:  # a bug: still write the report, and say so
-        log.exception("check_crashed")
-        report.error = redact_text(f"internal error: {type(exc).__name__}: {exc}")
-        report.exit_code = int(ExitCode.ACTION_FAILED)
-        if echo_errors:
-            click.echo(f"error: {report.error}", err=True)
-        return int(ExitCode.ACTION_FAILED)
-    finally:
-        for sig in signals.STOP_SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.remove_signal_handler(sig)
+    async with cancelled_by_signals(announce) as caught:
+        try:
+            await gate.run()
+            return report.exit_code  # a signal after the decision leaves it standing
+        except asyncio.CancelledError:
+            report.error = f"interrupted by {caught[0] if caught else 'cancellation'}"
+            return int(ExitCode.INCONCLUSIVE)
+        except GuardError as exc:
+            report.error = redact_text(str(exc))
+            report.message = report.message or str(exc)
+            report.exit_code = int(exc.exit_code)
+            if isinstance(exc, SupersededError):
+                report.action = "superseded"
+            elif isinstance(exc, ActionError):
+                report.action = "failed"
+            if echo_errors:
+                click.echo(f"error: {redact_text(str(exc))}", err=True)
+            return int(exc.exit_code)
+        except Exception as exc:  # a bug: still write the report, and say so
+            log.exception("check_crashed")
+            report.error = redact_text(f"internal error: {type(exc).__name__}: {exc}")
+            report.exit_code = int(ExitCode.ACTION_FAILED)
+            if echo_errors:
+                click.echo(f"error: {report.error}", err=True)
+            return int(ExitCode.ACTION_FAILED)
 
 
 def _terminal_view() -> Any:

@@ -9,6 +9,7 @@ message``) and the exit code is 0 when all files are valid, 2 when not.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
@@ -24,16 +25,35 @@ def policy() -> None:
     """Validate, explain and export the schema of policy files."""
 
 
-def _summary(files: int, valid: int, problems: list[Problem]) -> str:
-    bad = len({p.file for p in problems})
-    noun = "file" if files == 1 else "files"
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _summary(files: Sequence[Path], problems: Sequence[Problem]) -> str:
+    """The last line of ``policy validate``: "2 problems in 1 of 3 policy files; 2 valid".
+
+    Problems outside the policy files read (a missing path, an empty folder)
+    are counted apart, so every number says what it counts.
+    """
+    read = {str(f) for f in files if f.exists()}
     if not problems:
-        return f"{files} policy {noun} valid"
-    count = len(problems)
-    return (
-        f"{count} problem{'s' if count != 1 else ''} in {bad} of {max(files, bad)} "
-        f"policy {noun}; {valid} valid"
-    )
+        return f"{_plural(len(read), 'policy file')} valid"
+    if not read:
+        return f"{_plural(len(problems), 'problem')}; no policy file was read"
+    inside = [p for p in problems if p.file in read]
+    bad = len({p.file for p in inside})
+    valid = len(read) - bad
+    others = len(problems) - len(inside)
+    if not inside:
+        return f"{_plural(others, 'problem')}; {_plural(valid, 'policy file')} valid"
+    text = _plural(len(inside), "problem")
+    if valid:
+        text += f" in {bad} of {len(read)} policy files; {valid} valid"
+    else:
+        text += f" in {_plural(bad, 'policy file')}" + ("; none valid" if bad > 1 else "")
+    if others:
+        text += f"; {_plural(others, 'other problem')}"
+    return text
 
 
 @policy.command("validate", short_help="Check policy files or folders; report every problem.")
@@ -55,16 +75,16 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
         )
         raise SystemExit(int(ExitCode.USAGE))
     try:
-        files, policies, problems = check_paths(targets)
+        files, _policies, problems = check_paths(targets)
     except Exception as exc:  # a bug must still not print a traceback at the user
         problems = [Problem(", ".join(targets), 1, 1, "", f"internal error: {exc!r}")]
-        files, policies = [], []
+        files = []
     if as_json:
         click.echo(json.dumps([p.__dict__ for p in problems], indent=2))
     else:
         for problem in problems:
             click.echo(str(problem))
-    click.echo(_summary(len(files), len(policies), problems), err=as_json)
+    click.echo(_summary(files, problems), err=as_json)
     if problems:
         raise SystemExit(int(ExitCode.USAGE))
 

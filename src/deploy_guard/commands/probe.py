@@ -4,7 +4,9 @@ This is how a team develops a policy before wiring it into a pipeline: point
 it at a local server or a staging URL, read which sessions failed and why,
 adjust, repeat. Only ``http`` and ``websocket`` rules run (logs and metrics
 need a Cloud Run revision); the verdict covers just those rules, with the same
-exit codes as ``check``: 0 pass or warn, 1 fail, 2 usage, 3 inconclusive.
+exit codes as ``check``: 0 pass or warn, 1 fail, 2 usage, 3 inconclusive or
+interrupted (SIGINT/SIGTERM cancel the probes, which close their connections,
+and the results so far are printed).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from deploy_guard import signals
 from deploy_guard.errors import ConfigError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.judge import Judge, Verdict
@@ -89,9 +92,16 @@ HEARTBEAT_EVERY = 5.0
 
 
 async def run_probe(
-    policy: Policy, rules: Sequence[Rule], target: Target, console: Console
+    policy: Policy,
+    rules: Sequence[Rule],
+    target: Target,
+    console: Console,
+    last: dict[str, ProbeMeasurement] | None = None,
 ) -> tuple[dict[str, ProbeMeasurement], Verdict]:
     """Run ``rules``, showing progress; return the last snapshot per rule and the verdict.
+
+    ``last`` (filled as snapshots arrive) lets a caller that cancels the run
+    still show what it had.
 
     A progress line is printed per rule when it completes, when a new failure
     cause appears, otherwise every :data:`PROGRESS_EVERY` seconds while results
@@ -99,14 +109,13 @@ async def run_probe(
     but none has ended (a long hold). Plain lines, so the output reads the same
     in a terminal and in a CI log.
     """
-    # Printed from inside the loop: by now asyncio.run turns Ctrl-C into a clean
-    # cancellation of this task (before it, a SIGINT could land mid set-up).
+    # Printed from inside the loop, once SIGINT/SIGTERM cancel this task cleanly.
     names = ", ".join(r.name for r in rules)
     console.print(
         f"probing {redact_text(target.base_url)} with {policy.name}: {names}", highlight=False
     )
     judging = _Judging(policy.model_copy(update={"rules": list(rules)}))
-    last: dict[str, ProbeMeasurement] = {}
+    last = {} if last is None else last
     loop = asyncio.get_running_loop()
     start = loop.time()
     shown: dict[str, tuple[float, frozenset[str]]] = {r.name: (start, frozenset()) for r in rules}
@@ -154,6 +163,29 @@ async def run_probe(
             markup=False,
         )
     return last, judging.verdict()
+
+
+async def probe_until_signalled(
+    policy: Policy, rules: Sequence[Rule], target: Target, console: Console
+) -> tuple[dict[str, ProbeMeasurement], Verdict | None, str | None]:
+    """:func:`run_probe`, stopped by the first SIGINT or SIGTERM as ``check`` is.
+
+    Returns the last snapshot per rule, the verdict (None when interrupted) and
+    the name of the signal that interrupted the run (None when it ran to the
+    end). The cancellation closes every probe connection before this returns.
+    """
+    from deploy_guard.commands import cancelled_by_signals
+
+    last: dict[str, ProbeMeasurement] = {}
+    async with cancelled_by_signals() as caught:
+        try:
+            _, verdict = await run_probe(policy, rules, target, console, last)
+        except asyncio.CancelledError:
+            if not caught:
+                raise
+    if caught:  # also when a clean-up step absorbed the cancellation
+        return last, None, caught[0]
+    return last, verdict, None
 
 
 def _unit(rule: Rule, n: int) -> str:
@@ -208,9 +240,17 @@ def _latency(m: ProbeMeasurement) -> str:
 
 
 def render(
-    console: Console, rules: Sequence[Rule], last: dict[str, ProbeMeasurement], verdict: Verdict
-) -> None:
-    """Results per rule, a few failure samples with transcripts, then the verdict."""
+    console: Console,
+    rules: Sequence[Rule],
+    last: dict[str, ProbeMeasurement],
+    verdict: Verdict | None,
+    interrupted: str | None = None,
+) -> ExitCode:
+    """Results per rule, a few failure samples with transcripts, then the verdict.
+
+    An ``interrupted`` run (the signal's name) shows what it had and decides
+    nothing: exit 3, as ``check`` does. Returns the exit code.
+    """
     table = Table(title="Probe results", title_justify="left", box=box.SIMPLE_HEAD)
     # Narrow terminals wrap the failure columns, never a rule name or a number.
     for col in ("rule", "done", "ok", "failures", "close codes", "p50 / p95"):
@@ -246,6 +286,14 @@ def render(
                     highlight=False,
                     markup=False,
                 )
+    if verdict is None or interrupted is not None:
+        console.print(
+            f"verdict: [bold magenta]INTERRUPTED[/] (exit {int(ExitCode.INCONCLUSIVE)}: "
+            f"{interrupted or 'cancelled'} stopped the probes before the rules finished; "
+            "the results above are partial and decide nothing)",
+            highlight=False,
+        )
+        return ExitCode.INCONCLUSIVE
     style = {"pass": "green", "warn": "yellow", "fail": "red"}.get(verdict.status, "magenta")
     code = exit_code(verdict)
     console.print(
@@ -254,6 +302,7 @@ def render(
     )
     for reason in verdict.reasons:
         console.print(f"  - {redact_text(reason)}", highlight=False, markup=False)
+    return code
 
 
 @click.command("probe")
@@ -299,7 +348,9 @@ def probe(
 
     \b
     Exit codes (as for check): 0 pass or warn, 1 fail, 2 usage or policy
-    error, 3 inconclusive (a rule ran too few attempts to decide).
+    error, 3 inconclusive (a rule ran too few attempts to decide) or
+    interrupted (SIGINT or SIGTERM: the probes are cancelled, their
+    connections closed, and the results so far are shown).
 
     \b
     Examples:
@@ -341,10 +392,24 @@ def probe(
     except ConfigError as exc:
         click.echo(f"error: {redact_text(str(exc))}", err=True)
         raise SystemExit(int(exc.exit_code)) from None
+    except KeyboardInterrupt:  # Python's own SIGINT handler: nothing had started
+        click.echo("interrupted by SIGINT before probing: nothing was probed", err=True)
+        raise SystemExit(int(ExitCode.INCONCLUSIVE)) from None
+    if signals.pending():  # deferred by the CLI's entry point while the policy loaded
+        click.echo(
+            f"interrupted by {signals.pending()} before probing: nothing was probed", err=True
+        )
+        raise SystemExit(int(ExitCode.INCONCLUSIVE))
     try:
-        last, verdict = asyncio.run(run_probe(policy, rules, target, console))
-    except KeyboardInterrupt:  # asyncio.run cancelled the probes, which closed their sockets
-        click.echo("interrupted: every probe was cancelled; no verdict", err=True)
-        raise SystemExit(130) from None
-    render(console, rules, last, verdict)
-    raise SystemExit(int(exit_code(verdict)))
+        last, verdict, signalled = asyncio.run(
+            probe_until_signalled(policy, rules, target, console)
+        )
+    except KeyboardInterrupt:  # SIGINT as the loop started: asyncio.run cancelled the probes
+        last, verdict, signalled = {}, None, "SIGINT"
+    if signalled is not None:
+        click.echo(
+            f"interrupted by {signalled}: every probe was cancelled and its connection "
+            "closed; no verdict",
+            err=True,
+        )
+    raise SystemExit(int(render(console, rules, last, verdict, signalled)))

@@ -108,7 +108,9 @@ def _logs(spec: LogsSpec, window: float) -> Iterator[str]:
     )
     limits: list[str] = []
     if spec.limit_count is not None:
-        limits.append(f"more than {spec.limit_count} match{'es' if spec.limit_count != 1 else ''}")
+        noun = ("match", "matches") if spec.patterns else ("entry", "entries")
+        n = spec.limit_count
+        limits.append(f"any {noun[0]}" if n == 0 else f"more than {n} {noun[n != 1]}")
     if spec.max_rate is not None:
         limits.append(f"more than {spec.max_rate:g} per minute")
     if spec.relative_to_baseline is not None:
@@ -153,10 +155,18 @@ def explain_rule(rule: Rule, policy: Policy) -> list[str]:
     else:
         lines += _metric(spec)
     if rule.kind in ("logs", "metric"):
-        lines.append(
-            f"Measured repeatedly: {rule.failure_limit} failing pass(es) tolerated; "
-            f"{rule.consecutive_error_limit} source errors in a row make it an error."
+        n, e = rule.failure_limit, rule.consecutive_error_limit
+        tolerated = (
+            "no failing pass is tolerated"
+            if n == 0
+            else f"{n} failing pass{'es are' if n != 1 else ' is'} tolerated"
         )
+        errors = (
+            "a single source error makes it an error"
+            if e == 1
+            else f"{e} source errors in a row make it an error"
+        )
+        lines.append(f"Measured repeatedly: {tolerated}; {errors}.")
     lines.append(f"No data or a source error {_MISSING[rule.missing_data]}.")
     if rule.dry_run:
         lines.append("Dry run: it is judged and reported but never decides.")

@@ -32,6 +32,44 @@ def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
     return _ENV_REF.sub(lambda m: env.get(m.group(1), ""), value)
 
 
+#: ``host`` or ``[ipv6]``, then an optional ``:port`` (after any ``user@``).
+_HOST_PORT = re.compile(r"(?:\[[^\[\]]*\]|[^\[\]:]*)(?::[^:]*)?")
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with ``url`` as a base URL to probe, or None when it will do.
+
+    The words finish a sentence that starts with the URL: "has no host name",
+    "has port '99999', not a number from 1 to 65535". Each case is one the
+    libraries would otherwise reject mid-probe (a probe "error", or a traceback).
+    """
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "contains a space or a control character"
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # a bracket left open ("http://[::1") or no IPv6 address inside
+        return "has a malformed IPv6 address (write it in brackets: http://[::1]:8080)"
+    if parts.scheme not in _WS_SCHEME:
+        if not parts.scheme:
+            return "is not an http(s) URL: it has no scheme (start it with http:// or https://)"
+        return (
+            f"is not an http(s) URL: its scheme is {parts.scheme!r} "
+            "(probes speak http, https, ws and wss)"
+        )
+    host_port = parts.netloc.rpartition("@")[2]
+    if not _HOST_PORT.fullmatch(host_port):
+        return "has a malformed host (an IPv6 address goes in brackets: http://[::1]:8080)"
+    if not parts.hostname:
+        return "has no host name"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return f"has port {host_port.rpartition(':')[2]!r}, not a number from 1 to 65535"
+    return None
+
+
 @dataclass(frozen=True)
 class Target:
     """The base URL probes address, with headers sent on every request.
@@ -47,11 +85,11 @@ class Target:
     token: BearerToken | None = None
 
     def __post_init__(self) -> None:
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in _WS_SCHEME or not parts.netloc:
+        problem = url_problem(self.base_url)
+        if problem is not None:
             raise ConfigError(
-                f"probe URL {self.base_url!r} is not an http(s) URL; "
-                "give one like https://candidate---chat-abc.a.run.app or http://127.0.0.1:8080"
+                f"probe URL {self.base_url!r} {problem}; give one like "
+                "https://candidate---chat-abc.a.run.app or http://127.0.0.1:8080"
             )
 
     def headers_for(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
