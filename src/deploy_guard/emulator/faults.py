@@ -72,7 +72,7 @@ def parse_duration(text: str) -> float:
     """``2s``, ``500ms``, ``1.5``, ``1m`` -> seconds."""
     m = _DURATION.match(text.strip())
     if m is None:
-        raise ConfigError(f"duration {text!r} is invalid: use e.g. 2s, 500ms or 1m")
+        raise ConfigError(f"{text!r} is not a duration (use 2s, 500ms, 1m)")
     value = float(m.group(1))
     return value / 1000 if m.group(2) == "ms" else value * 60 if m.group(2) == "m" else value
 
