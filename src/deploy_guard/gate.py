@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -342,8 +342,11 @@ class _Run:
     evidence_deadline: float = 0.0
     #: Fail-fast decided while log or metric rules were still waiting for evidence.
     cut_short: bool = False
-    #: The verdict is reached and acted on: signals no longer change the outcome.
+    #: The outcome is set (a verdict acted on, or an error that ended the check):
+    #: a signal during the clean-up no longer changes it.
     decided: bool = False
+    #: The policies that apply to the service.
+    policies: list[Policy] = field(default_factory=list)
 
 
 class Gate:
@@ -413,6 +416,7 @@ class Gate:
             raise
         except GuardError as exc:
             self._errored(exc)
+            self.run_state.decided = True  # the error is the outcome; the clean-up keeps it
             raise
         except Exception as exc:  # google-auth's "not logged in" is the user's to fix
             from deploy_guard.gcp.errors import map_credentials_error
@@ -421,6 +425,7 @@ class Gate:
             if mapped is None:
                 raise
             self._errored(mapped)
+            self.run_state.decided = True
             raise mapped from exc
         finally:
             ticker.cancel()
@@ -465,6 +470,7 @@ class Gate:
             names = ", ".join(p.name for p in self.policies) or "(none)"
             raise ConfigError(f"no policy applies to service {service!r} (policies: {names})")
         self.report.policies = [p.name for p in policies]
+        self.run_state.policies = policies
         judges = Judges(policies)
         _check_token_source(opts.token, policies[0].auth)  # a bad one: exit 2, nothing touched
         revision = await self.router.wait_ready(service, opts.revision, opts.ready_timeout)
@@ -545,7 +551,7 @@ class Gate:
         )
         self.report.reasons = [why]
         self.report.verdict = "fail"
-        rollback = any(p.on_fail == "rollback" for p in self.policies)
+        rollback = any(p.on_fail == "rollback" for p in self.run_state.policies)
         if not rollback or self.options.dry_run:
             action = "none (dry run; would rollback)" if rollback else "none"
             self._event("decision", verdict="fail", action=action, reason=why)
@@ -794,6 +800,9 @@ class Gate:
                 counted[source] = counted.get(source, 0) + 1
         completed: dict[str, str] = {}
         for m in (m for batch in batches for m in batch):
+            if m.error is not None:  # a failed read adds nothing: the rule stays as judged
+                completed[m.rule] = f"unchanged ({m.error})"
+                continue
             result = judges.observe(m)
             if result is not None and result.rule in kinds:
                 self.report.update_rule(result)
@@ -843,8 +852,8 @@ class Gate:
             return self.report
         if (
             verdict.action in ("promote", "none")
-            and self.policies
-            and all(p.on_inconclusive == "pass" for p in self.policies)
+            and self.run_state.policies
+            and all(p.on_inconclusive == "pass" for p in self.run_state.policies)
         ):
             return self._finish(
                 "inconclusive", "none", ExitCode.PASS, f"{reason} (treated as pass)"

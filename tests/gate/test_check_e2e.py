@@ -227,11 +227,24 @@ def test_a_summary_that_cannot_be_written_is_exit_2_before_any_api_call(
     chat.first()
     cand = chat.candidate()
     emulator.faults.reset_counts()
-    missing = tmp_path / "no-such-folder" / "summary.md"
-    code, report = check(cand, "--promote", "--summary", str(missing))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    bad = a_file / "summary.md"
+    code, report = check(cand, "--promote", "--summary", str(bad))
     assert code == ExitCode.USAGE, report
-    assert f"folder {missing.parent} does not exist" in report["error"]
+    assert f"{a_file} is not a folder" in report["error"]
     assert emulator.faults.counts() == {}  # nothing was read, nothing promoted
+
+
+def test_report_folders_that_do_not_exist_yet_are_created(
+    chat: Any, check: Any, tmp_path: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate()
+    summary = tmp_path / "out" / "nested" / "summary.md"
+    code, report = check(cand, "--summary", str(summary))
+    assert code == ExitCode.PASS, report
+    assert summary.read_text().startswith("## deploy-guard")
 
 
 def test_two_token_sources_are_exit_2(check: Any, emulator: Any, tmp_path: Any) -> None:

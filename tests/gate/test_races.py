@@ -140,3 +140,50 @@ async def test_a_tag_that_cannot_be_removed_is_reported_with_the_command_to_remo
     hand = f"gcloud run services update-traffic chat --remove-tags {tag} --region"
     assert hand in report.message
     assert hand in report.error
+
+
+class _DeployKeepingOurTag(CloudRun):
+    """Another deploy right after the guard's tag write, keeping that tag in its spec."""
+
+    def __init__(self, chat: Any, emulator: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.chat, self.emulator = chat, emulator
+        self.done = False
+
+    async def _update(self, service: Any, *, what: str) -> ServiceState:
+        written = await super()._update(service, what=what)
+        if not self.done:
+            self.done = True
+
+            def deploy() -> None:
+                svc = self.chat.get()
+                svc.template = self.chat.template({"OTHER": "deploy"})
+                op = self.chat.clients.services().update_service(service=svc)
+                op.result(timeout=60, polling=self.chat.polling)
+
+            await asyncio.to_thread(deploy)
+            self.emulator.faults.delay("UpdateService", 1.0)  # the tag removal will be slow
+        return written
+
+
+async def test_a_signal_during_the_clean_up_of_a_superseded_check_keeps_exit_4(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)
+    router = _DeployKeepingOurTag(
+        chat, emulator, gcp_clients, emulator.project, emulator.region, calls=ApiCalls()
+    )
+    gate = _gate(gcp_clients, emulator, cand, router)
+    task = asyncio.ensure_future(gate.run())
+    await eventually(lambda: gate.run_state.decided, within=30, what="the superseded outcome")
+    task.cancel()  # the gate is removing its tag now
+    with pytest.raises(SupersededError):  # the outcome, not the signal
+        await task
+    assert gate.report.action == "superseded"
+    assert gate.report.exit_code == 4
+    events = _events(gate.report)
+    assert "signal_during_cleanup" in events
+    assert "tag_removed" in events
+    assert events[-1] == "check_finished"
+    assert not any(t.startswith("dg-") for t in chat.tags())

@@ -184,3 +184,37 @@ def test_a_second_sigint_stops_at_once_with_130() -> None:
     assert done.stdout.splitlines() == ["SIGINT"]
     assert done.returncode == 130
     assert "interrupted again" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_report_is_written_before_waiting_for_a_stuck_api_read(
+    chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A cancelled Logging read may hold the process until its timeout; the report is out first."""
+    chat.first()
+    cand = chat.candidate()
+    emulator.faults.delay("ListLogEntries", 20.0)  # every log read hangs for 20 s
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy_guard", "check", "--revision", cand),
+            *("--policy", str(POLICY), "--report", str(report), "--log-interval", "0.5s"),
+        ],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: emulator.faults.count("ListLogEntries") >= 1 or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _wait_for(report.exists, deadline_s=10)  # long before the stuck read gives up
+        assert proc.poll() is None  # still waiting for that read: the report did not wait
+        doc = json.loads(report.read_text())
+        assert (doc["verdict"], doc["exit_code"]) == ("inconclusive", 3)
+        assert doc["error"] == "interrupted by SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

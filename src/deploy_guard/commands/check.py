@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -219,8 +220,8 @@ def check(
         report.message = "the check did not start"
         _write_reports(report, report_path, summary_path)
         exit_fast(int(ExitCode.INCONCLUSIVE))
-    code = run(policies, options, report)
-    _write_reports(report, report_path, summary_path)
+    code = run(policies, options, report, lambda: _write_reports(report, report_path, summary_path))
+    _write_reports(report, report_path, summary_path)  # again: the final API-call counts
     exit_fast(code)
 
 
@@ -244,13 +245,17 @@ def _check_writable(path: str | None) -> None:
     if not path:
         return
     target = Path(path)
-    folder = target.parent
     if target.is_dir():
         raise ConfigError(f"cannot write the report to {path}: it is a directory")
+    # Missing folders are created when the report is written: the nearest one that
+    # exists must be a folder we may write in.
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
     if not folder.is_dir():
-        raise ConfigError(f"cannot write the report to {path}: folder {folder} does not exist")
+        raise ConfigError(f"cannot write the report to {path}: {folder} is not a folder")
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ConfigError(f"cannot write the report to {path}: permission denied")
+        raise ConfigError(f"cannot write the report to {path}: permission denied in {folder}")
 
 
 def _check_timeout_fits(
@@ -318,8 +323,19 @@ def _fail_early(
     exit_fast(int(exc.exit_code))
 
 
-def run(policies: list[Any], options: Any, report: CheckReport) -> int:
-    """Run the gate on a fresh event loop; SIGINT/SIGTERM cancel it (clean-up still runs)."""
+def run(
+    policies: list[Any],
+    options: Any,
+    report: CheckReport,
+    write_reports: Callable[[], None] | None = None,
+) -> int:
+    """Run the gate on a fresh event loop; SIGINT/SIGTERM cancel it (clean-up still runs).
+
+    ``write_reports`` runs as soon as the gate ends, inside the loop: closing the
+    loop waits for worker threads still finishing a cancelled API read (each
+    bounded by ``--api-retry``), and a second signal meanwhile must not cost the
+    reports.
+    """
     from deploy_guard.gate import Gate, cloud_sources
     from deploy_guard.gcp.clients import Clients
     from deploy_guard.gcp.cloudrun import CloudRun
@@ -336,7 +352,7 @@ def run(policies: list[Any], options: Any, report: CheckReport) -> int:
     try:
         with view if view is not None else contextlib.nullcontext():
             # with the live view the error is in its final summary: an echo now would tear it
-            code = asyncio.run(_main(gate, report, echo_errors=view is None))
+            code = asyncio.run(_main(gate, report, echo_errors=view is None, done=write_reports))
     finally:
         report.api_calls = calls.as_dict()
         clients.close()
@@ -347,8 +363,22 @@ def run(policies: list[Any], options: Any, report: CheckReport) -> int:
     return code
 
 
-async def _main(gate: Any, report: CheckReport, *, echo_errors: bool = True) -> int:
+async def _main(
+    gate: Any,
+    report: CheckReport,
+    *,
+    echo_errors: bool = True,
+    done: Callable[[], None] | None = None,
+) -> int:
     """Run the gate; the first SIGINT/SIGTERM cancels it (its clean-up still runs)."""
+    code = await _gate_outcome(gate, report, echo_errors=echo_errors)
+    report.exit_code = code  # the report and the process never disagree
+    if done is not None:
+        done()
+    return code
+
+
+async def _gate_outcome(gate: Any, report: CheckReport, *, echo_errors: bool) -> int:
     from deploy_guard.commands import cancelled_by_signals
 
     def announce(name: str) -> None:

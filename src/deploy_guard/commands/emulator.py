@@ -170,15 +170,13 @@ async def _serve(options: dict[str, Any], specs: list[Any]) -> int:
         received.append(sig.name)
         stop.set()
 
-    for sig in _STOP_SIGNALS:
-        loop.add_signal_handler(sig, on_signal, sig)
     from deploy_guard import signals
 
-    early = signals.pending()
-    if early:  # it came while the command was starting: start nothing
-        received.append(early)
-        stop.set()
+    for sig in _STOP_SIGNALS:
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
+        if signals.pending():  # it came while the command was starting: start nothing
+            return 0
         await emu.start()
         # The first stdout line is the contract: scripts wait for it, then connect.
         sys.stdout.write(f"DEPLOY_GUARD_EMULATOR_HOST={emu.address}\n")

@@ -369,7 +369,8 @@ class CloudRun:
         delay = self.poll_initial
         while True:
             state = await self.get_service(service)
-            moved = superseded_reason(written, state) if written is not None else None
+            stale = written is not None and state.generation < written.generation
+            moved = None if written is None or stale else superseded_reason(written, state)
             if moved is not None:
                 log.warning("traffic_write_overtaken", service=state.short, reason=moved)
                 raise SupersededError(
@@ -377,9 +378,9 @@ class CloudRun:
                     f"({_spec_text(spec)}); it serves {describe(served_split(state))} now and "
                     "deploy-guard will not write again; check it by hand."
                 )
-            if shows(state, spec):
+            if not stale and shows(state, spec):
                 return state
-            if state.terminal_message and not state.reconciling:
+            if not stale and state.terminal_message and not state.reconciling:
                 raise ActionError(
                     f"Cloud Run did not apply the traffic change to {state.short}: "
                     f"{state.terminal_message}"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from deploy_guard.gcp.clients import Clients
 from deploy_guard.gcp.errors import ApiCalls
@@ -54,15 +54,14 @@ class RevisionSource:
         self.retry_deadline = retry_deadline
         self.now = now
 
-    def bounds(self, deadline: float | None) -> tuple[float, Any]:
-        """One pass's retry deadline, and the per-call ``timeout`` to pass the client.
+    def bounds(self, deadline: float | None) -> tuple[float, float]:
+        """One pass's retry deadline, and the ``timeout`` to pass the client's calls.
 
-        ``deadline=None``: the source's own ``retry_deadline`` and the client's
-        default timeout. A bounded pass (the report-only pass after a decision)
-        bounds each call too, so no worker thread outlives it by long.
+        The client's timeout bounds a call *and its retries* (google-api-core
+        counts it down across attempts), so the worker thread running it ends
+        within it too: a pass cancelled by a decision never holds the process
+        past its bound. ``deadline=None``: the source's own ``retry_deadline``;
+        the report-only pass after a decision passes a shorter one.
         """
-        if deadline is None:
-            from google.api_core.gapic_v1.method import DEFAULT
-
-            return self.retry_deadline, DEFAULT
-        return min(deadline, self.retry_deadline), deadline
+        bound = self.retry_deadline if deadline is None else min(deadline, self.retry_deadline)
+        return bound, bound
