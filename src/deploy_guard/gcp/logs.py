@@ -266,7 +266,7 @@ class CloudLogging(RevisionSource):
 
     def _fetch(self, flt: str, deadline: float | None = None) -> list[Entry]:
         client = self.clients.logging()
-        retry_deadline, timeout = self.bounds(deadline)
+        bound = self.bound(deadline)
         request = {
             "resource_names": [f"projects/{self.project}"],
             "filter": flt,
@@ -277,7 +277,7 @@ class CloudLogging(RevisionSource):
         def fetch(retry: Any) -> list[Entry]:
             # The first page is the call that ``call`` counts; each later page
             # is another ListLogEntries against the quota, so count it too.
-            pager = client.list_log_entries(request=request, retry=retry, timeout=timeout)
+            pager = client.list_log_entries(request=request, retry=retry, timeout=bound)
             out: list[Entry] = []
             self._truncated = False
             for n, page in enumerate(pager.pages):
@@ -296,7 +296,7 @@ class CloudLogging(RevisionSource):
             what=f"reading logs of {self.revision}",
             calls=self.calls,
             method="ListLogEntries",
-            deadline=retry_deadline,
+            deadline=bound,
         )
 
     def _count(self, entry: Entry) -> None:

@@ -224,11 +224,11 @@ class CloudMonitoring(RevisionSource):
             "view": monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
         }
         client = self.clients.metrics()
-        retry_deadline, timeout = self.bounds(deadline)
+        bound = self.bound(deadline)
 
         def fetch(retry: Any) -> dict[str, float]:
             out: dict[str, float] = {}
-            for ts in client.list_time_series(request=request, retry=retry, timeout=timeout):
+            for ts in client.list_time_series(request=request, retry=retry, timeout=bound):
                 key = ",".join(ts.metric.labels.get(g.rsplit(".", 1)[-1], "") for g in group_by)
                 values = [_point_value(p) for p in ts.points]
                 if values:
@@ -241,5 +241,5 @@ class CloudMonitoring(RevisionSource):
             what=f"reading {metric_type.rsplit('/', 1)[-1]} of {revision}",
             calls=self.calls,
             method="ListTimeSeries",
-            deadline=retry_deadline,
+            deadline=bound,
         )

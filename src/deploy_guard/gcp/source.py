@@ -54,14 +54,13 @@ class RevisionSource:
         self.retry_deadline = retry_deadline
         self.now = now
 
-    def bounds(self, deadline: float | None) -> tuple[float, float]:
-        """One pass's retry deadline, and the ``timeout`` to pass the client's calls.
+    def bound(self, deadline: float | None) -> float:
+        """Seconds one pass's calls may take, retries included.
 
-        The client's timeout bounds a call *and its retries* (google-api-core
-        counts it down across attempts), so the worker thread running it ends
-        within it too: a pass cancelled by a decision never holds the process
-        past its bound. ``deadline=None``: the source's own ``retry_deadline``;
-        the report-only pass after a decision passes a shorter one.
+        Used as the retry deadline *and* as the client's ``timeout`` (which
+        google-api-core counts down across attempts), so the worker thread
+        running a call ends within it too: a pass cancelled by a decision never
+        holds the process past it. ``deadline=None``: the source's own
+        ``retry_deadline``; the report-only pass after a decision passes less.
         """
-        bound = self.retry_deadline if deadline is None else min(deadline, self.retry_deadline)
-        return bound, bound
+        return self.retry_deadline if deadline is None else min(deadline, self.retry_deadline)
