@@ -29,11 +29,14 @@ from deploy_guard.errors import ActionError, ConfigError, GuardError, Superseded
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.gcp.traffic import (
     LAST_KNOWN_GOOD,
+    SERVED_BEFORE,
     TEMP_TAG_PREFIX,
     Allocation,
     RevisionState,
     ServiceState,
+    decode_split,
     describe,
+    encode_split,
     find_tag_uri,
     newest_ready_before,
     pin_plan,
@@ -216,6 +219,19 @@ class Judges:
         return worst([j.verdict() for j in self.judges])
 
 
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` at most ``seconds``.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that
+    lands as the awaited event fires, and a poller cancelled by a decision (the
+    probes finishing at that very moment) would run one more pass, or sleep
+    through ``--log-settle``, while the decision waits for it.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
 def _waiting_for_sources(judges: Judges) -> list[RuleResult]:
     """Log and metric rules with no decided result yet (their sources were still polling)."""
     return [
@@ -300,19 +316,31 @@ async def probe_token(
 async def choose_rollback_target(
     router: CloudRun, state: ServiceState, *, exclude: str | None = None
 ) -> RevisionState:
-    """Where ``rollback`` sends traffic when not told: last known good, else the one before.
+    """Where ``rollback`` sends traffic when not told.
 
+    In order: the last known good revision, unless it is what serves everything
+    now (a check just promoted it: going back means away from it); else the
+    revision that served most before the guard's last promotion (recorded in
+    the :data:`SERVED_BEFORE` annotation); else the newest Ready revision older
+    than everything serving now (the API keeps no traffic history, and a
+    candidate that failed its check is Ready too, so this is the last resort).
     Raises :class:`ConfigError` when no Ready revision qualifies.
     """
     revisions = await router.list_revisions(state.name)
     by_name = {r.short: r for r in revisions}
-    good = state.annotations.get(LAST_KNOWN_GOOD, "")
     current = served_split(state)
-    # The last known good one, unless it is what serves everything now (a check just
-    # promoted it): going back means away from it, to the one before.
-    serving_all = current == {good: 100}
-    if good and good != exclude and not serving_all and by_name.get(good) and by_name[good].ready:
+
+    def usable(name: str) -> bool:
+        rev = by_name.get(name)
+        return bool(rev and rev.ready and name != exclude and current != {name: 100})
+
+    good = state.annotations.get(LAST_KNOWN_GOOD, "")
+    if good and usable(good):
         return by_name[good]
+    before = decode_split(state.annotations.get(SERVED_BEFORE, ""))
+    for name, _pct in sorted(before.items(), key=lambda i: -i[1]):
+        if usable(name):
+            return by_name[name]
     if exclude:
         current.setdefault(exclude, 0)
     candidate = newest_ready_before([r for r in revisions if r.short != exclude], current)
@@ -712,16 +740,14 @@ class Gate:
         """
         passes = self.report.evidence_passes
         try:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(probes_started.wait(), min(interval, POLL_GRACE))
+            await _wait(probes_started, min(interval, POLL_GRACE))
             while not probes_done.is_set():
                 got: list[LogMeasurement | MetricMeasurement] = await measure(complete=False)
                 if got:
                     passes[source] = passes.get(source, 0) + 1
                 for m in got:
                     queue.put_nowait(m)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(probes_done.wait(), interval)
+                await _wait(probes_done, interval)
             if settle > 0:
                 await asyncio.sleep(settle)
             got = await measure(complete=True)
@@ -901,9 +927,11 @@ class Gate:
             spec, "the candidate passed", kind="promote", done_action="promoted"
         )
         if report.action == "promoted" and self.run_state.expected is not None:
+            served_before = {r: p for r, p in self.report.traffic_before.items() if r != candidate}
+            record = {LAST_KNOWN_GOOD: candidate, SERVED_BEFORE: encode_split(served_before)}
             with contextlib.suppress(GuardError):
-                self.run_state.expected = await self.router.set_annotation(
-                    self.run_state.expected, LAST_KNOWN_GOOD, candidate
+                self.run_state.expected = await self.router.set_annotations(
+                    self.run_state.expected, record
                 )
                 self._event("last_known_good_recorded", revision=candidate)
         return report
@@ -921,7 +949,7 @@ class Gate:
             self._event(f"{kind}_refused", reason=str(exc))
             return self._finish(self.report.verdict, "superseded", ExitCode.ACTION_FAILED, str(exc))
         except GuardError as exc:
-            hand = _by_hand(self.run_state.service, self.options.region, spec)
+            hand = _by_hand(self.run_state.service, self.options, spec)
             self._event(f"{kind}_failed", error=str(exc))
             msg = f"{kind} failed: {exc}. Do it by hand: {hand}"
             return self._finish(self.report.verdict, "failed", ExitCode.ACTION_FAILED, msg)
@@ -1018,6 +1046,9 @@ def _split_text(spec: Sequence[Allocation]) -> str:
     return ", ".join(f"{a.revision or 'LATEST'} {a.percent}%" for a in spec if a.percent)
 
 
-def _by_hand(service: str, region: str, spec: Sequence[Allocation]) -> str:
+def _by_hand(service: str, options: CheckOptions, spec: Sequence[Allocation]) -> str:
     pairs = ",".join(f"{a.revision}={a.percent}" for a in spec if a.percent and a.revision)
-    return f"gcloud run services update-traffic {service} --region {region} --to-revisions {pairs}"
+    return (
+        f"gcloud run services update-traffic {service} --region {options.region} "
+        f"--project {options.project} --to-revisions {pairs}"
+    )

@@ -39,14 +39,24 @@ def note(name: str) -> None:
     _pending.append(name)
 
 
+def stop_now(name: str) -> None:
+    """A second stop signal: end the process at once, skipping every clean-up.
+
+    Exit 130 for SIGINT; for SIGTERM the default death (143), as a supervisor
+    that sends it twice expects.
+    """
+    sig = signal.Signals[name]
+    sys.stderr.write(f"\n{name}: a second stop signal; stopping at once, without clean-up\n")
+    sys.stderr.flush()
+    if sig == signal.SIGINT:
+        os._exit(130)
+    signal.signal(sig, signal.SIG_DFL)
+    os.kill(os.getpid(), sig)
+
+
 def _note(signum: int, _frame: FrameType | None) -> None:
-    sig = signal.Signals(signum)
-    if _pending:  # the second one: stop now
-        if sig == signal.SIGINT:
-            sys.stderr.write("\ninterrupted again: stopping without clean-up\n")
-            sys.stderr.flush()
-            os._exit(130)
-        signal.signal(sig, signal.SIG_DFL)
-        os.kill(os.getpid(), sig)
+    name = signal.Signals(signum).name
+    if _pending:  # the second one
+        stop_now(name)
         return
-    _pending.append(sig.name)
+    _pending.append(name)

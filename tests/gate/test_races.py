@@ -187,3 +187,20 @@ async def test_a_signal_during_the_clean_up_of_a_superseded_check_keeps_exit_4(
     assert "tag_removed" in events
     assert events[-1] == "check_finished"
     assert not any(t.startswith("dg-") for t in chat.tags())
+
+
+async def test_a_poller_cancelled_as_the_probes_finish_stops_at_once() -> None:
+    """The decision cancels the pollers just as the probes' end wakes them: they must stop.
+
+    (``asyncio.wait_for`` on Python 3.11 returns normally here instead, and a poller
+    would run one more pass, or sleep through --log-settle, while the decision waits.)
+    """
+    from deploy_guard.gate import _wait
+
+    probes_done = asyncio.Event()
+    poller = asyncio.ensure_future(_wait(probes_done, 10))
+    await asyncio.sleep(0)  # the poller is waiting
+    probes_done.set()  # the probes end ...
+    poller.cancel()  # ... as the decision cancels the poller
+    with pytest.raises(asyncio.CancelledError):
+        await poller

@@ -113,7 +113,7 @@ def test_a_rollback_that_fails_is_exit_4_with_what_to_do_by_hand(
     assert report["verdict"] == "fail"
     assert report["action"] == "failed"
     assert (
-        f"gcloud run services update-traffic chat --region us-central1 --to-revisions {base}=100"
-        in report["message"]
+        "gcloud run services update-traffic chat --region us-central1 "
+        f"--project {emulator.project} --to-revisions {base}=100" in report["message"]
     )
     assert chat.serving() == {base: 70, cand: 30}

@@ -75,6 +75,24 @@ def test_rollback_right_after_a_promotion_goes_back_to_the_revision_before_it(
     assert chat.serving() == {base: 100}
 
 
+def test_rollback_after_a_promotion_skips_a_candidate_that_failed_in_between(
+    chat: Any, check: Any, emulator_env: Any
+) -> None:
+    """base, a candidate that failed its check (Ready, never served), a promoted one:
+    back means to base, the revision that served before the promotion."""
+    base = chat.first()
+    failed = chat.candidate({"CHAT_HEALTH_STATUS": "500"})
+    code, _ = check(failed)
+    assert code == ExitCode.FAIL
+    good = chat.candidate()
+    code, _ = check(good, "--promote")
+    assert code == ExitCode.PASS
+    assert chat.get().annotations["deploy-guard.dev/served-before"] == f"{base}=100"
+    result = rollback()
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert chat.serving() == {base: 100}
+
+
 def test_rollback_dry_run_changes_nothing(
     chat: Any, emulator_env: Any, promoted: tuple[str, str]
 ) -> None:

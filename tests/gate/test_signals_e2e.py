@@ -183,7 +183,7 @@ def test_a_second_sigint_stops_at_once_with_130() -> None:
     )
     assert done.stdout.splitlines() == ["SIGINT"]
     assert done.returncode == 130
-    assert "interrupted again" in done.stderr
+    assert "SIGINT: a second stop signal; stopping at once" in done.stderr
 
 
 @pytest.mark.slow
@@ -218,3 +218,36 @@ def test_the_report_is_written_before_waiting_for_a_stuck_api_read(
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def test_a_second_signal_during_the_clean_up_stops_the_check_at_once(
+    chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)  # untagged: the guard writes a temporary tag first
+    emulator.faults.delay("UpdateService", 5.0)  # that write hangs for a while
+    emulator.faults.reset_counts()  # from here on, only the check's own calls
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy_guard", "check", "--revision", cand),
+            *("--policy", str(POLICY), "--report", str(tmp_path / "report.json")),
+        ],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: emulator.faults.count("UpdateService") >= 1 or proc.poll() is not None)
+        assert proc.poll() is None, proc.communicate()
+        # (two different signals: two of one kind sent at once may arrive as one)
+        proc.send_signal(signal.SIGINT)  # the check waits for its tag write to land ...
+        proc.send_signal(signal.SIGTERM)  # ... unless someone insists
+        _out, err = proc.communicate(timeout=4)  # well before the 5 s write returns
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # whichever the process handled second ends it: 130 for SIGINT, SIGTERM's default death
+    assert proc.returncode in (130, -signal.SIGTERM), err
+    assert "a second stop signal; stopping at once, without clean-up" in err

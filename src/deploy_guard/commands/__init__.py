@@ -75,8 +75,9 @@ async def cancelled_by_signals(
     cancels it at its first ``await``. Yields a list that receives the
     signal's name (``"SIGTERM"``): the caller catches
     :class:`asyncio.CancelledError` (or finds the list filled after a clean-up
-    swallowed the cancellation) and reports an interruption, exit 3. Further
-    signals are ignored while the cancelled work cleans up. On the way out the
+    swallowed the cancellation) and reports an interruption, exit 3. A second
+    signal, while the cancelled work cleans up, ends the process at once
+    (:func:`deploy_guard.signals.stop_now`). On the way out the
     handlers that were in place before (the CLI's deferral, or Python's) are
     put back. Outside the main thread nothing is installed. ``announce`` is
     called with the signal's name the moment it cancels (a log line, say).
@@ -88,7 +89,10 @@ async def cancelled_by_signals(
     caught: list[str] = []
 
     def on_signal(name: str, *, noted: bool = False) -> None:
-        if not caught and task is not None:
+        if caught:  # the second one: the person insists
+            signals.stop_now(name)
+            return
+        if task is not None:
             caught.append(name)
             if not noted:
                 signals.note(name)

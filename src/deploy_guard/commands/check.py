@@ -42,7 +42,10 @@ What it does, in order:
 
 \b
 Exit codes: 0 pass, 1 fail (rolled back or never shifted), 2 usage/config,
-3 inconclusive (nothing changed), 4 an action failed or was refused.
+3 inconclusive or interrupted (traffic unchanged unless the policy says
+on_inconclusive: rollback), 4 an action failed or was refused.
+The first SIGINT/SIGTERM stops at a safe point (a traffic write in flight
+is finished and verified first); a second one stops at once.
 
 \b
 Examples:

@@ -1,8 +1,10 @@
 """``deploy-guard rollback``: put 100 % of a service's traffic on a known good revision, now.
 
 Where traffic goes, in order: ``--to-revision``; else the revision a passing
-check recorded in the ``deploy-guard.dev/last-known-good`` annotation; else the
-newest Ready revision older than the one serving now. The write is the same
+check recorded in the ``deploy-guard.dev/last-known-good`` annotation, unless it
+serves everything now; else the revision that served most before the guard's
+last promotion (``deploy-guard.dev/served-before``); else the newest Ready
+revision older than the one serving now. The write is the same
 read-modify-write-verify as the check's rollback, so the command is idempotent:
 when the revision already serves 100 %, it changes nothing and exits 0.
 """
@@ -26,8 +28,11 @@ HELP = """Put 100 % of SERVICE's traffic on a known good revision, and verify it
 \b
 The revision is, in order:
   --to-revision REV                 if given (must exist and be Ready);
-  the last known good revision      recorded by a passing `check --promote`;
-  the newest Ready revision         older than the one serving now.
+  the last known good revision      recorded by a passing `check --promote`,
+                                    unless it is the one serving 100 % now;
+  the revision that served before   that promotion (recorded with it);
+  the newest Ready revision         older than the one serving now (the
+                                    last resort: Cloud Run keeps no history).
 
 \b
 Run it twice: the second run sees the traffic already there and changes

@@ -24,6 +24,9 @@ LAST_KNOWN_GOOD = "deploy-guard.dev/last-known-good"
 #: so that a second run without ``--to-revision`` sees the work done instead of
 #: stepping one more revision back.
 ROLLED_BACK_TO = "deploy-guard.dev/rolled-back-to"
+#: The annotation where a promotion records what served before it
+#: (``chat-00001-abc=90,chat-00002-def=10``): where a later ``rollback`` goes.
+SERVED_BEFORE = "deploy-guard.dev/served-before"
 #: Prefix of the temporary tags the guard adds to reach an untagged candidate.
 TEMP_TAG_PREFIX = "dg-"
 
@@ -104,6 +107,21 @@ def served_split(state: ServiceState) -> dict[str, int]:
     if not statuses:  # empty traffic: 100 % to the latest Ready revision
         return {state.latest_ready_revision: 100} if state.latest_ready_revision else {}
     return serving(resolve_latest(statuses, state.latest_ready_revision))
+
+
+def encode_split(split: dict[str, int]) -> str:
+    """A split as an annotation value: ``rev=percent`` pairs, largest first."""
+    return ",".join(f"{rev}={pct}" for rev, pct in sorted(split.items(), key=lambda i: -i[1]))
+
+
+def decode_split(text: str) -> dict[str, int]:
+    """The inverse of :func:`encode_split`; pairs that do not parse are left out."""
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        rev, _, pct = part.strip().partition("=")
+        if rev and pct.isdigit():
+            out[rev] = int(pct)
+    return out
 
 
 def describe(split: dict[str, int]) -> str:

@@ -68,7 +68,8 @@ def assess_logs(rule: Rule, m: LogMeasurement) -> Assessment:
         f"{what}/min <= {spec.relative_to_baseline:g} x baseline"
     )
     limit = spec.limit_count if spec.limit_count is not None else "by rate"
-    counts = f"{count} {what} in {plural(m.entries_scanned, 'entry')} over {window}; limit {limit}"
+    scanned = f" in {plural(m.entries_scanned, 'entry')}" if spec.patterns else ""
+    counts = f"{count} {what}{scanned} over {window}; limit {limit}"
     if notes:
         counts += f" ({'; '.join(notes)})"
     if not checks:

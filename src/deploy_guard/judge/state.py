@@ -95,7 +95,7 @@ class RuleState:
                     "",
                     "",
                     message=f"never measured: the check ended before the {self.rule.kind} "
-                    "source reported anything (did it time out?)",
+                    "source reported anything (fail_fast, the timeout or a signal stopped it)",
                 )
             )
         if self.last is None:
