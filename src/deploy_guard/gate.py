@@ -496,7 +496,10 @@ class Gate:
         policies = [p for p in self.policies if p.applies_to(service)]
         if not policies:
             names = ", ".join(p.name for p in self.policies) or "(none)"
-            raise ConfigError(f"no policy applies to service {service!r} (policies: {names})")
+            raise ConfigError(
+                f"no policy applies to service {service!r} (policies: {names}); add the "
+                "service's name, or a pattern such as 'chat*', to a policy's services:"
+            )
         self.report.policies = [p.name for p in policies]
         self.run_state.policies = policies
         judges = Judges(policies)
