@@ -29,6 +29,7 @@ from deploy_guard.errors import ActionError, ConfigError, GuardError, Superseded
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.gcp.traffic import (
     LAST_KNOWN_GOOD,
+    REJECTED,
     SERVED_BEFORE,
     TEMP_TAG_PREFIX,
     Allocation,
@@ -40,9 +41,11 @@ from deploy_guard.gcp.traffic import (
     find_tag_uri,
     newest_ready_before,
     pin_plan,
+    rejected,
     rollback_plan,
     served_split,
     settled,
+    with_rejected,
     with_tag,
     without_tag,
 )
@@ -322,17 +325,19 @@ async def choose_rollback_target(
     now (a check just promoted it: going back means away from it); else the
     revision that served most before the guard's last promotion (recorded in
     the :data:`SERVED_BEFORE` annotation); else the newest Ready revision older
-    than everything serving now (the API keeps no traffic history, and a
-    candidate that failed its check is Ready too, so this is the last resort).
-    Raises :class:`ConfigError` when no Ready revision qualifies.
+    than everything serving now (the API keeps no traffic history, so this is
+    the last resort). Never a revision recorded in :data:`REJECTED` (a check
+    failed it, or a person rolled back from it). Raises :class:`ConfigError`
+    when no Ready revision qualifies.
     """
     revisions = await router.list_revisions(state.name)
     by_name = {r.short: r for r in revisions}
     current = served_split(state)
+    refused = {*rejected(state.annotations), *([exclude] if exclude else [])}
 
     def usable(name: str) -> bool:
         rev = by_name.get(name)
-        return bool(rev and rev.ready and name != exclude and current != {name: 100})
+        return bool(rev and rev.ready and name not in refused and current != {name: 100})
 
     good = state.annotations.get(LAST_KNOWN_GOOD, "")
     if good and usable(good):
@@ -343,7 +348,7 @@ async def choose_rollback_target(
             return by_name[name]
     if exclude:
         current.setdefault(exclude, 0)
-    candidate = newest_ready_before([r for r in revisions if r.short != exclude], current)
+    candidate = newest_ready_before([r for r in revisions if r.short not in refused], current)
     if candidate is None:
         serving = describe(served_split(state)) or "nothing"
         raise ConfigError(
@@ -910,15 +915,38 @@ class Gate:
                     "--to-revision REV`",
                 )
             spec = pin_plan(before, target.short, drop_tags=[self.run_state.temp_tag])
+        record = self._rejection()
         if spec is None:
             self._event("rollback_not_needed", reason="the candidate held no traffic")
+            if record:
+                await self._record_rejection(record)
             return self._finish(
                 "fail",
                 "none",
                 ExitCode.FAIL,
                 f"{reason}; the candidate held no traffic: nothing to move",
             )
-        return await self._write(spec, reason, kind="rollback", done_action="rolled_back")
+        return await self._write(
+            spec, reason, kind="rollback", done_action="rolled_back", annotations=record
+        )
+
+    def _rejection(self) -> dict[str, str]:
+        """The annotation that keeps a failed candidate out of later rollbacks."""
+        expected = self.run_state.expected
+        if self.report.verdict != "fail" or expected is None:
+            return {}  # an inconclusive candidate is not known to be bad
+        return {REJECTED: with_rejected(expected.annotations, self.candidate)}
+
+    async def _record_rejection(self, record: dict[str, str]) -> None:
+        """Record it on its own when no traffic moves (best effort: the verdict stands)."""
+        expected = self.run_state.expected
+        assert expected is not None
+        try:
+            self.run_state.expected = await self.router.set_annotations(expected, record)
+            self._event("rejection_recorded", revision=self.candidate)
+        except GuardError as exc:
+            log.warning("rejection_not_recorded", revision=self.candidate, error=str(exc))
+            self._event("rejection_not_recorded", revision=self.candidate, error=str(exc))
 
     async def _promote(self, status: str) -> CheckReport:
         expected = self.run_state.expected
@@ -926,28 +954,43 @@ class Gate:
         candidate = self.candidate
         spec = pin_plan(expected, candidate, drop_tags=[self.run_state.temp_tag])
         self.report.verdict = status
+        # Recorded in the same write as the traffic: where a later rollback goes.
+        served_before = {r: p for r, p in self.report.traffic_before.items() if r != candidate}
+        previous = expected.annotations.get(LAST_KNOWN_GOOD, "")
+        if not served_before and previous and previous != candidate:
+            served_before = {previous: 100}  # it already had all the traffic: the one before
+        record = {
+            LAST_KNOWN_GOOD: candidate,
+            REJECTED: with_rejected(expected.annotations, clear=candidate),
+        }
+        if served_before:  # else keep what an earlier promotion recorded
+            record[SERVED_BEFORE] = encode_split(served_before)
         report = await self._write(
-            spec, "the candidate passed", kind="promote", done_action="promoted"
+            spec,
+            "the candidate passed",
+            kind="promote",
+            done_action="promoted",
+            annotations=record,
         )
-        if report.action == "promoted" and self.run_state.expected is not None:
-            served_before = {r: p for r, p in self.report.traffic_before.items() if r != candidate}
-            record = {LAST_KNOWN_GOOD: candidate, SERVED_BEFORE: encode_split(served_before)}
-            with contextlib.suppress(GuardError):
-                self.run_state.expected = await self.router.set_annotations(
-                    self.run_state.expected, record
-                )
-                self._event("last_known_good_recorded", revision=candidate)
+        if report.action == "promoted":
+            self._event("last_known_good_recorded", revision=candidate)
         return report
 
     async def _write(
-        self, spec: Sequence[Allocation], reason: str, *, kind: str, done_action: str
+        self,
+        spec: Sequence[Allocation],
+        reason: str,
+        *,
+        kind: str,
+        done_action: str,
+        annotations: dict[str, str] | None = None,
     ) -> CheckReport:
         expected = self.run_state.expected
         assert expected is not None
         fail_code = ExitCode.FAIL if kind == "rollback" else ExitCode.PASS
         self._event(f"{kind}_requested", traffic=_split_text(spec))
         try:
-            state = await self.router.set_traffic(expected, spec, why=kind)
+            state = await self.router.set_traffic(expected, spec, why=kind, annotations=annotations)
         except SupersededError as exc:
             self._event(f"{kind}_refused", reason=str(exc))
             return self._finish(self.report.verdict, "superseded", ExitCode.ACTION_FAILED, str(exc))

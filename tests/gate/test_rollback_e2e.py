@@ -93,6 +93,40 @@ def test_rollback_after_a_promotion_skips_a_candidate_that_failed_in_between(
     assert chat.serving() == {base: 100}
 
 
+def test_a_check_rolling_back_a_full_candidate_never_picks_one_that_failed_before(
+    chat: Any, check: Any, emulator_env: Any
+) -> None:
+    """base; a candidate that failed with no traffic; then one deployed with all of it, failing."""
+    base = chat.first()
+    failed = chat.candidate({"CHAT_HEALTH_STATUS": "500"})
+    assert check(failed)[0] == ExitCode.FAIL
+    assert chat.get().annotations["deploy-guard.dev/rejected"] == failed
+    worse = chat.candidate({"CHAT_HEALTH_STATUS": "503"}, tag="again", percent=100)
+    assert chat.serving() == {worse: 100}
+    code, report = check(worse)
+    assert code == ExitCode.FAIL, report
+    assert report["action"] == "rolled_back"
+    assert chat.serving() == {base: 100}  # not the newer revision that failed its own check
+    assert chat.get().annotations["deploy-guard.dev/rejected"] == f"{failed},{worse}"
+
+
+def test_promoting_the_serving_revision_again_keeps_where_rollback_goes(
+    chat: Any, check: Any, emulator_env: Any
+) -> None:
+    """A retried pipeline step promotes the same revision twice: rollback still goes to base."""
+    base = chat.first()
+    failed = chat.candidate({"CHAT_HEALTH_STATUS": "500"})
+    assert check(failed)[0] == ExitCode.FAIL
+    good = chat.candidate()
+    assert check(good, "--promote")[0] == ExitCode.PASS
+    assert check(good, "--promote")[0] == ExitCode.PASS  # the retry
+    assert chat.get().annotations["deploy-guard.dev/served-before"] == f"{base}=100"
+    result = rollback()
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert chat.serving() == {base: 100}
+    assert good in chat.get().annotations["deploy-guard.dev/rejected"].split(",")
+
+
 def test_rollback_dry_run_changes_nothing(
     chat: Any, emulator_env: Any, promoted: tuple[str, str]
 ) -> None:

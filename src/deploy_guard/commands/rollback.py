@@ -33,6 +33,8 @@ The revision is, in order:
   the revision that served before   that promotion (recorded with it);
   the newest Ready revision         older than the one serving now (the
                                     last resort: Cloud Run keeps no history).
+Never, unless named: a revision a check failed, or one a rollback moved
+away from (recorded in the deploy-guard.dev/rejected annotation).
 
 \b
 Run it twice: the second run sees the traffic already there and changes
@@ -106,10 +108,12 @@ async def roll_back(
     from deploy_guard.gcp.cloudrun import CloudRun
     from deploy_guard.gcp.traffic import (
         LAST_KNOWN_GOOD,
+        REJECTED,
         ROLLED_BACK_TO,
         describe,
         pin_plan,
         served_split,
+        with_rejected,
     )
 
     own = clients is None
@@ -136,18 +140,21 @@ async def roll_back(
             )
         if dry_run:
             return f"{service}: would move traffic from {describe(now)} to {target.short} 100%"
-        log.info("rollback_requested", service=service, revision=target.short, before=describe(now))
-        after = await router.set_traffic(state, pin_plan(state, target.short), why="rollback")
-        log.info("rollback_completed", service=service, traffic=describe(served_split(after)))
-        record = {ROLLED_BACK_TO: target.short}
+        # Recorded in the same write: a second run sees the work done, and what a
+        # person rolled back from is never a later rollback's choice.
+        away = [rev for rev in now if rev != target.short]
+        record = {
+            ROLLED_BACK_TO: target.short,
+            REJECTED: with_rejected(state.annotations, *away, clear=target.short),
+        }
         good = state.annotations.get(LAST_KNOWN_GOOD, "")
-        if good and good in now and good != target.short:
-            # a person rolled back away from it: it is no longer the one to come back to
+        if good and good in away:
             record[LAST_KNOWN_GOOD] = target.short
-        try:  # only a convenience for the next run: the rollback itself is done and verified
-            await router.set_annotations(after, record)
-        except GuardError as exc:
-            log.warning("rollback_not_recorded", service=service, error=str(exc))
+        log.info("rollback_requested", service=service, revision=target.short, before=describe(now))
+        after = await router.set_traffic(
+            state, pin_plan(state, target.short), why="rollback", annotations=record
+        )
+        log.info("rollback_completed", service=service, traffic=describe(served_split(after)))
         return f"{service}: traffic now {describe(served_split(after))} (was {describe(now)})"
     finally:
         if own:

@@ -64,7 +64,12 @@ class TrafficRouter(Protocol):
     async def wait_settled(self, service: str, bound: float) -> ServiceState: ...
 
     async def set_traffic(
-        self, expected: ServiceState, spec: Sequence[Allocation], *, why: str
+        self,
+        expected: ServiceState,
+        spec: Sequence[Allocation],
+        *,
+        why: str,
+        annotations: Mapping[str, str] | None = None,
     ) -> ServiceState: ...
 
 
@@ -268,9 +273,17 @@ class CloudRun:
 
     # -- writes --------------------------------------------------------------
     async def set_traffic(
-        self, expected: ServiceState, spec: Sequence[Allocation], *, why: str
+        self,
+        expected: ServiceState,
+        spec: Sequence[Allocation],
+        *,
+        why: str,
+        annotations: Mapping[str, str] | None = None,
     ) -> ServiceState:
         """Write ``spec`` as the service's traffic if nobody changed it; verify by re-read.
+
+        ``annotations`` ride in the same write (what the guard records about it),
+        so they are there exactly when the traffic change is.
 
         Returns the verified state, which is the new ``expected`` for the next
         write. Raises :class:`SupersededError` when the service moved since
@@ -293,6 +306,8 @@ class CloudRun:
         updated = run_v2.Service(raw)
         del updated.traffic[:]
         updated.traffic.extend(_to_targets(spec))
+        for key, value in (annotations or {}).items():
+            updated.annotations[key] = value
         log.info("traffic_write_requested", service=now.short, why=why, traffic=_spec_text(spec))
         written = await self._update(updated, what=f"updating traffic of {now.short} ({why})")
         return await self.verify(expected.name, spec, written=written)

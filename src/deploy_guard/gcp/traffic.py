@@ -27,6 +27,10 @@ ROLLED_BACK_TO = "deploy-guard.dev/rolled-back-to"
 #: The annotation where a promotion records what served before it
 #: (``chat-00001-abc=90,chat-00002-def=10``): where a later ``rollback`` goes.
 SERVED_BEFORE = "deploy-guard.dev/served-before"
+#: The annotation listing revisions a check failed or a person rolled back from
+#: (newest last, at most :data:`REJECTED_KEPT`): never a rollback's choice.
+REJECTED = "deploy-guard.dev/rejected"
+REJECTED_KEPT = 20
 #: Prefix of the temporary tags the guard adds to reach an untagged candidate.
 TEMP_TAG_PREFIX = "dg-"
 
@@ -122,6 +126,17 @@ def decode_split(text: str) -> dict[str, int]:
         if rev and pct.isdigit():
             out[rev] = int(pct)
     return out
+
+
+def rejected(annotations: dict[str, str]) -> list[str]:
+    """The revisions recorded as rejected, oldest first."""
+    return [r for r in annotations.get(REJECTED, "").split(",") if r.strip()]
+
+
+def with_rejected(annotations: dict[str, str], *add: str, clear: str = "") -> str:
+    """The :data:`REJECTED` value with ``add`` appended (and ``clear`` taken out)."""
+    kept = [r for r in rejected(annotations) if r not in add and r != clear]
+    return ",".join([*kept, *(r for r in add if r != clear)][-REJECTED_KEPT:])
 
 
 def describe(split: dict[str, int]) -> str:
