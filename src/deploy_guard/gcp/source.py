@@ -57,10 +57,14 @@ class RevisionSource:
     def bound(self, deadline: float | None) -> float:
         """Seconds one pass's calls may take, retries included.
 
-        Used as the retry deadline *and* as the client's ``timeout`` (which
-        google-api-core counts down across attempts), so the worker thread
-        running a call ends within it too: a pass cancelled by a decision never
-        holds the process past it. ``deadline=None``: the source's own
-        ``retry_deadline``; the report-only pass after a decision passes less.
+        Used as the retry deadline *and* as the client's ``timeout``, which
+        google-api-core counts down across attempts, so the worker thread
+        running a call ends at about that time too, and a pass cancelled by a
+        decision cannot hold the process for the client's default timeout.
+        About: google-api-core gives a last attempt under 1 s the whole timeout
+        again, and each further page of a query is a call of its own, so a
+        stuck API can hold a thread up to a few times this long.
+        ``deadline=None``: the source's own ``retry_deadline``; the report-only
+        pass after a decision passes less.
         """
         return self.retry_deadline if deadline is None else min(deadline, self.retry_deadline)
