@@ -348,13 +348,15 @@ async def choose_rollback_target(
             return by_name[name]
     if exclude:
         current.setdefault(exclude, 0)
-    candidate = newest_ready_before([r for r in revisions if r.short not in refused], current)
+    candidate = newest_ready_before(revisions, current, skip=refused)
     if candidate is None:
         serving = describe(served_split(state)) or "nothing"
+        listed = rejected(state.annotations)
+        also = f" ({', '.join(listed)} recorded as rejected)" if listed else ""
         raise ConfigError(
             f"no Ready revision of {state.short} to roll back to: {serving} serves now, none "
-            "is recorded as last known good and no Ready revision is older than the serving "
-            "one; pass --to-revision REV to choose one"
+            "is recorded as last known good and no usable Ready revision is older than the "
+            f"serving one{also}; pass --to-revision REV to choose one"
         )
     return candidate
 
@@ -910,8 +912,8 @@ class Gate:
                     "failed",
                     ExitCode.ACTION_FAILED,
                     f"{reason}; cannot roll back: {candidate} serves all of "
-                    f"{before.short}'s traffic and no other Ready revision exists. Deploy a "
-                    f"fixed revision, then `deploy-guard rollback --service {before.short} "
+                    f"{before.short}'s traffic and no other revision qualifies ({exc}). Deploy "
+                    f"a fixed revision, then `deploy-guard rollback --service {before.short} "
                     "--to-revision REV`",
                 )
             spec = pin_plan(before, target.short, drop_tags=[self.run_state.temp_tag])
@@ -926,9 +928,12 @@ class Gate:
                 ExitCode.FAIL,
                 f"{reason}; the candidate held no traffic: nothing to move",
             )
-        return await self._write(
+        report = await self._write(
             spec, reason, kind="rollback", done_action="rolled_back", annotations=record
         )
+        if record and report.action == "rolled_back":
+            self._event("rejection_recorded", revision=self.candidate)
+        return report
 
     def _rejection(self) -> dict[str, str]:
         """The annotation that keeps a failed candidate out of later rollbacks."""
@@ -959,10 +964,9 @@ class Gate:
         previous = expected.annotations.get(LAST_KNOWN_GOOD, "")
         if not served_before and previous and previous != candidate:
             served_before = {previous: 100}  # it already had all the traffic: the one before
-        record = {
-            LAST_KNOWN_GOOD: candidate,
-            REJECTED: with_rejected(expected.annotations, clear=candidate),
-        }
+        record = {LAST_KNOWN_GOOD: candidate}
+        if candidate in rejected(expected.annotations):  # it passed now: no longer refused
+            record[REJECTED] = with_rejected(expected.annotations, clear=candidate)
         if served_before:  # else keep what an earlier promotion recorded
             record[SERVED_BEFORE] = encode_split(served_before)
         report = await self._write(

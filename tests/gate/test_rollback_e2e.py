@@ -127,6 +127,49 @@ def test_promoting_the_serving_revision_again_keeps_where_rollback_goes(
     assert good in chat.get().annotations["deploy-guard.dev/rejected"].split(",")
 
 
+def _pin(chat: Any, revision: str) -> None:
+    """Someone sends 100 % to ``revision`` by hand (not through deploy-guard)."""
+    from google.cloud import run_v2
+
+    svc = chat.get()
+    svc.traffic = [
+        run_v2.TrafficTarget(
+            type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+            revision=revision,
+            percent=100,
+        )
+    ]
+    chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
+
+
+def test_a_rejected_revision_put_back_by_hand_still_bounds_what_is_older(
+    chat: Any, check: Any, emulator_env: Any
+) -> None:
+    """B failed, a person pinned it anyway, D came later unchecked: back means A, not D."""
+    base = chat.first()
+    rejected_rev = chat.candidate({"CHAT_HEALTH_STATUS": "500"})
+    assert check(rejected_rev)[0] == ExitCode.FAIL
+    _pin(chat, rejected_rev)
+    newer = chat.candidate()  # no traffic, never checked
+    result = rollback("--dry-run")
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert f"to {base} 100%" in result.output
+    assert newer not in result.output.split("to ")[-1]
+
+
+def test_naming_a_rejected_revision_that_already_serves_clears_it(
+    chat: Any, check: Any, emulator_env: Any
+) -> None:
+    chat.first()
+    rejected_rev = chat.candidate({"CHAT_HEALTH_STATUS": "500"})
+    assert check(rejected_rev)[0] == ExitCode.FAIL
+    _pin(chat, rejected_rev)
+    result = rollback("--to-revision", rejected_rev)
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert "no longer recorded as rejected" in result.output
+    assert rejected_rev not in chat.get().annotations.get("deploy-guard.dev/rejected", "")
+
+
 def test_rollback_dry_run_changes_nothing(
     chat: Any, emulator_env: Any, promoted: tuple[str, str]
 ) -> None:

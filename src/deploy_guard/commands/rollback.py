@@ -112,6 +112,7 @@ async def roll_back(
         ROLLED_BACK_TO,
         describe,
         pin_plan,
+        rejected,
         served_split,
         with_rejected,
     )
@@ -135,6 +136,15 @@ async def roll_back(
             target = await choose_rollback_target(router, state)
         if now == {target.short: 100}:
             log.info("rollback_not_needed", service=service, revision=target.short)
+            if to_revision and target.short in rejected(state.annotations) and not dry_run:
+                # named on purpose: it is no longer to be refused
+                await router.set_annotations(
+                    state, {REJECTED: with_rejected(state.annotations, clear=target.short)}
+                )
+                return (
+                    f"{service}: {target.short} already serves 100 %; traffic unchanged, and "
+                    "it is no longer recorded as rejected"
+                )
             return f"{service}: {target.short} already serves 100 %; nothing changed" + (
                 "" if to_revision else ". To go further back, pass --to-revision REV"
             )
@@ -155,6 +165,8 @@ async def roll_back(
             state, pin_plan(state, target.short), why="rollback", annotations=record
         )
         log.info("rollback_completed", service=service, traffic=describe(served_split(after)))
+        if away:
+            log.info("rejection_recorded", service=service, revisions=",".join(away))
         return f"{service}: traffic now {describe(served_split(after))} (was {describe(now)})"
     finally:
         if own:

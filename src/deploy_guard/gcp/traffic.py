@@ -30,7 +30,9 @@ SERVED_BEFORE = "deploy-guard.dev/served-before"
 #: The annotation listing revisions a check failed or a person rolled back from
 #: (newest last, at most :data:`REJECTED_KEPT`): never a rollback's choice.
 REJECTED = "deploy-guard.dev/rejected"
-REJECTED_KEPT = 20
+#: Cloud Run keeps at most 1,000 revisions per service: a list this long forgets
+#: none that can still be chosen (~30 KB, within the annotations' 256 KB).
+REJECTED_KEPT = 1000
 #: Prefix of the temporary tags the guard adds to reach an untagged candidate.
 TEMP_TAG_PREFIX = "dg-"
 
@@ -302,15 +304,20 @@ def find_tag_uri(state: ServiceState, revision: str) -> tuple[str, str] | None:
 
 
 def newest_ready_before(
-    revisions: Sequence[RevisionState], current: dict[str, int]
+    revisions: Sequence[RevisionState],
+    current: dict[str, int],
+    *,
+    skip: Iterable[str] = (),
 ) -> RevisionState | None:
-    """The newest Ready revision older than everything serving now.
+    """The newest Ready revision older than everything serving now, not in ``skip``.
 
     The API keeps no traffic history, so "the revision that served before the
-    current one" is approximated by creation time.
+    current one" is approximated by creation time. Every revision serving now
+    counts for "older than", skipped ones included.
     """
+    skipped = set(skip)
     serving_times = [r.create_time for r in revisions if r.short in current]
     newest_serving = max(serving_times) if serving_times else float("inf")
-    older = [r for r in revisions if r.ready and r.short not in current]
+    older = [r for r in revisions if r.ready and r.short not in current and r.short not in skipped]
     older = [r for r in older if r.create_time < newest_serving]
     return max(older, key=lambda r: r.create_time) if older else None
