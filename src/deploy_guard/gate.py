@@ -277,19 +277,14 @@ def _check_token_source(choice: TokenChoice | None, auth: Any) -> None:
 
     The probes need it only after the temporary tag is added; a missing
     variable or file found then would already have written to the service.
-    Same order as :func:`deploy_guard.probes.auth.resolve_token`: flags first.
     """
-    from deploy_guard.probes.auth import token_from_env, token_from_file
+    from deploy_guard.probes.auth import TokenChoice, named_token
 
-    flags = (choice.token_env, choice.token_file) if choice else (None, None)
-    for name, read in zip(
-        (*flags, auth.token_env, auth.token_file),
-        (token_from_env, token_from_file) * 2,
-        strict=True,
-    ):
-        if name:
-            read(name)
-            return
+    named_token(
+        choice or TokenChoice(),
+        policy_token_env=auth.token_env,
+        policy_token_file=auth.token_file,
+    )
 
 
 async def probe_token(

@@ -152,6 +152,28 @@ def choose_audience(
     return choice.audience or policy_audience or audience or url_origin(url)
 
 
+def named_token(
+    choice: TokenChoice,
+    *,
+    policy_token_env: str | None = None,
+    policy_token_file: str | None = None,
+) -> BearerToken | None:
+    """The token a flag or the policy names (a variable or a file), flags first.
+
+    None when none is named; :class:`ConfigError` when the one named cannot be read.
+    """
+    named = (
+        (choice.token_env, token_from_env),
+        (choice.token_file, token_from_file),
+        (policy_token_env, token_from_env),
+        (policy_token_file, token_from_file),
+    )
+    for name, read in named:
+        if name:
+            return read(name)
+    return None
+
+
 async def resolve_token(
     choice: TokenChoice,
     *,
@@ -174,14 +196,11 @@ async def resolve_token(
     without a token (a private service then answers 401/403, which the probe
     reports) and a warning says why.
     """
-    if choice.token_env:
-        return token_from_env(choice.token_env)
-    if choice.token_file:
-        return token_from_file(choice.token_file)
-    if policy_token_env:
-        return token_from_env(policy_token_env)
-    if policy_token_file:
-        return token_from_file(policy_token_file)
+    named = named_token(
+        choice, policy_token_env=policy_token_env, policy_token_file=policy_token_file
+    )
+    if named is not None:
+        return named
     if not choice.id_token or policy_id_token != "auto" or not url.startswith("https://"):
         return None
     wanted = choose_audience(choice, url=url, audience=audience, policy_audience=policy_audience)
