@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import grpc
 import pytest
 
 from deploy_guard.exitcodes import ExitCode
+from waiting import wait_until
 
 LIST_LOGS = "/google.logging.v2.LoggingServiceV2/ListLogEntries"
 UPDATE = "/google.cloud.run.v2.Services/UpdateService"
@@ -62,14 +62,6 @@ def test_one_logging_query_per_evidence_pass_not_per_pattern(
     assert report["api_calls"]["logging"] == {"ListLogEntries": passes}
 
 
-def _wait_for(predicate: Any, deadline_s: float = 20.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        threading.Event().wait(0.02)
-
-
 @pytest.mark.slow
 def test_a_newer_deploy_during_the_check_makes_rollback_refuse_without_writing(
     chat: Any, check: Any, emulator: Any
@@ -82,7 +74,7 @@ def test_a_newer_deploy_during_the_check_makes_rollback_refuse_without_writing(
 
     def deploy_during_check() -> None:
         # the check is gathering evidence once it has queried the logs
-        _wait_for(lambda: emulator.faults.count(LIST_LOGS) >= 1)
+        wait_until(lambda: emulator.faults.count(LIST_LOGS) >= 1, within=20)
         newer["rev"] = chat.candidate({"OTHER": "deploy"}, tag=None)
         newer["updates"] = emulator.faults.count(UPDATE)
 

@@ -8,24 +8,37 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deploy_guard.exitcodes import ExitCode
+from waiting import wait_until
 
 POLICY = Path(__file__).parent / "policies" / "chat-hold.yaml"
 
 
-def _wait_for(predicate: Any, deadline_s: float = 30.0) -> None:
-    end = time.monotonic() + deadline_s
-    while not predicate():
-        if time.monotonic() > end:
-            raise AssertionError("condition not reached in time")
-        threading.Event().wait(0.05)
+def _when(proc: subprocess.Popen[str], condition: Any, within: float = 30.0) -> None:
+    """Wait until ``condition()`` holds while the check still runs (its output if it ended)."""
+    wait_until(lambda: condition() or proc.poll() is not None, within=within)
+    assert proc.poll() is None, proc.communicate()
+
+
+def _start_check(
+    env: dict[str, str], revision: str, policy: Path, *flags: str
+) -> subprocess.Popen[str]:
+    """``deploy-guard check`` as a subprocess, the way Cloud Build runs it."""
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy_guard", "check", "--revision", revision),
+            *("--policy", str(policy), *flags),
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
@@ -36,29 +49,11 @@ def test_sigterm_removes_the_temporary_tag_and_writes_the_report(
     cand = chat.candidate(tag=None)  # untagged: the guard adds a temporary tag
     report = tmp_path / "report.json"
     summary = tmp_path / "summary.md"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deploy_guard",
-            "check",
-            "--revision",
-            cand,
-            "--policy",
-            str(POLICY),
-            "--report",
-            str(report),
-            "--summary",
-            str(summary),
-        ],
-        env={**os.environ, **emulator_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = _start_check(
+        emulator_env, cand, POLICY, "--report", str(report), "--summary", str(summary)
     )
     try:
-        _wait_for(lambda: any(t.startswith("dg-") for t in chat.tags()) or proc.poll() is not None)
-        assert proc.poll() is None, proc.communicate()
+        _when(proc, lambda: any(t.startswith("dg-") for t in chat.tags()))
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=30)
     finally:
@@ -85,20 +80,10 @@ def test_sigterm_during_a_rollback_lets_it_finish_and_verify(
     writes = emulator.faults.count(update)
     emulator.faults.delay("UpdateService", 2.0)  # the rollback's write is slow to answer
     report = tmp_path / "report.json"
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "deploy_guard", "check", "--revision", cand),
-            *("--policy", str(POLICY), "--report", str(report)),
-        ],
-        env={**os.environ, **emulator_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_check(emulator_env, cand, POLICY, "--report", str(report))
     try:
         # the rollback has been sent: its UpdateService is in flight
-        _wait_for(lambda: emulator.faults.count(update) > writes or proc.poll() is not None)
-        assert proc.poll() is None, proc.communicate()
+        _when(proc, lambda: emulator.faults.count(update) > writes)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     finally:
@@ -126,16 +111,7 @@ def test_a_signal_before_the_check_starts_stops_it_before_any_api_call(
     fifo = tmp_path / "policy.yaml"
     os.mkfifo(fifo)
     report = tmp_path / "report.json"
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "deploy_guard", "check", "--revision", "chat-00002-abc"),
-            *("--policy", str(fifo), "--report", str(report)),
-        ],
-        env={**os.environ, **emulator_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_check(emulator_env, "chat-00002-abc", fifo, "--report", str(report))
     writer = -1
     try:
 
@@ -143,10 +119,9 @@ def test_a_signal_before_the_check_starts_stops_it_before_any_api_call(
             nonlocal writer
             with contextlib.suppress(OSError):  # ENXIO until the check opens the FIFO
                 writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            return writer >= 0 or proc.poll() is not None
+            return writer >= 0
 
-        _wait_for(reader_is_waiting)
-        assert proc.poll() is None, proc.communicate()
+        _when(proc, reader_is_waiting)
         calls_before = emulator.faults.counts()
         proc.send_signal(signal.SIGINT)
         os.write(writer, POLICY.read_bytes())
@@ -195,21 +170,13 @@ def test_the_report_is_written_before_waiting_for_a_stuck_api_read(
     cand = chat.candidate()
     emulator.faults.delay("ListLogEntries", 20.0)  # every log read hangs for 20 s
     report = tmp_path / "report.json"
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "deploy_guard", "check", "--revision", cand),
-            *("--policy", str(POLICY), "--report", str(report), "--log-interval", "0.5s"),
-        ],
-        env={**os.environ, **emulator_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = _start_check(
+        emulator_env, cand, POLICY, "--report", str(report), "--log-interval", "0.5s"
     )
     try:
-        _wait_for(lambda: emulator.faults.count("ListLogEntries") >= 1 or proc.poll() is not None)
-        assert proc.poll() is None, proc.communicate()
+        _when(proc, lambda: emulator.faults.count("ListLogEntries") >= 1)
         proc.send_signal(signal.SIGTERM)
-        _wait_for(report.exists, deadline_s=10)  # long before the stuck read gives up
+        wait_until(report.exists, within=10)  # long before the stuck read gives up
         assert proc.poll() is None  # still waiting for that read: the report did not wait
         doc = json.loads(report.read_text())
         assert (doc["verdict"], doc["exit_code"]) == ("inconclusive", 3)
@@ -227,19 +194,9 @@ def test_a_second_signal_during_the_clean_up_stops_the_check_at_once(
     cand = chat.candidate(tag=None)  # untagged: the guard writes a temporary tag first
     emulator.faults.delay("UpdateService", 5.0)  # that write hangs for a while
     emulator.faults.reset_counts()  # from here on, only the check's own calls
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "deploy_guard", "check", "--revision", cand),
-            *("--policy", str(POLICY), "--report", str(tmp_path / "report.json")),
-        ],
-        env={**os.environ, **emulator_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_check(emulator_env, cand, POLICY, "--report", str(tmp_path / "report.json"))
     try:
-        _wait_for(lambda: emulator.faults.count("UpdateService") >= 1 or proc.poll() is not None)
-        assert proc.poll() is None, proc.communicate()
+        _when(proc, lambda: emulator.faults.count("UpdateService") >= 1)
         # (two different signals: two of one kind sent at once may arrive as one)
         proc.send_signal(signal.SIGINT)  # the check waits for its tag write to land ...
         proc.send_signal(signal.SIGTERM)  # ... unless someone insists
