@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from deploy_guard.gate import CheckOptions, Gate, cloud_sources
-from deploy_guard.gcp.cloudrun import CloudRun
-from deploy_guard.gcp.errors import ApiCalls
-from deploy_guard.policy import load_file
 from deploy_guard.report.model import CheckReport
-
-POLICY = Path(__file__).parent / "policies" / "chat-hold.yaml"
+from gates import build_gate
 
 
 async def test_rollback_events_are_logged_with_their_fields(
@@ -23,15 +17,9 @@ async def test_rollback_events_are_logged_with_their_fields(
 ) -> None:
     base = chat.first()
     cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=25)
-    calls = ApiCalls()
-    router = CloudRun(gcp_clients, emulator.project, emulator.region, calls=calls)
-    options = CheckOptions(
-        project=emulator.project, region=emulator.region, revision=cand, log_interval=0.5
-    )
-    report = CheckReport(revision=cand)
-    gate = Gate([load_file(POLICY)], options, router, cloud_sources(gcp_clients, calls), report)
+    gate = build_gate(gcp_clients, emulator, cand)
     with capture_logs() as events:
-        await gate.run()
+        report = await gate.run()
     assert report.action == "rolled_back"
     assert report.exit_code == 1
     by_name = {e["event"]: e for e in events}
@@ -44,7 +32,7 @@ async def test_rollback_events_are_logged_with_their_fields(
     assert by_name["rollback_verified"]["traffic"] == f"{base} 100%"
     assert by_name["traffic_write_requested"]["why"] == "rollback"
     assert by_name["check_finished"]["action"] == "rolled_back"
-    assert calls.get("run", "UpdateService") == 1
+    assert gate.router.calls.get("run", "UpdateService") == 1
 
 
 class _Recorder:
@@ -64,22 +52,8 @@ async def test_the_view_lists_every_rule_from_the_start_and_keeps_ticking(
     """A held session reports nothing for seconds: the view still lists it and its clock runs."""
     chat.first()
     cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "3"})
-    calls = ApiCalls()
-    router = CloudRun(gcp_clients, emulator.project, emulator.region, calls=calls)
-    options = CheckOptions(
-        project=emulator.project, region=emulator.region, revision=cand, log_interval=30
-    )
-    report = CheckReport(revision=cand)
     view = _Recorder()
-    gate = Gate(
-        [load_file(POLICY)],
-        options,
-        router,
-        cloud_sources(gcp_clients, calls),
-        report,
-        progress=view,
-    )
-    await gate.run()
+    report = await build_gate(gcp_clients, emulator, cand, progress=view, log_interval=30).run()
     assert report.exit_code == 1
     started = report.timeline.first("evidence_started")
     failed = report.timeline.first("first_failure_seen")
@@ -95,13 +69,6 @@ async def test_the_view_lists_every_rule_from_the_start_and_keeps_ticking(
     assert max(b - a for a, b in itertools.pairwise(times)) < 1.5
 
 
-def _gate(gcp_clients: Any, emulator: Any, cand: str, **options: Any) -> Gate:
-    router = CloudRun(gcp_clients, emulator.project, emulator.region, calls=ApiCalls())
-    opts = CheckOptions(project=emulator.project, region=emulator.region, revision=cand, **options)
-    sources = cloud_sources(gcp_clients, router.calls)
-    return Gate([load_file(POLICY)], opts, router, sources, CheckReport(revision=cand))
-
-
 async def test_after_fail_fast_one_more_log_pass_completes_the_report(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
@@ -110,7 +77,7 @@ async def test_after_fail_fast_one_more_log_pass_completes_the_report(
     # 1011 at 3 s: the log rule's first pass (at most 0.5 s in) sees nothing; the next
     # would be 30 s later, so only the pass after the decision can see the error lines
     cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "3"}, percent=25)
-    gate = _gate(gcp_clients, emulator, cand, log_interval=30)
+    gate = build_gate(gcp_clients, emulator, cand, log_interval=30)
     report = await gate.run()
     assert report.action == "rolled_back"
     assert chat.serving() == {base: 100}
@@ -135,7 +102,7 @@ async def test_the_completing_pass_is_bounded_and_never_changes_the_action(
     base = chat.first()
     cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=25)
     emulator.faults.delay("ListLogEntries", 3.0)  # Logging answers too slowly for it
-    gate = _gate(gcp_clients, emulator, cand, log_interval=30)
+    gate = build_gate(gcp_clients, emulator, cand, log_interval=30)
     report = await gate.run()
     assert report.action == "rolled_back"
     assert report.exit_code == 1

@@ -15,29 +15,14 @@ import grpc
 import pytest
 
 from deploy_guard.errors import SupersededError
-from deploy_guard.gate import CheckOptions, Gate, cloud_sources
 from deploy_guard.gcp.cloudrun import CloudRun
 from deploy_guard.gcp.errors import ApiCalls
 from deploy_guard.gcp.traffic import ServiceState
-from deploy_guard.policy import load_file
 from deploy_guard.report.model import CheckReport
+from gates import build_gate
 from waiting import eventually
 
 POLICIES = Path(__file__).parent / "policies"
-
-
-def _gate(gcp_clients: Any, emulator: Any, cand: str, router: CloudRun | None = None) -> Gate:
-    router = router or CloudRun(gcp_clients, emulator.project, emulator.region, calls=ApiCalls())
-    options = CheckOptions(
-        project=emulator.project, region=emulator.region, revision=cand, log_interval=0.5
-    )
-    return Gate(
-        [load_file(POLICIES / "chat-hold.yaml")],
-        options,
-        router,
-        cloud_sources(gcp_clients, router.calls),
-        CheckReport(revision=cand),
-    )
 
 
 def _events(report: CheckReport) -> list[str]:
@@ -67,7 +52,7 @@ async def test_a_deploy_landing_right_after_the_guards_write_is_not_taken_for_it
     router = _DeployRightAfterOurWrite(
         chat, gcp_clients, emulator.project, emulator.region, calls=ApiCalls()
     )
-    gate = _gate(gcp_clients, emulator, cand, router)
+    gate = build_gate(gcp_clients, emulator, cand, router=router)
     with pytest.raises(SupersededError):
         await gate.run()
     report = gate.report
@@ -89,7 +74,7 @@ async def test_a_signal_during_the_tag_write_lets_it_land_then_removes_the_tag(
     chat.first()
     cand = chat.candidate(tag=None)  # untagged: the guard adds a temporary tag
     emulator.faults.delay("UpdateService", 1.0)  # the write is in flight for a while
-    gate = _gate(gcp_clients, emulator, cand)
+    gate = build_gate(gcp_clients, emulator, cand)
     task = asyncio.ensure_future(gate.run())
     await eventually(lambda: "tag_requested" in _events(gate.report), what="the tag write")
     task.cancel()
@@ -110,7 +95,7 @@ async def test_a_signal_during_the_clean_up_changes_neither_verdict_nor_exit_cod
     chat.first()
     cand = chat.candidate(tag=None)
     emulator.faults.delay("UpdateService", 1.0)  # the tag removal takes a while too
-    gate = _gate(gcp_clients, emulator, cand)
+    gate = build_gate(gcp_clients, emulator, cand)
     task = asyncio.ensure_future(gate.run())
     await eventually(lambda: "decision" in _events(gate.report), within=30, what="a verdict")
     task.cancel()  # the gate is removing its tag now
@@ -128,7 +113,7 @@ async def test_a_tag_that_cannot_be_removed_is_reported_with_the_command_to_remo
 ) -> None:
     chat.first()
     cand = chat.candidate(tag=None)
-    gate = _gate(gcp_clients, emulator, cand)
+    gate = build_gate(gcp_clients, emulator, cand)
     task = asyncio.ensure_future(gate.run())
     await eventually(lambda: "tag_added" in _events(gate.report), what="the temporary tag")
     emulator.faults.fail("UpdateService", grpc.StatusCode.INTERNAL)  # its removal will fail
@@ -174,7 +159,7 @@ async def test_a_signal_during_the_clean_up_of_a_superseded_check_keeps_exit_4(
     router = _DeployKeepingOurTag(
         chat, emulator, gcp_clients, emulator.project, emulator.region, calls=ApiCalls()
     )
-    gate = _gate(gcp_clients, emulator, cand, router)
+    gate = build_gate(gcp_clients, emulator, cand, router=router)
     task = asyncio.ensure_future(gate.run())
     await eventually(lambda: gate.run_state.decided, within=30, what="the superseded outcome")
     task.cancel()  # the gate is removing its tag now

@@ -1,0 +1,44 @@
+"""The gate's Python API against an emulator, for tests that choose the moment to interfere.
+
+Importable from any test (``from gates import build_gate``): pytest puts ``tests/`` on
+``sys.path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from deploy_guard.gate import CheckOptions, Gate, cloud_sources
+from deploy_guard.gcp.cloudrun import CloudRun
+from deploy_guard.gcp.errors import ApiCalls
+from deploy_guard.policy import load_file
+from deploy_guard.report.model import CheckReport
+
+CHAT_HOLD = Path(__file__).parent / "gate" / "policies" / "chat-hold.yaml"
+
+
+def build_gate(
+    gcp_clients: Any,
+    emulator: Any,
+    revision: str,
+    *,
+    router: CloudRun | None = None,
+    policy: Path = CHAT_HOLD,
+    progress: Any = None,
+    **options: Any,
+) -> Gate:
+    """A gate checking ``revision`` by ``policy`` (log passes every 0.5 s unless told)."""
+    router = router or CloudRun(gcp_clients, emulator.project, emulator.region, calls=ApiCalls())
+    options.setdefault("log_interval", 0.5)
+    opts = CheckOptions(
+        project=emulator.project, region=emulator.region, revision=revision, **options
+    )
+    return Gate(
+        [load_file(policy)],
+        opts,
+        router,
+        cloud_sources(gcp_clients, router.calls),
+        CheckReport(revision=revision),
+        progress=progress,
+    )
