@@ -312,10 +312,6 @@ class CloudRun:
         written = await self._update(updated, what=f"updating traffic of {now.short} ({why})")
         return await self.verify(expected.name, spec, written=written)
 
-    async def set_annotation(self, expected: ServiceState, key: str, value: str) -> ServiceState:
-        """Record ``key: value`` on the service (same refuse-if-changed rule as traffic)."""
-        return await self.set_annotations(expected, {key: value})
-
     async def set_annotations(
         self, expected: ServiceState, values: Mapping[str, str]
     ) -> ServiceState:
