@@ -105,16 +105,17 @@ async def test_filters_by_revision_severity_substring_and_regex(served: Any) -> 
     rev = 'resource.labels.revision_name="chat-00002-bbb"'
 
     errors = await list_entries(clients, f"{SINCE} {rev} AND severity>=ERROR")
-    assert [e.json_payload["message"] for e in errors] == ["WebSocket 1011"]
+    # {"severity", "message"} only: the message is textPayload, as on Cloud Logging
+    assert [e.text_payload for e in errors] == ["WebSocket 1011"]
 
     text = await list_entries(clients, f'{SINCE} {rev} textPayload:"orchestrator is"')
     assert [e.text_payload for e in text] == ["Orchestrator is None"]
 
-    regex = await list_entries(clients, f'{SINCE} {rev} jsonPayload.message=~"^WebSocket \\d+$"')
+    regex = await list_entries(clients, f'{SINCE} {rev} textPayload=~"^WebSocket \\d+$"')
     assert len(regex) == 1
 
     either = await list_entries(
-        clients, f'{SINCE} {rev} (jsonPayload.message:"1011" OR textPayload:"None") -severity=INFO'
+        clients, f'{SINCE} {rev} (textPayload:"1011" OR textPayload:"None") -severity=INFO'
     )
     assert len(either) == 2
 
@@ -315,7 +316,8 @@ def test_special_json_fields_are_lifted_out_like_cloud_logging() -> None:
     store.revision_output(NEW, "stdout", "[1, 2]", T0)  # JSON, but not an object: text
     store.revision_output(NEW, "stdout", "   ", T0)  # blank lines are not logged
     second, third, first = store.entries()  # time order: "time" moved the first one later
-    assert first["jsonPayload"] == {"message": "boom"}
+    assert first["textPayload"] == "boom"  # message was the only field left
+    assert "jsonPayload" not in first
     assert first["timestamp"] == "2026-11-25T12:00:05.500000Z"
     assert first["labels"] == {"run": "r9"}
     assert first["trace"] == "projects/proj/traces/abc"
@@ -346,7 +348,7 @@ async def test_special_json_fields_become_log_entry_fields(served: Any) -> None:
     [odd] = await list_entries(clients, f'{SINCE} jsonPayload.message="odd"')
     assert dict(odd.json_payload) == {"message": "odd", "httpRequest": "GET"}
     [failed] = await list_entries(clients, f"{SINCE} httpRequest.status>=500")
-    assert dict(failed.json_payload) == {"message": "upstream failed"}
+    assert failed.text_payload == "upstream failed"  # only message was left
     assert failed.severity == LogSeverity.ERROR
     assert failed.http_request.status == 502
     assert failed.http_request.request_url == "/chat"
@@ -362,9 +364,8 @@ async def test_special_json_fields_become_log_entry_fields(served: Any) -> None:
             failed.insert_id
         ]
     assert await list_entries(clients, f"{SINCE} jsonPayload.httpRequest.status=502") == []
-    [timed] = await list_entries(clients, f'{SINCE} jsonPayload.message="object time"')
+    [timed] = await list_entries(clients, f'{SINCE} textPayload="object time"')
     assert timed.timestamp == T0 + timedelta(seconds=9)
-    assert dict(timed.json_payload) == {"message": "object time"}
 
 
 def test_a_revisions_structured_lines_reach_the_entry_fields(
@@ -402,7 +403,7 @@ server.serve_forever()
     assert entry.severity == LogSeverity.WARNING
     assert entry.http_request.latency.ToTimedelta().total_seconds() == pytest.approx(2.5)
     assert entry.source_location.line == 7
-    assert dict(entry.json_payload) == {"message": "slow upstream"}
+    assert entry.text_payload == "slow upstream"  # message was the only field left
 
 
 async def test_write_refuses_timestamps_beyond_a_day_ahead_or_the_retention_period(
@@ -480,4 +481,52 @@ async def test_an_ingestion_delay_holds_entries_back_from_listing(serve_handlers
     assert await list_entries(clients, flt) == []
     now[0] += timedelta(seconds=0.2)
     [entry] = await list_entries(clients, flt)
-    assert entry.json_payload["message"] == "late"
+    assert entry.text_payload == "late"
+
+
+@pytest.mark.fault(
+    "logs", "JSON line with only message left", "textPayload, as Cloud Logging stores it"
+)
+def test_a_json_line_whose_only_remaining_field_is_message_is_text_payload() -> None:
+    """ "message is saved as textPayload if it is the only field remaining after the
+    Logging agent moves the other special-purpose fields" (structured logging docs)."""
+    store = LogStore()
+    only = {"severity": "ERROR", "message": "tool failed", "time": "2026-11-25T11:59:59Z"}
+    store.revision_output(NEW, "stdout", json.dumps(only), T0)
+    special = {
+        "message": "with specials",
+        "logging.googleapis.com/labels": {"k": "v"},
+        "httpRequest": {"status": 502},
+    }
+    store.revision_output(NEW, "stdout", json.dumps(special), T0)
+    store.revision_output(NEW, "stdout", json.dumps({"message": "m", "user": "u1"}), T0)
+    store.revision_output(NEW, "stdout", json.dumps({"message": {"nested": 1}}), T0)
+    plain, specials, two, nested = store.entries()
+    assert (plain["textPayload"], plain["severity"]) == ("tool failed", "ERROR")
+    assert "jsonPayload" not in plain
+    assert specials["textPayload"] == "with specials"
+    assert specials["labels"] == {"k": "v"}
+    assert specials["httpRequest"]["status"] == 502
+    assert two["jsonPayload"] == {"message": "m", "user": "u1"}  # another field: jsonPayload
+    assert nested["jsonPayload"] == {"message": {"nested": 1}}  # not a string: kept as it is
+
+
+@pytest.mark.fault(
+    "logs", "plain stderr line and a Python traceback", "one DEFAULT textPayload entry per line"
+)
+def test_plain_output_lines_and_a_traceback_are_default_text_entries() -> None:
+    store = LogStore()
+    traceback = [
+        "ERROR:    Exception in ASGI application",
+        "Traceback (most recent call last):",
+        '  File "/app/main.py", line 12, in chat',
+        "    await agent.run()",
+        "AttributeError: 'NoneType' object has no attribute 'run'",
+    ]
+    for line in traceback:
+        store.revision_output(NEW, "stderr", line + "\n", T0)
+    store.revision_output(NEW, "stdout", "listening on 8080", T0)
+    entries = store.entries()
+    assert [e["textPayload"] for e in entries] == [*traceback, "listening on 8080"]
+    assert {e["severity"] for e in entries} == {"DEFAULT"}  # "ERROR:" in the text is no severity
+    assert [e["logName"].rsplit("%2F", 1)[-1] for e in entries] == ["stderr"] * 5 + ["stdout"]

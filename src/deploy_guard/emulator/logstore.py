@@ -16,14 +16,18 @@ Shapes follow Cloud Run:
   ``timestampNanos`` or ``time``; so ``jsonPayload.message`` is there but
   ``jsonPayload.severity`` is not, and ``httpRequest.status>=500`` matches an
   app's own request line). A special field whose value does not fit its
-  LogEntry field stays in ``jsonPayload``. Any other line is ``textPayload``
-  with severity ``DEFAULT``. Logs ``run.googleapis.com/stdout`` and ``/stderr``.
+  LogEntry field stays in ``jsonPayload``. When ``message`` (a string) is the
+  only key left, the entry is ``textPayload`` instead, as Cloud Logging's agent
+  does ("message is saved as textPayload if it is the only field remaining");
+  the guard's pattern clause reads both payloads. Any other line (plain text,
+  each line of a Python traceback) is ``textPayload`` with severity
+  ``DEFAULT``. Logs ``run.googleapis.com/stdout`` and ``/stderr``.
 - request logs: ``run.googleapis.com/requests`` with ``httpRequest`` and
   severity INFO below 400, WARNING for 4xx, ERROR for 5xx. The URL's query
   string credentials are redacted (the guard's rule: no secret in any log).
 - platform messages: ``run.googleapis.com/varlog/system``, for example
-  ``Container called exit(1).`` when a revision's process dies after it was
-  ready.
+  ``Container called exit(1).`` at WARNING (as on Cloud Run, not ERROR) when a
+  revision's process dies after it was ready.
 - audit entries: ``cloudaudit.googleapis.com/activity``, severity NOTICE, with a
   real ``protoPayload`` (``type.googleapis.com/google.cloud.audit.AuditLog``,
   ``serviceName: run.googleapis.com``). Cloud Run files its admin audit entries
@@ -339,7 +343,11 @@ class LogStore:
                 if value is not None:
                     entry[target] = value
                     del obj[key]
-            entry["jsonPayload"] = obj
+            if set(obj) == {"message"} and isinstance(obj["message"], str):
+                # "message is saved as textPayload if it is the only field remaining"
+                entry["textPayload"] = obj["message"]
+            else:
+                entry["jsonPayload"] = obj
         self._insert([(when, ref.project, entry)])
 
     def request(self, record: RequestRecord) -> None:

@@ -598,7 +598,7 @@ class RunAdmin:
             if code >= 0
             else f"Container terminated on signal {-code}."
         )
-        self.logs.system(rev.process.ref, "ERROR", message, st.now())
+        self.logs.system(rev.process.ref, "WARNING", message, st.now())
         log.warning("emulator_revision_process_died", revision=rev.short, status=code)
         async with entry.lock:
             if not entry.deleted:
