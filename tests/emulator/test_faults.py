@@ -126,6 +126,17 @@ async def test_streaming_methods_fail_too(served: Any) -> None:
         ),
         ("ListTimeSeries=delay:500ms", FaultSpec("ListTimeSeries", delay_s=0.5)),
         (" /a.B/C = delay:2s ", FaultSpec("/a.B/C", delay_s=2.0)),
+        ("UpdateService=delay:3s@2", FaultSpec("UpdateService", delay_s=3.0, nth=2)),
+        ("ListTimeSeries=delay:500msx2", FaultSpec("ListTimeSeries", delay_s=0.5, times=2)),
+        ("GetService=UNAVAILABLE@3", FaultSpec("GetService", grpc.StatusCode.UNAVAILABLE, nth=3)),
+        (
+            "UpdateService=lost@1",
+            FaultSpec("UpdateService", grpc.StatusCode.UNAVAILABLE, nth=1, lost=True),
+        ),
+        (
+            "UpdateService=lost:deadline_exceededx2",
+            FaultSpec("UpdateService", grpc.StatusCode.DEADLINE_EXCEEDED, times=2, lost=True),
+        ),
     ],
 )
 def test_parse_spec(spec: str, expected: FaultSpec) -> None:
@@ -133,7 +144,19 @@ def test_parse_spec(spec: str, expected: FaultSpec) -> None:
 
 
 @pytest.mark.parametrize(
-    "spec", ["ListLogEntries", "=UNAVAILABLE", "X=NOPE", "X=OK", "X=UNAVAILABLEx0", "X=delay:soon"]
+    "spec",
+    [
+        "ListLogEntries",
+        "=UNAVAILABLE",
+        "X=NOPE",
+        "X=OK",
+        "X=UNAVAILABLEx0",
+        "X=delay:soon",
+        "X=UNAVAILABLE@0",
+        "X=lost:NOPE",
+        "X=UNAVAILABLE:2s",
+        "X=delay:2s@",
+    ],
 )
 def test_bad_specs_are_config_errors(spec: str) -> None:
     with pytest.raises(ConfigError):
@@ -145,3 +168,56 @@ def test_durations() -> None:
     assert parse_duration("1.5") == 1.5
     assert parse_duration("250ms") == 0.25
     assert parse_duration("1m") == 60.0
+
+
+@pytest.mark.fault("emulator", "a fault on only the N-th call", "calls before and after pass")
+async def test_only_the_nth_call_fails_or_waits(served: Any) -> None:
+    injector, clients = served
+    injector.apply("ListLogEntries=UNAVAILABLE@3")
+    for _ in range(2):
+        assert await asyncio.to_thread(list_once, clients, retry=None) == []
+    with pytest.raises(gexc.ServiceUnavailable):
+        await asyncio.to_thread(list_once, clients, retry=None)
+    assert await asyncio.to_thread(list_once, clients, retry=None) == []
+    # a delay on the next call only: that call is late, the one after it is not
+    injector.delay("ListLogEntries", 2.0, nth=1)
+    with pytest.raises(gexc.DeadlineExceeded):
+        await asyncio.to_thread(list_once, clients, retry=None, timeout=0.2)
+    assert await asyncio.to_thread(list_once, clients, retry=None, timeout=5) == []
+    assert injector.count(LIST) == 6
+
+
+@pytest.mark.fault("emulator", "a write applied, its answer lost", "client errs; the write stands")
+async def test_a_lost_answer_applies_the_call_and_the_retry_repeats_it(served: Any) -> None:
+    injector, clients = served
+    injector.apply("WriteLogEntries=lost@1")
+
+    def write(text: str, retry: Any = None) -> None:
+        clients.logging().write_log_entries(
+            request={
+                "log_name": "projects/proj/logs/x",
+                "entries": [{"text_payload": text, "resource": {"type": "global"}}],
+            },
+            retry=retry,
+        )
+
+    def texts() -> list[str]:
+        return [e.text_payload for e in list_once(clients, retry=None)]
+
+    with pytest.raises(gexc.ServiceUnavailable, match="was applied"):
+        await asyncio.to_thread(write, "first")
+    assert await asyncio.to_thread(texts) == ["first"]  # applied, though the client was told not
+    injector.lose("WriteLogEntries", nth=1)
+    from deploy_guard.gcp.errors import transient_retry
+
+    await asyncio.to_thread(write, "again", transient_retry(deadline=10))  # the retry succeeds
+    assert await asyncio.to_thread(texts) == ["first", "again", "again"]  # ... twice
+    assert injector.count(WRITE) == 3
+
+
+def test_times_and_nth_are_exclusive_and_checked() -> None:
+    injector = FaultInjector()
+    with pytest.raises(ConfigError, match="not both"):
+        injector.fail("X", grpc.StatusCode.UNAVAILABLE, times=2, nth=2)
+    with pytest.raises(ConfigError, match="at least 1"):
+        injector.delay("X", 1.0, nth=0)

@@ -41,8 +41,14 @@ K_SERVICE, K_REVISION, K_CONFIGURATION and the template's env; its URL and tag
 URLs are loopback addresses in the Service's uri and traffic_statuses[].uri.
 
 \b
-Faults: --fault ListLogEntries=UNAVAILABLEx2 --fault UpdateService=ABORTED
-        --fault ListTimeSeries=delay:2s
+Faults: --fault METHOD=ACTION[xN|@N], repeatable. ACTION is a gRPC status
+(the call fails), delay:DURATION (served late) or lost[:CODE] (served, then
+the client gets CODE, UNAVAILABLE by default: an answer lost on the way, so
+the client retries a write that landed). Nothing after it: every call; xN:
+the next N calls; @N: only the N-th call from the start (@1: the first).
+  --fault ListLogEntries=UNAVAILABLEx2   --fault UpdateService=ABORTED
+  --fault ListTimeSeries=delay:2s        --fault UpdateService=delay:3s@2
+  --fault UpdateService=lost@1           --fault GetService=UNAVAILABLE@3
 Stop it with Ctrl-C, SIGTERM or SIGHUP: every revision process stops with it.
 See docs/emulator.md (it walks through a check and a rollback by hand).
 """
@@ -93,8 +99,12 @@ See docs/emulator.md (it walks through a check and a rollback by hand).
     "--fault",
     "faults",
     multiple=True,
-    metavar="METHOD=CODE[xN]",
-    help="Make an RPC fail (N times, or always) or answer late (METHOD=delay:2s). Repeatable.",
+    metavar="METHOD=ACTION[xN|@N]",
+    help=(
+        "Make an RPC fail (METHOD=UNAVAILABLE), answer late (METHOD=delay:2s) or lose its "
+        "answer after applying it (METHOD=lost): always, the next N calls (xN) or only "
+        "the N-th (@N). Repeatable; see below."
+    ),
 )
 @click.option(
     "--workdir",
