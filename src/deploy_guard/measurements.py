@@ -34,6 +34,8 @@ CAUSES = (
     "status",  # HTTP status not in the expected set
     "body",  # body substring or JSON-path expectation not met
     "latency",  # slower than the rule's maximum latency
+    "too_large",  # more than the probe reads: HTTP body or headers, a WebSocket message (1009)
+    "protocol_error",  # the server broke HTTP or WebSocket (invalid UTF-8 1007, bad close 1002)
     "error",  # anything else; the detail says what
 )
 

@@ -33,6 +33,8 @@ _CAUSE_WORDS = {
     "status": "answered an unexpected status",
     "body": "answered an unexpected body",
     "latency": "were too slow",
+    "too_large": "sent more than the probe reads",
+    "protocol_error": "broke the protocol",
     "error": "failed",
 }
 
