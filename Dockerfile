@@ -14,11 +14,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# The same package the tests install: `pip install .` from the repository's pyproject.toml.
-# Only what the build needs is copied (see .dockerignore), then the sources are removed.
+# Reproducible: every dependency (and the build backend) comes from requirements.lock,
+# pinned to the versions the tests ran with and checked against its sha256 hashes
+# (--require-hashes refuses anything unpinned or altered, --no-deps resolves nothing,
+# --only-binary compiles nothing). Then the package itself, with --no-deps and no build
+# isolation: nothing else is downloaded. `pip check` fails the build when the lock no
+# longer satisfies pyproject.toml (`make lock` regenerates it). Only what the build needs
+# is copied (see .dockerignore); the sources are removed afterwards.
+COPY requirements.lock /tmp/deploy-guard/
+RUN pip install --require-hashes --no-deps --only-binary :all: -r /tmp/deploy-guard/requirements.lock
 COPY pyproject.toml README.md /tmp/deploy-guard/
 COPY src /tmp/deploy-guard/src
-RUN pip install /tmp/deploy-guard \
+RUN pip install --no-deps --no-build-isolation /tmp/deploy-guard \
+    && pip check \
     && rm -rf /tmp/deploy-guard \
     && useradd --create-home --uid 10001 --user-group guard
 

@@ -28,7 +28,7 @@ OUTPUT_ONLY = {
 
 CHECK_FLAGS = {
     "--revision", "--service", "--region", "--project", "--policy", "--promote",
-    "--dry-run", "--report", "--summary", "--timeout",
+    "--dry-run", "--report", "--summary", "--timeout", "--log-settle",
 }  # fmt: skip
 
 
@@ -163,6 +163,19 @@ def test_the_guard_checks_the_revision_written_by_the_deploy_steps(pipeline: Any
     assert flag(words, "--policy") == pipeline.values()["_POLICY"]
     unknown = {w for w in words if w.startswith("--")} - CHECK_FLAGS
     assert not unknown, f"flags deploy-guard check does not have: {unknown}"
+
+
+def test_the_check_waits_for_late_log_entries_before_its_last_logging_pass(
+    pipeline: Any,
+) -> None:
+    """docs/cloud-build.md recommends 5 s to 10 s of --log-settle; the pipeline uses it."""
+    from deploy_guard.policy.units import parse_duration
+
+    script = pipeline.expand(pipeline.script("check"), pipeline.values())
+    settle = flag(command(script, "deploy-guard", "check"), "--log-settle")
+    assert 5 <= parse_duration(settle) <= 10, settle
+    guide = (REPO_ROOT / "docs" / "cloud-build.md").read_text(encoding="utf-8")
+    assert "`5s` to `10s`" in guide
 
 
 def test_the_check_uses_only_flags_the_real_command_accepts(pipeline: Any) -> None:
