@@ -23,6 +23,7 @@ import json
 import math
 import os
 import sys
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -49,6 +50,10 @@ class ChatConfig:
     slow_ms: float = 0.0
     error_logs: bool = False
     health_status: int = 200
+    #: Seconds after the first chat session opens when the process dies (None: never).
+    crash_after: float | None = None
+    #: Each agent run ends in an exception that escapes to the server's stderr.
+    tracebacks: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ChatConfig:
@@ -59,6 +64,7 @@ class ChatConfig:
             return float(raw) if raw else default
 
         after = e.get("CHAT_FAIL_1011_AFTER", "").strip()
+        crash = e.get("CHAT_CRASH_AFTER", "").strip()
         return cls(
             revision=e.get("K_REVISION", "local"),
             event_delay=num("CHAT_EVENT_DELAY", 0.01),
@@ -70,6 +76,8 @@ class ChatConfig:
             slow_ms=num("CHAT_SLOW_MS", 0.0),
             error_logs=e.get("CHAT_ERROR_LOGS", "") not in ("", "0", "false"),
             health_status=int(num("CHAT_HEALTH_STATUS", 200)),
+            crash_after=float(crash) if crash else None,
+            tracebacks=e.get("CHAT_TRACEBACKS", "") not in ("", "0", "false"),
         )
 
 
@@ -93,6 +101,7 @@ class ChatState:
     sockets: set[web.WebSocketResponse] = field(default_factory=set)
     sessions_started: int = 0
     connections_total: int = 0
+    crash_timer: asyncio.TimerHandle | None = None
 
     def event_order(self) -> list[str]:
         order = [e for e in EVENTS if e != self.config.drop_event]
@@ -149,6 +158,24 @@ async def _run_agent(state: ChatState, ws: web.WebSocketResponse, msg: dict[str,
             if not target.closed:
                 with contextlib.suppress(ConnectionError):
                     await target.send_json(event)
+    if cfg.tracebacks:
+        _escaped_exception(msg)
+
+
+def _save_transcript(msg: dict[str, Any]) -> None:
+    store: dict[str, Any] | None = None  # the bug: the transcript store was never set up
+    store[str(msg.get("session_id"))] = msg  # type: ignore[index]
+
+
+def _escaped_exception(msg: dict[str, Any]) -> None:
+    """An exception no handler catches, printed as uvicorn prints one: plain lines on
+    stderr, which Cloud Run logs one entry per line at severity DEFAULT."""
+    try:
+        _save_transcript(msg)
+    except TypeError:
+        print("ERROR:    Exception in ASGI application", file=sys.stderr)
+        traceback.print_exc(file=sys.stderr)
+        sys.stderr.flush()
 
 
 async def chat(request: web.Request) -> web.WebSocketResponse:
@@ -158,6 +185,10 @@ async def chat(request: web.Request) -> web.WebSocketResponse:
     state.sockets.add(ws)
     state.connections_total += 1
     loop = asyncio.get_running_loop()
+    if state.config.crash_after is not None and state.crash_timer is None:
+        # A crash with no last words (a segfault, the OOM killer): the process is gone
+        # mid-session; only Cloud Run's "Container called exit(1)." says so in the logs.
+        state.crash_timer = loop.call_later(state.config.crash_after, os._exit, 1)
     tasks: set[asyncio.Task[None]] = set()  # agent runs: cancelled when the socket ends
     closers: set[asyncio.Task[None]] = set()  # the 1011 close: never cancelled half-way
     timer: asyncio.TimerHandle | None = None

@@ -13,6 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from deploy_guard.exitcodes import ExitCode
 
 SHIPPED = Path(__file__).resolve().parents[2] / "policies" / "chat-agent.yaml"
@@ -65,3 +67,72 @@ def test_a_healthy_revision_passes_the_shipped_policy(
     assert rules["no-error-logs"]["status"] == "pass", rules["no-error-logs"]
     assert rules["no-1011-in-logs"]["status"] == "pass"
     assert chat.serving() == {base: 100}  # on_pass: none
+
+
+def _short_hold(tmp_path: Path) -> str:
+    """The shipped policy as it is, but for its 60 s hold (2 s here, as the demo does)."""
+    text = SHIPPED.read_text()
+    assert text.count("hold: 60s") == 1
+    policy = tmp_path / "chat-agent.yaml"
+    policy.write_text(text.replace("hold: 60s", "hold: 2s"))
+    return str(policy)
+
+
+@pytest.mark.fault(
+    "logs",
+    "uncaught traceback on stderr (DEFAULT lines), events still arrive",
+    "fail on no-crashes-in-logs",
+)
+def test_an_escaped_traceback_fails_the_shipped_policy_though_it_is_no_error_entry(
+    chat: Any, check: Any, tmp_path: Path
+) -> None:
+    """uvicorn prints an exception that escapes the app as plain stderr lines, which
+    Cloud Run logs at severity DEFAULT: ``severity>=ERROR`` never sees them."""
+    chat.service = "chat-agent"
+    base = chat.first()
+    cand = chat.candidate({"CHAT_TRACEBACKS": "1"})
+    code, report = check(cand, policy=_short_hold(tmp_path))
+    assert code == ExitCode.FAIL, report
+    assert report["deciding_rules"] == ["no-crashes-in-logs"]
+    rules = _rules(report)
+    evidence = " ".join(rules["no-crashes-in-logs"]["evidence"])
+    assert "Traceback (most recent call last)" in evidence
+    assert "DEFAULT" in evidence
+    # the probes saw nothing wrong, and there is no ERROR entry to count
+    for other in ("health", "chat-golden-path", "chat-cycles", "no-error-logs"):
+        assert rules[other]["status"] != "fail", rules[other]
+    assert chat.serving() == {base: 100}
+
+
+@pytest.mark.fault(
+    "logs",
+    "container exits mid-session (Container called exit(1). at WARNING)",
+    "fail; the crash is counted in the logs",
+)
+def test_a_revision_that_crashes_mid_session_fails_the_shipped_policy(
+    chat: Any, check: Any, emulator: Any, tmp_path: Path
+) -> None:
+    chat.service = "chat-agent"
+    base = chat.first()
+    cand = chat.candidate({"CHAT_CRASH_AFTER": "1"})
+    code, report = check(cand, policy=_short_hold(tmp_path))
+    assert code == ExitCode.FAIL, report
+    rules = _rules(report)
+    # the sessions that were open end without a close frame, later ones are refused
+    assert any(rules[r]["status"] == "fail" for r in ("chat-cycles", "chat-hold")), rules
+    # Cloud Run's own words, at WARNING: no ERROR entry says the container died
+    [exit_line] = [
+        e
+        for e in emulator.logs.entries('log_id("run.googleapis.com/varlog/system")')
+        if e["resource"]["labels"]["revision_name"] == cand
+    ]
+    assert (exit_line["textPayload"], exit_line["severity"]) == (
+        "Container called exit(1).",
+        "WARNING",
+    )
+    # counted by its pattern, though WARNING (in a pass while probing, or the one
+    # that follows a fail-fast decision)
+    crash = rules["no-crashes-in-logs"]
+    assert crash["status"] == "fail", crash
+    assert "WARNING Container called exit(1)." in " ".join(crash["evidence"])
+    assert chat.serving() == {base: 100}
