@@ -254,6 +254,11 @@ def test_list_services_and_revisions_page_newest_revision_first(
         services.list_services(request={"parent": emulator.parent, "page_token": "garbage"})
 
 
+@pytest.mark.fault(
+    "emulator",
+    "a deploy whose revision fails to start",
+    "observed_generation and traffic_statuses stay at the last serving state",
+)
 def test_revision_that_exits_at_once_fails_with_its_output(
     deploy: Any, gcp_clients: Clients
 ) -> None:
@@ -267,7 +272,9 @@ def test_revision_that_exits_at_once_fails_with_its_output(
     assert svc.terminal_condition.state == FAILED
     assert "missing CONFIG" in svc.terminal_condition.message
     assert list(svc.traffic_statuses) == list(good.traffic_statuses)
-    assert (svc.reconciling, svc.observed_generation) == (False, svc.generation)
+    # the failed reconcile leaves observed_generation behind (service.proto, `reconciling`)
+    assert (svc.reconciling, svc.generation) == (False, good.generation + 1)
+    assert svc.observed_generation == good.generation
     assert served_by(svc.uri) == short(good.latest_ready_revision)
 
     bad = gcp_clients.revisions().get_revision(name=svc.latest_created_revision)
@@ -394,6 +401,7 @@ def test_concurrent_deploys_end_on_the_newest_revision_whatever_order_they_finis
     svc.template = app_template(env={"APP_STARTUP_DELAY": "1.0"})
     slow = services.update_service(service=svc)
     svc.template = app_template(env={"V": "3"})
+    svc.etag = ""  # a blind write: with the etag it read, the second deploy is refused
     fast = services.update_service(service=svc)
     newest = fast.result(timeout=30, polling=fast_polling)
     slow.result(timeout=30, polling=fast_polling)
@@ -447,6 +455,7 @@ def test_update_mask_writes_only_the_fields_it_names(
     services = gcp_clients.services()
 
     spec = run_v2.Service(svc)
+    spec.etag = ""  # the same spec is sent several times: no stale-read check
     spec.template = app_template(env={"V": "2"})  # not in the mask: must be ignored
     spec.traffic = [to(first, 100, tag="stable")]
     spec.labels = {"team": "chat"}
@@ -519,3 +528,100 @@ def test_a_container_no_process_could_run_is_invalid_argument(
             parent=emulator.parent, service=run_v2.Service(template=template), service_id="chat"
         )
     assert list(services.list_services(parent=emulator.parent)) == []
+
+
+@pytest.mark.fault(
+    "emulator", "UpdateService with a stale etag", "ABORTED (AIP-154), nothing changes"
+)
+def test_a_write_with_a_stale_etag_is_aborted_and_changes_nothing(
+    deploy: Any, gcp_clients: Clients
+) -> None:
+    read = deploy("chat")
+    first = short(read.latest_ready_revision)
+    services = gcp_clients.services()
+    moved = run_v2.Service(read)
+    moved.traffic = [to(first, 100, tag="other")]  # someone else writes first
+    after = services.update_service(service=moved).result()
+    assert after.etag != read.etag
+
+    stale = run_v2.Service(read)
+    stale.traffic = [to(first, 100, tag="mine")]
+    with pytest.raises(gexc.Aborted, match="does not match"):
+        services.update_service(service=stale)
+    now = services.get_service(name=read.name)
+    assert run_v2.Service.pb(now) == run_v2.Service.pb(after)
+
+    stale.etag = after.etag  # re-read: accepted
+    assert [t.tag for t in services.update_service(service=stale).result().traffic] == ["mine"]
+    blind = run_v2.Service(name=read.name, traffic=[to(first, 100)])  # no etag: not checked
+    blind_op = services.update_service(request={"service": blind, "update_mask": "traffic"})
+    assert [t.tag for t in blind_op.result().traffic] == [""]
+
+
+@pytest.mark.fault(
+    "emulator",
+    "read-modify-write of a service with a named revision",
+    "409 'Revision named ... already exists'; a traffic-only mask works",
+)
+def test_a_named_revision_refuses_a_write_that_resends_its_template(
+    emulator: EmulatorThread, gcp_clients: Clients, app_template: Any, fast_polling: Any
+) -> None:
+    services = gcp_clients.services()
+    svc = services.create_service(
+        parent=emulator.parent,
+        service=run_v2.Service(template=app_template(revision="chat-v1")),
+        service_id="chat",
+    ).result(timeout=30, polling=fast_polling)
+    assert short(svc.latest_ready_revision) == "chat-v1"
+
+    rmw = run_v2.Service(svc)
+    rmw.traffic = [to("chat-v1", 100, tag="stable")]  # a change outside the template
+    message = "Revision named 'chat-v1' with different configuration already exists"
+    with pytest.raises(gexc.AlreadyExists, match=message):
+        services.update_service(service=rmw)
+    with pytest.raises(gexc.AlreadyExists, match=message):
+        services.update_service(request={"service": rmw, "update_mask": "template,traffic"})
+    changed = run_v2.Service(svc)
+    changed.template = app_template(env={"V": "2"}, revision="chat-v1")
+    with pytest.raises(gexc.AlreadyExists, match=message):
+        services.update_service(service=changed)
+    assert services.get_service(name=svc.name).generation == svc.generation
+
+    # the same write without the template (traffic only) is fine, and makes no revision
+    after = services.update_service(request={"service": rmw, "update_mask": "traffic"}).result()
+    assert [(s.revision, s.tag) for s in after.traffic_statuses] == [("chat-v1", "stable")]
+    assert short(after.latest_created_revision) == "chat-v1"
+    # a new name makes a new revision, as `gcloud run deploy --revision-suffix v2` does
+    after.template = app_template(env={"V": "2"}, revision="chat-v2")
+    newer = services.update_service(service=after).result(timeout=30, polling=fast_polling)
+    assert short(newer.latest_created_revision) == "chat-v2"
+
+
+@pytest.mark.fault(
+    "emulator",
+    "traffic to a revision deleted after the read",
+    "accepted; the operation fails with code 13; spec broken, old split served",
+)
+def test_traffic_to_a_revision_deleted_meanwhile_is_accepted_and_fails_inside_the_operation(
+    deploy: Any, gcp_clients: Clients
+) -> None:
+    old = short(deploy("chat").latest_ready_revision)
+    read = deploy("chat", env={"V": "2"})  # 100 % to LATEST: the new revision
+    new = short(read.latest_ready_revision)
+    gcp_clients.revisions().delete_revision(name=f"{read.name}/revisions/{old}").result()
+
+    broken = run_v2.Service(read)  # written from the read before the delete
+    broken.traffic = [to(old, 100)]
+    op = gcp_clients.services().update_service(service=broken)  # accepted
+    with pytest.raises(gexc.InternalServerError, match=f"Revision '{old}' does not exist or is"):
+        op.result(timeout=30)
+    svc = gcp_clients.services().get_service(name=read.name)
+    assert [(t.revision, t.percent) for t in svc.traffic] == [(old, 100)]  # the spec: broken
+    assert [(s.type_, s.percent) for s in svc.traffic_statuses] == [(LATEST, 100)]  # served: old
+    assert svc.terminal_condition.state == FAILED
+    assert (svc.reconciling, svc.generation, svc.observed_generation) == (
+        False,
+        read.generation + 1,
+        read.generation,
+    )
+    assert served_by(svc.uri) == new

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from google.cloud import run_v2
@@ -127,6 +128,15 @@ def _check_container(container: run_v2.Container) -> None:
                 raise EmulatorError(
                     "INVALID_ARGUMENT", f"{where}.{field}[{i}] contains a NUL character"
                 )
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A reconciliation that failed for another reason than a revision not starting."""
+
+    message: str
+    status: str  # the operation's gRPC status name
+    reason: Any  # run_v2.Condition.CommonReason
 
 
 def _svc_key(service_id: str) -> str:
@@ -249,8 +259,17 @@ class RunAdmin:
             if request.allow_missing:
                 return await self._create(spec.name, spec, request.validate_only, "UpdateService")
             raise EmulatorError("NOT_FOUND", f"Resource '{spec.name}' was not found")
+        if spec.etag and spec.etag != entry.resource.etag:
+            # AIP-154: a write based on a stale read is refused, and nothing changes.
+            raise EmulatorError(
+                "ABORTED",
+                f"etag {spec.etag} does not match the service's current etag "
+                f"{entry.resource.etag} (it changed since it was read); re-read and retry",
+            )
         merged = run_v2.Service(entry.resource)
-        _merge(spec, merged, list(request.update_mask.paths))
+        paths = list(request.update_mask.paths)
+        _merge(spec, merged, paths)
+        self._check_named_revision(entry, merged, paths)
         plan = self._plan(entry, merged.template, merged.traffic, creating=False)
         if request.validate_only:
             return self.operations.done_now(merged)
@@ -259,6 +278,32 @@ class RunAdmin:
         entry.resource.update_time = st.now()
         self._audit(entry, "UpdateService", spec)
         return await self._write(entry, plan)
+
+    @staticmethod
+    def _check_named_revision(
+        entry: st.ServiceEntry, merged: run_v2.Service, paths: list[str]
+    ) -> None:
+        """Refuse a write that re-sends a template naming an existing revision.
+
+        Real Cloud Run answers 409 to a read-modify-write of a service deployed
+        with ``--revision-suffix`` (``template.revision`` set) as soon as the
+        write changes anything, inside the template or not: the template it
+        re-sends would need a revision that already exists. A write that does
+        not send the template (an ``update_mask`` without ``template``) is fine.
+        """
+        name = merged.template.revision
+        sends_template = not paths or any(p.split(".", 1)[0] == "template" for p in paths)
+        if not name or not sends_template or name not in entry.revisions:
+            return
+        wanted, current = run_v2.Service(), run_v2.Service()
+        _copy_writable(merged, wanted)
+        _copy_writable(entry.resource, current)
+        changed = run_v2.Service.pb(wanted) != run_v2.Service.pb(current)
+        if changed:
+            raise EmulatorError(
+                "ALREADY_EXISTS",
+                f"Revision named '{name}' with different configuration already exists.",
+            )
 
     async def delete_service(
         self, request: run_v2.DeleteServiceRequest, _ctx: Ctx
@@ -323,6 +368,7 @@ class RunAdmin:
         if request.validate_only:
             return self.operations.done_now(run_v2.Revision(rev.resource))
         del entry.revisions[rev.short]
+        entry.deleted_revisions.add(rev.short)
         if rev.process is not None:
             await rev.process.stop()
         rev.resource.delete_time = st.now()
@@ -386,13 +432,16 @@ class RunAdmin:
                 if template.revision in entry.revisions:
                     raise EmulatorError(
                         "ALREADY_EXISTS",
-                        f"Revision named '{template.revision}' already exists; a changed "
-                        "template needs a new revision name (or none)",
+                        f"Revision named '{template.revision}' with different configuration "
+                        "already exists.",
                     )
                 revision_id = template.revision
             else:
                 revision_id = new_revision_id(entry.service_id, entry.next_revision_number)
         known = set(entry.revisions) | ({revision_id} if revision_id else set())
+        # A revision deleted since the caller read the service passes here and fails
+        # inside the operation, as on Cloud Run (see _broken_target).
+        known |= entry.deleted_revisions
         traffic.validate(targets, known)
         return revision_id
 
@@ -440,7 +489,7 @@ class RunAdmin:
         rev: st.RevisionEntry | None,
         op_name: str,
     ) -> None:
-        failure: StartFailure | None = None
+        failure: StartFailure | _Failure | None = None
         try:
             if rev is not None:
                 failure = await self._start(entry, rev)
@@ -453,6 +502,8 @@ class RunAdmin:
                     )
                     return
                 entry.pending.discard(generation)
+                if failure is None:
+                    failure = self._broken_target(entry, generation)
                 self._finish(entry, generation, rev, failure, op_name)
                 if failure is None:
                     await self._apply_traffic(entry)
@@ -475,26 +526,56 @@ class RunAdmin:
             entry.resource.reconciling = bool(entry.pending)
             self.operations.finish(op_name, error=EmulatorError("INTERNAL", str(exc)))
 
+    @staticmethod
+    def _broken_target(entry: st.ServiceEntry, generation: int) -> _Failure | None:
+        """A traffic target naming a revision deleted after the write was accepted.
+
+        Cloud Run accepts such a write and fails its operation with code 13
+        "Revision '...' does not exist or is deleted"; the spec keeps the broken
+        split while ``traffic_statuses`` keep serving the old one.
+        """
+        if generation != entry.resource.generation:
+            return None  # a newer write decides what the spec is
+        for target in entry.resource.traffic:
+            if not traffic.is_latest(target) and target.revision not in entry.revisions:
+                return _Failure(
+                    f"Revision '{target.revision}' does not exist or is deleted.",
+                    status="INTERNAL",
+                    reason=run_v2.Condition.CommonReason.INTERNAL,
+                )
+        return None
+
     def _finish(
         self,
         entry: st.ServiceEntry,
         generation: int,
         rev: st.RevisionEntry | None,
-        failure: StartFailure | None,
+        failure: StartFailure | _Failure | None,
         op_name: str,
     ) -> None:
-        """Record the outcome on the service resource (and fail the operation)."""
+        """Record the outcome on the service resource (and fail the operation).
+
+        A failure leaves ``observed_generation``, ``latest_ready_revision`` and
+        ``traffic_statuses`` at the last serving state, as Cloud Run does
+        ("If reconciliation failed, ... will have the state of the last serving
+        revision"): only ``terminal_condition`` says what happened.
+        """
         svc = entry.resource
-        svc.observed_generation = max(svc.observed_generation, generation)
+        if failure is None:
+            svc.observed_generation = max(svc.observed_generation, generation)
         svc.reconciling = bool(entry.pending)
         if failure is None and rev is not None and self._newer(entry, rev):
             svc.latest_ready_revision = rev.resource.name
+        status = failure.status if isinstance(failure, _Failure) else "FAILED_PRECONDITION"
+        reason = (
+            failure.reason
+            if isinstance(failure, _Failure)
+            else run_v2.Condition.CommonReason.REVISION_FAILED
+        )
         if generation < entry.outcome_generation:
             # A newer write already reported its outcome: this one is history.
             if failure is not None:
-                self.operations.finish(
-                    op_name, error=EmulatorError("FAILED_PRECONDITION", failure.message)
-                )
+                self.operations.finish(op_name, error=EmulatorError(status, failure.message))
             return
         entry.outcome_generation = generation
         if failure is None:
@@ -506,26 +587,25 @@ class RunAdmin:
                 ]
             return
         served = bool(svc.traffic_statuses)
+        routing = isinstance(failure, _Failure)  # the traffic failed, not a revision
         svc.terminal_condition = st.condition(
-            "Ready",
-            State.CONDITION_FAILED,
-            failure.message,
-            reason=run_v2.Condition.CommonReason.REVISION_FAILED,
+            "Ready", State.CONDITION_FAILED, failure.message, reason=reason
         )
         svc.conditions = [
             st.condition(
                 "RoutesReady",
-                State.CONDITION_SUCCEEDED if served else State.CONDITION_FAILED,
-                "" if served else failure.message,
+                State.CONDITION_FAILED if routing or not served else State.CONDITION_SUCCEEDED,
+                failure.message if routing or not served else "",
+                **({"reason": reason} if routing else {}),
             ),
             st.condition(
                 "ConfigurationsReady",
-                State.CONDITION_FAILED,
-                failure.message,
-                reason=run_v2.Condition.CommonReason.REVISION_FAILED,
+                State.CONDITION_SUCCEEDED if routing else State.CONDITION_FAILED,
+                "" if routing else failure.message,
+                **({} if routing else {"reason": reason}),
             ),
         ]
-        self.operations.finish(op_name, error=EmulatorError("FAILED_PRECONDITION", failure.message))
+        self.operations.finish(op_name, error=EmulatorError(status, failure.message))
 
     @staticmethod
     def _newer(entry: st.ServiceEntry, rev: st.RevisionEntry) -> bool:

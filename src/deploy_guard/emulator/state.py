@@ -78,6 +78,9 @@ class ServiceEntry:
     #: The newest generation whose outcome the service's conditions show.
     outcome_generation: int = 0
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    #: Revisions deleted so far: a traffic spec naming one is accepted, and its
+    #: operation fails ("Revision '...' does not exist or is deleted").
+    deleted_revisions: set[str] = field(default_factory=set)
     #: Serialises the parts of reconciliation that touch traffic and the router.
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     deleted: bool = False
