@@ -13,6 +13,7 @@ unreadable files, invalid YAML and invalid content all become problems.
 from __future__ import annotations
 
 import datetime
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from deploy_guard.errors import PolicyError
 from deploy_guard.policy.messages import describe
 from deploy_guard.policy.model import STEP_TAGS, Policy
 from deploy_guard.policy.problems import Problem, format_path, policy_error
+from deploy_guard.policy.units import shown as _shown
 
 #: Policy files in a folder are the ones with these suffixes.
 SUFFIXES = (".yaml", ".yml")
@@ -119,11 +121,16 @@ def _parse(text: str, file: str) -> _Document | tuple[_Document, Any]:
     """YAML text -> (document, data); a document alone when the YAML itself is broken."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import MarkedYAMLError, YAMLError
+    from ruamel.yaml.reader import ReaderError
 
     doc = _Document(file)
     yaml = YAML(typ="rt")
     try:
         tree = yaml.load(text)
+    except ReaderError as exc:
+        if not _unprintable(doc, text):
+            doc.problem((0, 0), (), f"invalid YAML: {exc.reason}")
+        return doc
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         pos = (mark.line, mark.column) if mark is not None else (0, 0)
@@ -149,6 +156,109 @@ def _parse(text: str, file: str) -> _Document | tuple[_Document, Any]:
     return doc, data
 
 
+#: Characters YAML refuses in a document (the complement of its printable set).
+_UNPRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+#: Enough positions to find and fix them; a binary file would have thousands.
+MAX_UNPRINTABLE = 10
+_CONTROL_NAMES = dict(
+    enumerate(
+        [
+            "NUL",
+            "SOH",
+            "STX",
+            "ETX",
+            "EOT",
+            "ENQ",
+            "ACK",
+            "BEL",
+            "BS",
+            "HT",
+            "LF",
+            "VT",
+            "FF",
+            "CR",
+            "SO",
+            "SI",
+            "DLE",
+            "DC1",
+            "DC2",
+            "DC3",
+            "DC4",
+            "NAK",
+            "SYN",
+            "ETB",
+            "CAN",
+            "EM",
+            "SUB",
+            "ESC",
+            "FS",
+            "GS",
+            "RS",
+            "US",
+        ]
+    )
+)
+
+
+def _unprintable(doc: _Document, text: str) -> bool:
+    """One problem per character YAML refuses (NUL, BEL, ESC, ...), each at its own place.
+
+    ruamel reports only the first, at an offset, in a message of several lines.
+    The path is found by parsing a copy with the characters replaced; when the
+    character is not inside a text value (a comment, say), there is none.
+    Returns False when there is no such character (nothing was reported).
+    """
+    found = list(_UNPRINTABLE.finditer(text))
+    clean = _UNPRINTABLE.sub("\ufffd", text)
+    spots: list[tuple[Pos, Loc]] = []
+    for match in found[:MAX_UNPRINTABLE]:
+        before = text[: match.start()]
+        line = before.count("\n")
+        spots.append(((line, match.start() - (before.rfind("\n") + 1)), ()))
+    located = _parse(clean, doc.file)
+    if not isinstance(located, _Document):
+        found_doc, data = located
+        starts = sorted(
+            [(pos, loc, False) for loc, pos in found_doc.value_pos.items() if loc]
+            + [(pos, loc, True) for loc, pos in found_doc.key_pos.items()]
+        )
+        for index, (pos, _) in enumerate(spots):
+            here = [(loc, key) for start, loc, key in starts if start <= pos]
+            if not here:
+                continue
+            loc, key = here[-1]
+            if "\ufffd" in str(loc[-1] if key else _value_at(data, loc)):
+                spots[index] = (pos, loc[:-1] if key else loc)
+    for (pos, loc), match in zip(spots, found, strict=False):
+        code = ord(match.group())
+        name = _CONTROL_NAMES.get(code, "DEL" if code == 0x7F else "")
+        what = f"U+{code:04X}" + (f" ({name})" if name else "")
+        doc.problem(
+            pos,
+            loc,
+            f"control character {what} is not allowed in a policy file (YAML refuses it): "
+            "remove it",
+        )
+    if len(found) > MAX_UNPRINTABLE:
+        doc.problem(
+            spots[-1][0],
+            (),
+            f"{len(found) - MAX_UNPRINTABLE} more control characters follow; is this a text file?",
+        )
+    return bool(found)
+
+
+def _value_at(data: Any, loc: Loc) -> Any:
+    for part in loc:
+        try:
+            data = data[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
 def _duplicate_names(doc: _Document, data: dict[str, Any]) -> None:
     """Checked on raw data too, so it is reported even when other rule errors exist."""
     rules = data.get("rules")
@@ -164,7 +274,7 @@ def _duplicate_names(doc: _Document, data: dict[str, Any]) -> None:
             doc.problem(
                 doc.value_pos.get(loc, (0, 0)),
                 loc,
-                f'rule name "{name}" is used twice; names must be unique',
+                f"rule name {_shown(name)} is used twice; names must be unique",
             )
         seen.add(name)
 
@@ -286,7 +396,7 @@ def check_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Policy], 
     for policy in policies:
         source = policy.source or ""
         if policy.name in owners:
-            message = f'policy name "{policy.name}" is also used by {owners[policy.name]}'
+            message = f"policy name {_shown(policy.name)} is also used by {owners[policy.name]}"
             problems.append(Problem(source, *policy.name_at, "name", message))
         owners.setdefault(policy.name, source)
     return files, policies, sorted(set(problems))

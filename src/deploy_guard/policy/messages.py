@@ -9,6 +9,7 @@ model's own validators are already in that voice and pass through unchanged.
 from __future__ import annotations
 
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -91,11 +92,19 @@ def allowed_keys(model: type[BaseModel]) -> tuple[str, ...]:
 def _unknown_key(key: str, loc: tuple[str | int, ...], data: Any) -> str:
     model = model_at(loc[:-1], data)
     if model is None:
-        return f'unknown key "{key}"'
+        return f"unknown key {_shown(key)}"
     allowed = allowed_keys(model)
     close = difflib.get_close_matches(key, allowed, n=1)
     hint = f'did you mean "{close[0]}"? ' if close else ""
-    return f'unknown key "{key}" ({hint}allowed: {", ".join(allowed)})'
+    return f"unknown key {_shown(key)} ({hint}allowed: {', '.join(allowed)})"
+
+
+def _non_finite(value: float | str) -> bool:
+    """True for NaN and the infinities, also written as text ("inf", "-Infinity", "nan")."""
+    try:
+        return not math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def _choices(expected: str) -> str:
@@ -109,16 +118,25 @@ def describe(error: Mapping[str, Any], loc: tuple[str | int, ...], data: Any) ->
     ctx = error.get("ctx") or {}
     last = loc[-1] if loc else ""
     if kind == "missing":
-        return f'"{last}" is required' if isinstance(last, str) else "a value is required"
+        return f"{_shown(last)} is required" if isinstance(last, str) else "a value is required"
     if kind == "extra_forbidden" and "at" not in ctx:
         return _unknown_key(str(last), loc, data)
     if kind == "literal_error":
         if last == "kind" and len(loc) == 3 and loc[0] == "rules":
             return f"unknown rule kind {_shown(value)} (use {', '.join(KINDS)})"
         return f"{_shown(value)} is not allowed (use {_choices(str(ctx.get('expected', '')))})"
+    if kind == "finite_number" or (
+        kind in ("float_parsing", "int_parsing", "int_from_float")
+        and isinstance(value, float | str)
+        and _non_finite(value)
+    ):
+        return (
+            f"{_shown(value)} is not a finite number; thresholds, factors and limits must be "
+            "finite (to set no limit, leave the key out)"
+        )
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"{_shown(value)} is not a whole number"
-    if kind in ("float_parsing", "float_type", "finite_number"):
+    if kind in ("float_parsing", "float_type"):
         return f"{_shown(value)} is not a number"
     if kind in ("bool_parsing", "bool_type"):
         return f"{_shown(value)} is not true or false"

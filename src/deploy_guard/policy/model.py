@@ -14,9 +14,10 @@ problem sits, which :mod:`deploy_guard.policy.load` turns into line and column.
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 import warnings
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -42,6 +43,7 @@ from deploy_guard.policy.units import (
     format_duration,
     parse_duration,
     parse_ratio,
+    shown,
 )
 
 Kind = Literal["http", "websocket", "logs", "metric"]
@@ -56,8 +58,23 @@ _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _JSON_PATH = re.compile(r"^(\$\.?)?[A-Za-z0-9_-]+(\[\d+\])*(\.[A-Za-z0-9_-]+(\[\d+\])*)*$")
-#: Python regex features that RE2 (Cloud Logging's ``=~``) does not have.
-_NOT_RE2 = re.compile(r"\(\?=|\(\?!|\(\?<=|\(\?<!|\\[1-9]")
+#: Python regex features that RE2 (Cloud Logging's ``=~``) does not have, by the
+#: opcode of Python's own regex parser: the compiled pattern says what it uses.
+_NOT_RE2 = {
+    "ASSERT": "look-around or back-references",
+    "ASSERT_NOT": "look-around or back-references",
+    "GROUPREF": "look-around or back-references",
+    "GROUPREF_EXISTS": "a conditional group (?(1)...)",
+    "ATOMIC_GROUP": "an atomic group (?>...)",
+    "POSSESSIVE_REPEAT": "a possessive quantifier (*+, ++, ?+)",
+    "AT_END_STRING": "\\Z (write $ instead)",
+}
+#: An HTTP header name or WebSocket subprotocol (RFC 9110 ``token``).
+_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+#: What a Cloud Run service name glob may hold: the name's own characters and fnmatch's.
+_SERVICE_GLOB = re.compile(r"^[a-z0-9*?\[\]!-]+$")
+#: The longest a WebSocket may stay open on Cloud Run: its request timeout is at most 60 minutes.
+MAX_HOLD = 3600.0
 
 
 # pydantic warns that a field named "json" shadows BaseModel.json (a deprecated
@@ -67,10 +84,75 @@ warnings.filterwarnings(
 )
 
 
-class _Model(BaseModel):
-    """Frozen, closed to unknown keys; ``expect``-style aliases also accept field names."""
+def _text_problem(text: str, multiline: bool) -> str | None:
+    """Why ``text`` cannot work in a policy, or None.
 
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True)
+    A lone surrogate (``"\\ud83d"``, half of an escaped emoji) is not a
+    character: it cannot be encoded as UTF-8, so a request, a log filter or a
+    report that carried it would fail, silently far from its cause. Control
+    characters (NUL, BEL, ESC, ...) corrupt headers, URLs, filters and
+    terminals; only free text may hold tabs and line breaks.
+    """
+    for char in text:
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            return (
+                f"{shown(text)} holds a lone surrogate (\\u{code:04x}), which is not a character: "
+                "write the character itself or its full escape (\\U0001F600, not \\ud83d\\ude00)"
+            )
+        if char in "\t\n\r":
+            if not multiline:
+                return f"{shown(text)} holds a tab or line break, which cannot work here: remove it"
+        elif code < 0x20 or 0x7F <= code <= 0x9F:
+            return (
+                f"{shown(text)} holds the control character U+{code:04X}, which cannot work "
+                "here: remove it"
+            )
+    return None
+
+
+def _text_problems(value: Any, at: tuple[str | int, ...], multiline: bool) -> None:
+    """Walk free-form data (``json:`` bodies, maps, lists); raise at the first unusable value."""
+    if isinstance(value, str):
+        problem = _text_problem(value, multiline)
+        if problem:
+            raise _err("text", problem, at)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise _err("not_finite", f"{value} is not a finite number", at)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and (problem := _text_problem(key, False)):
+                raise _err("text", f"key {problem}", (*at, key))
+            _text_problems(item, (*at, str(key)), multiline)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _text_problems(item, (*at, index), multiline)
+
+
+class _Model(BaseModel):
+    """Frozen, closed to unknown keys; ``expect``-style aliases also accept field names.
+
+    Two checks hold for every field of every model, so no field can forget
+    them: numbers are finite (``.nan`` and ``.inf`` are refused: a threshold of
+    ``.inf`` passes anything, a NaN compares false with everything), and text
+    holds only characters that can work (see :func:`_text_problem`); fields
+    named in ``_MULTILINE`` are free text and may also hold tabs and line breaks.
+    """
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", validate_by_name=True, allow_inf_nan=False
+    )
+
+    #: Fields that hold free text (messages, bodies, descriptions), not names or URLs.
+    _MULTILINE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _usable_values(self) -> Any:
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if not isinstance(value, BaseModel):
+                _text_problems(value, (name,), name in self._MULTILINE)
+        return self
 
 
 def _err(
@@ -84,6 +166,16 @@ def _err(
     return PydanticCustomError(kind, message, {"at": at} if at else None)
 
 
+def _positive(value: float) -> float:
+    if value <= 0:
+        raise _err("positive", f"{format_duration(value)} cannot work: give a duration above 0")
+    return value
+
+
+#: A duration that must be more than zero (a timeout, an interval, a window).
+PositiveDuration = Annotated[Duration, AfterValidator(_positive)]
+
+
 def _check_templates(value: Any, at: tuple[str | int, ...]) -> None:
     """Refuse ``{placeholders}`` other than {user} {session} {n}, anywhere in a template."""
     if isinstance(value, str):
@@ -91,7 +183,8 @@ def _check_templates(value: Any, at: tuple[str | int, ...]) -> None:
             if name not in TEMPLATE_FIELDS:
                 raise _err(
                     "template",
-                    f'unknown placeholder "{{{name}}}" (use {{user}}, {{session}} or {{n}})',
+                    f"unknown placeholder {shown('{' + name + '}')} "
+                    "(use {user}, {session} or {n})",
                     at,
                 )
     elif isinstance(value, dict):
@@ -103,27 +196,64 @@ def _check_templates(value: Any, at: tuple[str | int, ...]) -> None:
             _check_templates(item, (*at, index))
 
 
-def _check_env_refs(headers: dict[str, str]) -> dict[str, str]:
-    """Header values may say ``${NAME}``: the probe reads NAME from the environment."""
+def _check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """Names are HTTP tokens, values ASCII; values may say ``${NAME}`` (read from the environment).
+
+    A name with a space or a colon, or a value with a non-ASCII character, is
+    refused by the HTTP client at send time: every request would fail.
+    """
     for key, value in headers.items():
+        if problem := _text_problem(value, False):  # before "not ASCII": it says more
+            raise _err("text", problem, (str(key),))
+        if not _TOKEN.match(key):
+            raise _err(
+                "header",
+                f"{shown(key)} is not a header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+                (str(key),),
+            )
+        if not value.isascii():
+            raise _err(
+                "header",
+                f"{shown(value)} is not ASCII, which HTTP header values must be "
+                "(percent-encode or base64 other text)",
+                (str(key),),
+            )
         for name in _ENV_REF.findall(value):
             if not _ENV_NAME.match(name):
                 raise _err(
-                    "env_ref", f'"${{{name}}}" is not an environment variable name', (str(key),)
+                    "env_ref",
+                    f"{shown('${' + name + '}')} is not an environment variable name",
+                    (str(key),),
                 )
     return headers
 
 
 def _check_path(value: str) -> str:
     if not value.startswith("/"):
-        raise _err("path", f'"{value}" must start with "/" (it is appended to the service URL)')
+        raise _err(
+            "path", f'{shown(value)} must start with "/" (it is appended to the service URL)'
+        )
+    return value
+
+
+def _no_zero_ratio(value: float) -> float:
+    if value <= 0:
+        raise _err(
+            "ratio",
+            "0% passes even when every attempt fails: give the share that must succeed "
+            "(to only observe a rule, write dry_run: true)",
+        )
     return value
 
 
 #: A request path (``/health``), checked the same way for HTTP and WebSocket rules.
 RequestPath = Annotated[str, AfterValidator(_check_path)]
 #: Request headers whose values may reference the environment (``${NAME}``).
-Headers = Annotated[dict[str, str], AfterValidator(_check_env_refs)]
+Headers = Annotated[dict[str, str], AfterValidator(_check_headers)]
+#: The share of probes that must succeed: above 0 (0 % could never fail).
+SuccessRatio = Annotated[Ratio, AfterValidator(_no_zero_ratio)]
+#: Text that must not be empty (an empty value cannot mean anything).
+NonEmpty = Annotated[str, Field(min_length=1)]
 
 
 # --------------------------------------------------------------------------- auth
@@ -136,17 +266,20 @@ class AuthSpec(_Model):
     #: credential can; ``none``: send no Authorization header.
     id_token: Literal["auto", "none"] = "auto"
     #: A custom audience for the ID token (Cloud Run custom audiences).
-    audience: str | None = None
+    audience: NonEmpty | None = None
     #: Name of an environment variable holding a bearer token (overrides id_token).
     token_env: str | None = None
     #: Path of a file holding a bearer token (overrides id_token).
-    token_file: str | None = None
+    token_file: NonEmpty | None = None
+    #: Query parameters whose values may be printed (``page``); every other
+    #: query value is redacted from logs, reports and probe output.
+    safe_query_params: list[NonEmpty] = Field(default_factory=list)
 
     @field_validator("token_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
         if value is not None and not _ENV_NAME.match(value):
-            raise _err("env_name", f'"{value}" is not an environment variable name')
+            raise _err("env_name", f"{shown(value)} is not an environment variable name")
         return value
 
     @model_validator(mode="after")
@@ -162,13 +295,16 @@ class AuthSpec(_Model):
 class HttpExpect(_Model):
     """What a successful HTTP response looks like."""
 
+    _MULTILINE = frozenset({"body_contains", "json"})
+
     status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=lambda: [200], min_length=1
     )
-    body_contains: str | None = None
+    #: Empty would be found in every body: leave it out instead.
+    body_contains: NonEmpty | None = None
     #: JSON path (``$.status``, ``status``, ``a.b[0].c``) -> the value expected there.
     json: dict[str, Any] = Field(default_factory=dict)  # type: ignore[assignment]
-    max_latency: Duration | None = None
+    max_latency: PositiveDuration | None = None
 
     @field_validator("json")
     @classmethod
@@ -177,7 +313,7 @@ class HttpExpect(_Model):
             if not isinstance(path, str) or not _JSON_PATH.match(path):
                 raise _err(
                     "json_path",
-                    f'"{path}" is not a JSON path (use $.status, status or a.b[0].c)',
+                    f"{shown(str(path))} is not a JSON path (use $.status, status or a.b[0].c)",
                     (str(path),),
                 )
         return value
@@ -186,22 +322,33 @@ class HttpExpect(_Model):
 class HttpSpec(_Model):
     """An ``http`` rule: send N requests, count the ones that meet ``expect``."""
 
+    _MULTILINE = frozenset({"body", "json"})
+
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = "GET"
     path: RequestPath = "/"
     #: Values may reference the environment: ``"${API_KEY}"``.
     headers: Headers = Field(default_factory=dict)
     body: str | None = None
     json: Any = None
-    timeout: Duration = 5.0
+    timeout: PositiveDuration = 5.0
     requests: int = Field(default=10, ge=1, le=100_000)
     concurrency: int = Field(default=1, ge=1, le=1000)
     expect: HttpExpect = Field(default_factory=HttpExpect)
-    success_ratio: Ratio = 1.0
+    success_ratio: SuccessRatio = 1.0
 
     @model_validator(mode="after")
     def _one_body(self) -> HttpSpec:
         if self.body is not None and self.json is not None:
             raise _err("body", "give body or json, not both", "json")
+        if self.method == "HEAD":
+            for key in ("body_contains", "json"):
+                if getattr(self.expect, key):
+                    raise _err(
+                        "head",
+                        f"a HEAD response has no body, so expect.{key} can never match: "
+                        "use GET, or drop it",
+                        f"expect.{key}",
+                    )
         return self
 
 
@@ -241,6 +388,7 @@ class SendStep(_Model):
     """
 
     model_config = ConfigDict(json_schema_extra=_send_step_schema)
+    _MULTILINE = frozenset({"text", "json"})
 
     text: str | None = None
     json: Any = None
@@ -256,14 +404,18 @@ class SendStep(_Model):
             return data
         for key in data:
             if key != "send":
-                raise _err("extra_forbidden", f'unknown key "{key}" in a send step', (str(key),))
+                raise _err(
+                    "extra_forbidden", f"unknown key {shown(str(key))} in a send step", (str(key),)
+                )
         inner = data["send"]
         if not isinstance(inner, dict):
             raise _err("send", "send needs a mapping: {json: {...}} or {text: ...}", "send")
         for key in inner:
             if key not in ("text", "json"):
                 raise _err(
-                    "extra_forbidden", f'unknown key "{key}" (use text or json)', ("send", str(key))
+                    "extra_forbidden",
+                    f"unknown key {shown(str(key))} (use text or json)",
+                    ("send", str(key)),
                 )
         if ("text" in inner) == ("json" in inner):
             raise _err("send", "send needs exactly one of text or json", "send")
@@ -286,7 +438,7 @@ class ExpectStep(_Model):
     events: list[Annotated[str, Field(min_length=1)]] = Field(
         validation_alias=AliasChoices("expect", "events"), min_length=1
     )
-    timeout: Duration = 15.0
+    timeout: PositiveDuration = 15.0
     #: Other events may be interleaved between the expected ones.
     allow_extra: bool = True
 
@@ -345,25 +497,29 @@ class Isolation(_Model):
 class WebSocketSpec(_Model):
     """A ``websocket`` rule: run ``sessions`` scenario cycles, ``concurrency`` at a time."""
 
+    _MULTILINE = frozenset({"query"})
+
     path: RequestPath = "/"
     #: Extra query-string parameters; values may use {user} {session} {n}.
     query: dict[str, str] = Field(default_factory=dict)
     headers: Headers = Field(default_factory=dict)
-    subprotocols: list[str] = Field(default_factory=list)
-    connect_timeout: Duration = 5.0
+    #: RFC 6455 subprotocol names (HTTP tokens).
+    subprotocols: list[Annotated[str, Field(pattern=_TOKEN.pattern)]] = Field(default_factory=list)
+    connect_timeout: PositiveDuration = 5.0
     #: The JSON field of each received message that names the event.
     event_field: str = Field(default="type", min_length=1)
     scenario: list[ScenarioStep] = Field(default_factory=list)
     #: Keep the connection open this long after the scenario; a close during it fails.
-    hold: Duration = 0.0
+    #: At most 60 minutes: Cloud Run ends every request, WebSockets included, by then.
+    hold: Annotated[Duration, Field(le=MAX_HOLD)] = 0.0
     #: Send a ping this often (None: never); keeps proxies from closing idle sessions.
-    ping_interval: Duration | None = 20.0
+    ping_interval: PositiveDuration | None = 20.0
     close_codes: CloseCodes = Field(default_factory=CloseCodes)
     sessions: int = Field(default=1, ge=1, le=1_000_000)
     #: Concurrent users; user ids are ``user-1`` .. ``user-C``.
     concurrency: int = Field(default=1, ge=1, le=10_000)
     isolation: Isolation | None = None
-    success_ratio: Ratio = 1.0
+    success_ratio: SuccessRatio = 1.0
 
     @field_validator("query")
     @classmethod
@@ -387,19 +543,46 @@ class WebSocketSpec(_Model):
 # --------------------------------------------------------------------------- logs
 
 
+def _not_re2(node: Any) -> str | None:
+    """The first feature of a parsed Python regex that RE2 lacks (see :data:`_NOT_RE2`)."""
+    from re import _parser  # type: ignore[attr-defined]
+
+    if isinstance(node, _parser.SubPattern):
+        for op, arg in node:
+            what = _NOT_RE2.get(str(op)) or _NOT_RE2.get(str(arg) if str(op) == "AT" else "")
+            if what or (what := _not_re2(arg)):
+                return what
+    elif isinstance(node, tuple | list):
+        for item in node:
+            if what := _not_re2(item):
+                return what
+    return None
+
+
 def _check_regex(pattern: str) -> str:
     """A pattern must compile, and use nothing RE2 (Cloud Logging's engine) lacks."""
+    from re import _parser  # type: ignore[attr-defined]
+
     try:
         re.compile(pattern)
+        what = _not_re2(_parser.parse(pattern))
     except re.error as exc:
-        raise _err("regex", f'"{pattern}" is not a regular expression: {exc}') from None
-    if _NOT_RE2.search(pattern):
+        raise _err("regex", f"{shown(pattern)} is not a regular expression: {exc}") from None
+    if what:
         raise _err(
-            "regex",
-            f'"{pattern}" uses look-around or back-references, which Cloud Logging (RE2) '
-            "does not support",
+            "regex", f"{shown(pattern)} uses {what}, which Cloud Logging (RE2) does not support"
         )
     return pattern
+
+
+def _check_pattern(pattern: str) -> str:
+    if not pattern:
+        raise _err(
+            "regex",
+            "an empty pattern matches every entry: to count every entry the filter selects, "
+            "leave patterns out",
+        )
+    return _check_regex(pattern)
 
 
 def _check_log_filter(fragment: str | None) -> str | None:
@@ -413,7 +596,7 @@ def _check_log_filter(fragment: str | None) -> str | None:
     except FilterError as exc:
         raise _err(
             "log_filter",
-            f"{fragment!r} is not a Cloud Logging filter deploy-guard can read: {exc.message}"
+            f"{shown(fragment)} is not a Cloud Logging filter deploy-guard can read: {exc.message}"
             " (docs/emulator.md lists the supported query language)",
         ) from None
     return fragment
@@ -427,10 +610,12 @@ class LogsSpec(_Model):
     ``max_count: 0``.
     """
 
+    _MULTILINE = frozenset({"filter", "patterns"})
+
     #: Cloud Logging filter fragment, ANDed with the revision scope and time bound.
     filter: Annotated[str | None, AfterValidator(_check_log_filter)] = None
     #: Regular expressions (RE2 syntax: Cloud Logging evaluates them).
-    patterns: list[Annotated[str, AfterValidator(_check_regex)]] = Field(default_factory=list)
+    patterns: list[Annotated[str, AfterValidator(_check_pattern)]] = Field(default_factory=list)
     max_count: int | None = Field(default=None, ge=0)
     #: Matches per minute.
     max_rate: float | None = Field(default=None, ge=0)
@@ -459,9 +644,9 @@ def _quantity(value: Any, metric: str | None, strict: bool) -> float:
         try:
             return parse_duration(value, strict=strict)
         except ValueError:
-            raise _err("duration", f"{_show(value)} is not a duration (use 800ms, 1.5s)") from None
+            raise _err("duration", f"{shown(value)} is not a duration (use 800ms, 1.5s)") from None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise _err("number", f"{_show(value)} is not a request count (use a number like 100)")
+        raise _err("number", f"{shown(value)} is not a request count (use a number like 100)")
     return float(value)
 
 
@@ -474,10 +659,6 @@ _QUANTITY_SCHEMA: dict[str, Any] = {
     "description": "in the metric's unit: a percentage (1%) for error_rate, a duration "
     "(800ms) for latency, a number for request_count",
 }
-
-
-def _show(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else str(value)
 
 
 class BaselineRelative(_Model):
@@ -496,10 +677,10 @@ class BaselineRelative(_Model):
                 return parse_ratio(text) if text.endswith("%") else parse_duration(text)
             except ValueError:
                 raise _err(
-                    "quantity", f'"{value}" is not a number, a duration (50ms) or a percentage'
+                    "quantity", f"{shown(value)} is not a number, a duration (50ms) or a percentage"
                 ) from None
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise _err("quantity", f"{_show(value)} is not a number")
+            raise _err("quantity", f"{shown(value)} is not a number")
         return float(value)
 
 
@@ -509,7 +690,7 @@ class MetricSpec(_Model):
     type: Literal["error_rate", "latency", "request_count"]
     #: Latency only.
     percentile: Literal[50, 95, 99] | None = None
-    window: Duration = 300.0
+    window: PositiveDuration = 300.0
     #: Fewer requests than this in the window: the rule has no data.
     min_requests: int = Field(default=20, ge=0)
     #: Absolute ceiling: error_rate ratio, latency seconds, request_count number.
@@ -588,14 +769,29 @@ class Rule(_Model):
 # --------------------------------------------------------------------------- policy
 
 
+def _check_service(glob: str) -> str:
+    """Cloud Run service names are lowercase letters, digits and hyphens; a glob adds * ? [ ] !."""
+    if not _SERVICE_GLOB.match(glob):
+        raise _err(
+            "service",
+            f"{shown(glob)} can never match a Cloud Run service name (lowercase letters, "
+            "digits and -; globs may add * ? [ ] !)",
+        )
+    return glob
+
+
 class Policy(_Model):
     """One policy file: the services it covers, its rules and what to do with the verdict."""
 
     version: Literal[1] = 1
     name: str = Field(pattern=NAME_PATTERN, max_length=63)
     description: str = ""
+    _MULTILINE = frozenset({"description"})
+
     #: Service names (fnmatch globs) the policy applies to.
-    services: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    services: list[Annotated[str, Field(min_length=1), AfterValidator(_check_service)]] = Field(
+        min_length=1
+    )
     on_fail: Literal["rollback", "none"] = "rollback"
     #: ``pass`` means: treat an inconclusive check as passed (then on_pass applies).
     on_inconclusive: Literal["hold", "rollback", "pass"] = "hold"
@@ -603,9 +799,9 @@ class Policy(_Model):
     #: Stop probing as soon as a fail-severity rule has failed.
     fail_fast: bool = True
     #: Bound on the whole check.
-    timeout: Duration = 600.0
+    timeout: PositiveDuration = 600.0
     #: Logs and metrics look back at most this far (and never before the rollout).
-    evidence_window: Duration = 120.0
+    evidence_window: PositiveDuration = 120.0
     auth: AuthSpec = Field(default_factory=AuthSpec)
     rules: list[Rule] = Field(min_length=1)
 
@@ -619,7 +815,7 @@ class Policy(_Model):
             if rule.name in seen:
                 raise _err(
                     "duplicate",
-                    f'rule name "{rule.name}" is used twice; names must be unique',
+                    f"rule name {shown(rule.name)} is used twice; names must be unique",
                     f"rules[{index}].name",
                 )
             seen.add(rule.name)

@@ -11,12 +11,57 @@ from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from deploy_guard.errors import PolicyError
 
 _PLAIN_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: Unicode categories never echoed raw: controls (line breaks, ESC, BEL), format characters
+#: (bidi overrides reorder what a reader sees), lone surrogates, line and paragraph separators.
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+#: How much of a long value a message echoes.
+SHOWN_CHARS = 120
+
+
+def escaped(text: str, *, quote: str = "") -> str:
+    """``text`` with every character that could break or disguise a line escaped.
+
+    Line breaks, ESC and the other controls, bidi overrides and lone surrogates
+    become ``\\n``, ``\\x1b``, ``\\u202e``, ``\\ud83d``; a backslash and ``quote``
+    are escaped too, so the result reads back unambiguously. Printed problems
+    stay one line each: a value cannot forge a ``file:line:col`` line.
+    """
+    out: list[str] = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char == "\\" or (quote and char == quote):
+            out.append("\\" + char)
+        elif unicodedata.category(char) in _HIDDEN:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def quoted(text: str, limit: int = SHOWN_CHARS) -> str:
+    """A user's text as messages echo it: ``"..."``, escaped, cut after ``limit`` characters."""
+    if len(text) > limit:
+        return f'"{escaped(text[:limit], quote=chr(34))}"... ({len(text)} characters)'
+    return f'"{escaped(text, quote=chr(34))}"'
+
+
+def _one_line(text: str) -> str:
+    """Escape only what breaks or disguises a line; messages keep their own quotes."""
+    if text.isprintable():
+        return text
+    return "".join(
+        escaped(c) if (c in _ESCAPES or unicodedata.category(c) in _HIDDEN) else c for c in text
+    )
 
 
 @dataclass(frozen=True, order=True)
@@ -31,8 +76,10 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        where = f"{self.file}:{self.line}:{self.column}"
-        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+        """One line, whatever the file name, path or message hold (see :func:`escaped`)."""
+        where = f"{_one_line(self.file)}:{self.line}:{self.column}"
+        message = _one_line(self.message)
+        return f"{where}: {_one_line(self.path)}: {message}" if self.path else f"{where}: {message}"
 
 
 def format_path(parts: Iterable[str | int]) -> str:

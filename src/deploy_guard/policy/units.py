@@ -18,6 +18,8 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
+from deploy_guard.policy.problems import quoted
+
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
 _PERCENT = re.compile(r"^(\d+(?:\.\d+)?)\s*%$")
@@ -25,12 +27,19 @@ _SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 PERCENT_PATTERN = r"^[0-9]+(\.[0-9]+)?\s*%$"
+#: The longest duration a policy may write (a day): longer cannot be meant, and a
+#: window of 10**20 s would overflow the date arithmetic that looks back over it.
+MAX_DURATION = 86_400.0
 
 
 def shown(value: Any) -> str:
-    """Quote a value the way the user wrote it, for messages (one place for all of them)."""
+    """Quote a value the way the user wrote it, for messages (one place for all of them).
+
+    Text is quoted and escaped (``"a\\nb"``), and long text is cut, so a value
+    can never forge a line of ``policy validate`` output.
+    """
     if isinstance(value, str):
-        return f'"{value}"'
+        return quoted(value)
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -54,13 +63,20 @@ def parse_duration(value: Any, *, strict: bool = True) -> float:
     if isinstance(value, int | float):
         if strict or not math.isfinite(value) or value < 0:
             raise ValueError(hint)
-        return float(value)
-    if not isinstance(value, str):
+        seconds = float(value)
+    elif not isinstance(value, str):
         raise ValueError(hint)
-    text = value.strip().replace(" ", "")
-    if not _DURATION.match(text):
-        raise ValueError(hint)
-    return sum(float(n) * _SECONDS[unit] for n, unit in _PART.findall(text))
+    else:
+        text = value.strip().replace(" ", "")
+        if not _DURATION.match(text):
+            raise ValueError(hint)
+        seconds = sum(float(n) * _SECONDS[unit] for n, unit in _PART.findall(text))
+    if not seconds <= MAX_DURATION:  # also inf, from "1e400"-sized digits
+        raise ValueError(
+            f"{shown(value)} is longer than {format_duration(MAX_DURATION)}, the longest "
+            "duration a policy may use"
+        )
+    return seconds
 
 
 def parse_ratio(value: Any) -> float:
