@@ -42,6 +42,16 @@ from deploy_guard.gcp.clients import Clients
 APPS = Path(__file__).parent / "apps"
 
 
+@pytest.fixture(autouse=True)
+def _forget_secrets() -> Iterator[None]:
+    """Secrets and safe query parameters registered by one test never redact another's output."""
+    from deploy_guard.log import forget_secrets
+
+    forget_secrets()
+    yield
+    forget_secrets()
+
+
 @pytest.fixture
 def emulator() -> Iterator[EmulatorThread]:
     """A fresh emulator for one test; revisions get 10 s to listen."""

@@ -57,14 +57,88 @@ def test_secrets_never_reach_the_rendered_output(as_json: bool) -> None:
     text = out.getvalue()
     assert TOKEN not in text
     assert "visible" in text
-    assert "user=1" in text
+    assert "/ws?user=[redacted]&access_token=[redacted]" in text  # names stay, values go
 
 
 def test_redact_text_keeps_the_rest_of_the_url() -> None:
     assert (
         guard_log.redact_text("wss://h/p?key=abc&x=1#f")
-        == f"wss://h/p?key={guard_log.REDACTED}&x=1#f"
+        == f"wss://h/p?key={guard_log.REDACTED}&x={guard_log.REDACTED}#f"
     )
+
+
+@pytest.mark.fault("secrets", "query-string credentials in a printed URL", "every value redacted")
+def test_every_query_value_is_redacted_unless_the_policy_marks_it_safe() -> None:
+    url = (
+        "https://svc.example/dl?X-Goog-Signature=5f2a9c&client_secret=cs-77&auth=a1"
+        "&private_token=pt-9&page=2&empty="
+    )
+    said = guard_log.redact_text(f"could not fetch {url}: 403 (GET /dl?page=3&auth=zz)")
+    for value in ("5f2a9c", "cs-77", "a1", "pt-9", "zz", "page=2", "page=3"):
+        assert value not in said
+    assert "X-Goog-Signature=[redacted]&client_secret=[redacted]&auth=[redacted]" in said
+    assert "empty=" in said  # nothing to hide
+    guard_log.allow_query_params(["page"])
+    said = guard_log.redact_text(f"could not fetch {url}: 403 (GET /dl?page=3&auth=zz)")
+    assert "page=2" in said
+    assert "page=3" in said
+    assert "auth=[redacted]" in said
+    assert "https://u:[redacted]@h/" in guard_log.redact_text("https://u:pw-123@h/")
+
+
+LONG = "ya29." + "Qm9yZGVyLWxpbmUtdG9rZW4tdmFsdWUtMDEyMzQ1Njc4OQ" * 7  # 327 characters
+
+
+@pytest.mark.fault(
+    "secrets", "a secret cut off, sliced, encoded or spaced", "every long-enough piece redacted"
+)
+@pytest.mark.parametrize(
+    "piece",
+    [
+        pytest.param(LONG[:300], id="prefix-of-a-body-sample"),
+        pytest.param(LONG[-40:], id="suffix"),
+        pytest.param(LONG[150:162], id="12-character-slice"),
+        pytest.param(LONG[150 : 150 + guard_log.MIN_SLICE], id="shortest-slice"),
+        pytest.param(LONG, id="whole"),
+    ],
+)
+def test_a_registered_secret_is_redacted_whole_or_in_pieces(piece: str) -> None:
+    guard_log.register_secret(LONG)
+    said = guard_log.redact_text(f"close 1011 (bad token {piece}) after 7.0 s")
+    assert said == "close 1011 (bad token [redacted]) after 7.0 s"
+
+
+@pytest.mark.fault("secrets", "a token with spaces, echoed URL-encoded", "redacted in every form")
+def test_a_secret_with_spaces_is_redacted_raw_url_encoded_and_json_escaped() -> None:
+    phrase = 'correct horse "battery" staple'
+    guard_log.register_secret(phrase)
+    for form in (
+        phrase,
+        "correct%20horse%20%22battery",
+        "correct+horse+%22battery",
+        '\\"battery\\" st',
+    ):
+        said = guard_log.redact_text(f"echo: {form} end")
+        assert said.startswith("echo:"), form
+        assert said.endswith("[redacted] end"), form
+        assert "battery" not in said, form
+    assert guard_log.redact_data({"k": [f"x {phrase}"]}) == {"k": ["x [redacted]"]}
+    guard_log.register_secret("12345")  # too short to be told from ordinary text
+    assert guard_log.redact_text("HTTP 12345") == "HTTP 12345"
+
+
+@pytest.mark.fault("secrets", "a secret registered after configure()", "absent from JSON events")
+def test_a_registered_secret_never_reaches_a_rendered_event() -> None:
+    out = io.StringIO()
+    guard_log.configure(stream=out, json=True)
+    guard_log.register_secret(LONG)
+    guard_log.get_logger("probe").warning(
+        "probe_failed", detail=f"body {LONG[:300]}", sample={"recv": [LONG[7:19]]}
+    )
+    text = out.getvalue()
+    assert LONG[:12] not in text
+    assert LONG[7:19] not in text
+    assert json.loads(text)["sample"] == {"recv": ["[redacted]"]}
 
 
 def test_module_level_logger_follows_later_configuration() -> None:

@@ -277,8 +277,13 @@ def _check_token_source(choice: TokenChoice | None, auth: Any) -> None:
 
     The probes need it only after the temporary tag is added; a missing
     variable or file found then would already have written to the service.
+    The policy's ``auth.safe_query_params`` take effect here too: from now on
+    output may show those query values (every other one stays redacted).
     """
+    from deploy_guard.log import allow_query_params
     from deploy_guard.probes.auth import TokenChoice, named_token
+
+    allow_query_params(auth.safe_query_params)
 
     named_token(
         choice or TokenChoice(),

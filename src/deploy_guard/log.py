@@ -5,17 +5,33 @@ else (Cloud Build, CI, a pipe) every event is one JSON object per line in the
 shape Cloud Logging understands: ``severity``, ``message``, ``time`` and the
 event's own fields, so ``jsonPayload.rule="ws-golden-path"`` works as a filter.
 
-Secrets never reach a log: :func:`redact` scrubs known secret-bearing keys and
-query-string credentials from every event before rendering.
+Secrets never reach any output. This module is the one place that knows what
+a secret looks like, and every channel calls it at the point where output is
+made: the structlog processor :func:`redact` (every event), the report's
+serialisation (``CheckReport.to_dict``, which the JSON report, the Markdown
+summary and the terminal view all read), and the probe and error text
+(:func:`redact_text`). It scrubs:
+
+- values registered with :func:`register_secret` when they enter the process
+  (a bearer token when it is read, a header value expanded from ``${NAME}``),
+  including any slice of :data:`MIN_SLICE` or more characters of one, so a
+  token cut off by a body sample, or echoed in a close reason, is still caught;
+- every query-string value (``?page=[redacted]``) except for parameters a policy
+  marks safe (:func:`allow_query_params`), and the password of ``user:pass@``;
+- ``Bearer ...`` credentials and the values of secret-named keys (:data:`SECRET_KEYS`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+import threading
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
 from typing import Any, TextIO
+from urllib.parse import quote, quote_plus, unquote_plus
 
 # structlog is imported inside the functions below: importing it costs ~120 ms
 # (its dev renderer pulls in rich), which `deploy-guard --help` should not pay.
@@ -30,32 +46,199 @@ _SEVERITY = {
     "critical": "CRITICAL",
 }
 
-#: Keys whose values are always secret, whatever they hold.
+#: Keys whose values are always secret, whatever they hold (compared lower-cased).
 SECRET_KEYS = frozenset(
-    {"authorization", "token", "id_token", "access_token", "password", "secret", "api_key"}
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "token",
+        "id_token",
+        "access_token",
+        "private_token",
+        "password",
+        "secret",
+        "client_secret",
+        "api_key",
+        "api-key",
+        "x-api-key",
+        "apikey",
+    }
 )
-_QUERY_SECRET = re.compile(
-    r"(?i)([?&](?:access_token|token|key|api_key|apikey|sig|signature|password|secret)=)[^&#\s]+"
-)
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
 REDACTED = "[redacted]"
+#: A run of this many characters of a registered secret is a leak of it: a
+#: sample or a reason that cut the secret off still shows that much of it.
+MIN_SLICE = 8
+#: Values shorter than this are not registered: they would blank out ordinary
+#: words and numbers everywhere (and a credential that short is guessable).
+MIN_SECRET = 6
+
+#: ``?name=value`` / ``&name=value``: every value is redacted unless ``name`` is safe.
+_QUERY_VALUE = re.compile(r"(?<=[?&])([^=&#?\s\"'<>]+)=([^&#\s\"'<>]+)")
+#: ``scheme://user:password@``: the password goes.
+_USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
+_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+
+
+@dataclass(frozen=True)
+class _Known:
+    """What is secret right now; replaced whole (never mutated) so readers need no lock."""
+
+    values: frozenset[str] = frozenset()
+    #: Every MIN_SLICE-character window of every long secret (and its encodings).
+    grams: frozenset[str] = frozenset()
+    #: Secrets (and encodings) shorter than MIN_SLICE, longest first: matched whole.
+    short: tuple[str, ...] = ()
+    #: Query parameters whose values may be printed (the policy's ``auth.safe_query_params``).
+    safe_params: frozenset[str] = frozenset()
+
+
+_known = _Known()
+_lock = threading.Lock()
+
+
+def _encodings(value: str) -> set[str]:
+    """The secret as it appears raw, URL-encoded and JSON-escaped (a server may echo any)."""
+    return {value, quote(value, safe=""), quote_plus(value), json.dumps(value)[1:-1]}
+
+
+def register_secret(value: str | None) -> None:
+    """Treat ``value`` as a secret in every output from now on (idempotent, thread-safe).
+
+    Called once where a secret enters the process: a bearer token when it is
+    read, a header value when ``${NAME}`` is expanded. Values shorter than
+    :data:`MIN_SECRET` characters are ignored.
+    """
+    global _known
+    if not value:
+        return
+    value = value.strip()
+    if len(value) < MIN_SECRET or value in _known.values:
+        return
+    with _lock:
+        known = _known
+        grams = set(known.grams)
+        short = set(known.short)
+        for form in _encodings(value):
+            if len(form) < MIN_SLICE:
+                short.add(form)
+            else:
+                grams.update(form[i : i + MIN_SLICE] for i in range(len(form) - MIN_SLICE + 1))
+        _known = _Known(
+            values=known.values | {value},
+            grams=frozenset(grams),
+            short=tuple(sorted(short, key=len, reverse=True)),
+            safe_params=known.safe_params,
+        )
+
+
+def register_url_secrets(url: str) -> None:
+    """Register the query values of ``url`` (a signed URL's signature) that are not safe.
+
+    A server may echo its query string back without the ``?`` that
+    :func:`redact_text` recognises a query by; registered, the values are
+    caught anywhere.
+    """
+    from urllib.parse import parse_qsl, urlsplit
+
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return
+    safe = _known.safe_params
+    for name, value in parse_qsl(query, keep_blank_values=False):
+        if name not in safe:
+            register_secret(value)
+
+
+def allow_query_params(names: Iterable[str]) -> None:
+    """Let the values of these query parameters be printed (``?page=2``); all others are redacted.
+
+    The policy's ``auth.safe_query_params``; names match exactly. Replaces the
+    previous list.
+    """
+    global _known
+    with _lock:
+        k = _known
+        _known = _Known(k.values, k.grams, k.short, frozenset(names))
+
+
+def forget_secrets() -> None:
+    """Forget every registered secret and safe parameter (tests start each case clean)."""
+    global _known
+    with _lock:
+        _known = _Known()
+
+
+def _scrub_known(text: str, known: _Known) -> str:
+    """Replace each run of text made of registered-secret windows with :data:`REDACTED`."""
+    for form in known.short:
+        if form in text:
+            text = text.replace(form, REDACTED)
+    grams = known.grams
+    k = MIN_SLICE
+    if not grams or len(text) < k:
+        return text
+    out: list[str] = []
+    last = start = 0
+    end = -1
+    for i in range(len(text) - k + 1):
+        if text[i : i + k] in grams:
+            if i > end:  # not touching the current run: close it, start another
+                if end >= 0:
+                    out += [text[last:start], REDACTED]
+                    last = end
+                start = i
+            end = i + k
+    if end < 0:
+        return text
+    out += [text[last:start], REDACTED, text[end:]]
+    return "".join(out)
 
 
 def redact_text(text: str) -> str:
-    """Remove bearer tokens and query-string credentials from free text."""
-    return _BEARER.sub(r"\1" + REDACTED, _QUERY_SECRET.sub(r"\1" + REDACTED, text))
+    """``text`` with every known secret, query value and credential replaced by :data:`REDACTED`."""
+    if not text:
+        return text
+    known = _known
+    safe = known.safe_params
+    text = _scrub_known(text, known)  # first: a known secret goes whole, whatever it holds
+
+    def query_value(m: re.Match[str]) -> str:
+        name, value = m.group(1), m.group(2)
+        if value == REDACTED or unquote_plus(name) in safe:
+            return m.group(0)
+        return f"{name}={REDACTED}"
+
+    if "=" in text:
+        text = _QUERY_VALUE.sub(query_value, text)
+    if "@" in text:
+        text = _USERINFO.sub(r"\1" + REDACTED + "@", text)
+    return _BEARER.sub(r"\1" + REDACTED, text)
 
 
-def _redact_value(key: str, value: Any) -> Any:
+def redact_data(value: Any, key: str = "") -> Any:
+    """A copy of JSON-like ``value`` with secrets redacted at any depth.
+
+    Values of :data:`SECRET_KEYS` go whole; strings (keys too) pass through
+    :func:`redact_text`; other objects become their redacted ``str`` (their
+    ``repr`` could hold a secret), except numbers, booleans and None.
+    """
     if key.lower() in SECRET_KEYS:
         return REDACTED
     if isinstance(value, str):
         return redact_text(value)
+    if value is None or isinstance(value, bool | int | float):
+        return value
     if isinstance(value, dict):
-        return {k: _redact_value(str(k), v) for k, v in value.items()}
+        return {
+            (redact_text(k) if isinstance(k, str) else k): redact_data(v, str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [_redact_value(key, v) for v in value]
-    return value
+        return [redact_data(v, key) for v in value]
+    return redact_text(str(value))
 
 
 def redact(
@@ -63,7 +246,7 @@ def redact(
 ) -> MutableMapping[str, Any]:
     """structlog processor: scrub secrets from every field of an event."""
     for key in list(event_dict):
-        event_dict[key] = _redact_value(key, event_dict[key])
+        event_dict[key] = redact_data(event_dict[key], key)
     return event_dict
 
 

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 from deploy_guard.errors import ConfigError
-from deploy_guard.probes.auth import BearerToken, TokenChoice, resolve_token
+from deploy_guard.log import redact_text
+from deploy_guard.probes.auth import (
+    BearerToken,
+    TokenChoice,
+    resolve_token,
+    token_from_env,
+    token_from_file,
+)
 from deploy_guard.probes.target import Target, expand_env, url_problem
 from deploy_guard.probes.template import SessionIds
 
@@ -137,3 +144,79 @@ async def test_missing_token_sources_are_config_errors(tmp_path: Path) -> None:
         await resolve_token(TokenChoice(token_env="PROBE_T_NOPE"), url="http://h")
     with pytest.raises(ConfigError, match="cannot read"):
         await resolve_token(TokenChoice(token_file=str(tmp_path / "nope")), url="http://h")
+
+
+BAD_TOKEN_FILES = [
+    pytest.param(b"tok-line-one-abcdef\ntok-line-two-ghijkl\n", "has 2 lines", id="several-lines"),
+    pytest.param(
+        b'{"type": "service_account",\n "private_key": "-----BEGIN"}', "lines", id="a-key-file"
+    ),
+    pytest.param(b"tok-abc\x07def-ghijkl", "a control character at position 8", id="control"),
+    pytest.param("tok-abc-d\u00e9f-ghijkl".encode(), "a non-ASCII character", id="non-ascii"),
+    pytest.param(b"tok-abc-d\xff\xfef-ghijkl", "is not UTF-8 text", id="not-utf8"),
+    pytest.param(b"A" * (70 * 1024), "larger than 64 KiB", id="too-large"),
+]
+
+
+def _pieces(raw: bytes) -> set[str]:
+    """Every 6-character piece of the file's text: none may be quoted."""
+    text = raw.decode("utf-8", errors="replace")
+    return {text[i : i + 6] for i in range(len(text) - 5)} - {"A" * 6}
+
+
+@pytest.mark.fault("secrets", "token file: several lines or illegal bytes", "exit 2, quotes none")
+@pytest.mark.parametrize(("raw", "words"), BAD_TOKEN_FILES)
+def test_a_token_file_that_is_not_one_header_value_is_refused_unquoted(
+    tmp_path: Path, raw: bytes, words: str
+) -> None:
+    from click.testing import CliRunner
+
+    from deploy_guard.cli import cli
+
+    file = tmp_path / "token"
+    file.write_bytes(raw)
+    with pytest.raises(ConfigError) as info:
+        token_from_file(str(file))
+    message = str(info.value)
+    assert words in message
+    assert str(file) in message  # it says which file...
+    assert not any(piece in message for piece in _pieces(raw))  # ...never what is in it
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\nname: p\nservices: [x]\nrules:\n"
+        "  - name: health\n    kind: http\n    http: {path: /health}\n"
+    )
+    args = ["probe", "--policy", str(policy), "--url", "http://127.0.0.1:9", "--token-file"]
+    result = CliRunner().invoke(cli, [*args, str(file)])
+    assert result.exit_code == 2, result.output
+    assert words in result.output
+    assert not any(piece in result.output for piece in _pieces(raw))
+
+
+@pytest.mark.fault("secrets", "an env token with a newline", "exit 2, quotes none")
+def test_an_env_token_with_a_newline_is_refused_unquoted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROBE_T_TWO_LINES", "first-secret-line\r\nsecond-secret-line")
+    with pytest.raises(ConfigError) as info:
+        token_from_env("PROBE_T_TWO_LINES")
+    assert "env PROBE_T_TWO_LINES has 2 lines" in str(info.value)
+    assert "secret-line" not in str(info.value)
+
+
+@pytest.mark.fault("secrets", "a ${NAME} header value echoed back", "redacted like a token")
+def test_header_values_from_the_environment_are_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    key = "AIzaSyD-api-key-from-the-environment-0123"
+    monkeypatch.setenv("PROBE_T_API_KEY", key)
+    assert redact_text(f"echo {key}") == f"echo {key}"  # nothing known yet...
+    headers = Target("http://h").headers_for({"X-Api-Key": "${PROBE_T_API_KEY}"})
+    assert headers["X-Api-Key"] == key  # ...sent as it is...
+    assert redact_text(f"your key was {key[:20]}") == "your key was [redacted]"  # ...never shown
+
+
+@pytest.mark.fault("secrets", "a signed probe URL", "query values hidden in repr and echoes")
+def test_the_base_urls_query_values_are_secrets() -> None:
+    signature = "b1946ac92492d2347c6235b4d2611184"
+    target = Target(f"https://h.example/p?X-Goog-Signature={signature}&page=2")
+    assert signature not in repr(target)
+    # a server echoing its query string raw (no "?") is still caught
+    assert signature[:16] not in redact_text(f"got X-Goog-Signature={signature[:16]}")
+    assert target.url("/x").endswith(f"?X-Goog-Signature={signature}&page=2")  # sent unchanged

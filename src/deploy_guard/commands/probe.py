@@ -19,13 +19,14 @@ from collections.abc import Sequence
 import click
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deploy_guard import signals
 from deploy_guard.errors import ConfigError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.judge import Judge, Verdict
-from deploy_guard.log import redact_text
+from deploy_guard.log import allow_query_params, redact_text
 from deploy_guard.measurements import ProbeMeasurement
 from deploy_guard.policy.load import load_file
 from deploy_guard.policy.model import Policy, Rule
@@ -112,7 +113,9 @@ async def run_probe(
     # Printed from inside the loop, once SIGINT/SIGTERM cancel this task cleanly.
     names = ", ".join(r.name for r in rules)
     console.print(
-        f"probing {redact_text(target.base_url)} with {policy.name}: {names}", highlight=False
+        f"probing {redact_text(target.base_url)} with {policy.name}: {names}",
+        highlight=False,
+        markup=False,  # "[redacted]" is not a style tag
     )
     judging = _Judging(policy.model_copy(update={"rules": list(rules)}))
     last = {} if last is None else last
@@ -276,7 +279,8 @@ def render(
         for sample in m.samples[:3]:
             who = f" {sample.user} session {sample.session}" if sample.user else ""
             console.print(
-                f"[red]x[/] {m.rule}{who}: {sample.cause}: {redact_text(sample.detail)}",
+                f"[red]x[/] {escape(f'{m.rule}{who}: {sample.cause}: ')}"
+                f"{escape(redact_text(sample.detail))}",  # a server's words are not markup
                 highlight=False,
             )
             for entry in sample.transcript[-8:]:
@@ -372,6 +376,7 @@ def probe(
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     try:
         policy = load_file(policy_path)
+        allow_query_params(policy.auth.safe_query_params)  # every other query value: redacted
         rules = select_rules(policy, rule_names)
         choice = TokenChoice(
             token_env=token_env, token_file=token_file, id_token=not no_id_token, audience=audience

@@ -11,7 +11,10 @@ token comes from, in order of precedence:
 
 The value lives in :class:`BearerToken`, whose ``repr``/``str`` never show it,
 so a token cannot reach a log line, a report or an exception message by being
-formatted by accident.
+formatted by accident; and it is registered with :func:`deploy_guard.log.register_secret`
+when it is read, so a copy a server echoes back (whole or cut off) is redacted
+from every output too. A token that is not one line of printable ASCII (what an
+HTTP header can carry) is refused with a message that quotes none of it.
 """
 
 from __future__ import annotations
@@ -24,9 +27,30 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from deploy_guard.errors import ConfigError
-from deploy_guard.log import REDACTED, get_logger
+from deploy_guard.log import get_logger, redact_data, register_secret
 
 _log = get_logger("deploy_guard.probes.auth")
+
+#: Bytes of a token file read at most: an ID token is about 1 KiB; more is the wrong file.
+MAX_TOKEN_FILE = 64 * 1024
+
+
+def _token_problem(value: str) -> str | None:
+    """What makes ``value`` unusable as a header value, in words that quote none of it."""
+    if "\n" in value or "\r" in value:
+        lines = len(value.splitlines())
+        return (
+            f"has {lines} lines, not one (a credentials JSON or a key file is not a token: "
+            "put the token alone on one line)"
+        )
+    for index, char in enumerate(value, start=1):
+        if not " " <= char <= "~":
+            kind = "a non-ASCII" if ord(char) > 127 else "a control"
+            return (
+                f"has {kind} character at position {index}, which an HTTP header cannot carry "
+                "(a token is printable ASCII: check the file's encoding and for stray bytes)"
+            )
+    return None
 
 
 class BearerToken:
@@ -38,6 +62,10 @@ class BearerToken:
         value = value.strip()
         if not value:
             raise ConfigError(f"the bearer token from {source} is empty")
+        register_secret(value)  # before any check: even a refused token is never shown
+        problem = _token_problem(value)
+        if problem is not None:
+            raise ConfigError(f"the bearer token from {source} {problem}; its content is not shown")
         self._value = value
         #: Where it came from ("env TOKEN_VAR", "file /x", "google-auth"), for messages.
         self._source = source
@@ -54,15 +82,11 @@ class BearerToken:
         """``value`` (text, or JSON-like data) with every copy of the token redacted.
 
         For what a server echoes back: a transcript or a close reason may
-        contain the token even though the guard never printed it.
+        contain the token even though the guard never printed it. The token is
+        registered as a secret, so this is :func:`deploy_guard.log.redact_data`
+        (which also catches a slice of it, and every other known secret).
         """
-        if isinstance(value, str):
-            return value.replace(self._value, REDACTED) if self._value in value else value
-        if isinstance(value, dict):
-            return {k: self.scrub(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [self.scrub(v) for v in value]
-        return value
+        return redact_data(value)
 
     def __repr__(self) -> str:
         return f"BearerToken(<redacted>, from {self._source})"
@@ -96,9 +120,22 @@ def token_from_env(name: str) -> BearerToken:
 
 def token_from_file(path: str) -> BearerToken:
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as fh:
+            raw = fh.read(MAX_TOKEN_FILE + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read the probe token file {path}: {exc.strerror}") from None
+    if len(raw) > MAX_TOKEN_FILE:
+        raise ConfigError(
+            f"the probe token file {path} is larger than {MAX_TOKEN_FILE // 1024} KiB: a token "
+            "is a few hundred characters; is it the right file?"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:  # its message would quote the offending byte
+        raise ConfigError(
+            f"the probe token file {path} is not UTF-8 text (a token is printable ASCII); "
+            "its content is not shown"
+        ) from None
     return BearerToken(text, f"file {path}")
 
 

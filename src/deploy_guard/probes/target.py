@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from deploy_guard.errors import ConfigError
+from deploy_guard.log import redact_text, register_secret, register_url_secrets
 from deploy_guard.probes.auth import BearerToken, url_origin
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -26,10 +27,18 @@ def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
     """Replace ``${NAME}`` with the environment variable's value ("" when unset).
 
     Only this one form is expanded: a policy file names a variable, it never
-    holds a secret, and it never evaluates anything.
+    holds a secret, and it never evaluates anything. What the environment
+    supplies is a secret (an API key, as a rule): it is registered, so no
+    output shows it, even when a server echoes it back.
     """
     env = os.environ if environ is None else environ
-    return _ENV_REF.sub(lambda m: env.get(m.group(1), ""), value)
+
+    def lookup(m: re.Match[str]) -> str:
+        found = env.get(m.group(1), "")
+        register_secret(found)
+        return found
+
+    return _ENV_REF.sub(lookup, value)
 
 
 #: ``host`` or ``[ipv6]``, then an optional ``:port`` (after any ``user@``).
@@ -85,12 +94,20 @@ class Target:
     token: BearerToken | None = None
 
     def __post_init__(self) -> None:
+        register_url_secrets(self.base_url)  # before any message can quote the URL
         problem = url_problem(self.base_url)
         if problem is not None:
             raise ConfigError(
                 f"probe URL {self.base_url!r} {problem}; give one like "
                 "https://candidate---chat-abc.a.run.app or http://127.0.0.1:8080"
             )
+
+    def __repr__(self) -> str:
+        # The base URL's query values may be credentials (a signed URL): shown redacted.
+        return (
+            f"Target(base_url={redact_text(self.base_url)!r}, verify_tls={self.verify_tls}, "
+            f"token={self.token!r})"
+        )
 
     def headers_for(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """Target headers, then the rule's (``${ENV}`` expanded), then the token."""

@@ -3,7 +3,10 @@
 The gate fills one :class:`CheckReport` as it goes (timeline events, rule
 results, API call counts), so that whatever ends the check (a verdict, an
 error, a timeout, SIGTERM) the command can still write what is known. Nothing
-here does I/O; secrets are scrubbed on the way in (:func:`redact_text`).
+here does I/O. Secrets are scrubbed on the way out, in one place:
+:meth:`CheckReport.to_dict`, which the JSON report, the Markdown summary and the
+terminal view all read (a secret registered after a field was filled, or a
+query value in a URL, is still caught).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from deploy_guard.log import redact, redact_text
+from deploy_guard.log import redact_data
 
 #: Report ``action`` values (the issue's contract).
 ACTIONS = ("none", "rolled_back", "promoted", "held", "superseded", "failed")
@@ -47,7 +50,7 @@ class Timeline:
         return float(self._clock() - self._start)
 
     def add(self, event: str, **detail: Any) -> TimelineEvent:
-        clean = dict(redact(None, "", {k: v for k, v in detail.items() if v is not None}))
+        clean = {k: v for k, v in detail.items() if v is not None}
         ev = TimelineEvent(
             event=event,
             at=utc_now().isoformat(timespec="milliseconds"),
@@ -70,10 +73,10 @@ class Timeline:
 
 
 def rule_dict(result: Any) -> dict[str, Any]:
-    """A judge :class:`RuleResult` (or any dataclass) as report data, secrets scrubbed."""
+    """A judge :class:`RuleResult` (or any dataclass) as report data (scrubbed by ``to_dict``)."""
     data = asdict(result) if is_dataclass(result) and not isinstance(result, type) else dict(result)
-    data["evidence"] = [redact_text(str(e)) for e in data.get("evidence", ())]
-    data["message"] = redact_text(str(data.get("message", "")))
+    data["evidence"] = [str(e) for e in data.get("evidence", ())]
+    data["message"] = str(data.get("message", ""))
     return data
 
 
@@ -119,12 +122,12 @@ class CheckReport:
         self.rules.append(data)
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``--report`` document (the field names are an interface)."""
-        return {
+        """The ``--report`` document (the field names are an interface), secrets redacted."""
+        document = {
             "verdict": self.verdict,
             "action": self.action,
             "exit_code": self.exit_code,
-            "message": redact_text(self.message),
+            "message": self.message,
             "project": self.project,
             "region": self.region,
             "service": self.service,
@@ -133,18 +136,20 @@ class CheckReport:
             "baseline": list(self.baseline),
             "traffic_before": dict(self.traffic_before),
             "traffic_after": dict(self.traffic_after),
-            "target_url": redact_text(self.target_url),
+            "target_url": self.target_url,
             "temporary_tag": self.temporary_tag,
             "dry_run": self.dry_run,
-            "reasons": [redact_text(r) for r in self.reasons],
+            "reasons": list(self.reasons),
             "deciding_rules": list(self.deciding),
             "rules": list(self.rules),
             "api_calls": {api: dict(m) for api, m in self.api_calls.items()},
             "api_calls_total": sum(sum(m.values()) for m in self.api_calls.values()),
             "evidence_passes": dict(self.evidence_passes),
             "timeline": [asdict(e) for e in self.timeline.events],
-            "error": redact_text(self.error) if self.error else None,
+            "error": self.error or None,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "duration_s": round(self.timeline.elapsed(), 3),
         }
+        redacted: dict[str, Any] = redact_data(document)
+        return redacted

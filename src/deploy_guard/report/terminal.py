@@ -45,6 +45,7 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
     Event lines are cut to ``width`` so that a long detail never wraps the view.
     """
     done = bool(report.finished_at)
+    d = report.to_dict()  # the redacted view every renderer reads: no secret reaches the screen
     head = Text.assemble(
         ("deploy-guard ", "bold"),
         (f"{report.service or '?'}/{report.revision}", "cyan"),
@@ -54,7 +55,7 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
     table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
     for col in ("rule", "kind", "status", "counts", "message"):
         table.add_column(col, overflow="fold", max_width=60 if col == "message" else None)
-    for r in report.rules:
+    for r in d["rules"]:
         status = str(r.get("status", ""))
         message = "" if status == "pending" and not done else str(r.get("message", ""))
         table.add_row(
@@ -64,11 +65,11 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
             str(r.get("counts", "")),
             message,
         )
-    recent = report.timeline.events[-events:]
+    recent = d["timeline"][-events:]
     lines = Text()
     for ev in recent:
-        head_text = f"{ev.t:7.2f}s  {ev.event}  "
-        detail = " ".join(f"{k}={v}" for k, v in ev.detail.items())
+        head_text = f"{ev['t']:7.2f}s  {ev['event']}  "
+        detail = " ".join(f"{k}={v}" for k, v in ev["detail"].items())
         room = max(20, width - len(head_text) - 1)
         if len(detail) > room:
             detail = detail[: room - 1] + "…"
@@ -82,11 +83,12 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
 def summary(report: CheckReport) -> Text:
     """The last lines: verdict, action, traffic after, exit code."""
     label, style = _label(report)
+    d = report.to_dict()  # redacted
     text = Text()
     text.append(label, style=style)
     text.append(f"  action={report.action}  exit={report.exit_code}\n")
-    if report.message:
-        text.append(report.message + "\n")
+    if d["message"]:
+        text.append(d["message"] + "\n")
     if report.traffic_after:
         split = ", ".join(f"{k} {v}%" for k, v in report.traffic_after.items())
         text.append(f"traffic now: {split}\n")
