@@ -25,8 +25,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
+from deploy_guard.errors import (
+    ActionError,
+    ConfigError,
+    GuardError,
+    NotFoundError,
+    SupersededError,
+)
 from deploy_guard.exitcodes import ExitCode
+from deploy_guard.gcp.tags import (
+    TAGS_ANNOTATION,
+    rfc3339,
+    temporary_tags,
+    with_holder,
+    without_holders,
+)
 from deploy_guard.gcp.traffic import (
     LAST_KNOWN_GOOD,
     REJECTED,
@@ -73,6 +86,9 @@ TICK = 0.5
 #: Bound (seconds) on the one log and metric pass that completes the report after
 #: fail-fast decided early: see :meth:`Gate._complete_evidence`.
 COMPLETION_BOUND = 5.0
+#: Seconds a temporary tag stays "in use" after the check's bound: the action, its
+#: verification, the report-only pass and the clean-up (each bounded) fit in it.
+TAG_MARGIN = 300.0
 
 
 # -- options and interfaces -----------------------------------------------------------------
@@ -319,7 +335,15 @@ async def probe_token(
 async def choose_rollback_target(
     router: CloudRun, state: ServiceState, *, exclude: str | None = None
 ) -> RevisionState:
-    """Where ``rollback`` sends traffic when not told.
+    """Where ``rollback`` sends traffic when not told (see :func:`pick_rollback_target`)."""
+    target, _why = await pick_rollback_target(router, state, exclude=exclude)
+    return target
+
+
+async def pick_rollback_target(
+    router: CloudRun, state: ServiceState, *, exclude: str | None = None
+) -> tuple[RevisionState, str]:
+    """Where ``rollback`` sends traffic when not told, and why, in words for the report.
 
     In order: the last known good revision, unless it is what serves everything
     now (a check just promoted it: going back means away from it); else the
@@ -333,7 +357,8 @@ async def choose_rollback_target(
     revisions = await router.list_revisions(state.name)
     by_name = {r.short: r for r in revisions}
     current = served_split(state)
-    refused = {*rejected(state.annotations), *([exclude] if exclude else [])}
+    listed = rejected(state.annotations)
+    refused = {*listed, *([exclude] if exclude else [])}
 
     def usable(name: str) -> bool:
         rev = by_name.get(name)
@@ -341,24 +366,33 @@ async def choose_rollback_target(
 
     good = state.annotations.get(LAST_KNOWN_GOOD, "")
     if good and usable(good):
-        return by_name[good]
+        return by_name[good], "the last known good revision (recorded by a passing check)"
     before = decode_split(state.annotations.get(SERVED_BEFORE, ""))
-    for name, _pct in sorted(before.items(), key=lambda i: -i[1]):
+    for name, pct in sorted(before.items(), key=lambda i: -i[1]):
         if usable(name):
-            return by_name[name]
+            whose = f" of {good}" if good else ""
+            return by_name[name], f"served {pct}% before the promotion{whose}"
     if exclude:
         current.setdefault(exclude, 0)
     candidate = newest_ready_before(revisions, current, skip=refused)
     if candidate is None:
         serving = describe(served_split(state)) or "nothing"
-        listed = rejected(state.annotations)
         also = f" ({', '.join(listed)} recorded as rejected)" if listed else ""
         raise ConfigError(
             f"no Ready revision of {state.short} to roll back to: {serving} serves now, none "
             "is recorded as last known good and no usable Ready revision is older than the "
             f"serving one{also}; pass --to-revision REV to choose one"
         )
-    return candidate
+    newest = max((r.create_time for r in revisions if r.short in current), default=0.0)
+    skipped = [
+        r.short
+        for r in revisions
+        if r.short in listed and candidate.create_time < r.create_time < newest
+    ]
+    why = f"the newest Ready revision older than {', '.join(sorted(current))}"
+    if skipped:
+        why += f", skipping rejected {', '.join(skipped)}"
+    return candidate, why
 
 
 # -- the check ------------------------------------------------------------------------------
@@ -497,11 +531,14 @@ class Gate:
             self.report.action = "superseded"
         elif isinstance(exc, ActionError):  # an API that failed a read left nothing half-done
             self.report.action = "failed"
+        if exc.exit_code == ExitCode.USAGE:  # nothing was judged: not a verdict
+            self.report.verdict = "error"
 
     async def _check(self, service: str) -> CheckReport:
         opts = self.options
         policies = [p for p in self.policies if p.applies_to(service)]
         if not policies:
+            await self._service_exists(service)  # a typo in the name: say that, not "no policy"
             names = ", ".join(p.name for p in self.policies) or "(none)"
             raise ConfigError(
                 f"no policy applies to service {service!r} (policies: {names}); add the "
@@ -511,7 +548,15 @@ class Gate:
         self.run_state.policies = policies
         judges = Judges(policies)
         _check_token_source(opts.token, policies[0].auth)  # a bad one: exit 2, nothing touched
-        revision = await self.router.wait_ready(service, opts.revision, opts.ready_timeout)
+        try:
+            revision = await self.router.wait_ready(service, opts.revision, opts.ready_timeout)
+        except NotFoundError:
+            await self._service_exists(service)
+            raise NotFoundError(
+                f"revision {self.candidate} does not exist in service {service} (project "
+                f"{opts.project}, region {opts.region}); `deploy-guard status --service "
+                f"{service}` shows what it serves"
+            ) from None
         if revision.service and revision.service != service:
             raise ConfigError(
                 f"revision {opts.revision} belongs to service {revision.service}, not {service}"
@@ -525,6 +570,7 @@ class Gate:
         else:
             before = await self.router.get_service(service)
         self._record(before)
+        self._notice(before)
         if revision.ready is not True:
             return await self._never_started(revision)
         if not settled(before):
@@ -536,6 +582,49 @@ class Gate:
         if self.run_state.cut_short:
             await self._complete_evidence(judges)
         return report
+
+    async def _service_exists(self, service: str) -> None:
+        """Raise "service S does not exist ..." when it does not (any other answer: return)."""
+        try:
+            await self.router.get_service(service)
+        except NotFoundError:
+            opts = self.options
+            raise NotFoundError(
+                f"service {service} does not exist in project {opts.project} region "
+                f"{opts.region}; check --service / the revision name, --project and --region"
+            ) from None
+        except GuardError:
+            return
+
+    def _notice(self, before: ServiceState) -> None:
+        """Say up front what a person should know: a rejected candidate, leftover tags."""
+        service = before.short
+        if self.candidate in rejected(before.annotations):
+            note = (
+                f"{self.candidate} is on {service}'s rejected list (a check failed it, or a "
+                "rollback moved away from it); it is checked again, and a pass with --promote "
+                "takes it off"
+            )
+            self._event("candidate_was_rejected", revision=self.candidate)
+            self.report.notes.append(note)
+        tags = temporary_tags(before, datetime.now(UTC))
+        stale = [t for t in tags if not t.in_use]
+        if stale:
+            self._event("stale_tags_found", tags=[t.tag for t in stale])
+            self.report.notes.append(
+                f"leftover temporary tags on {service}: "
+                + "; ".join(t.describe() for t in stale)
+                + f". Remove them: deploy-guard status --service {service} --remove-stale-tags"
+            )
+        in_use = [t for t in tags if t.in_use]
+        if in_use:
+            self._event("tags_in_use", tags=[t.tag for t in in_use])
+            self.report.notes.append(
+                "another check may be running on "
+                + service
+                + ": "
+                + "; ".join(t.describe() for t in in_use)
+            )
 
     async def _act_to_the_end(self, verdict: Verdict) -> CheckReport:
         """Act on the verdict; a signal that lands meanwhile waits for the action.
@@ -582,11 +671,9 @@ class Gate:
         return self._finish("inconclusive", "held", ExitCode.INCONCLUSIVE, why)
 
     async def _never_started(self, revision: RevisionState) -> CheckReport:
-        why = (
-            f"revision {revision.short} failed to start: {revision.message}"
-            if revision.ready is False
-            else f"revision {revision.short} was not Ready after {self.options.ready_timeout:.0f} s"
-        )
+        if revision.ready is None:
+            return self._still_starting(revision)
+        why = f"revision {revision.short} failed to start: {revision.message}"
         self.report.reasons = [why]
         self.report.verdict = "fail"
         rollback = any(p.on_fail == "rollback" for p in self.run_state.policies)
@@ -598,21 +685,43 @@ class Gate:
         self._event("decision", verdict="fail", action="rollback", reason=why)
         return await self._rollback(why)
 
+    def _still_starting(self, revision: RevisionState) -> CheckReport:
+        """Still starting at ``--ready-timeout``: not known to be bad, so not a failure.
+
+        Cloud Run sends no traffic to a revision that is not Ready, so there is
+        nothing to roll back; it is not added to the rejected list either.
+        """
+        why = (
+            f"revision {revision.short} was still starting {self.options.ready_timeout:g} s "
+            "after the check began (--ready-timeout): nothing was probed or changed; check "
+            "it again once it is Ready, or raise --ready-timeout"
+        )
+        self.report.reasons = [why]
+        self._event("decision", verdict="inconclusive", action="hold", reason=why)
+        return self._finish("inconclusive", "held", ExitCode.INCONCLUSIVE, why)
+
     async def _reach(self, before: ServiceState, revision: RevisionState, policy: Policy) -> Target:
         """The candidate's tag URL; a temporary 0 % tag when it has none."""
         from deploy_guard.probes.target import Target
 
         found = find_tag_uri(before, revision.short)
+        if found is not None and found[0].startswith(TEMP_TAG_PREFIX):
+            found = None  # another check's tag (or a stale one) may go at any moment
         if found is None:
             tag = f"{TEMP_TAG_PREFIX}{secrets.token_hex(4)}"
             assert self.run_state.expected is not None
             self.run_state.temp_tag = self.report.temporary_tag = tag
-            self._event("tag_requested", tag=tag)
+            until = datetime.now(UTC) + timedelta(seconds=self._tag_hold())
+            self._event("tag_requested", tag=tag, until=rfc3339(until))
+            # Who holds the tag and until when rides in the same write: a tag left
+            # behind (a second Ctrl-C, a killed step) is known to be stale later.
+            holder = with_holder(self.run_state.expected, tag, until=until, by=tag_holder())
             write = asyncio.ensure_future(
                 self.router.set_traffic(
                     self.run_state.expected,
                     with_tag(self.run_state.expected, revision.short, tag),
                     why="temporary tag to reach the candidate",
+                    annotations={TAGS_ANNOTATION: holder},
                 )
             )
             try:
@@ -636,6 +745,13 @@ class Gate:
             self.options.token, policy.auth, url=url, service_uri=service_uri or before.uri
         )
         return Target(base_url=url, token=token)
+
+    def _tag_hold(self) -> float:
+        """Seconds a temporary tag is recorded as in use: the check's bound plus a margin."""
+        bound = self.options.timeout
+        if bound is None:
+            bound = min((p.timeout for p in self.run_state.policies), default=0.0)
+        return bound + self.options.log_settle + TAG_MARGIN
 
     def _timeout(self, judges: Judges) -> float:
         if self.options.timeout is not None:
@@ -904,7 +1020,7 @@ class Gate:
             spec = rollback_plan(before, candidate, drop_tags=[self.run_state.temp_tag])
         except ActionError:  # the candidate held all the traffic: no split to restore
             try:
-                target = await choose_rollback_target(self.router, before, exclude=candidate)
+                target, why = await pick_rollback_target(self.router, before, exclude=candidate)
             except ConfigError as exc:
                 self._event("rollback_failed", error=str(exc))
                 return self._finish(
@@ -917,7 +1033,12 @@ class Gate:
                     "--to-revision REV`",
                 )
             spec = pin_plan(before, target.short, drop_tags=[self.run_state.temp_tag])
-        record = self._rejection()
+            # the candidate held 100 %: say where traffic goes, and why that revision
+            chosen = f"rollback target {target.short}: {why}"
+            self._event("rollback_target_chosen", revision=target.short, why=why)
+            self.report.notes.append(chosen)
+            reason = f"{reason}; {chosen}"
+        record = {**self._rejection(), **(self._tag_record_dropped() if spec else {})}
         if spec is None:
             self._event("rollback_not_needed", reason="the candidate held no traffic")
             if record:
@@ -931,9 +1052,16 @@ class Gate:
         report = await self._write(
             spec, reason, kind="rollback", done_action="rolled_back", annotations=record
         )
-        if record and report.action == "rolled_back":
+        if REJECTED in record and report.action == "rolled_back":
             self._event("rejection_recorded", revision=self.candidate)
         return report
+
+    def _tag_record_dropped(self) -> dict[str, str]:
+        """The holder annotation without the temporary tag a traffic write drops with it."""
+        expected, tag = self.run_state.expected, self.run_state.temp_tag
+        if not tag or expected is None:
+            return {}
+        return {TAGS_ANNOTATION: without_holders(expected.annotations, [tag])}
 
     def _rejection(self) -> dict[str, str]:
         """The annotation that keeps a failed candidate out of later rollbacks."""
@@ -964,7 +1092,7 @@ class Gate:
         previous = expected.annotations.get(LAST_KNOWN_GOOD, "")
         if not served_before and previous and previous != candidate:
             served_before = {previous: 100}  # it already had all the traffic: the one before
-        record = {LAST_KNOWN_GOOD: candidate}
+        record = {LAST_KNOWN_GOOD: candidate, **self._tag_record_dropped()}
         if candidate in rejected(expected.annotations):  # it passed now: no longer refused
             record[REJECTED] = with_rejected(expected.annotations, clear=candidate)
         if served_before:  # else keep what an earlier promotion recorded
@@ -1046,7 +1174,10 @@ class Gate:
                 # it touches only the entry we added, in the spec as just read.
                 try:
                     state = await self.router.set_traffic(
-                        state, spec, why="remove the temporary tag"
+                        state,
+                        spec,
+                        why="remove the temporary tag",
+                        annotations={TAGS_ANNOTATION: without_holders(state.annotations, [tag])},
                     )
                 except SupersededError:
                     # someone deployed right after the removal: done if the tag is gone
@@ -1066,6 +1197,16 @@ class Gate:
             self.report.message = f"{self.report.message}; {note}" if self.report.message else note
             log.warning("tag_left_behind", tag=tag, by_hand=by_hand)
             self._event("tag_removal_failed", tag=tag, error=str(exc))
+
+
+def tag_holder() -> str:
+    """Who holds a temporary tag: the Cloud Build build when there is one, and host/pid."""
+    import os
+    import socket
+
+    here = f"{socket.gethostname()}/{os.getpid()}"
+    build = os.environ.get("BUILD_ID", "")
+    return f"build {build} ({here})" if build else here
 
 
 def warm_imports() -> None:

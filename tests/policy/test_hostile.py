@@ -513,3 +513,138 @@ def test_what_cannot_work_is_refused_with_the_fix(text: str, path: str, message:
     found = [(p.path, p.message) for p in info.value.problems]
     assert any(p == path and message in m for p, m in found), found
     assert all(str(p).count("\n") == 0 for p in info.value.problems)
+
+
+# --------------------------------------------------------------------------- fuzz
+
+SHIPPED = sorted((Path(__file__).resolve().parents[2] / "policies").glob("*.yaml"))
+HOSTILE: list[Any] = [
+    math.nan,
+    math.inf,
+    -math.inf,
+    10**30,
+    -1,
+    0,
+    1e308,
+    "",
+    "0s",
+    "25h",
+    "9" * 400 + "s",
+    "9" * 400 + "%",
+    "\ud83d",
+    "\ud83d\ude00",
+    "a\x00b",
+    "\x1b[2J",
+    "x\nfake.yaml:1:1: rules[0]: forged",
+    "\u202eevil",
+    "{unknown}",
+    "${BAD NAME}",
+    "x" * 3000,
+    "(?=x)",
+    "a++",
+    True,
+    None,
+    {},
+    [],
+    {"nested": [{"deep": [math.nan]}]},
+]
+RAW = [
+    "\x00",
+    "\x07",
+    "\x1b",
+    "\x7f",
+    "\ufffe",
+    "\n",
+    ":",
+    "- ",
+    "{",
+    "&a ",
+    "*a",
+    "!!python/object ",
+]
+
+
+def _paths_of(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(node, dict):
+        for key, value in node.items():
+            found += _paths_of(value, (*prefix, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            found += _paths_of(value, (*prefix, index))
+    return found
+
+
+def _mutated(data: st.DataObject) -> str:
+    """A shipped policy with 1-3 values replaced by hostile ones, then raw bytes spliced in."""
+    text = data.draw(st.sampled_from(SHIPPED)).read_text("utf-8")
+    doc = YAML(typ="safe").load(text)
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        loc = data.draw(st.sampled_from(_paths_of(doc)[1:]))
+        doc = _set(doc, loc, data.draw(st.sampled_from(HOSTILE)))
+    out = io.StringIO()
+    yaml = YAML(typ="safe")
+    yaml.allow_unicode = False  # lone surrogates and controls written as escapes
+    yaml.dump(doc, out)
+    text = out.getvalue()
+    for _ in range(data.draw(st.integers(min_value=0, max_value=2))):
+        at = data.draw(st.integers(min_value=0, max_value=len(text)))
+        text = text[:at] + data.draw(st.sampled_from(RAW)) + text[at:]
+    return text
+
+
+@pytest.mark.fault(
+    "policy", "mutated shipped policies (hostile values, raw bytes)", "Policy or problems, exit 0/2"
+)
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_mutated_policies_never_crash_the_loader_or_validate(
+    data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    text = _mutated(data)
+    lines = text.count("\n") + 1
+    try:
+        policy = parse_policy(text, "p.yaml")
+        assert isinstance(policy, Policy)
+        problems = []
+    except PolicyError as exc:
+        problems = exc.problems
+        assert problems
+    for problem in problems:
+        assert 1 <= problem.line <= lines, problem
+        assert problem.column >= 1, problem
+        assert problem.message
+    # The command prints one line per problem and a summary: exit 0 or 2, never 1 or a traceback.
+    file = tmp_path_factory.mktemp("fuzz") / "p.yaml"
+    file.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["policy", "validate", str(file)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == (ExitCode.USAGE if problems else ExitCode.PASS), result.output
+    out = result.stdout.splitlines()
+    assert "internal error" not in result.stdout
+    assert len(out) == len(problems) + 1, out
+    assert all(line.startswith(f"{file}:") for line in out[:-1]), out
+
+
+@pytest.mark.fault(
+    "policy",
+    "a lone surrogate in a log pattern (every log read used to fail: exit 3)",
+    "check exits 2 before any API call",
+)
+def test_check_refuses_a_surrogate_pattern_before_any_api_call(
+    emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once, such a pattern made every ListLogEntries fail client-side: 0 calls, exit 3."""
+    monkeypatch.setenv("DEPLOY_GUARD_EMULATOR_HOST", emulator.address)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", emulator.project)
+    monkeypatch.setenv("CLOUDSDK_RUN_REGION", emulator.region)
+    policy = tmp_path / "logs.yaml"
+    policy.write_text(LOGS % r'patterns: ["boom \ud83d"]', encoding="utf-8")
+    emulator.faults.reset_counts()
+    result = CliRunner().invoke(
+        cli, ["check", "--revision", "chat-00002-abc", "--policy", str(policy)]
+    )
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"{policy}:7:23: rules[0].logs.patterns[0]: " in result.output
+    assert "lone surrogate" in result.output
+    assert emulator.faults.counts() == {}

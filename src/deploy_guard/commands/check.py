@@ -320,7 +320,9 @@ def _fail_early(
     else:
         click.echo(f"error: {redact_text(text)}", err=True)
     report.error = text
-    report.verdict, report.action, report.exit_code = "inconclusive", "none", int(exc.exit_code)
+    # a usage or configuration error judged nothing: its verdict is "error", not a verdict
+    verdict = "error" if exc.exit_code == ExitCode.USAGE else "inconclusive"
+    report.verdict, report.action, report.exit_code = verdict, "none", int(exc.exit_code)
     report.message = "the check did not start"
     _write_reports(report, report_path, summary_path)
     exit_fast(int(exc.exit_code))
@@ -360,9 +362,12 @@ def run(
         report.api_calls = calls.as_dict()
         clients.close()
     if view is not None:
-        view.final(report)
+        view.final(report)  # the view on stderr; its outcome lines on stdout
     elif report.message != report.error:  # an error was printed already
-        click.echo(f"{report.verdict}: {redact_text(report.message)}", err=True)
+        # the outcome is the command's output (stdout), as rollback's; events stay on stderr
+        click.echo(f"{report.verdict}: {redact_text(report.message)}")
+        for note in report.notes:
+            click.echo(f"note: {redact_text(note)}", err=True)
     return code
 
 
