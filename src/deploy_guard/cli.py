@@ -35,6 +35,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "rollback",
         "Put 100% of a service's traffic back on a known good revision.",
     ),
+    "status": (
+        "deploy_guard.commands.status",
+        "status",
+        "Show a service's traffic, tags and what the guard recorded; remove stale tags.",
+    ),
     "probe": (
         "deploy_guard.commands.probe",
         "probe",
@@ -60,6 +65,7 @@ Exit codes:
 \b
 Start with:  deploy-guard policy validate policies/
              deploy-guard emulator            (a local Cloud Run to try it on)
+             deploy-guard status --service S  (what serves, tags, what is rejected)
 """
 
 

@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from deploy_guard.report.json import write_json
@@ -109,9 +110,29 @@ def test_markdown_summary(tmp_path: Path) -> None:
 
 def test_markdown_rounds_observed_figures_and_json_keeps_them() -> None:
     report = sample_report()
-    report.rules[0]["observed"] = 0.008932236999498855
-    assert "| fail | 0.008932 |" in render_markdown(report)
+    report.rules[0]["observed"] = 0.008932236999498855  # a session success ratio
+    assert "| fail | 0.8932% |" in render_markdown(report)
     assert report.to_dict()["rules"][0]["observed"] == 0.008932236999498855
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "observed", "threshold", "shown"),
+    [
+        ("http", "pass", 0.95, "success ratio >= 90%", "95%"),
+        ("metric", "fail", 0.0123, "error rate <= 1%", "1.23%"),
+        ("metric", "pass", 0.82, "p99 latency <= 1s", "820ms"),
+        ("metric", "no_data", 0.0, "error rate <= 1%", ""),  # too few requests: no "0"
+        ("metric", "no_data", None, "p99 latency <= 1s", ""),
+        ("logs", "fail", 3.0, "matches <= 0", "3"),
+        ("logs", "pass", 0.5, "matches/min <= 2", "0.50/min"),
+    ],
+)
+def test_markdown_shows_observed_figures_in_their_unit(
+    kind: str, status: str, observed: float | None, threshold: str, shown: str
+) -> None:
+    report = sample_report()
+    report.set_rules([FakeResult("r", kind, status, observed, threshold, "counts", (), "")])
+    assert f"| {status} | {shown} | {threshold} |" in render_markdown(report)
 
 
 def test_terminal_view_renders_rules_and_summary() -> None:
@@ -154,3 +175,16 @@ def test_live_view_keeps_pending_rules_quiet_and_event_lines_within_the_width() 
     console = Console(record=True, width=80)
     console.print(render(report, width=80))
     assert "is it receiving traffic" in console.export_text()
+
+
+def test_notes_reach_every_renderer_and_an_error_reads_as_error() -> None:
+    report = sample_report()
+    report.notes = ["rollback target chat-00001-aaa: the last known good revision"]
+    assert report.to_dict()["notes"] == report.notes
+    assert "- **Note**: rollback target chat-00001-aaa" in render_markdown(report)
+    console = Console(record=True, width=160)
+    console.print(summary(report))
+    assert "note: rollback target chat-00001-aaa" in console.export_text()
+    report.verdict, report.exit_code = "error", 2
+    console.print(summary(report))
+    assert "ERROR  action=rolled_back  exit=2" in console.export_text()

@@ -19,7 +19,7 @@ def test_check_of_an_unknown_revision_reads_as_an_error_once(
     assert code == ExitCode.USAGE, screen
     assert "ERROR  action=none  exit=2" in screen
     assert "INCONCLUSIVE" not in screen  # nothing was judged: it is not a verdict
-    assert screen.count("chat-00009-zzz of service chat: not found") == 1, screen
+    assert screen.count("revision chat-00009-zzz does not exist in service chat") == 1, screen
     assert "rule  kind  status" not in screen  # no empty table
     assert "Traceback" not in screen
 
@@ -32,7 +32,10 @@ def test_rollback_on_a_terminal_prints_its_outcome_without_log_events(
     env = {**emulator_env, "DEPLOY_GUARD_LOG_FORMAT": "auto"}
     code, screen = in_terminal("rollback", "--service", "chat", env=env)
     assert code == ExitCode.PASS, screen
-    assert screen.strip() == f"chat: traffic now {base} 100% (was {bad} 100%)"
+    assert screen.strip() == (
+        f"chat: traffic now {base} 100% (was {bad} 100%); "
+        f"chose {base}: the newest Ready revision older than {bad}"
+    )
     # asked for explicitly, the events are there
     code, screen = in_terminal(
         "--log-level", "info", "rollback", "--service", "chat", "--to-revision", bad, env=env

@@ -34,7 +34,10 @@ The revision is, in order:
   the newest Ready revision         older than the one serving now (the
                                     last resort: Cloud Run keeps no history).
 Never, unless named: a revision a check failed, or one a rollback moved
-away from (recorded in the deploy-guard.dev/rejected annotation).
+away from (recorded in the deploy-guard.dev/rejected annotation; the outcome
+says when that was a revision that had passed its check). See the list and
+where rollback would go with `deploy-guard status --service SERVICE`; take
+a revision off it with `status --clear-rejected REV`.
 
 \b
 Run it twice: the second run sees the traffic already there and changes
@@ -74,9 +77,12 @@ def rollback(
     terminal_output()  # the one-line outcome is what a person reads; events stay in JSON logs
     from deploy_guard.gcp.errors import map_credentials_error
 
+    notes: list[str] = []
     try:
         try:
-            message = asyncio.run(roll_back(project, region, service, to_revision, dry_run=dry_run))
+            message = asyncio.run(
+                roll_back(project, region, service, to_revision, dry_run=dry_run, notes=notes)
+            )
         except Exception as exc:  # google-auth's "not logged in" is the user's to fix
             mapped = map_credentials_error(exc)
             if mapped is None:
@@ -86,6 +92,8 @@ def rollback(
         click.echo(f"error: {redact_text(str(exc))}", err=True)
         sys.exit(int(exc.exit_code))
     click.echo(message)
+    for note in notes:
+        click.echo(f"note: {note}", err=True)
     from deploy_guard import signals
 
     if signals.pending():  # deferred: a half-done traffic change helps nobody
@@ -101,9 +109,13 @@ async def roll_back(
     *,
     dry_run: bool = False,
     clients: Any = None,
+    notes: list[str] | None = None,
 ) -> str:
-    """Do the rollback; return what happened in one line. Raises GuardError subclasses."""
-    from deploy_guard.gate import choose_rollback_target
+    """Do the rollback; return what happened in one line. Raises GuardError subclasses.
+
+    ``notes`` receives what a person should know besides (leftover temporary tags).
+    """
+    from deploy_guard.gate import pick_rollback_target
     from deploy_guard.gcp.clients import Clients
     from deploy_guard.gcp.cloudrun import CloudRun
     from deploy_guard.gcp.traffic import (
@@ -121,7 +133,14 @@ async def roll_back(
     clients = Clients.from_env() if own else clients
     router = CloudRun(clients, project, region)
     try:
-        state = await router.get_service(service)
+        try:
+            state = await router.get_service(service)
+        except NotFoundError:
+            raise NotFoundError(
+                f"service {service} does not exist in project {project} region {region}; "
+                "check --service, --project and --region"
+            ) from None
+        _stale_tags(state, notes if notes is not None else [])
         now = served_split(state)
         done = state.annotations.get(ROLLED_BACK_TO, "")
         if not to_revision and done and now == {done: 100}:
@@ -130,10 +149,12 @@ async def roll_back(
                 f"{service}: already rolled back to {done} (100 %); nothing changed. "
                 "To go further back, pass --to-revision REV"
             )
+        chose = ""
         if to_revision:
             target = await _named(router, service, to_revision)
         else:
-            target = await choose_rollback_target(router, state)
+            target, why = await pick_rollback_target(router, state)
+            chose = f"; chose {target.short}: {why}"
         if now == {target.short: 100}:
             log.info("rollback_not_needed", service=service, revision=target.short)
             if to_revision and target.short in rejected(state.annotations) and not dry_run:
@@ -149,7 +170,9 @@ async def roll_back(
                 "" if to_revision else ". To go further back, pass --to-revision REV"
             )
         if dry_run:
-            return f"{service}: would move traffic from {describe(now)} to {target.short} 100%"
+            return (
+                f"{service}: would move traffic from {describe(now)} to {target.short} 100%{chose}"
+            )
         # Recorded in the same write: a second run sees the work done, and what a
         # person rolled back from is never a later rollback's choice.
         away = [rev for rev in now if rev != target.short]
@@ -167,10 +190,34 @@ async def roll_back(
         log.info("rollback_completed", service=service, traffic=describe(served_split(after)))
         if away:
             log.info("rejection_recorded", service=service, revisions=",".join(away))
-        return f"{service}: traffic now {describe(served_split(after))} (was {describe(now)})"
+        message = f"{service}: traffic now {describe(served_split(after))} (was {describe(now)})"
+        if good and good in away:
+            # It passed its check: rejecting it is this person's call, so say it was made.
+            message += (
+                f"; {good} had passed its check and is now on the rejected list: rollback "
+                "will not choose it again unless named (undo: deploy-guard status --service "
+                f"{service} --clear-rejected {good})"
+            )
+        return message + chose
     finally:
         if own:
             clients.close()
+
+
+def _stale_tags(state: Any, notes: list[str]) -> None:
+    """Temporary tags a check left behind: said here too, with the command that removes them."""
+    from datetime import UTC, datetime
+
+    from deploy_guard.gcp.tags import stale
+
+    left = stale(state, datetime.now(UTC))
+    if left:
+        log.info("stale_tags_found", service=state.short, tags=",".join(t.tag for t in left))
+        notes.append(
+            f"leftover temporary tags on {state.short}: "
+            + "; ".join(t.describe() for t in left)
+            + f". Remove them: deploy-guard status --service {state.short} --remove-stale-tags"
+        )
 
 
 async def _named(router: Any, service: str, revision: str) -> Any:

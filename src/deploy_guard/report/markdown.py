@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy_guard.report.json import write_atomic
-from deploy_guard.report.model import CheckReport
+from deploy_guard.report.model import CheckReport, observed_text
 
 _ICON = {
     "pass": "✅",
@@ -37,11 +37,9 @@ def _cell(value: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def _observed(value: Any) -> str:
-    """A rule's observed figure for people: four significant digits (the JSON keeps all)."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return _cell(value)
+def _observed(rule: dict[str, Any]) -> str:
+    """A rule's observed figure for people, in its unit (the JSON keeps the raw value)."""
+    return _cell(observed_text(rule))
 
 
 def _split(split: dict[str, int]) -> str:
@@ -70,6 +68,7 @@ def render_markdown(report: CheckReport) -> str:
         lines.append(f"- **Outcome**: {_cell(d['message'])}")
     if d["error"]:
         lines.append(f"- **Error**: {_cell(d['error'])}")
+    lines += [f"- **Note**: {_cell(note)}" for note in d["notes"]]
     lines += ["", "### Rules", ""]
     if d["rules"]:
         lines += [
@@ -80,7 +79,7 @@ def render_markdown(report: CheckReport) -> str:
             lines.append(
                 f"| {_ICON.get(r.get('status', ''), '')} | `{_cell(r.get('rule'))}` "
                 f"| {_cell(r.get('kind'))} | {_cell(r.get('status'))} "
-                f"| {_observed(r.get('observed'))} | {_cell(r.get('threshold'))} "
+                f"| {_observed(r)} | {_cell(r.get('threshold'))} "
                 f"| {_cell(r.get('counts'))} | {_cell(r.get('message'))} |"
             )
         evidence = [(r["rule"], e) for r in d["rules"] for e in r.get("evidence", [])[:3]]

@@ -20,8 +20,9 @@ from deploy_guard.log import redact_data
 
 #: Report ``action`` values (the issue's contract).
 ACTIONS = ("none", "rolled_back", "promoted", "held", "superseded", "failed")
-#: Report ``verdict`` values.
-VERDICTS = ("pass", "warn", "fail", "inconclusive")
+#: Report ``verdict`` values; ``error``: nothing was judged (a usage or configuration
+#: error such as an unknown revision, exit 2).
+VERDICTS = ("pass", "warn", "fail", "inconclusive", "error")
 
 
 def utc_now() -> datetime:
@@ -80,6 +81,30 @@ def rule_dict(result: Any) -> dict[str, Any]:
     return data
 
 
+def observed_text(rule: dict[str, Any]) -> str:
+    """A rule's observed figure for people, in its unit; "" when there is none to show.
+
+    Probe success ratios and error rates are shares (``95%``), latencies
+    durations (``820ms``), log figures counts or rates. A rule with no data (too
+    few requests, no finished session) or still pending shows nothing: a 0 there
+    would read as a measurement.
+    """
+    value = rule.get("observed")
+    status = str(rule.get("status", ""))
+    if value is None or status in ("no_data", "pending", "error"):
+        return ""
+    if not isinstance(value, int | float):
+        return str(value)
+    kind, threshold = str(rule.get("kind", "")), str(rule.get("threshold", ""))
+    if kind in ("http", "websocket") or (kind == "metric" and "%" in threshold):
+        return f"{float(f'{value * 100:.4g}'):g}%"
+    if kind == "metric" and "latency" in threshold:
+        return f"{value * 1000:.0f}ms" if value < 1 else f"{value:.3g}s"
+    if kind == "logs" and "/min" in threshold:
+        return f"{value:.2f}/min"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 @dataclass
 class CheckReport:
     """Everything a check found and did; serialisable with :meth:`to_dict`."""
@@ -107,6 +132,9 @@ class CheckReport:
     evidence_passes: dict[str, int] = field(default_factory=dict)
     timeline: Timeline = field(default_factory=Timeline)
     error: str | None = None
+    #: What a person should know besides the verdict: the candidate was on the
+    #: rejected list, leftover temporary tags, which revision a rollback chose and why.
+    notes: list[str] = field(default_factory=list)
     started_at: str = field(default_factory=lambda: utc_now().isoformat(timespec="seconds"))
     finished_at: str = ""
 
@@ -147,6 +175,7 @@ class CheckReport:
             "evidence_passes": dict(self.evidence_passes),
             "timeline": [asdict(e) for e in self.timeline.events],
             "error": self.error or None,
+            "notes": list(self.notes),
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "duration_s": round(self.timeline.elapsed(), 3),

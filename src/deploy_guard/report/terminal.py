@@ -32,7 +32,7 @@ _STYLE = {
 
 def _label(report: CheckReport) -> tuple[str, str]:
     """What the view calls the outcome: a check that could not run is an ERROR, not a verdict."""
-    if report.error and report.exit_code == 2:
+    if report.verdict == "error" or (report.error and report.exit_code == 2):
         return "ERROR", _STYLE["error"]
     return report.verdict.upper(), _STYLE.get(report.verdict, "")
 
@@ -92,14 +92,18 @@ def summary(report: CheckReport) -> Text:
     if report.traffic_after:
         split = ", ".join(f"{k} {v}%" for k, v in report.traffic_after.items())
         text.append(f"traffic now: {split}\n")
+    for note in d["notes"]:
+        text.append(f"note: {note}\n")
     return text
 
 
 class TerminalView:
     """A :class:`deploy_guard.gate.Progress` drawing :func:`render` live."""
 
-    def __init__(self, console: Console | None = None) -> None:
+    def __init__(self, console: Console | None = None, out: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
+        #: Where the outcome lines go: stdout, the command's output (the view is on stderr).
+        self.out = out or Console(soft_wrap=True)
         self._live: Live | None = None
         self._last = 0.0
 
@@ -123,4 +127,4 @@ class TerminalView:
     def final(self, report: CheckReport) -> None:
         self.__exit__(None, None, None)
         self.console.print(render(report, events=50, width=self.console.width))
-        self.console.print(summary(report))
+        self.out.print(summary(report))

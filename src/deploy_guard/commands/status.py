@@ -1,0 +1,341 @@
+"""``deploy-guard status``: what the guard knows about a service, at a glance.
+
+Read-only by default: the serving split, every tag and its URL, what the guard
+recorded in the service's annotations (last known good, what served before the
+last promotion, the last rollback, the rejected list) and where a ``rollback``
+without ``--to-revision`` would go. Two flags change the service, each in one
+verified write: ``--remove-stale-tags`` removes temporary ``dg-`` tags no
+running check holds (see :mod:`deploy_guard.gcp.tags`), ``--clear-rejected
+REV`` takes a revision off the rejected list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from deploy_guard.errors import ConfigError, GuardError, NotFoundError
+from deploy_guard.exitcodes import ExitCode
+from deploy_guard.log import get_logger, redact_text
+
+log = get_logger("deploy_guard.status")
+
+HELP = """Show what deploy-guard knows about SERVICE; remove leftover temporary tags.
+
+\b
+Shows: the traffic split served now; every tag and its URL; the temporary
+dg- tags checks add to reach an untagged revision (in use by a running check
+until a recorded time, or stale: left behind by a check that was killed or
+stopped with a second Ctrl-C); the last known good revision; what served
+before the last promotion; the last rollback; the rejected revisions (never
+chosen by `rollback` unless named); where `rollback` would go now.
+
+\b
+Changes something only when asked, in one verified write:
+  --remove-stale-tags      remove the stale dg- tags (never one in use);
+  --clear-rejected REV     take REV off the rejected list (traffic unchanged).
+
+\b
+Exit codes: 0 read (or done), 2 unknown service or bad flags, 4 the change
+failed or the service changed meanwhile.
+
+\b
+Examples:
+  deploy-guard status --service chat
+  deploy-guard status --service chat --json | jq .rejected
+  deploy-guard status --service chat --remove-stale-tags
+  deploy-guard status --service chat --clear-rejected chat-00003-xyz
+"""
+
+
+@click.command(name="status", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--service", required=True, metavar="NAME", help="The Cloud Run service.")
+@click.option(
+    "--region",
+    envvar="CLOUDSDK_RUN_REGION",
+    metavar="REGION",
+    help="Cloud Run region [env CLOUDSDK_RUN_REGION].",
+)
+@click.option(
+    "--project",
+    envvar="GOOGLE_CLOUD_PROJECT",
+    metavar="PROJECT",
+    help="Project id [env GOOGLE_CLOUD_PROJECT].",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for scripts).")
+@click.option("--remove-stale-tags", is_flag=True, help="Remove dg- tags no running check holds.")
+@click.option(
+    "--clear-rejected",
+    metavar="REV",
+    help="Take REV off the rejected list, so rollback may choose it again.",
+)
+def status(
+    service: str,
+    region: str | None,
+    project: str | None,
+    as_json: bool,
+    remove_stale_tags: bool,
+    clear_rejected: str | None,
+) -> None:
+    from deploy_guard.commands import missing_project_region, terminal_output
+
+    problem = missing_project_region(project, region)
+    if problem or not project or not region:
+        click.echo(f"error: {problem}", err=True)
+        sys.exit(int(ExitCode.USAGE))
+    terminal_output()
+    from deploy_guard.gcp.errors import map_credentials_error
+
+    try:
+        try:
+            found = asyncio.run(
+                read_status(
+                    project,
+                    region,
+                    service,
+                    remove_stale_tags=remove_stale_tags,
+                    clear_rejected=clear_rejected,
+                )
+            )
+        except Exception as exc:  # google-auth's "not logged in" is the user's to fix
+            mapped = map_credentials_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+    except GuardError as exc:
+        click.echo(f"error: {redact_text(str(exc))}", err=True)
+        sys.exit(int(exc.exit_code))
+    if as_json:
+        click.echo(json.dumps(found.to_dict(), indent=2))
+    else:
+        click.echo(found.text())
+    sys.exit(int(ExitCode.PASS))
+
+
+@dataclass
+class Status:
+    """What ``status`` found (and did), for the text and the ``--json`` output."""
+
+    project: str
+    region: str
+    service: str
+    uri: str = ""
+    serving: dict[str, int] = field(default_factory=dict)
+    #: Every tag: {"tag", "revision", "url"}.
+    tags: list[dict[str, str]] = field(default_factory=list)
+    #: The dg- tags: {"tag", "revision", "url", "state": "in_use"|"stale", "until", "by", "text"}.
+    temporary_tags: list[dict[str, Any]] = field(default_factory=list)
+    last_known_good: str = ""
+    served_before: dict[str, int] = field(default_factory=dict)
+    rolled_back_to: str = ""
+    rejected: list[str] = field(default_factory=list)
+    rollback_target: str = ""
+    rollback_why: str = ""
+    #: What this run changed: removed tags, a cleared rejection.
+    changed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "project": self.project,
+            "region": self.region,
+            "service": self.service,
+            "uri": self.uri,
+            "serving": dict(self.serving),
+            "tags": list(self.tags),
+            "temporary_tags": list(self.temporary_tags),
+            "last_known_good": self.last_known_good or None,
+            "served_before": dict(self.served_before),
+            "rolled_back_to": self.rolled_back_to or None,
+            "rejected": list(self.rejected),
+            "rollback_target": self.rollback_target or None,
+            "rollback_why": self.rollback_why,
+            "changed": list(self.changed),
+        }
+
+    def text(self) -> str:
+        from deploy_guard.gcp.traffic import describe
+
+        s = self.service
+        rows: list[tuple[str, str]] = [
+            ("service", f"{s} (project {self.project}, region {self.region}) {self.uri}".strip()),
+            ("serving", describe(self.serving)),
+        ]
+        plain = [t for t in self.tags if not t["tag"].startswith("dg-")]
+        for i, t in enumerate(plain):
+            rows.append(("tags" if i == 0 else "", f"{t['tag']} -> {t['revision']}  {t['url']}"))
+        if not plain:
+            rows.append(("tags", "(none)"))
+        for i, t in enumerate(self.temporary_tags):
+            rows.append(("temporary tags" if i == 0 else "", t["text"]))
+        rows.append(("last known good", self.last_known_good or "(none recorded)"))
+        rows.append(
+            (
+                "served before",
+                f"{describe(self.served_before)} (before the last promotion)"
+                if self.served_before
+                else "(none recorded)",
+            )
+        )
+        if self.rolled_back_to:
+            rows.append(("last rollback to", self.rolled_back_to))
+        for i, rev in enumerate(self.rejected):
+            rows.append(("rejected" if i == 0 else "", rev))
+        if not self.rejected:
+            rows.append(("rejected", "(none)"))
+        target = (
+            f"{self.rollback_target}: {self.rollback_why}"
+            if self.rollback_target
+            else f"nowhere: {self.rollback_why}"
+        )
+        rows.append(("rollback goes to", target))
+        width = max(len(k) for k, _ in rows)
+        lines = [f"{k:<{width}}  {v}" for k, v in rows]
+        stale = [t for t in self.temporary_tags if t["state"] == "stale"]
+        if stale:
+            lines.append(
+                f"Remove the stale tags: deploy-guard status --service {s} --remove-stale-tags"
+            )
+        if self.rejected:
+            lines.append(
+                "A rejected revision is never rollback's own choice. To allow it again: "
+                f"deploy-guard status --service {s} --clear-rejected REV (or roll back to it "
+                f"by name: deploy-guard rollback --service {s} --to-revision REV)"
+            )
+        lines += [f"changed: {c}" for c in self.changed]
+        return "\n".join(lines)
+
+
+async def read_status(
+    project: str,
+    region: str,
+    service: str,
+    *,
+    remove_stale_tags: bool = False,
+    clear_rejected: str | None = None,
+    clients: Any = None,
+) -> Status:
+    """Read the service (and do what was asked); raises GuardError subclasses."""
+    from deploy_guard.gcp.clients import Clients
+    from deploy_guard.gcp.cloudrun import CloudRun
+
+    own = clients is None
+    clients = Clients.from_env() if own else clients
+    router = CloudRun(clients, project, region)
+    try:
+        try:
+            state = await router.get_service(service)
+        except NotFoundError:
+            raise NotFoundError(
+                f"service {service} does not exist in project {project} region {region}; "
+                "check --service, --project and --region"
+            ) from None
+        changed: list[str] = []
+        if clear_rejected:
+            state = await _clear_rejected(router, state, clear_rejected, changed)
+        if remove_stale_tags:
+            state = await _remove_stale(router, state, changed)
+        found = _describe(project, region, state)
+        found.changed = changed
+        await _rollback_choice(router, state, found)
+        return found
+    finally:
+        if own:
+            clients.close()
+
+
+def _describe(project: str, region: str, state: Any) -> Status:
+    from deploy_guard.gcp.tags import temporary_tags
+    from deploy_guard.gcp.traffic import (
+        LAST_KNOWN_GOOD,
+        ROLLED_BACK_TO,
+        SERVED_BEFORE,
+        decode_split,
+        rejected,
+        resolve_latest,
+        served_split,
+    )
+
+    tags = [
+        {"tag": a.tag, "revision": a.revision or "LATEST", "url": a.uri}
+        for a in resolve_latest(state.traffic_statuses, state.latest_ready_revision)
+        if a.tag
+    ]
+    temp = [
+        {
+            "tag": t.tag,
+            "revision": t.revision,
+            "url": t.uri,
+            "state": "in_use" if t.in_use else "stale",
+            "until": t.until.isoformat() if t.until else None,
+            "by": t.by or None,
+            "text": t.describe(),
+        }
+        for t in temporary_tags(state, datetime.now(UTC))
+    ]
+    return Status(
+        project=project,
+        region=region,
+        service=state.short,
+        uri=state.uri,
+        serving=served_split(state),
+        tags=tags,
+        temporary_tags=temp,
+        last_known_good=state.annotations.get(LAST_KNOWN_GOOD, ""),
+        served_before=decode_split(state.annotations.get(SERVED_BEFORE, "")),
+        rolled_back_to=state.annotations.get(ROLLED_BACK_TO, ""),
+        rejected=rejected(state.annotations),
+    )
+
+
+async def _rollback_choice(router: Any, state: Any, found: Status) -> None:
+    from deploy_guard.gate import pick_rollback_target
+
+    try:
+        target, why = await pick_rollback_target(router, state)
+    except ConfigError as exc:
+        found.rollback_why = str(exc)
+        return
+    found.rollback_target, found.rollback_why = target.short, why
+
+
+async def _clear_rejected(router: Any, state: Any, revision: str, changed: list[str]) -> Any:
+    from deploy_guard.gcp.traffic import REJECTED, rejected, with_rejected
+
+    listed = rejected(state.annotations)
+    if revision not in listed:
+        shown = ", ".join(listed) or "nothing"
+        raise ConfigError(
+            f"{revision} is not on {state.short}'s rejected list (it lists {shown}); "
+            "nothing changed"
+        )
+    state = await router.set_annotations(
+        state, {REJECTED: with_rejected(state.annotations, clear=revision)}
+    )
+    log.info("rejection_cleared", service=state.short, revision=revision)
+    changed.append(f"{revision} is no longer recorded as rejected")
+    return state
+
+
+async def _remove_stale(router: Any, state: Any, changed: list[str]) -> Any:
+    from deploy_guard.gcp.tags import TAGS_ANNOTATION, stale, without_holders, without_tags
+
+    gone = [t.tag for t in stale(state, datetime.now(UTC))]
+    spec = without_tags(state, gone)
+    if not gone or spec is None:
+        changed.append("no stale temporary tag to remove; nothing changed")
+        return state
+    state = await router.set_traffic(
+        state,
+        spec,
+        why="remove stale temporary tags",
+        annotations={TAGS_ANNOTATION: without_holders(state.annotations, gone)},
+    )
+    log.info("stale_tags_removed", service=state.short, tags=",".join(gone))
+    changed.append(f"removed stale temporary tags {', '.join(gone)}")
+    return state

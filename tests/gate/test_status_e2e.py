@@ -1,0 +1,236 @@
+"""``deploy-guard status`` and the temporary tags a killed check leaves behind, on the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from click.testing import CliRunner
+
+from deploy_guard.cli import cli
+from deploy_guard.exitcodes import ExitCode
+from deploy_guard.gcp.tags import TAGS_ANNOTATION
+from waiting import wait_until
+
+POLICY = Path(__file__).parent / "policies" / "chat-hold.yaml"
+UPDATE = "UpdateService"
+
+
+def status(*args: str, service: str = "chat") -> Any:
+    return CliRunner().invoke(cli, ["status", "--service", service, *args])
+
+
+def status_json(service: str = "chat") -> dict[str, Any]:
+    result = status("--json", service=service)
+    assert result.exit_code == ExitCode.PASS, result.output
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def annotate(chat: Any, key: str, value: str) -> None:
+    """Write one annotation the way a person (or an older guard) would."""
+    svc = chat.get()
+    svc.annotations[key] = value
+    chat.clients.services().update_service(service=svc).result(timeout=30, polling=chat.polling)
+
+
+def add_tag(chat: Any, revision: str, tag: str) -> None:
+    """Add a 0 % tag by hand, with no holder record (what an older deploy-guard left)."""
+    from google.cloud import run_v2
+
+    svc = chat.get()
+    svc.traffic.append(
+        run_v2.TrafficTarget(
+            type_=run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION,
+            revision=revision,
+            percent=0,
+            tag=tag,
+        )
+    )
+    chat.clients.services().update_service(service=svc).result(timeout=30, polling=chat.polling)
+
+
+def temp_tags(chat: Any) -> set[str]:
+    return {t for t in chat.tags() if t.startswith("dg-")}
+
+
+@pytest.mark.fault(
+    "signals",
+    "second Ctrl-C while the temporary tag is being removed",
+    "exit 130; tag recorded as in use, later stale, reported and removed by status",
+)
+def test_a_tag_left_by_a_second_ctrl_c_is_recorded_reported_and_removed(
+    chat: Any, emulator: Any, emulator_env: dict[str, str], check: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None)  # untagged: the check adds a dg- tag
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deploy_guard",
+            "check",
+            "--revision",
+            cand,
+            "--policy",
+            str(POLICY),
+        ],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: temp_tags(chat) or proc.poll() is not None, within=30)
+        assert proc.poll() is None, proc.communicate()
+        # the removal cannot get through: the second Ctrl-C lands while it retries
+        emulator.faults.fail(UPDATE, grpc.StatusCode.UNAVAILABLE)
+        emulator.faults.reset_counts()
+        proc.send_signal(signal.SIGINT)
+        wait_until(lambda: emulator.faults.count(UPDATE) >= 1, within=30)
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        emulator.faults.clear()
+    assert proc.returncode == 130, err
+    (tag,) = temp_tags(chat)
+
+    # The tag's record came with the tag: who holds it, until when.
+    record = json.loads(chat.get().annotations[TAGS_ANNOTATION])[tag]
+    until = datetime.fromisoformat(record["until"].replace("Z", "+00:00"))
+    assert until > datetime.now(UTC)
+    assert str(proc.pid) in record["by"]
+
+    # Its check may still be running as far as anyone can tell: in use, never removed.
+    doc = status_json()
+    (shown,) = doc["temporary_tags"]
+    assert (shown["tag"], shown["state"], shown["revision"]) == (tag, "in_use", cand)
+    kept = status("--remove-stale-tags")
+    assert kept.exit_code == ExitCode.PASS, kept.output
+    assert "no stale temporary tag to remove" in kept.stdout
+    assert tag in temp_tags(chat)
+
+    # Past its time it is stale: check and rollback mention it, status removes it.
+    past = (datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    annotate(chat, TAGS_ANNOTATION, json.dumps({tag: {"until": past, "by": record["by"]}}))
+    assert status_json()["temporary_tags"][0]["state"] == "stale"
+    code, report = check(cand, "--dry-run", policy="chat-fast.yaml")
+    assert code == ExitCode.PASS, report
+    assert any(e["event"] == "stale_tags_found" for e in report["timeline"])
+    (note,) = [n for n in report["notes"] if "leftover temporary tags" in n]
+    assert tag in note
+    assert "deploy-guard status --service chat --remove-stale-tags" in note
+    assert report["temporary_tag"] != tag  # it used a tag of its own
+    rolled = CliRunner().invoke(
+        cli, ["rollback", "--service", "chat", "--to-revision", cand, "--dry-run"]
+    )
+    assert rolled.exit_code == ExitCode.PASS, rolled.output
+    assert f"leftover temporary tags on chat: {tag}" in rolled.stderr
+    assert "--remove-stale-tags" in rolled.stderr
+
+    served = chat.serving()
+    removed = status("--remove-stale-tags")
+    assert removed.exit_code == ExitCode.PASS, removed.output
+    assert f"removed stale temporary tags {tag}" in removed.stdout
+    assert temp_tags(chat) == set()
+    assert chat.serving() == served == {base: 100}
+    assert json.loads(chat.get().annotations[TAGS_ANNOTATION]) == {}
+
+
+@pytest.mark.fault(
+    "traffic",
+    "dg- tags with no record, or an unreadable record",
+    "stale: removed by status, never counted as in use",
+)
+@pytest.mark.parametrize("record", [None, "{not json", '{"dg-00000000": "soon"}'])
+def test_a_temporary_tag_without_a_readable_record_is_stale(
+    chat: Any, emulator_env: dict[str, str], record: str | None
+) -> None:
+    chat.first()
+    cand = chat.candidate()
+    add_tag(chat, cand, "dg-00000000")
+    if record is not None:
+        annotate(chat, TAGS_ANNOTATION, record)
+    result = status()
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert "dg-00000000 (" in result.stdout
+    assert "stale, no record" in result.stdout
+    assert status("--remove-stale-tags").exit_code == ExitCode.PASS
+    assert chat.tags() == {"candidate"}  # the deploy's own tag stays
+
+
+def test_status_shows_what_the_guard_recorded_and_how_to_undo_a_rejection(
+    chat: Any, emulator_env: dict[str, str], check: Any
+) -> None:
+    base = chat.first()
+    failed = chat.candidate({"CHAT_HEALTH_STATUS": "500"})
+    assert check(failed)[0] == ExitCode.FAIL
+    good = chat.candidate(tag="next")
+    assert check(good, "--promote")[0] == ExitCode.PASS
+
+    doc = status_json()
+    assert doc["serving"] == {good: 100}
+    assert doc["last_known_good"] == good
+    assert doc["served_before"] == {base: 100}
+    assert doc["rejected"] == [failed]
+    assert doc["rollback_target"] == base
+    assert "before the promotion" in doc["rollback_why"]
+    # (the test deploy keeps only serving entries: the older "candidate" tag is gone)
+    assert {(t["tag"], t["revision"]) for t in doc["tags"]} == {("next", good)}
+    assert all(t["url"].startswith("http") for t in doc["tags"])
+
+    text = status()
+    assert text.exit_code == ExitCode.PASS, text.output
+    for line in (
+        f"serving           {good} 100%",
+        f"last known good   {good}",
+        f"rejected          {failed}",
+        "deploy-guard status --service chat --clear-rejected REV",
+        f"rollback goes to  {base}: served 100% before the promotion of {good}",
+    ):
+        assert line in text.stdout, text.stdout
+
+    cleared = status("--clear-rejected", failed)
+    assert cleared.exit_code == ExitCode.PASS, cleared.output
+    assert f"changed: {failed} is no longer recorded as rejected" in cleared.stdout
+    assert status_json()["rejected"] == []
+    assert chat.serving() == {good: 100}  # traffic untouched
+    again = status("--clear-rejected", failed)
+    assert again.exit_code == ExitCode.USAGE
+    assert "is not on chat's rejected list" in again.stderr
+
+
+def test_status_of_a_service_that_does_not_exist_says_so(
+    emulator: Any, emulator_env: dict[str, str]
+) -> None:
+    result = status(service="chta")
+    assert result.exit_code == ExitCode.USAGE
+    assert (
+        f"service chta does not exist in project {emulator.project} region {emulator.region}"
+        in result.stderr
+    )
+
+
+def test_a_manual_rollback_away_from_a_revision_that_passed_says_it_is_now_rejected(
+    chat: Any, emulator_env: dict[str, str], check: Any
+) -> None:
+    base = chat.first()
+    good = chat.candidate()
+    assert check(good, "--promote")[0] == ExitCode.PASS
+    result = CliRunner().invoke(cli, ["rollback", "--service", "chat"])
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert f"{good} had passed its check and is now on the rejected list" in result.stdout
+    assert f"--clear-rejected {good}" in result.stdout
+    assert status_json()["rejected"] == [good]
+    assert chat.serving() == {base: 100}
