@@ -548,6 +548,9 @@ class Gate:
         self.run_state.policies = policies
         judges = Judges(policies)
         _check_token_source(opts.token, policies[0].auth)  # a bad one: exit 2, nothing touched
+        from deploy_guard.probes.target import check_env_headers
+
+        check_env_headers(r for p in policies for r in p.rules)  # likewise a ${NAME} header
         try:
             revision = await self.router.wait_ready(service, opts.revision, opts.ready_timeout)
         except NotFoundError:

@@ -129,3 +129,26 @@ def test_check_output_shows_no_secret_on_any_channel(
     channels["terminal summary"] = (tmp_path / "terminal.md").read_text()
     for channel, text in channels.items():
         assert leaked(text) == [], channel
+
+
+@pytest.mark.fault(
+    "secrets", "check with a ${NAME} header holding a line break", "exit 2 unquoted, no write"
+)
+def test_a_header_value_that_cannot_be_sent_stops_the_check_before_any_write(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEAK_API_KEY", "first-half-of-key\nsecond-half-of-key")
+    policy = tmp_path / "leak.yaml"
+    policy.write_text(POLICY)
+    base = chat.first()
+    cand = chat.candidate()
+    tags = chat.tags()
+    args = ["check", "--revision", cand, "--policy", str(policy), "--report"]
+    result = CliRunner().invoke(cli, [*args, str(tmp_path / "r.json")])
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "rule key-echo, header X-Api-Key: environment variable LEAK_API_KEY" in result.stderr
+    assert "has a line break at position 18" in result.stderr
+    everything = result.output + (tmp_path / "r.json").read_text()
+    assert "half-of-key" not in everything
+    assert chat.tags() == tags  # no temporary tag was added
+    assert chat.serving() == {base: 100}

@@ -147,9 +147,13 @@ async def test_missing_token_sources_are_config_errors(tmp_path: Path) -> None:
 
 
 BAD_TOKEN_FILES = [
-    pytest.param(b"tok-line-one-abcdef\ntok-line-two-ghijkl\n", "has 2 lines", id="several-lines"),
     pytest.param(
-        b'{"type": "service_account",\n "private_key": "-----BEGIN"}', "lines", id="a-key-file"
+        b"tok-line-one-abcdef\ntok-line-two-ghijkl\n",
+        "line break at position 20",
+        id="several-lines",
+    ),
+    pytest.param(
+        b'{"type": "service_account",\n "private_key": "-----BEGIN"}', "line break", id="a-key-file"
     ),
     pytest.param(b"tok-abc\x07def-ghijkl", "a control character at position 8", id="control"),
     pytest.param("tok-abc-d\u00e9f-ghijkl".encode(), "a non-ASCII character", id="non-ascii"),
@@ -198,7 +202,7 @@ def test_an_env_token_with_a_newline_is_refused_unquoted(monkeypatch: pytest.Mon
     monkeypatch.setenv("PROBE_T_TWO_LINES", "first-secret-line\r\nsecond-secret-line")
     with pytest.raises(ConfigError) as info:
         token_from_env("PROBE_T_TWO_LINES")
-    assert "env PROBE_T_TWO_LINES has 2 lines" in str(info.value)
+    assert "env PROBE_T_TWO_LINES has a line break" in str(info.value)
     assert "secret-line" not in str(info.value)
 
 
@@ -210,6 +214,33 @@ def test_header_values_from_the_environment_are_secrets(monkeypatch: pytest.Monk
     headers = Target("http://h").headers_for({"X-Api-Key": "${PROBE_T_API_KEY}"})
     assert headers["X-Api-Key"] == key  # ...sent as it is...
     assert redact_text(f"your key was {key[:20]}") == "your key was [redacted]"  # ...never shown
+
+
+@pytest.mark.fault("secrets", "a ${NAME} header value with a line break", "exit 2, quotes none")
+def test_a_header_value_from_the_environment_that_cannot_be_sent_is_refused_before_probing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from deploy_guard.cli import cli
+
+    monkeypatch.setenv("PROBE_T_BAD_KEY", "key-part-one\r\nX-Injected: key-part-two")
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\nname: p\nservices: [x]\nrules:\n"
+        "  - name: health\n    kind: http\n"
+        "    http: {path: /health, headers: {X-Api-Key: '${PROBE_T_BAD_KEY}'}}\n"
+    )
+    args = ["probe", "--policy", str(policy), "--url", "http://127.0.0.1:9"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert (
+        "rule health, header X-Api-Key: environment variable PROBE_T_BAD_KEY (named in a probe "
+        "header) has a line break at position 13"
+    ) in result.output
+    assert "key-part" not in result.output
+    assert "Injected" not in result.output
+    assert "probing" not in result.output  # refused before anything was sent
 
 
 @pytest.mark.fault("secrets", "a signed probe URL", "query values hidden in repr and echoes")

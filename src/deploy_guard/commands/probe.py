@@ -33,7 +33,7 @@ from deploy_guard.policy.model import Policy, Rule
 from deploy_guard.policy.units import format_duration
 from deploy_guard.probes.auth import TokenChoice, resolve_token
 from deploy_guard.probes.runner import is_probe, planned_attempts, run_rules
-from deploy_guard.probes.target import Target
+from deploy_guard.probes.target import Target, check_env_headers
 
 _EXIT = {"pass": ExitCode.PASS, "warn": ExitCode.PASS, "fail": ExitCode.FAIL}
 _MEANING = {
@@ -378,6 +378,7 @@ def probe(
         policy = load_file(policy_path)
         allow_query_params(policy.auth.safe_query_params)  # every other query value: redacted
         rules = select_rules(policy, rule_names)
+        check_env_headers(rules)  # a ${NAME} header that cannot be sent: exit 2 now
         choice = TokenChoice(
             token_env=token_env, token_file=token_file, id_token=not no_id_token, audience=audience
         )

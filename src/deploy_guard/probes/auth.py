@@ -35,21 +35,19 @@ _log = get_logger("deploy_guard.probes.auth")
 MAX_TOKEN_FILE = 64 * 1024
 
 
-def _token_problem(value: str) -> str | None:
-    """What makes ``value`` unusable as a header value, in words that quote none of it."""
-    if "\n" in value or "\r" in value:
-        lines = len(value.splitlines())
-        return (
-            f"has {lines} lines, not one (a credentials JSON or a key file is not a token: "
-            "put the token alone on one line)"
-        )
+def header_value_problem(value: str) -> str | None:
+    """What makes ``value`` unusable as an HTTP header value, in words that quote none of it.
+
+    A header value is one line of printable ASCII here (spaces allowed): a line
+    break would split the request, and a control or non-ASCII character is
+    refused by the HTTP libraries with an error that quotes the value.
+    """
     for index, char in enumerate(value, start=1):
+        if char in "\r\n":
+            return f"has a line break at position {index} (a header value is one line)"
         if not " " <= char <= "~":
             kind = "a non-ASCII" if ord(char) > 127 else "a control"
-            return (
-                f"has {kind} character at position {index}, which an HTTP header cannot carry "
-                "(a token is printable ASCII: check the file's encoding and for stray bytes)"
-            )
+            return f"has {kind} character at position {index}, which an HTTP header cannot carry"
     return None
 
 
@@ -63,9 +61,12 @@ class BearerToken:
         if not value:
             raise ConfigError(f"the bearer token from {source} is empty")
         register_secret(value)  # before any check: even a refused token is never shown
-        problem = _token_problem(value)
+        problem = header_value_problem(value)
         if problem is not None:
-            raise ConfigError(f"the bearer token from {source} {problem}; its content is not shown")
+            raise ConfigError(
+                f"the bearer token from {source} {problem}; its content is not shown (a token "
+                "is one line of printable ASCII: a credentials JSON or a key file is not one)"
+            )
         self._value = value
         #: Where it came from ("env TOKEN_VAR", "file /x", "google-auth"), for messages.
         self._source = source

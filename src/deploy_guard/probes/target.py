@@ -11,13 +11,17 @@ import os
 import re
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from deploy_guard.errors import ConfigError
 from deploy_guard.log import redact_text, register_secret, register_url_secrets
-from deploy_guard.probes.auth import BearerToken, url_origin
+from deploy_guard.probes.auth import BearerToken, header_value_problem, url_origin
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.policy.model import Rule
 
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WS_SCHEME = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
@@ -36,9 +40,30 @@ def expand_env(value: str, environ: Mapping[str, str] | None = None) -> str:
     def lookup(m: re.Match[str]) -> str:
         found = env.get(m.group(1), "")
         register_secret(found)
+        problem = header_value_problem(found)
+        if problem is not None:
+            raise ConfigError(
+                f"environment variable {m.group(1)} (named in a probe header) {problem}; "
+                "its content is not shown"
+            )
         return found
 
     return _ENV_REF.sub(lookup, value)
+
+
+def check_env_headers(rules: Iterable[Rule]) -> None:
+    """Expand every probe rule's ``${NAME}`` headers once, before anything is probed or changed.
+
+    A value that cannot be sent is a :class:`ConfigError` (exit 2) now, not a
+    failed request (whose library error would quote it) in the middle of a check.
+    """
+    for rule in rules:
+        spec = rule.http or rule.websocket
+        for key, value in (spec.headers if spec is not None else {}).items():
+            try:
+                expand_env(str(value))
+            except ConfigError as exc:
+                raise ConfigError(f"rule {rule.name}, header {key}: {exc}") from None
 
 
 #: ``host`` or ``[ipv6]``, then an optional ``:port`` (after any ``user@``).
