@@ -164,3 +164,28 @@ def test_a_logged_exception_shows_no_secret_and_no_local_variables(as_json: bool
     assert "ConnectionError" in text  # the traceback is there...
     assert "handshake failed" in text
     assert TOKEN not in text  # ...without the secret, in the message or in a local
+
+
+@pytest.mark.fault("secrets", "a crash whose message holds a secret", "traceback shown redacted")
+def test_an_uncaught_exception_is_printed_redacted(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    guard_log.redact_uncaught()
+    guard_log.register_secret(LONG)
+    try:
+        raise RuntimeError(f"failed on https://h/x?sig=abc123 with {LONG[:40]} (Basic dTpwdw==)")
+    except RuntimeError as exc:
+        sys.excepthook(RuntimeError, exc, exc.__traceback__)
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err
+    assert "RuntimeError: failed on https://h/x?sig=[redacted] with [redacted]" in err
+    assert LONG[:12] not in err
+    assert "dTpwdw" not in err
+
+
+def test_a_url_password_is_a_secret_wherever_it_is_echoed() -> None:
+    guard_log.register_url_secrets("https://probe:s3cr3t-pa55word@h.example/")
+    assert guard_log.redact_text("you are probe:s3cr3t-pa55word") == "you are probe:[redacted]"

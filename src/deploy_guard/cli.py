@@ -139,10 +139,11 @@ def main(argv: list[str] | None = None) -> Any:
     from deploy_guard import signals
 
     signals.defer()  # from the first instant: a signal is acted on where it is safe
+    guard_log.redact_uncaught()  # even a crash's traceback shows no secret
     try:
         return cli.main(args=argv, prog_name="deploy-guard", standalone_mode=True)
     except GuardError as exc:  # pragma: no cover - commands normally map their own
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {guard_log.redact_text(str(exc))}", err=True)
         sys.exit(int(exc.exit_code))
 
 

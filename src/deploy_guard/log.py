@@ -23,6 +23,7 @@ summary and the terminal view all read), and the probe and error text
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -30,6 +31,7 @@ import sys
 import threading
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any, TextIO
 from urllib.parse import quote, quote_plus, unquote_plus
 
@@ -63,6 +65,7 @@ SECRET_KEYS = frozenset(
         "api_key",
         "api-key",
         "x-api-key",
+        "x-goog-api-key",
         "apikey",
     }
 )
@@ -78,7 +81,7 @@ MIN_SECRET = 6
 _QUERY_VALUE = re.compile(r"(?<=[?&])([^=&#?\s\"'<>]+)=([^&#\s\"'<>]+)")
 #: ``scheme://user:password@``: the password goes.
 _USERINFO = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@")
-_BEARER = re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]+")
+_BEARER = re.compile(r"(?i)\b((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]+")
 
 
 @dataclass(frozen=True)
@@ -138,7 +141,7 @@ def register_url_secrets(url: str) -> None:
 
     A server may echo its query string back without the ``?`` that
     :func:`redact_text` recognises a query by; registered, the values are
-    caught anywhere.
+    caught anywhere. The password of ``user:password@host`` is registered too.
     """
     from urllib.parse import parse_qsl, urlsplit
 
@@ -147,6 +150,8 @@ def register_url_secrets(url: str) -> None:
     except ValueError:
         return
     safe = _known.safe_params
+    with contextlib.suppress(ValueError):  # a bad port: the URL check says so later
+        register_secret(urlsplit(url).password)
     for name, value in parse_qsl(query, keep_blank_values=False):
         if name not in safe:
             register_secret(value)
@@ -248,6 +253,22 @@ def redact(
     for key in list(event_dict):
         event_dict[key] = redact_data(event_dict[key], key)
     return event_dict
+
+
+def _redacting_excepthook(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
+) -> None:
+    """Print an uncaught exception's traceback as Python does, secrets redacted."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc_type, exc, tb))
+    sys.stderr.write(redact_text(text))
+    sys.stderr.flush()
+
+
+def redact_uncaught() -> None:
+    """Make a crash's traceback (the last output a process makes) go through redaction too."""
+    sys.excepthook = _redacting_excepthook
 
 
 def _cloud_logging_shape(
