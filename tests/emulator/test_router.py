@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +24,7 @@ from websockets.asyncio.server import serve as ws_serve
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidStatus
 
 from deploy_guard.emulator.contracts import Backend, RequestRecord, RevisionRef, Route
-from deploy_guard.emulator.router import Router
+from deploy_guard.emulator.router import TIMEOUT_MESSAGE, Router
 from waiting import eventually
 
 # -- sinks and helpers -------------------------------------------------------------
@@ -104,6 +104,18 @@ async def _aiohttp_revision(name: str) -> tuple[web.AppRunner, Revision]:
         await out.write_eof()
         return out
 
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(float(request.query.get("s", "30")))  # a revision that takes long
+        return web.Response(text="late")
+
+    async def drip(request: web.Request) -> web.StreamResponse:
+        out = web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await out.prepare(request)
+        await out.write(b"first;")
+        await asyncio.sleep(30)  # the rest never comes in time
+        await out.write_eof()
+        return out
+
     async def nothing(_: web.Request) -> web.StreamResponse:
         return web.Response(status=204, headers={"X-Revision": name})
 
@@ -140,9 +152,11 @@ async def _aiohttp_revision(name: str) -> tuple[web.AppRunner, Revision]:
     app.router.add_get("/stream", stream)
     app.router.add_get("/refuse", refuse)
     app.router.add_get("/nothing", nothing)
+    app.router.add_get("/slow", slow)
+    app.router.add_get("/drip", drip)
     app.router.add_post("/die", die)
     app.router.add_get("/ws", ws)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=1.0)  # slow handlers do not hold teardown
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -607,6 +621,83 @@ async def test_stop_closes_open_websockets_with_going_away(rev_a: Revision) -> N
         with pytest.raises(ConnectionClosed):
             await ws.recv()
     assert ws.close_code == 1001
+
+
+# -- the request timeout -------------------------------------------------------------
+
+
+@pytest.mark.fault(
+    "emulator", "HTTP request outlasting the revision's timeout", "504 with Cloud Run's text"
+)
+async def test_a_request_that_reaches_the_timeout_is_504_and_logged_so(
+    setup: Setup, rev_a: Revision
+) -> None:
+    url = await service(setup, route(replace(rev_a.backend, timeout_s=1.0)))
+    async with httpx.AsyncClient(timeout=30) as client:
+        late = await client.get(f"{url}/slow?s=30")
+        quick = await client.get(f"{url}/echo")
+    assert late.status_code == 504
+    assert "reached the maximum request timeout" in late.text
+    assert quick.status_code == 200  # the timeout is per request, not per revision
+    await eventually(lambda: len(setup.logs.records) == 2)
+    timed_out, fine = setup.logs.records
+    assert (timed_out.status, timed_out.message) == (504, TIMEOUT_MESSAGE)
+    assert (fine.status, fine.message) == (200, "")
+    assert [r.status for r in setup.metrics.records] == [504, 200]
+
+
+@pytest.mark.fault(
+    "emulator", "HTTP answer still streaming at the timeout", "connection cut, 504 logged"
+)
+async def test_an_answer_still_streaming_at_the_timeout_is_cut(
+    setup: Setup, rev_a: Revision
+) -> None:
+    url = await service(setup, route(replace(rev_a.backend, timeout_s=1.0)))
+    received: list[bytes] = []
+
+    async def read_all(resp: httpx.Response) -> None:
+        async for chunk in resp.aiter_bytes():
+            received.append(chunk)
+
+    async with httpx.AsyncClient(timeout=30) as client, client.stream("GET", f"{url}/drip") as resp:
+        assert resp.status_code == 200  # already sent when the timeout struck
+        with pytest.raises(httpx.RemoteProtocolError):
+            await read_all(resp)
+    assert b"".join(received) == b"first;"
+    await eventually(lambda: len(setup.logs.records) == 1)
+    assert (setup.logs.records[0].status, setup.logs.records[0].message) == (504, TIMEOUT_MESSAGE)
+
+
+@pytest.mark.fault(
+    "emulator", "WebSocket session outlasting the revision's timeout", "cut, 1006 on both sides"
+)
+async def test_a_websocket_session_is_cut_at_the_timeout_without_a_close_frame(
+    setup: Setup, ws_rev: Revision
+) -> None:
+    url = await service(setup, route(replace(ws_rev.backend, timeout_s=1.0)))
+    async with ws_connect(ws_url(url, "/chat"), ping_interval=None) as ws:
+        await ws.send("still here")
+        assert await ws.recv() == "still here"
+        with pytest.raises(ConnectionClosedError) as closed:
+            await ws.recv()  # the revision sends nothing more: only the timeout ends this
+    assert closed.value.rcvd is None  # no close frame: the client sees an abnormal closure
+    assert ws.close_code == 1006
+    await eventually(lambda: ws_rev.ws_closes == [1006])
+    await eventually(lambda: len(setup.logs.records) == 1)
+    record = setup.logs.records[0]
+    assert (record.status, record.ws_close_code, record.message) == (101, None, TIMEOUT_MESSAGE)
+
+
+async def test_a_session_that_ends_before_the_timeout_is_left_alone(
+    setup: Setup, ws_rev: Revision
+) -> None:
+    url = await service(setup, route(replace(ws_rev.backend, timeout_s=30.0)))
+    async with ws_connect(ws_url(url, "/chat")) as ws:
+        await ws.send("x")
+        assert await ws.recv() == "x"
+    assert ws.close_code == 1000
+    await eventually(lambda: len(setup.logs.records) == 1)
+    assert (setup.logs.records[0].ws_close_code, setup.logs.records[0].message) == (1000, "")
 
 
 def test_module_imports_no_google_client() -> None:

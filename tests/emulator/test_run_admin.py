@@ -287,7 +287,8 @@ def test_revision_that_exits_at_once_fails_with_its_output(
 def test_revision_that_never_listens_fails_after_its_timeout(
     emulator: EmulatorThread, gcp_clients: Clients, app_template: Any, fast_polling: Any
 ) -> None:
-    template = app_template(env={"APP_NEVER_LISTEN": "1"}, timeout_s=1)
+    template = app_template(env={"APP_NEVER_LISTEN": "1"})
+    template.containers[0].startup_probe = run_v2.Probe(period_seconds=1, failure_threshold=1)
     op = gcp_clients.services().create_service(
         parent=emulator.parent, service=run_v2.Service(template=template), service_id="slow"
     )

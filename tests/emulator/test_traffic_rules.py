@@ -55,6 +55,22 @@ def test_tags_must_be_valid_and_unique() -> None:
         traffic.validate([target(percent=100, tag="x"), target(percent=0, tag="x")], set())
 
 
+@pytest.mark.parametrize("service_len", [1, 20, 42, 45, 49])
+def test_tag_and_service_name_together_are_at_most_46_characters(service_len: int) -> None:
+    service = "s" * service_len
+    room = 46 - service_len
+    if room >= 1:
+        traffic.validate([target(percent=100, tag="t" * room)], set(), service_id=service)
+    with pytest.raises(EmulatorError) as refused:
+        traffic.validate(
+            [target(percent=100, tag="t" * max(room + 1, 1))], set(), service_id=service
+        )
+    assert refused.value.status == "INVALID_ARGUMENT"
+    assert refused.value.message.endswith(
+        "together are too long. Combined traffic tag and service name cannot exceed 46 characters."
+    )
+
+
 def test_revision_ids_look_like_cloud_runs() -> None:
     assert re.fullmatch(r"chat-00042-[a-z0-9]{3}", new_revision_id("chat", 42))
 

@@ -1,4 +1,11 @@
-"""SIGTERM during a check, with the CLI run as a subprocess the way Cloud Build runs it."""
+"""SIGTERM during a check, with the CLI run as a subprocess the way Cloud Build runs it.
+
+A second signal stops the check promptly, without clean-up, but never without its
+reports: they say what was decided (its exit code stands) or that nothing was (exit
+130 for SIGINT, 143 for SIGTERM), and name what may be left behind. The tests hold
+the check at a known point (a FIFO policy, a Cloud Run write or a Logging read the
+emulator holds, an event in the check's own log) before each signal.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -143,22 +151,115 @@ def test_a_signal_before_the_check_starts_stops_it_before_any_api_call(
     assert emulator.faults.counts() == calls_before
 
 
-def test_a_second_sigint_stops_at_once_with_130() -> None:
-    code = (
+def test_the_help_and_the_guide_say_what_a_second_signal_does() -> None:
+    from click.testing import CliRunner
+
+    from deploy_guard.commands.check import check
+
+    shown = " ".join(CliRunner().invoke(check, ["--help"]).output.split())
+    assert "A second one stops at once, without clean-up, after writing the reports" in shown
+    assert "130 (SIGINT) or 143 (SIGTERM)" in shown
+    root = Path(__file__).resolve().parents[2]
+    guide = (root / "docs" / "cloud-build.md").read_text(encoding="utf-8")
+    assert "**130** for SIGINT, **143** for SIGTERM" in guide
+    readme = " ".join((root / "README.md").read_text(encoding="utf-8").split())
+    assert "else **130** (SIGINT) or **143** (SIGTERM)" in readme
+
+
+class StderrLog:
+    """The check's stderr, read line by line as it comes (its JSON log events)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        self.proc = proc
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, args=(proc.stderr,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stream: Any) -> None:
+        for line in iter(stream.readline, ""):
+            self.lines.append(line)
+
+    def events(self) -> list[str]:
+        found = []
+        for line in list(self.lines):
+            with contextlib.suppress(ValueError):
+                found.append(str(json.loads(line).get("message", "")))
+        return found
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_exit(self, within: float) -> int:
+        """The exit code, once the process ended (its stderr all read)."""
+        code = self.proc.wait(timeout=within)
+        self._reader.join(timeout=10)
+        return code
+
+
+@pytest.mark.fault(
+    "signals",
+    "two stop signals with nothing registered",
+    "exit 128 + the second signal: 130 SIGINT, 143 SIGTERM",
+)
+@pytest.mark.parametrize(("second", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_second_signal_stops_at_once_with_128_plus_its_number(second: str, code: int) -> None:
+    script = (
         "import os, signal\n"
         "from deploy_guard import signals\n"
         "signals.defer()\n"
         "os.kill(os.getpid(), signal.SIGINT)\n"
         "print(signals.pending(), flush=True)\n"
-        "os.kill(os.getpid(), signal.SIGINT)\n"
+        f"os.kill(os.getpid(), signal.{second})\n"
         "print('not reached', flush=True)\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
     )
     assert done.stdout.splitlines() == ["SIGINT"]
-    assert done.returncode == 130
-    assert "SIGINT: a second stop signal; stopping at once" in done.stderr
+    assert done.returncode == code
+    assert f"{second}: a second stop signal; stopped without clean-up (exit {code})" in (
+        done.stderr
+    )
+
+
+@pytest.mark.fault(
+    "signals",
+    "stop signals after the outcome is decided, up to the interpreter's teardown",
+    "the decided exit code, never a death by signal",
+)
+def test_once_the_outcome_is_settled_no_signal_changes_the_exit_code() -> None:
+    script = (
+        "import atexit, os, signal, sys\n"
+        "def late():\n"  # registered first, so it runs after the CLI's own atexit handlers
+        "    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN\n"
+        "    print('teardown ignores stop signals:', ignored, flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "atexit.register(late)\n"
+        "from deploy_guard import signals\n"
+        "signals.defer()\n"
+        "signals.settle(1)\n"
+        "sys.exit(1)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout.splitlines() == ["teardown ignores stop signals: True"]
+    # Before the teardown, a signal ends the wait at once, with the settled code.
+    script = (
+        "import os, signal\n"
+        "from deploy_guard import signals\n"
+        "signals.defer()\n"
+        "signals.settle(4)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print('not reached', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stdout) == (4, ""), done.stderr
 
 
 @pytest.mark.slow
@@ -187,24 +288,174 @@ def test_the_report_is_written_before_waiting_for_a_stuck_api_read(
         proc.communicate()
 
 
-def test_a_second_signal_during_the_clean_up_stops_the_check_at_once(
+@pytest.mark.fault(
+    "signals",
+    "second signal while the temporary tag's write is in flight, nothing decided",
+    "stops at once; report and summary say interrupted, exit 143, and name the tag",
+)
+def test_a_second_signal_before_a_decision_writes_the_report_and_exits_143(
     chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
     chat.first()
     cand = chat.candidate(tag=None)  # untagged: the guard writes a temporary tag first
-    emulator.faults.delay("UpdateService", 5.0)  # that write hangs for a while
     emulator.faults.reset_counts()  # from here on, only the check's own calls
-    proc = _start_check(emulator_env, cand, POLICY, "--report", str(tmp_path / "report.json"))
+    emulator.faults.delay("UpdateService", 60.0, nth=1)  # that write hangs
+    report, summary = tmp_path / "report.json", tmp_path / "summary.md"
+    proc = _start_check(
+        emulator_env, cand, POLICY, "--report", str(report), "--summary", str(summary)
+    )
+    err = StderrLog(proc)
     try:
         _when(proc, lambda: emulator.faults.count("UpdateService") >= 1)
-        # (two different signals: two of one kind sent at once may arrive as one)
         proc.send_signal(signal.SIGINT)  # the check waits for its tag write to land ...
+        _when(proc, lambda: "check_signalled" in err.events())
         proc.send_signal(signal.SIGTERM)  # ... unless someone insists
-        _out, err = proc.communicate(timeout=4)  # well before the 5 s write returns
+        code = err.wait_exit(within=30)  # long before the held write is answered
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    # whichever the process handled second ends it: 130 for SIGINT, SIGTERM's default death
-    assert proc.returncode in (130, -signal.SIGTERM), err
-    assert "a second stop signal; stopping at once, without clean-up" in err
+    assert code == 143, err.text()
+    doc = json.loads(report.read_text())
+    assert (doc["verdict"], doc["action"], doc["exit_code"]) == ("inconclusive", "none", 143)
+    tag = doc["temporary_tag"]
+    assert tag.startswith("dg-")
+    assert "a second stop signal (SIGTERM after SIGINT)" in doc["error"]
+    assert f"the temporary tag {tag} may still be on chat; remove it" in doc["error"]
+    assert f"--remove-tags {tag}" in doc["error"]
+    second = [e for e in doc["timeline"] if e["event"] == "second_signal"]
+    assert [e["detail"] for e in second] == [{"signal": "SIGTERM", "exit_code": 143}]
+    assert "**Exit code**: 143" in summary.read_text()
+    assert "stopped without clean-up (exit 143)" in err.text()
+
+
+@pytest.mark.fault(
+    "signals",
+    "second signal while a decided check removes its temporary tag",
+    "the decision's exit 1 stands; report says so and names the tag",
+)
+def test_a_second_signal_during_a_decided_checks_clean_up_keeps_its_exit_code(
+    chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, tag=None)
+    emulator.faults.reset_counts()
+    # the second write is the tag's removal, after the (dry-run) verdict: it hangs
+    emulator.faults.delay("UpdateService", 60.0, nth=2)
+    report, summary = tmp_path / "report.json", tmp_path / "summary.md"
+    proc = _start_check(
+        emulator_env,
+        cand,
+        POLICY,
+        *("--dry-run", "--report", str(report), "--summary", str(summary)),
+    )
+    err = StderrLog(proc)
+    try:
+        _when(proc, lambda: emulator.faults.count("UpdateService") >= 2)
+        assert "decision" in err.events()
+        proc.send_signal(signal.SIGINT)  # decided: the check finishes removing its tag ...
+        _when(proc, lambda: "check_signalled" in err.events())
+        proc.send_signal(signal.SIGTERM)  # ... unless someone insists
+        code = err.wait_exit(within=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == ExitCode.FAIL, err.text()
+    doc = json.loads(report.read_text())
+    assert (doc["verdict"], doc["exit_code"]) == ("fail", 1)
+    tag = doc["temporary_tag"]
+    assert (
+        "a second stop signal (SIGTERM) cut the clean-up short; the decision stands"
+        in (doc["error"])
+    )
+    assert f"the temporary tag {tag} may still be on chat" in doc["error"]
+    events = [e["event"] for e in doc["timeline"]]
+    assert events.index("decision") < events.index("second_signal")
+    assert "**Exit code**: 1" in summary.read_text()
+
+
+@pytest.mark.fault(
+    "signals",
+    "second Ctrl-C after the report said exit 1, while a cancelled Logging read holds the exit",
+    "exits 1 at once, as the report says",
+)
+def test_a_second_signal_after_the_report_is_written_exits_with_the_reports_code(
+    chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)
+    emulator.faults.reset_counts()
+    emulator.faults.delay("UpdateService", 2.0)  # the rollback's write is slow to answer
+    emulator.faults.delay("ListLogEntries", 60.0)  # every log read hangs
+    report = tmp_path / "report.json"
+    proc = _start_check(
+        emulator_env,
+        cand,
+        POLICY,
+        *("--report", str(report), "--log-interval", "0.5s", "--api-retry", "60s"),
+    )
+    err = StderrLog(proc)
+    try:
+        _when(proc, lambda: emulator.faults.count("UpdateService") >= 1)  # rolling back
+        proc.send_signal(signal.SIGINT)  # the rollback is finished and verified first
+        _when(proc, report.exists)  # the outcome is written: exit 1 ...
+        doc = json.loads(report.read_text())
+        assert (doc["action"], doc["exit_code"]) == ("rolled_back", 1)
+        # ... and the process waits for the Logging read it cancelled (up to 60 s)
+        assert emulator.faults.count("ListLogEntries") >= 1
+        proc.send_signal(signal.SIGINT)
+        code = err.wait_exit(within=30)  # long before that read gives up
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == ExitCode.FAIL, err.text()
+    assert chat.serving() == {base: 100}
+    doc = json.loads(report.read_text())
+    assert (doc["verdict"], doc["action"], doc["exit_code"]) == ("fail", "rolled_back", 1)
+    assert [e["detail"] for e in doc["timeline"] if e["event"] == "second_signal"] == [
+        {"signal": "SIGINT", "exit_code": 1}
+    ]
+
+
+@pytest.mark.fault(
+    "signals",
+    "SIGINT then SIGTERM while the policies are still being read",
+    "report written (the check did not start), exit 143, no API call",
+)
+def test_a_second_signal_before_the_check_starts_still_writes_the_report(
+    emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    fifo = tmp_path / "policy.yaml"
+    os.mkfifo(fifo)
+    report = tmp_path / "report.json"
+    proc = _start_check(emulator_env, "chat-00002-abc", fifo, "--report", str(report))
+    writer = -1
+    try:
+
+        def reader_is_waiting() -> bool:
+            nonlocal writer
+            with contextlib.suppress(OSError):  # ENXIO until the check opens the FIFO
+                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+            return writer >= 0
+
+        _when(proc, reader_is_waiting)
+        calls_before = emulator.faults.counts()
+        # Both pending at once are handled in signal-number order: SIGINT, then SIGTERM.
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    doc = json.loads(report.read_text())
+    assert (doc["verdict"], doc["action"], doc["exit_code"]) == ("inconclusive", "none", 143)
+    assert "before the check started; nothing was checked or changed" in doc["error"]
+    assert doc["api_calls"] == {}
+    assert emulator.faults.counts() == calls_before

@@ -76,8 +76,9 @@ async def cancelled_by_signals(
     signal's name (``"SIGTERM"``): the caller catches
     :class:`asyncio.CancelledError` (or finds the list filled after a clean-up
     swallowed the cancellation) and reports an interruption, exit 3. A second
-    signal, while the cancelled work cleans up, ends the process at once
-    (:func:`deploy_guard.signals.stop_now`). On the way out the
+    signal, while the cancelled work cleans up, ends the process promptly
+    (:func:`deploy_guard.signals.stop_now`: the command's last word, such as the
+    check's reports, then exit 130/143 or the decided outcome's code). On the way out the
     handlers that were in place before (the CLI's deferral, or Python's) are
     put back. Outside the main thread nothing is installed. ``announce`` is
     called with the signal's name the moment it cancels (a log line, say).

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from deploy_guard import signals
 from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.log import get_logger, redact_text
@@ -43,9 +44,17 @@ What it does, in order:
 \b
 Exit codes: 0 pass, 1 fail (rolled back or never shifted), 2 usage/config,
 3 inconclusive or interrupted (traffic unchanged unless the policy says
-on_inconclusive: rollback), 4 an action failed or was refused.
-The first SIGINT/SIGTERM stops at a safe point (a traffic write in flight
-is finished and verified first); a second one stops at once.
+on_inconclusive: rollback), 4 an action failed or was refused, or was sent
+but could not be read back (the report says what to check). A pass whose
+temporary tag could not be removed stays 0; the message says how to remove it.
+
+\b
+Signals: the first SIGINT/SIGTERM stops at a safe point (a traffic write in
+flight is finished and verified first): exit 3, or the code of the action it
+finished. A second one stops at once, without clean-up, after writing the
+reports, which say what may be left (a temporary tag, an unverified write).
+It exits with the decided outcome's code if the check had decided, else
+130 (SIGINT) or 143 (SIGTERM).
 
 \b
 Examples:
@@ -180,11 +189,12 @@ def check(
     no_id_token: bool,
     audience: str | None,
 ) -> None:
-    from deploy_guard import signals
     from deploy_guard.gate import CheckOptions
     from deploy_guard.probes.auth import TokenChoice
 
     report = CheckReport(revision=revision, project=project or "", region=region or "")
+    last_word = LastWord(report, report_path, summary_path)
+    signals.on_second_signal(last_word)  # a second signal still writes the reports
     try:
         if token_env and token_file:
             raise ConfigError("--token-env and --token-file name two tokens: pass one of them")
@@ -221,9 +231,16 @@ def check(
         report.verdict, report.action = "inconclusive", "none"
         report.exit_code = int(ExitCode.INCONCLUSIVE)
         report.message = "the check did not start"
+        signals.settle(report.exit_code)
         _write_reports(report, report_path, summary_path)
         exit_fast(int(ExitCode.INCONCLUSIVE))
-    code = run(policies, options, report, lambda: _write_reports(report, report_path, summary_path))
+    code = run(
+        policies,
+        options,
+        report,
+        lambda: _write_reports(report, report_path, summary_path),
+        last_word=last_word,
+    )
     _write_reports(report, report_path, summary_path)  # again: the final API-call counts
     exit_fast(code)
 
@@ -239,6 +256,7 @@ def exit_fast(code: int) -> None:
     """
     import gc
 
+    signals.settle(code)  # a signal from here on cannot change the code or kill the process
     gc.freeze()
     sys.exit(code)
 
@@ -324,6 +342,7 @@ def _fail_early(
     verdict = "error" if exc.exit_code == ExitCode.USAGE else "inconclusive"
     report.verdict, report.action, report.exit_code = verdict, "none", int(exc.exit_code)
     report.message = "the check did not start"
+    signals.settle(report.exit_code)
     _write_reports(report, report_path, summary_path)
     exit_fast(int(exc.exit_code))
 
@@ -333,6 +352,8 @@ def run(
     options: Any,
     report: CheckReport,
     write_reports: Callable[[], None] | None = None,
+    *,
+    last_word: LastWord | None = None,
 ) -> int:
     """Run the gate on a fresh event loop; SIGINT/SIGTERM cancel it (clean-up still runs).
 
@@ -354,6 +375,8 @@ def run(
     )
     sources = cloud_sources(clients, calls, retry_deadline=options.api_retry)
     gate = Gate(policies, options, router, sources, report, progress=view)
+    if last_word is not None:  # a second signal reads the check's state from here on
+        last_word.gate, last_word.view = gate, view
     try:
         with view if view is not None else contextlib.nullcontext():
             # with the live view the error is in its final summary: an echo now would tear it
@@ -381,6 +404,7 @@ async def _main(
     """Run the gate; the first SIGINT/SIGTERM cancels it (its clean-up still runs)."""
     code = await _gate_outcome(gate, report, echo_errors=echo_errors)
     report.exit_code = code  # the report and the process never disagree
+    signals.settle(code)  # from here on a signal exits with this code, reports written
     if done is not None:
         done()
     return code
@@ -429,6 +453,112 @@ def _terminal_view() -> Any:
     from deploy_guard.report.terminal import TerminalView
 
     return TerminalView()
+
+
+#: Traffic writes whose answer the check waits for: ``{kind}_requested`` until one of
+#: ``{kind}_verified``, ``_refused`` or ``_failed`` is in the timeline.
+_WRITES = ("rollback", "promote")
+
+
+def write_in_flight(report: CheckReport) -> str | None:
+    """The traffic write the check sent and has not seen answered ("rollback"), if any."""
+    open_write = None
+    for event in report.timeline.events:
+        kind, _, step = event.event.rpartition("_")
+        if kind in _WRITES and step == "requested":
+            open_write = kind
+        elif kind == open_write and step in ("verified", "refused", "failed"):
+            open_write = None
+    return open_write
+
+
+class LastWord:
+    """What a second signal leaves behind: the reports, with the true state, and the code.
+
+    :func:`deploy_guard.signals.stop_now` calls it (from a signal handler, in the
+    main thread) before the process ends without clean-up. The exit code is the
+    outcome's when one was decided (settled by the command, or by the gate
+    before its clean-up), else 128 + the signal (130 SIGINT, 143 SIGTERM); the
+    report says which, and names what may be left: a temporary tag, a traffic
+    write that was sent and never verified.
+    """
+
+    def __init__(
+        self, report: CheckReport, report_path: str | None, summary_path: str | None
+    ) -> None:
+        self.report = report
+        self.report_path, self.summary_path = report_path, summary_path
+        #: The running check (set by :func:`run`), None before it exists.
+        self.gate: Any = None
+        #: The live terminal view, closed before the process ends.
+        self.view: Any = None
+
+    def __call__(self, name: str, settled: int | None) -> int:
+        report = self.report
+        state = self.gate.run_state if self.gate is not None else None
+        notes: list[str] = []
+        if settled is not None:
+            code = settled  # the reports say it already; they are written again below
+        elif state is not None and state.decided:
+            code = report.exit_code
+            notes.append(
+                f"a second stop signal ({name}) cut the clean-up short; the decision stands"
+            )
+        else:
+            code = signals.signal_exit_code(name)
+            notes.append(self._interrupted(name, code))
+        if state is not None and state.temp_tag and settled is None:
+            notes.append(self._tag_left(state.temp_tag))
+        if notes:
+            report.error = "; ".join([*([report.error] if report.error else []), *notes])
+        report.exit_code = code
+        report.timeline.add("second_signal", signal=name, exit_code=code)
+        if not report.finished_at:
+            from datetime import UTC, datetime
+
+            report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+        log.warning("check_stopped", signal=name, exit_code=code)
+        if self.view is not None:
+            with contextlib.suppress(Exception):
+                self.view.__exit__(None, None, None)
+        _write_reports(report, self.report_path, self.summary_path)
+        for note in notes:
+            click.echo(f"note: {redact_text(note)}", err=True)
+        return code
+
+    def _interrupted(self, name: str, code: int) -> str:
+        """Fill the report of a check stopped before its outcome was decided."""
+        report = self.report
+        first = signals.pending()
+        after = f" after {first}" if first and first != name else ""
+        if self.gate is None:
+            report.verdict, report.action = "inconclusive", "none"
+            report.message = "the check did not start"
+            return (
+                f"stopped by a second stop signal ({name}{after}) before the check started; "
+                "nothing was checked or changed"
+            )
+        kind = write_in_flight(report)
+        what = f"stopped by a second stop signal ({name}{after}) before the check finished"
+        if kind is None:
+            report.message = f"{what} (exit {code})"
+            return what
+        service = report.service
+        report.action = "failed"  # sent, never verified: a person must look
+        report.message = f"{what}: the {kind} was sent to Cloud Run and not verified (exit {code})"
+        return (
+            f"{what}: the {kind} traffic write was sent and not verified, so traffic may or "
+            f"may not have moved; look at the service: gcloud run services describe {service} "
+            f"--region {report.region} --project {report.project}"
+        )
+
+    def _tag_left(self, tag: str) -> str:
+        report = self.report
+        return (
+            f"the temporary tag {tag} may still be on {report.service}; remove it: "
+            f"gcloud run services update-traffic {report.service} --remove-tags {tag} "
+            f"--region {report.region} --project {report.project}"
+        )
 
 
 def _write_reports(report: CheckReport, report_path: str | None, summary_path: str | None) -> None:

@@ -47,6 +47,9 @@ class RequestRecord:
     remote_ip: str = ""
     #: A WebSocket's close code as the revision sent it, when it ended with one.
     ws_close_code: int | None = None
+    #: What the front end says about the request in its log (``textPayload``),
+    #: e.g. that it reached the request timeout; "" for none.
+    message: str = ""
 
 
 class LogSink(Protocol):
@@ -91,6 +94,9 @@ class Backend:
     ref: RevisionRef
     host: str
     port: int
+    #: The revision's request timeout (``template.timeout``; Cloud Run's default is
+    #: 300 s): the router cuts any request, WebSocket sessions included, at it.
+    timeout_s: float = 300.0
 
 
 @dataclass(frozen=True)

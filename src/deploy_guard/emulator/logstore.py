@@ -354,6 +354,8 @@ class LogStore:
         """The request log Cloud Run's front end writes for a finished request."""
         status = record.status
         severity = "ERROR" if status >= 500 else "WARNING" if status >= 400 else "INFO"
+        if record.message:  # the front end cut it (a request timeout): an error, any status
+            severity = "ERROR"
         self._insert(
             [
                 (
@@ -375,6 +377,8 @@ class LogStore:
                             "responseSize": str(record.response_size),
                             "protocol": "HTTP/1.1",
                         },
+                        # What the front end says about it (a request timeout), if anything.
+                        **({"textPayload": record.message} if record.message else {}),
                     },
                 )
             ]

@@ -1,9 +1,11 @@
-"""Resource names of the Cloud Run Admin API v2, parsed and checked.
+"""Resource names of the Cloud Run Admin API v2, parsed and checked, and its limits.
 
 Cloud Run names are paths: ``projects/P/locations/R/services/S`` and
 ``.../services/S/revisions/S-0000N-xyz``. A malformed name is the caller's
 mistake (INVALID_ARGUMENT); a well-formed name of a project or region this
 emulator does not serve is NOT_FOUND, as for a resource that does not exist.
+The request timeout's limits live here too: like a name, a template's
+``timeout`` is checked before anything changes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import secrets
 import string
 from dataclasses import dataclass
 
+from google.cloud import run_v2
+
 from deploy_guard.errors import EmulatorError
 
 #: Cloud Run service ids: lowercase letters, digits and hyphens, starting with a
@@ -20,6 +24,9 @@ from deploy_guard.errors import EmulatorError
 _SERVICE_ID = re.compile(r"^[a-z](?:[a-z0-9-]{0,47}[a-z0-9])?$")
 _REVISION_ID = re.compile(r"^[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _SUFFIX_ALPHABET = string.ascii_lowercase + string.digits
+#: Cloud Run's request timeout: 300 s when a template sets none, at most 60 minutes.
+DEFAULT_REQUEST_TIMEOUT_S = 300.0
+MAX_REQUEST_TIMEOUT_S = 3600.0
 
 
 @dataclass(frozen=True)
@@ -111,3 +118,23 @@ def new_revision_id(service_id: str, number: int) -> str:
 def short_name(name: str) -> str:
     """The last path segment of a resource name (a revision's short name)."""
     return name.rsplit("/", 1)[-1]
+
+
+def check_request_timeout(template: run_v2.RevisionTemplate) -> None:
+    """Refuse a ``template.timeout`` Cloud Run refuses: it must be positive, at most 3600 s."""
+    if "timeout" not in template:
+        return
+    seconds = template.timeout.total_seconds()
+    if not 0 < seconds <= MAX_REQUEST_TIMEOUT_S:
+        raise EmulatorError(
+            "INVALID_ARGUMENT",
+            f"template.timeout: {seconds:g}s is out of range: the request timeout must be "
+            f"more than 0 and at most {MAX_REQUEST_TIMEOUT_S:g} seconds (60 minutes)",
+        )
+
+
+def request_timeout_s(revision: run_v2.Revision) -> float:
+    """The revision's request timeout in seconds (Cloud Run's 300 s when unset)."""
+    if "timeout" in revision and revision.timeout.total_seconds() > 0:
+        return float(revision.timeout.total_seconds())
+    return DEFAULT_REQUEST_TIMEOUT_S

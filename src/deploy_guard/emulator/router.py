@@ -35,6 +35,16 @@ What the router promises (the points a deploy gate depends on):
   and counted against that revision; a revision that refuses the
   connection is 503, one that breaks the HTTP exchange is 502; a revision that
   refuses a WebSocket upgrade gives the client its own status (never a 101).
+- **The request timeout cuts every request**, as Cloud Run's does: each
+  backend carries its revision's ``template.timeout`` (300 s when unset). An
+  HTTP request with no answer by then gets 504 and Cloud Run's text; one whose
+  answer is still streaming is cut (the client sees a short body). A
+  WebSocket session still open then is cut on both sides without a close
+  frame, so client and revision both see 1006 (abnormal closure): Cloud Run
+  documents that WebSocket streams are requests subject to the timeout, and
+  clients report dropped connections, not a close code. Both are logged at
+  ERROR with "The request has been terminated because it has reached the
+  maximum request timeout." One timer per request: no cost per frame.
 - **Every finished request is reported** to the Logging and Monitoring sinks
   as one :class:`RequestRecord` (a WebSocket when it closes, with status 101
   and the revision's close code). A sink that raises is logged and ignored:
@@ -139,6 +149,11 @@ _UNAVAILABLE_BODY = (
     "<h2>The service you requested is not available yet. "
     "Please try again in 30 seconds.</h2></body></html>\n"
 )
+#: What Cloud Run answers (and logs) when a request reaches the service's request timeout.
+TIMEOUT_MESSAGE = (
+    "The request has been terminated because it has reached the maximum request timeout. "
+    "To change this limit, see https://cloud.google.com/run/docs/configuring/request-timeout"
+)
 _BAD_GATEWAY_BODY = (
     "<html><head><title>502 Bad Gateway</title></head><body>"
     "<h1>Error: Bad Gateway</h1>"
@@ -191,9 +206,10 @@ class _WsState:
     upstream: aiohttp.ClientWebSocketResponse[Literal[False]]
     request: web.BaseRequest
     #: Who started the close: the first side to act wins, the other just finishes.
-    closer: Literal["client", "revision", "client-dropped", "revision-dropped", "router"] | None = (
-        None
-    )
+    closer: (
+        Literal["client", "revision", "client-dropped", "revision-dropped", "router", "timeout"]
+        | None
+    ) = None
     #: The close code the revision sent (or answered with); None if it sent none.
     revision_code: int | None = None
     bytes_up: int = 0
@@ -370,32 +386,44 @@ class Router:
         body = _count(request.content, counter) if request.body_exists else None
         status = 502
         response_size = 0
+        message = ""
+        out: web.StreamResponse | None = None
         try:
-            async with self._session.request(
-                request.method,
-                _backend_url(backend, request),
-                headers=_forward_headers(request),
-                data=body,
-                allow_redirects=False,
-            ) as upstream:
-                status = upstream.status
-                out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-                out.headers.extend(_response_headers(upstream.headers))
-                try:
-                    await out.prepare(request)
-                    async for chunk in upstream.content.iter_any():
-                        response_size += len(chunk)
-                        await out.write(chunk)
-                    await out.write_eof()
-                except (ConnectionError, aiohttp.ClientError) as exc:
-                    # The client left, or the revision broke off mid-body: the
-                    # status is already sent, so the only honest signal left
-                    # is to cut the client's connection.
-                    _log.debug("http_relay_broken", error=repr(exc))
-                    out.force_close()
-                    if request.transport is not None:
-                        request.transport.close()
+            async with asyncio.timeout(backend.timeout_s):
+                async with self._session.request(
+                    request.method,
+                    _backend_url(backend, request),
+                    headers=_forward_headers(request),
+                    data=body,
+                    allow_redirects=False,
+                ) as upstream:
+                    status = upstream.status
+                    out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+                    out.headers.extend(_response_headers(upstream.headers))
+                    try:
+                        await out.prepare(request)
+                        async for chunk in upstream.content.iter_any():
+                            response_size += len(chunk)
+                            await out.write(chunk)
+                        await out.write_eof()
+                    except (ConnectionError, aiohttp.ClientError) as exc:
+                        # The client left, or the revision broke off mid-body: the
+                        # status is already sent, so the only honest signal left
+                        # is to cut the client's connection.
+                        _log.debug("http_relay_broken", error=repr(exc))
+                        _cut(out, request)
+                    return out
+        except TimeoutError:
+            # Cloud Run's request timeout: 504 when nothing was answered yet; an
+            # answer already under way is cut (the client has its status already).
+            status, message = 504, TIMEOUT_MESSAGE
+            _log.warning(
+                "request_timed_out", revision=backend.ref.revision, timeout_s=backend.timeout_s
+            )
+            if out is not None and out.prepared:
+                _cut(out, request)
                 return out
+            return web.Response(status=504, text=TIMEOUT_MESSAGE + "\n")
         except aiohttp.ClientConnectorError as exc:
             status = 503
             _log.warning(
@@ -418,6 +446,7 @@ class Router:
                     t0=t0,
                     request_size=counter.n,
                     response_size=response_size,
+                    message=message,
                 )
             )
 
@@ -428,10 +457,18 @@ class Router:
     ) -> web.StreamResponse:
         assert self._session is not None
         started, t0 = datetime.now(UTC), time.perf_counter()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + backend.timeout_s  # the handshake counts, as on Cloud Run
         if not web.WebSocketResponse().can_prepare(request).ok:
             return web.Response(status=400, text="Bad WebSocket handshake\n")
 
-        def record(status: int, code: int | None = None, up: int = 0, down: int = 0) -> None:
+        def record(
+            status: int,
+            code: int | None = None,
+            up: int = 0,
+            down: int = 0,
+            message: str = "",
+        ) -> None:
             self._report(
                 _record(
                     backend.ref,
@@ -443,21 +480,29 @@ class Router:
                     request_size=up,
                     response_size=down,
                     ws_close_code=code,
+                    message=message,
                 )
             )
 
         try:
-            upstream = await self._session.ws_connect(
-                _backend_url(backend, request),
-                protocols=_offered_protocols(request),
-                headers=_forward_headers(request, websocket=True),
-                autoclose=False,
-                autoping=False,
-                max_msg_size=0,
-                compress=0,
-                decode_text=False,
-                timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=_WS_CLOSE_TIMEOUT_S),
+            async with asyncio.timeout_at(deadline):
+                upstream = await self._session.ws_connect(
+                    _backend_url(backend, request),
+                    protocols=_offered_protocols(request),
+                    headers=_forward_headers(request, websocket=True),
+                    autoclose=False,
+                    autoping=False,
+                    max_msg_size=0,
+                    compress=0,
+                    decode_text=False,
+                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=_WS_CLOSE_TIMEOUT_S),
+                )
+        except TimeoutError:  # the revision never finished its handshake
+            _log.warning(
+                "request_timed_out", revision=backend.ref.revision, timeout_s=backend.timeout_s
             )
+            record(504, message=TIMEOUT_MESSAGE)
+            return web.Response(status=504, text=TIMEOUT_MESSAGE + "\n")
         except aiohttp.WSServerHandshakeError as exc:
             # The revision answered the upgrade with something other than 101:
             # the client gets that status, as it would from Cloud Run.
@@ -495,16 +540,26 @@ class Router:
             record(499)
             return downstream
         self._sockets.add(state)
+        # One timer per session (nothing per frame): Cloud Run's request timeout.
+        expiry = loop.call_at(deadline, _expire, state, backend)
         pump_up = asyncio.create_task(_client_to_revision(state))
         try:
             await _revision_to_client(state)
             await pump_up
         finally:
+            expiry.cancel()
             if not pump_up.done():
                 pump_up.cancel()
             self._sockets.discard(state)
             state.done.set()
-            record(101, state.revision_code, state.bytes_up, state.bytes_down)
+            timed_out = state.closer == "timeout"
+            record(
+                101,
+                state.revision_code,
+                state.bytes_up,
+                state.bytes_down,
+                message=TIMEOUT_MESSAGE if timed_out else "",
+            )
         return downstream
 
     async def _shutdown_socket(self, state: _WsState) -> None:
@@ -599,6 +654,23 @@ async def _client_to_revision(state: _WsState) -> None:
         if state.closer is None:
             state.closer = "revision-dropped"
             _drop_client(state.request)
+
+
+def _expire(state: _WsState, backend: Backend) -> None:
+    """The session reached the request timeout: cut both sides, no close frame (1006)."""
+    if state.closer is not None:
+        return  # already closing: let that finish
+    state.closer = "timeout"
+    _log.warning("websocket_timed_out", revision=backend.ref.revision, timeout_s=backend.timeout_s)
+    _drop_client(state.request)
+    _drop_revision(state.upstream)
+
+
+def _cut(out: web.StreamResponse, request: web.BaseRequest) -> None:
+    """End an HTTP answer that is under way by closing the client's connection."""
+    out.force_close()
+    if request.transport is not None:
+        request.transport.close()
 
 
 def _drop_client(request: web.BaseRequest) -> None:
@@ -726,6 +798,7 @@ def _record(
     request_size: int = 0,
     response_size: int = 0,
     ws_close_code: int | None = None,
+    message: str = "",
 ) -> RequestRecord:
     latency = time.perf_counter() - t0
     return RequestRecord(
@@ -742,4 +815,5 @@ def _record(
         user_agent=request.headers.get(hdrs.USER_AGENT, ""),
         remote_ip=request.remote or "",
         ws_close_code=ws_close_code,
+        message=message,
     )

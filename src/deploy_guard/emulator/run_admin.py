@@ -29,9 +29,11 @@ from deploy_guard.emulator import traffic
 from deploy_guard.emulator.contracts import Backend, LogSink, RevisionRef, Route, RouterApi
 from deploy_guard.emulator.names import (
     Location,
+    check_request_timeout,
     check_revision_id,
     check_service_id,
     new_revision_id,
+    request_timeout_s,
     short_name,
 )
 from deploy_guard.emulator.operations import OperationStore
@@ -408,11 +410,7 @@ class RunAdmin:
                 raise EmulatorError(
                     "INVALID_ARGUMENT", "template.containers: at least one container is required"
                 )
-            if template.timeout and template.timeout.total_seconds() <= 0:
-                raise EmulatorError(
-                    "INVALID_ARGUMENT",
-                    f"template.timeout {template.timeout.total_seconds():g} s must be positive",
-                )
+            check_request_timeout(template)
             probe = template.containers[0].startup_probe
             if min(probe.initial_delay_seconds, probe.period_seconds, probe.failure_threshold) < 0:
                 raise EmulatorError(
@@ -442,7 +440,7 @@ class RunAdmin:
         # A revision deleted since the caller read the service passes here and fails
         # inside the operation, as on Cloud Run (see _broken_target).
         known |= entry.deleted_revisions
-        traffic.validate(targets, known)
+        traffic.validate(targets, known, service_id=entry.service_id)
         return revision_id
 
     async def _write(
@@ -689,9 +687,10 @@ class RunAdmin:
 
         Its first container's ``startup_probe`` decides, as on Cloud Run
         (``initial_delay_seconds + failure_threshold * period_seconds``, with
-        Cloud Run's defaults 3 and 10 s); else the revision's ``timeout`` (a
-        shortcut for tests); else the emulator's ``--startup-timeout``. Only
-        "the port accepts a connection" is checked, whatever the probe's kind.
+        Cloud Run's defaults 3 and 10 s); else the emulator's
+        ``--startup-timeout``. Only "the port accepts a connection" is checked,
+        whatever the probe's kind. The revision's ``timeout`` is its *request*
+        timeout and plays no part here, as on Cloud Run.
         """
         container = revision.containers[0]
         if "startup_probe" in container:
@@ -700,8 +699,6 @@ class RunAdmin:
                 probe.initial_delay_seconds
                 + (probe.failure_threshold or 3) * (probe.period_seconds or 10)
             )
-        if revision.timeout:
-            return float(revision.timeout.total_seconds())
         return self.startup_timeout_s
 
     def _ref(self, entry: st.ServiceEntry, revision: str) -> RevisionRef:
@@ -719,7 +716,10 @@ class RunAdmin:
         ref = self._ref(entry, revision) if rev is not None else None
         if rev is None or not rev.ready or rev.process is None or not rev.process.running:
             return Route(None, percent, ref)
-        return Route(Backend(rev.process.ref, rev.process.host, rev.process.port), percent, ref)
+        backend = Backend(
+            rev.process.ref, rev.process.host, rev.process.port, request_timeout_s(rev.resource)
+        )
+        return Route(backend, percent, ref)
 
     def _set_routes(self, entry: st.ServiceEntry, served: Any) -> dict[str, str]:
         """Point the service URL and each tag URL at what ``served`` says; tag -> revision."""

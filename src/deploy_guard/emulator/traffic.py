@@ -19,6 +19,10 @@ from deploy_guard.errors import EmulatorError
 LATEST = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
 REVISION = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
 _TAG = re.compile(r"^[a-z](?:[a-z0-9-]{0,44}[a-z0-9])?$")
+#: A tag URL is ``TAG---SERVICE-HASH-REGION.a.run.app``: one DNS label of at
+#: most 63 characters, so Cloud Run refuses a tag and service name longer than
+#: this together (46 + ``---`` + ``-`` + 10-character hash + ``-`` + 2 = 63).
+MAX_TAG_AND_SERVICE = 46
 
 
 def is_latest(target: run_v2.TrafficTarget | run_v2.TrafficTargetStatus) -> bool:
@@ -26,8 +30,13 @@ def is_latest(target: run_v2.TrafficTarget | run_v2.TrafficTargetStatus) -> bool
     return target.type_ == LATEST or (not target.type_ and not target.revision)
 
 
-def validate(targets: Iterable[run_v2.TrafficTarget], known_revisions: set[str]) -> None:
-    """Refuse a traffic spec the real API refuses, naming the offending entry."""
+def validate(
+    targets: Iterable[run_v2.TrafficTarget], known_revisions: set[str], *, service_id: str = ""
+) -> None:
+    """Refuse a traffic spec the real API refuses, naming the offending entry.
+
+    ``service_id`` is the service's name, which a tag's length is checked with.
+    """
     total = 0
     tags: set[str] = set()
     count = 0
@@ -55,6 +64,14 @@ def validate(targets: Iterable[run_v2.TrafficTarget], known_revisions: set[str])
                     "INVALID_ARGUMENT",
                     f"{where}: tag {target.tag!r} is invalid: use lowercase letters, digits "
                     "and hyphens, starting with a letter",
+                )
+            if len(target.tag) + len(service_id) > MAX_TAG_AND_SERVICE:
+                # Cloud Run's own words (seen in public deploy logs), at request validation.
+                raise EmulatorError(
+                    "INVALID_ARGUMENT",
+                    f"{where}.tag: traffic tag '{target.tag}' and service name '{service_id}' "
+                    "together are too long. Combined traffic tag and service name cannot "
+                    f"exceed {MAX_TAG_AND_SERVICE} characters.",
                 )
             if target.tag in tags:
                 raise EmulatorError(
