@@ -500,6 +500,49 @@ RULE = "rules[0]."
             id="success-ratio-0",
         ),
         pytest.param(
+            LOGS % ("patterns: ['%s']" % ("x" * 9600)),
+            RULE + "logs",
+            "Logging refuses queries over 20,000",
+            id="log-query-too-long",
+        ),
+        pytest.param(
+            HEAD.replace("[demo]", "[1chat]") + "  - {name: a, kind: logs, logs: {}}\n",
+            "services[0]",
+            "a name starts with a letter, ends with a letter or digit and has at most 49",
+            id="service-name-impossible",
+        ),
+        pytest.param(
+            HEAD.replace("rules:", "auth: {id_token: none, audience: x}\nrules:")
+            + "  - {name: a, kind: logs, logs: {}}\n",
+            "auth.audience",
+            "no ID token is minted: drop audience",
+            id="audience-without-id-token",
+        ),
+        pytest.param(
+            HEAD + "  - {name: a, kind: http, failure_limit: 1, http: {}}\n",
+            RULE + "failure_limit",
+            "a http rule runs once: tolerate failures with success_ratio instead",
+            id="failure-limit-on-a-probe",
+        ),
+        pytest.param(
+            METRIC % "type: request_count, min: 10, max: 5",
+            RULE + "metric.min",
+            "min 10 is above max 5: no request count can pass",
+            id="min-above-max",
+        ),
+        pytest.param(
+            METRIC % "type: error_rate, max: 100%",
+            RULE + "metric.max",
+            "an error rate of 100% passes even when every request fails",
+            id="error-rate-100",
+        ),
+        pytest.param(
+            METRIC % "type: latency, baseline: {plus: -5}",
+            RULE + "metric.baseline.plus",
+            "-5 is negative",
+            id="negative-plus",
+        ),
+        pytest.param(
             WS % "scenario: [{send: {json: {x: .nan}}}]",
             RULE + "websocket.scenario[0].json.x",
             "nan is not a finite number",

@@ -75,6 +75,11 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _SERVICE_GLOB = re.compile(r"^[a-z0-9*?\[\]!-]+$")
 #: The longest a WebSocket may stay open on Cloud Run: its request timeout is at most 60 minutes.
 MAX_HOLD = 3600.0
+#: A Cloud Run service name: a letter first, letters, digits and hyphens, 49 characters at most.
+_SERVICE_NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,47}[a-z0-9])?$")
+#: What a policy's logs rules may take of the one Cloud Logging query (20,000 characters at
+#: most); the rest is room for the guard's scope: resource type, service, revisions, timestamp.
+MAX_LOG_QUERY = 19_000
 
 
 # pydantic warns that a field named "json" shadows BaseModel.json (a deprecated
@@ -286,6 +291,15 @@ class AuthSpec(_Model):
     def _one_token_source(self) -> AuthSpec:
         if self.token_env and self.token_file:
             raise _err("auth", "give token_env or token_file, not both", "token_file")
+        if self.audience is not None and (
+            self.id_token == "none" or self.token_env or self.token_file
+        ):
+            raise _err(
+                "auth",
+                "audience is the audience of the ID token deploy-guard mints; with "
+                "id_token: none, token_env or token_file no ID token is minted: drop audience",
+                "audience",
+            )
         return self
 
 
@@ -539,6 +553,16 @@ class WebSocketSpec(_Model):
             )
         return self
 
+    @property
+    def longest_session(self) -> float:
+        """Seconds a healthy session may last: every expect step's timeout, then the hold.
+
+        Cloud Run cuts a WebSocket at the service's request timeout (300 s by
+        default), so a session this long needs a longer one.
+        """
+        steps = sum(step.timeout for step in self.scenario if isinstance(step, ExpectStep))
+        return float(steps + self.hold)
+
 
 # --------------------------------------------------------------------------- logs
 
@@ -681,6 +705,12 @@ class BaselineRelative(_Model):
                 ) from None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _err("quantity", f"{shown(value)} is not a number")
+        if value < 0:
+            raise _err(
+                "quantity",
+                f"{shown(value)} is negative: the rule would fail whenever the baseline is "
+                "near zero (use factor below 1 to demand better than the baseline)",
+            )
         return float(value)
 
 
@@ -715,6 +745,19 @@ class MetricSpec(_Model):
             raise _err("percentile", "percentile applies to latency only", "percentile")
         if self.min is not None and self.type != "request_count":
             raise _err("min", "min applies to request_count only (a traffic floor)", "min")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise _err(
+                "min",
+                f"min {self.min:g} is above max {self.max:g}: no request count can pass",
+                "min",
+            )
+        if self.type == "error_rate" and self.max is not None and self.max >= 1:
+            raise _err(
+                "max",
+                "an error rate of 100% passes even when every request fails: give the share "
+                "of errors to tolerate (1%)",
+                "max",
+            )
         return self
 
     @property
@@ -756,6 +799,13 @@ class Rule(_Model):
                 )
         if getattr(self, self.kind) is None:
             raise _err("block", f'a rule of kind {self.kind} needs a "{self.kind}:" block')
+        if self.failure_limit and self.kind in ("http", "websocket"):
+            raise _err(
+                "failure_limit",
+                f"failure_limit counts failing passes of logs and metric rules; a {self.kind} "
+                "rule runs once: tolerate failures with success_ratio instead",
+                "failure_limit",
+            )
         return self
 
     @property
@@ -777,7 +827,22 @@ def _check_service(glob: str) -> str:
             f"{shown(glob)} can never match a Cloud Run service name (lowercase letters, "
             "digits and -; globs may add * ? [ ] !)",
         )
+    if not any(c in glob for c in "*?[") and not _SERVICE_NAME.match(glob):
+        raise _err(
+            "service",
+            f"{shown(glob)} can never match a Cloud Run service name: a name starts with a "
+            "letter, ends with a letter or digit and has at most 49 characters",
+        )
     return glob
+
+
+def _log_query_chars(spec: LogsSpec) -> int:
+    """About how much of the one Cloud Logging query a logs rule takes (quotes escaped)."""
+    size = len(spec.filter or "") + 8
+    for pattern in spec.patterns:
+        literal = len(pattern) + pattern.count("\\") + pattern.count('"') + 2
+        size += 2 * literal + len("textPayload=~ OR jsonPayload.message=~ OR ")
+    return size
 
 
 class Policy(_Model):
@@ -811,6 +876,7 @@ class Policy(_Model):
     @model_validator(mode="after")
     def _rules_coherent(self) -> Policy:
         seen: set[str] = set()
+        query = 0
         for index, rule in enumerate(self.rules):
             if rule.name in seen:
                 raise _err(
@@ -819,6 +885,17 @@ class Policy(_Model):
                     f"rules[{index}].name",
                 )
             seen.add(rule.name)
+            if rule.logs is not None:
+                query += _log_query_chars(rule.logs)
+                if query > MAX_LOG_QUERY:
+                    raise _err(
+                        "log_query",
+                        f"the logs rules make a Cloud Logging query of about {query} characters; "
+                        f"Logging refuses queries over 20,000 and the guard keeps "
+                        f"{20_000 - MAX_LOG_QUERY} for the revision scope: use fewer or "
+                        "shorter patterns and filters",
+                        f"rules[{index}].logs",
+                    )
             ws = rule.websocket
             if ws is not None and ws.hold + ws.connect_timeout > self.timeout:
                 raise _err(
