@@ -9,6 +9,7 @@ a second cost nothing, and ends with a static summary that stays on screen.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 from rich.console import Console, Group
@@ -16,6 +17,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from deploy_guard.log import redact_data
 from deploy_guard.report.model import CheckReport
 
 MIN_REDRAW = 0.1
@@ -45,7 +47,10 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
     Event lines are cut to ``width`` so that a long detail never wraps the view.
     """
     done = bool(report.finished_at)
-    d = report.to_dict()  # the redacted view every renderer reads: no secret reaches the screen
+    # What is shown passes through the one redaction step (only what is shown: this runs
+    # at every redraw, and the JSON report's to_dict() copies the whole timeline).
+    rules = redact_data(report.rules)
+    recent = redact_data([asdict(e) for e in report.timeline.events[-events:]])
     head = Text.assemble(
         ("deploy-guard ", "bold"),
         (f"{report.service or '?'}/{report.revision}", "cyan"),
@@ -55,7 +60,7 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
     table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
     for col in ("rule", "kind", "status", "counts", "message"):
         table.add_column(col, overflow="fold", max_width=60 if col == "message" else None)
-    for r in d["rules"]:
+    for r in rules:
         status = str(r.get("status", ""))
         message = "" if status == "pending" and not done else str(r.get("message", ""))
         table.add_row(
@@ -65,7 +70,6 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
             str(r.get("counts", "")),
             message,
         )
-    recent = d["timeline"][-events:]
     lines = Text()
     for ev in recent:
         head_text = f"{ev['t']:7.2f}s  {ev['event']}  "
@@ -83,7 +87,7 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
 def summary(report: CheckReport) -> Text:
     """The last lines: verdict, action, traffic after, exit code."""
     label, style = _label(report)
-    d = report.to_dict()  # redacted
+    d = redact_data({"message": report.message, "notes": list(report.notes)})
     text = Text()
     text.append(label, style=style)
     text.append(f"  action={report.action}  exit={report.exit_code}\n")
