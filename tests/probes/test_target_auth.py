@@ -158,7 +158,7 @@ BAD_TOKEN_FILES = [
     pytest.param(b"tok-abc\x07def-ghijkl", "a control character at position 8", id="control"),
     pytest.param("tok-abc-d\u00e9f-ghijkl".encode(), "a non-ASCII character", id="non-ascii"),
     pytest.param(b"tok-abc-d\xff\xfef-ghijkl", "is not UTF-8 text", id="not-utf8"),
-    pytest.param(b"A" * (70 * 1024), "larger than 64 KiB", id="too-large"),
+    pytest.param(b"A" * (17 * 1024), "larger than 16 KiB", id="too-large"),
 ]
 
 

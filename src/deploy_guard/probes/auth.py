@@ -31,8 +31,9 @@ from deploy_guard.log import get_logger, redact_data, register_secret
 
 _log = get_logger("deploy_guard.probes.auth")
 
-#: Bytes of a token file read at most: an ID token is about 1 KiB; more is the wrong file.
-MAX_TOKEN_FILE = 64 * 1024
+#: Bytes of a token file read at most: an ID token is about 1 KiB, and servers refuse
+#: headers much over 8 KiB; more is the wrong file (and would only be held in memory).
+MAX_TOKEN_FILE = 16 * 1024
 
 
 def header_value_problem(value: str) -> str | None:
