@@ -331,6 +331,41 @@ def test_a_second_signal_before_a_decision_writes_the_report_and_exits_143(
 
 @pytest.mark.fault(
     "signals",
+    "second signal while the rollback's traffic write is in flight",
+    "stops at once; report: verdict fail, action unverified, how to look; exit 143",
+)
+def test_a_second_signal_during_a_rollback_says_the_write_is_unverified(
+    chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)
+    emulator.faults.reset_counts()
+    emulator.faults.delay("UpdateService", 60.0, nth=1)  # the rollback's write hangs
+    report = tmp_path / "report.json"
+    proc = _start_check(emulator_env, cand, POLICY, "--report", str(report))
+    err = StderrLog(proc)
+    try:
+        _when(proc, lambda: emulator.faults.count("UpdateService") >= 1)
+        proc.send_signal(signal.SIGINT)  # the check waits for the rollback to land ...
+        _when(proc, lambda: "signal_while_acting" in err.events())
+        proc.send_signal(signal.SIGTERM)  # ... unless someone insists
+        code = err.wait_exit(within=30)  # long before the held write is answered
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 143, err.text()
+    doc = json.loads(report.read_text())
+    assert (doc["verdict"], doc["action"], doc["exit_code"]) == ("fail", "unverified", 143)
+    assert "the rollback traffic write was sent and not verified" in doc["error"]
+    assert "gcloud run services describe chat" in doc["error"]
+    events = [e["event"] for e in doc["timeline"]]
+    assert events.index("rollback_requested") < events.index("second_signal")
+    assert "rollback_verified" not in events
+
+
+@pytest.mark.fault(
+    "signals",
     "second signal while a decided check removes its temporary tag",
     "the decision's exit 1 stands; report says so and names the tag",
 )

@@ -456,7 +456,7 @@ def _terminal_view() -> Any:
 
 
 #: Traffic writes whose answer the check waits for: ``{kind}_requested`` until one of
-#: ``{kind}_verified``, ``_refused`` or ``_failed`` is in the timeline.
+#: ``{kind}_verified``, ``_refused``, ``_failed`` or ``_unverified`` is in the timeline.
 _WRITES = ("rollback", "promote")
 
 
@@ -467,7 +467,7 @@ def write_in_flight(report: CheckReport) -> str | None:
         kind, _, step = event.event.rpartition("_")
         if kind in _WRITES and step == "requested":
             open_write = kind
-        elif kind == open_write and step in ("verified", "refused", "failed"):
+        elif kind == open_write and step in ("verified", "refused", "failed", "unverified"):
             open_write = None
     return open_write
 
@@ -544,7 +544,7 @@ class LastWord:
             report.message = f"{what} (exit {code})"
             return what
         service = report.service
-        report.action = "failed"  # sent, never verified: a person must look
+        report.action = "unverified"  # sent, never read back: a person must look
         report.message = f"{what}: the {kind} was sent to Cloud Run and not verified (exit {code})"
         return (
             f"{what}: the {kind} traffic write was sent and not verified, so traffic may or "
