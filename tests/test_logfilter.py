@@ -186,3 +186,17 @@ def test_fuzz_parse_succeeds_or_raises_filter_error(text: str) -> None:
 def test_fuzz_arbitrary_text(text: str) -> None:
     with contextlib.suppress(FilterError):
         parse(text).matches(ENTRY)
+
+
+def test_a_filter_names_the_fields_it_compares() -> None:
+    flt = parse(
+        'severity>=ERROR AND (resource.labels.revision_name="x" OR NOT '
+        'timestamp<"2020-01-01T00:00:00Z") jsonPayload."a-b".c:x "free text"'
+    )
+    assert flt.fields == {
+        "severity",
+        "resource.labels.revision_name",
+        "timestamp",
+        "jsonPayload.a-b.c",
+    }
+    assert parse("").fields == frozenset()

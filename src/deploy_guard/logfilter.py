@@ -333,6 +333,9 @@ class Filter:
     #: Bounds on ``timestamp`` from top-level ``AND`` terms, for index scans:
     #: (lower, lower_inclusive, upper, upper_inclusive); None where unbounded.
     time_bounds: tuple[datetime | None, bool, datetime | None, bool]
+    #: Every field path the filter compares (``severity``, ``resource.labels.revision_name``):
+    #: the guard refuses a rule fragment that touches the scope it sets itself.
+    fields: frozenset[str] = frozenset()
 
     def matches(self, entry: Entry) -> bool:
         return self.predicate(entry)
@@ -351,6 +354,7 @@ class _Parser:
         self.lower_inc = True
         self.upper: datetime | None = None
         self.upper_inc = True
+        self.fields: set[str] = set()
 
     # -- token helpers
     def peek(self, ahead: int = 0) -> _Token:
@@ -384,14 +388,14 @@ class _Parser:
     # -- grammar
     def parse(self) -> Filter:
         if self.peek().kind == "EOF":
-            return Filter(self.text, _always, (None, True, None, True))
+            return Filter(self.text, _always, (None, True, None, True), frozenset())
         terms = self.and_terms(top=True)
         tok = self.peek()
         if tok.kind != "EOF":
             raise self.error(tok)
         pred = terms[0] if len(terms) == 1 else _all_of(terms)
         bounds = (self.lower, self.lower_inc, self.upper, self.upper_inc)
-        return Filter(self.text, pred, bounds)
+        return Filter(self.text, pred, bounds, frozenset(self.fields))
 
     def and_terms(self, top: bool = False) -> list[Predicate]:
         terms = [self.or_expr(top)]
@@ -459,6 +463,7 @@ class _Parser:
         return tuple(parts)
 
     def comparison(self, path: tuple[str, ...], op_tok: _Token) -> Predicate:
+        self.fields.add(".".join(path))
         return self.value_expr(op_tok.text, path)
 
     def value_expr(self, op: str, path: tuple[str, ...]) -> Predicate:

@@ -506,6 +506,18 @@ RULE = "rules[0]."
             id="log-query-too-long",
         ),
         pytest.param(
+            LOGS % """filter: 'severity>=ERROR AND resource.labels.revision_name="chat-00001"'""",
+            RULE + "logs.filter",
+            "resource.labels.revision_name is deploy-guard's to set",
+            id="filter-narrows-the-revision-scope",
+        ),
+        pytest.param(
+            LOGS % """filter: 'timestamp>="2020-01-01T00:00:00Z"'""",
+            RULE + "logs.filter",
+            "timestamp is deploy-guard's to set",
+            id="filter-sets-its-own-time-bound",
+        ),
+        pytest.param(
             HEAD.replace("[demo]", "[1chat]") + "  - {name: a, kind: logs, logs: {}}\n",
             "services[0]",
             "a name starts with a letter, ends with a letter or digit and has at most 49",

@@ -77,6 +77,15 @@ _SERVICE_GLOB = re.compile(r"^[a-z0-9*?\[\]!-]+$")
 MAX_HOLD = 3600.0
 #: A Cloud Run service name: a letter first, letters, digits and hyphens, 49 characters at most.
 _SERVICE_NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,47}[a-z0-9])?$")
+#: Fields the guard's own scope sets in every Logging query; a rule's fragment may not.
+_SCOPE_FIELDS = frozenset(
+    {
+        "timestamp",
+        "resource.type",
+        "resource.labels.service_name",
+        "resource.labels.revision_name",
+    }
+)
 #: What a policy's logs rules may take of the one Cloud Logging query (20,000 characters at
 #: most); the rest is room for the guard's scope: resource type, service, revisions, timestamp.
 MAX_LOG_QUERY = 19_000
@@ -616,13 +625,21 @@ def _check_log_filter(fragment: str | None) -> str | None:
     from deploy_guard.logfilter import FilterError, parse
 
     try:
-        parse(fragment)
+        parsed = parse(fragment)
     except FilterError as exc:
         raise _err(
             "log_filter",
             f"{shown(fragment)} is not a Cloud Logging filter deploy-guard can read: {exc.message}"
             " (docs/emulator.md lists the supported query language)",
         ) from None
+    owned = sorted(parsed.fields & _SCOPE_FIELDS)
+    if owned:
+        raise _err(
+            "log_filter",
+            f"{owned[0]} is deploy-guard's to set: every query already keeps to the service, "
+            "its candidate and baseline revisions and the time since the rollout, and a rule "
+            f"that narrows them never sees what it should; drop the {owned[0]} term",
+        )
     return fragment
 
 
