@@ -255,3 +255,20 @@ def test_the_walk_finds_a_dependency_of_an_extra_left_out(
     older = {**pins, "click": Pin(canonicalize_name("click"), Version("7.1"))}
     with pytest.raises(AssertionError, match="outside click"):
         locked(Requirement("click>=8.1,<9"), older)
+
+
+def test_make_lock_regenerates_it_for_the_images_python_outside_the_venv() -> None:
+    makefile = (REPO / "Makefile").read_text(encoding="utf-8")
+    match = re.search(r"^lock:.*\n((?:\t.*\n)+)", makefile, flags=re.MULTILINE)
+    assert match, "no `lock` target in the Makefile"
+    recipe = match.group(1).replace("\\\n", " ")
+    for option in (
+        "--generate-hashes",
+        "--python-version 3.11",
+        "--python-platform x86_64-manylinux",
+        f"--output-file {LOCK_NAME}",
+        "build-system",  # the build backend is locked too
+    ):
+        assert option in recipe, f"make lock: {option} missing"
+    assert "$(BIN)/python -m pip install" not in recipe, "the lock tool goes in its own venv"
+    assert "make lock" in LOCK.read_text(encoding="utf-8").split("\n", 3)[1]

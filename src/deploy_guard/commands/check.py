@@ -32,14 +32,23 @@ HELP = """Judge REVISION by policy after a rollout, and act on the verdict.
 \b
 What it does, in order:
   1. loads and validates every --policy (any problem: exit 2, nothing touched);
-  2. waits for the revision to be Ready and records the service's traffic;
-  3. probes the revision through its tag URL (adding a temporary 0 % tag
-     if it has none, removed afterwards whatever happens);
+  2. waits for the revision to be Ready (still starting at --ready-timeout:
+     inconclusive, exit 3) and records the service's traffic;
+  3. probes the revision through its tag URL (adding a temporary 0 % dg- tag
+     if it has none, removed afterwards; the tag records which check holds
+     it until when, so one left behind shows as stale in
+     `deploy-guard status --service S`, which removes it);
   4. reads Cloud Logging (one query per pass) and Cloud Monitoring;
   5. decides as evidence arrives (fail_fast stops at the first decided failure);
   6. acts: on fail puts traffic back on the revisions that served before
      (unless someone deployed meanwhile: then it refuses, exit 4);
      on pass with --promote sends 100 % to the revision, pinned by name.
+
+\b
+Output: the outcome in one line on stdout ("fail: ...", "pass: ..."); events
+on stderr (JSON off a terminal); notes (a candidate on the rejected list,
+leftover tags, the revision a rollback chose and why) in the report and on
+stderr.
 
 \b
 Exit codes: 0 pass, 1 fail (rolled back or never shifted), 2 usage/config,
