@@ -371,10 +371,17 @@ def test_logs_over_the_limit_fail_with_evidence() -> None:
     assert result.decided  # failure_limit 0: the first failing pass decides
     assert result.counts.startswith("2 matches in 40 entries over 2m; limit 0")
     assert result.evidence == (
-        "close code 1011: 2",
+        "2 entries matching 'close code 1011'",
         "2026-01-01T00:00:07Z ERROR close code 1011",
     )
     assert result.message == "log matches over the limit (matches <= 0)"
+
+
+def test_a_pattern_less_logs_rule_says_what_its_count_is_of() -> None:
+    rule = Rule(name="logs", kind="logs", logs=LogsSpec(filter="severity>=ERROR", max_count=0))
+    result = Judge(policy(rule)).observe(logs(scanned=3, matches_by={"*": 3}))
+    assert result.status == "fail"
+    assert result.evidence[0] == "3 entries selected by the rule's filter"
 
 
 def test_logs_failure_limit_tolerates_failing_passes() -> None:

@@ -1,4 +1,4 @@
-"""``check --help`` and ``rollback --help`` teach, and pay for no Google library."""
+"""``check``, ``rollback`` and ``status --help`` teach, and pay for no Google library."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("command", ["check", "rollback"])
+@pytest.mark.parametrize("command", ["check", "rollback", "status"])
 def test_help_teaches_and_imports_no_google_library(command: str) -> None:
     code = (
         "import sys\n"

@@ -91,7 +91,9 @@ def test_validate_files_and_folders_together(
 def test_validate_a_missing_path_is_a_problem(tmp_path: Path) -> None:
     code, out, _ = run("policy", "validate", str(tmp_path / "nope.yaml"))
     assert code == ExitCode.USAGE
-    assert f"{tmp_path}/nope.yaml:1:1: no such file or folder" in out
+    # about the whole file: no line and column to point at
+    assert f"{tmp_path}/nope.yaml: no such file or folder" in out
+    assert ":1:1" not in out
 
 
 def test_validate_json_output_for_tools(write: Callable[[str, str], Path]) -> None:

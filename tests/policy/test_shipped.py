@@ -82,7 +82,7 @@ def test_rule_names_are_unique_across_shipped_policies() -> None:
 def test_explain_minimal_policy_shows_defaults() -> None:
     text = explain(load_file(POLICIES / "http-minimal.yaml"))
     assert "Sends 20 GET requests to /, 4 at a time, each within 5s." in text
-    assert "the status is 200 and it answers within 2s; 95% must succeed" in text
+    assert "the HTTP status is 200 and it answers within 2s; 95% must succeed" in text
     assert "On inconclusive: leave traffic as it is and exit 3" in text
     assert "Probes send a Google ID token for the service URL" in text
 
@@ -110,7 +110,10 @@ rules:
     metric: {type: request_count, min: 5}
 """
     words = explain(parse_policy(text))
-    assert 'the status is 200, the body contains "ok" and $.a is 1;' in words
+    assert (
+        'the HTTP status is 200, the body contains "ok" and the JSON body\'s field $.a is 1;'
+        in words
+    )
     assert "Dry run: it is judged and reported but never decides." in words
     assert "Fails on more than 2 per minute or a rate above 1.5x the previous revision's." in words
     assert "Fails below 5." in words

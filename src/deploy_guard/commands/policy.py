@@ -80,7 +80,11 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
         problems = [Problem(", ".join(targets), 1, 1, "", f"internal error: {exc!r}")]
         files = []
     if as_json:
-        click.echo(json.dumps([p.__dict__ for p in problems], indent=2))
+        # line and column 0 mean "the whole file" (missing, unreadable): null for tools
+        rows = [
+            {**p.__dict__, "line": p.line or None, "column": p.column or None} for p in problems
+        ]
+        click.echo(json.dumps(rows, indent=2))
     else:
         for problem in problems:
             click.echo(str(problem))

@@ -22,8 +22,15 @@ def _per_minute(count: int, seconds: float) -> float:
     return count / (max(seconds, 60.0) / 60.0)
 
 
+def _counted(pattern: str, n: int) -> str:
+    """What one count is of: a pattern's matches, or (``*``) the entries the rule selects."""
+    if pattern == "*":  # a rule with no patterns counts the entries its filter selects
+        return f"{plural(n, 'entry')} selected by the rule's filter"
+    return f"{plural(n, 'entry')} matching {pattern!r}"
+
+
 def _evidence(m: LogMeasurement) -> tuple[str, ...]:
-    lines = [f"{pattern}: {n}" for pattern, n in sorted(m.matches.items()) if n]
+    lines = [_counted(pattern, n) for pattern, n in sorted(m.matches.items()) if n]
     for sample in m.samples[:EVIDENCE]:
         text = str(sample.get("text", ""))[:_TEXT_LIMIT]
         stamp = sample.get("timestamp", "")

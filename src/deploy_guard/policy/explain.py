@@ -53,11 +53,12 @@ def _http(spec: HttpSpec) -> Iterator[str]:
         f"to {spec.path}, {spec.concurrency} at a time, each within {dur(spec.timeout)}."
     )
     expect = spec.expect
-    checks = [f"the status is {_list([str(s) for s in expect.status], 'or')}"]
+    # "HTTP status" and "JSON field": a body field may well be named status too
+    checks = [f"the HTTP status is {_list([str(s) for s in expect.status], 'or')}"]
     if expect.body_contains is not None:
         checks.append(f'the body contains "{expect.body_contains}"')
     for path, value in expect.json.items():
-        checks.append(f"{path} is {json.dumps(value)}")
+        checks.append(f"the JSON body's field {path} is {json.dumps(value)}")
     if expect.max_latency is not None:
         checks.append(f"it answers within {dur(expect.max_latency)}")
     yield f"A request succeeds when {_list(checks)}; {pct(spec.success_ratio)} must succeed."

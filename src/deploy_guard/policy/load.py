@@ -346,7 +346,7 @@ def load_file(path: str | Path) -> Policy:
         raise policy_error([Problem(file, 1, 1, "", "the file is not UTF-8 text")]) from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise policy_error([Problem(file, 1, 1, "", f"cannot read the file: {reason}")]) from None
+        raise policy_error([Problem(file, 0, 0, "", f"cannot read the file: {reason}")]) from None
     return parse_policy(text, file)
 
 
@@ -381,7 +381,7 @@ def check_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Policy], 
     files = policy_files(paths)
     for path in paths:
         if not Path(path).exists():
-            problems.append(Problem(str(path), 1, 1, "", "no such file or folder"))
+            problems.append(Problem(str(path), 0, 0, "", "no such file or folder"))
     for file in files:
         if not file.exists():
             continue
@@ -391,7 +391,7 @@ def check_paths(paths: Sequence[str | Path]) -> tuple[list[Path], list[Policy], 
             problems.extend(exc.problems)
     if not files and not problems:
         shown = ", ".join(str(p) for p in paths)
-        problems.append(Problem(shown or ".", 1, 1, "", "no policy files (*.yaml, *.yml) found"))
+        problems.append(Problem(shown or ".", 0, 0, "", "no policy files (*.yaml, *.yml) found"))
     owners: dict[str, str] = {}
     for policy in policies:
         source = policy.source or ""

@@ -77,7 +77,9 @@ class Problem:
 
     def __str__(self) -> str:
         """One line, whatever the file name, path or message hold (see :func:`escaped`)."""
-        where = f"{_one_line(self.file)}:{self.line}:{self.column}"
+        where = _one_line(self.file)
+        if self.line:  # 0: about the whole file (missing, unreadable), no place in it
+            where += f":{self.line}:{self.column}"
         message = _one_line(self.message)
         return f"{where}: {_one_line(self.path)}: {message}" if self.path else f"{where}: {message}"
 
