@@ -12,7 +12,8 @@ websockets, httpx) are mapped into this tree at one seam per library, with
     │   ├── NotFoundError
     │   └── PermissionError_     the credential lacks a role
     ├── ActionError              exit 4: a traffic change failed or was refused
-    │   └── SupersededError      someone else changed the service during the check
+    │   ├── SupersededError      someone else changed the service during the check
+    │   └── UnverifiedError      a traffic change was sent, but could not be read back
     └── EmulatorError            the local emulator refuses an API request (a gRPC status)
 """
 
@@ -75,6 +76,19 @@ class ActionError(GuardError):
 
 class SupersededError(ActionError):
     """The service changed under the guard (another deploy): it refused to write."""
+
+
+class UnverifiedError(ActionError):
+    """A traffic change was sent (and may have landed), but reading it back failed.
+
+    ``last_state`` is the last state of the service the guard saw (a
+    ``deploy_guard.gcp.traffic.ServiceState``, or None), so a report can say
+    what was known instead of a stale split; a human has to check the rest.
+    """
+
+    def __init__(self, message: str, last_state: object = None) -> None:
+        super().__init__(message)
+        self.last_state = last_state
 
 
 class EmulatorError(GuardError):

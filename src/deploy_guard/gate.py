@@ -31,6 +31,7 @@ from deploy_guard.errors import (
     GuardError,
     NotFoundError,
     SupersededError,
+    UnverifiedError,
 )
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.gcp.tags import (
@@ -51,11 +52,13 @@ from deploy_guard.gcp.traffic import (
     decode_split,
     describe,
     encode_split,
+    failed_reconcile,
     find_tag_uri,
     newest_ready_before,
     pin_plan,
     rejected,
     rollback_plan,
+    served_spec,
     served_split,
     settled,
     with_rejected,
@@ -416,6 +419,8 @@ class _Run:
     decided: bool = False
     #: The policies that apply to the service.
     policies: list[Policy] = field(default_factory=list)
+    #: A traffic write of the guard's failed inside Cloud Run or could not be made.
+    write_failed: bool = False
 
 
 class Gate:
@@ -669,6 +674,14 @@ class Gate:
             f"{state.observed_generation}): what it serves cannot be known, so nothing was "
             "probed or changed"
         )
+        if failed_reconcile(state):  # said at once: waiting would change nothing
+            why = (
+                f"Cloud Run failed to apply {state.short}'s latest change (generation "
+                f"{state.generation}; it still shows generation {state.observed_generation}'s "
+                f"state): {state.terminal_message}. It serves "
+                f"{describe(served_split(state))}, but its spec says otherwise, so nothing was "
+                "probed or changed; fix or roll back that change first"
+            )
         self.report.reasons = [why]
         self._event("decision", verdict="inconclusive", action="hold", reason=why)
         return self._finish("inconclusive", "held", ExitCode.INCONCLUSIVE, why)
@@ -1128,8 +1141,19 @@ class Gate:
             state = await self.router.set_traffic(expected, spec, why=kind, annotations=annotations)
         except SupersededError as exc:
             self._event(f"{kind}_refused", reason=str(exc))
+            await self._read_back()
             return self._finish(self.report.verdict, "superseded", ExitCode.ACTION_FAILED, str(exc))
+        except UnverifiedError as exc:
+            # Sent (and maybe applied), but not read back: the last state seen, and what to
+            # check; not "do it by hand" with a split that may already be there.
+            if isinstance(exc.last_state, ServiceState):
+                self.report.traffic_after = served_split(exc.last_state)
+            self._event(f"{kind}_unverified", error=str(exc))
+            msg = f"{kind} sent, not verified: {exc}"
+            return self._finish(self.report.verdict, "unverified", ExitCode.ACTION_FAILED, msg)
         except GuardError as exc:
+            self.run_state.write_failed = True
+            await self._read_back()
             hand = _by_hand(self.run_state.service, self.options, spec)
             self._event(f"{kind}_failed", error=str(exc))
             msg = f"{kind} failed: {exc}. Do it by hand: {hand}"
@@ -1145,6 +1169,15 @@ class Gate:
             fail_code,
             f"{reason}; traffic now {describe(self.report.traffic_after)}",
         )
+
+    async def _read_back(self) -> None:
+        """After a refused or failed write: what the service really serves, for the report."""
+        try:
+            state = await self.router.get_service(self.run_state.service)
+        except GuardError as exc:
+            self._event("read_back_failed", error=str(exc))
+            return
+        self.report.traffic_after = served_split(state)
 
     async def _cleanup(self) -> None:
         """Remove the temporary tag (shielded: it must run even when cancelled)."""
@@ -1169,9 +1202,19 @@ class Gate:
         service = self.run_state.service
         try:
             state = await self.router.get_service(service)
-            spec = without_tag(state, tag)
+            start = None
+            if self.run_state.write_failed and failed_reconcile(state):
+                # The guard's own write failed inside Cloud Run: its spec is not what is
+                # served and may name a deleted revision. Never re-send it: start from
+                # what is served (the failed spec goes with the tag).
+                start = served_spec(state)
+                self._event("tag_removal_from_served", tag=tag, traffic=_split_text(start))
+            spec = without_tag(state, tag, start=start)
             if spec is None:
                 self._event("tag_not_found", tag=tag, note="nothing to remove")
+                if not any(e.event == "tag_added" for e in self.report.timeline.events):
+                    # adding it failed: the report names no tag that never existed
+                    self.report.temporary_tag = ""
             else:
                 # Removing our own tag is the one write allowed on a changed service:
                 # it touches only the entry we added, in the spec as just read.

@@ -37,8 +37,8 @@ class _DeployRightAfterOurWrite(CloudRun):
         self.chat = chat
         self.other: str = ""
 
-    async def _update(self, service: Any, *, what: str) -> ServiceState:
-        written = await super()._update(service, what=what)
+    async def _update(self, service: Any, **kw: Any) -> ServiceState:
+        written = await super()._update(service, **kw)
         if not self.other:
             self.other = await asyncio.to_thread(self.chat.candidate, {"OTHER": "deploy"}, tag=None)
         return written
@@ -135,8 +135,8 @@ class _DeployKeepingOurTag(CloudRun):
         self.chat, self.emulator = chat, emulator
         self.done = False
 
-    async def _update(self, service: Any, *, what: str) -> ServiceState:
-        written = await super()._update(service, what=what)
+    async def _update(self, service: Any, **kw: Any) -> ServiceState:
+        written = await super()._update(service, **kw)
         if not self.done:
             self.done = True
 

@@ -4,17 +4,39 @@ The GAPIC clients are synchronous; every call runs in a worker thread
 (:func:`asyncio.to_thread`) so the check's event loop keeps probing while an
 ``UpdateService`` operation completes.
 
-Writes follow three rules that the API cannot enforce for us (it has no
-etag-checked update for services):
+Writes follow four rules:
 
-1. *Read-modify-write the whole service*: GetService, change ``traffic``,
-   UpdateService. An unchanged template creates no new revision.
+1. *Write only what the guard means to change*: the UpdateService request
+   carries a Service with ``name``, ``traffic``, ``annotations`` (the whole map
+   as read, the guard's keys changed: a FieldMask path replaces a map) and the
+   ``etag`` read, with ``update_mask`` ``traffic,annotations``. The template is
+   never sent, so a write can never put back a template someone replaced
+   meanwhile (which would start a new revision from old, possibly failed,
+   code), and a service deployed with a named revision (``--revision-suffix``),
+   which refuses any write that re-sends its template with 409, takes it.
 2. *Refuse to clobber*: right before writing, re-read and compare with what
    the guard last saw (its own last write included). If ``generation``,
    ``latest_created_revision`` or the traffic spec moved, someone else deployed
-   or moved traffic: raise :class:`SupersededError` and write nothing.
-3. *A change is done only when a re-read shows it*: wait for the operation,
-   then re-read until ``traffic_statuses`` serves the new split.
+   or moved traffic: raise :class:`SupersededError` and write nothing. This
+   check stays although the etag makes the write conditional: whether Cloud
+   Run enforces ``Service.etag`` on UpdateService is unverified (the field is
+   documented as "may be used to detect modification conflict"), and the
+   check also catches a change the guard's ``expected`` state predates.
+3. *A stale answer is read, not trusted*: ABORTED or FAILED_PRECONDITION on
+   the request (the etag no longer matches; which one Cloud Run sends is
+   unverified, so both count) means the service moved: re-read it. If the
+   re-read shows exactly the guard's own write (its traffic spec and
+   annotations, ``generation`` one past the one it wrote from, template and
+   ``latest_created_revision`` unchanged), the write landed and only its
+   answer was lost (the client's retry of a write that landed carries the old
+   etag): verify it as usual. Otherwise raise :class:`SupersededError` with
+   the service's true state.
+4. *A change is done only when a re-read shows it*: wait for the operation,
+   then re-read until ``traffic_statuses`` serves the new split. An operation
+   that fails (Cloud Run accepts a split naming a revision deleted meanwhile,
+   then fails with "does not exist or is deleted") is an :class:`ActionError`
+   saying what the spec now holds and what is served; a write whose operation
+   or re-read could not be read at all is an :class:`UnverifiedError`.
 """
 
 from __future__ import annotations
@@ -25,7 +47,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from deploy_guard.errors import ActionError, ConfigError, SupersededError
+from deploy_guard.errors import (
+    ActionError,
+    ConfigError,
+    GuardError,
+    SupersededError,
+    UnverifiedError,
+)
 from deploy_guard.gcp.clients import Clients
 from deploy_guard.gcp.errors import ApiCalls, call
 from deploy_guard.gcp.traffic import (
@@ -33,15 +61,21 @@ from deploy_guard.gcp.traffic import (
     RevisionState,
     ServiceState,
     describe,
+    failed_reconcile,
+    same_spec,
     served_split,
     settled,
     shows,
+    spec_text,
     superseded_reason,
 )
 from deploy_guard.log import get_logger
 
 T = TypeVar("T")
 log = get_logger("deploy_guard.gcp.cloudrun")
+
+#: The only fields a guard write sends: the rest of the service is never touched.
+WRITE_MASK = ("traffic", "annotations")
 
 #: ``chat-00002-xyz`` -> ``chat``: how Cloud Run names revisions of a service.
 _REVISION_NAME = re.compile(r"^(?P<service>[a-z](?:[a-z0-9-]*[a-z0-9])?)-\d{5}-[a-z0-9]{2,}$")
@@ -260,13 +294,15 @@ class CloudRun:
         """Poll the service until it is no longer reconciling, at most ``bound`` seconds.
 
         Returns the last state read, settled or not (the caller decides what an
-        unsettled service means).
+        unsettled service means). A reconciliation that failed for good
+        (:func:`~deploy_guard.gcp.traffic.failed_reconcile`) ends the wait at
+        once: its ``observed_generation`` never catches up.
         """
         deadline = time.monotonic() + bound
         delay = self.poll_initial
         while True:
             state = await self.get_service(service)
-            if settled(state) or time.monotonic() >= deadline:
+            if settled(state) or failed_reconcile(state) or time.monotonic() >= deadline:
                 return state
             await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, self.poll_max)
@@ -290,7 +326,8 @@ class CloudRun:
         ``expected`` (nothing written), or when someone else changed it between
         this write and its verification (the write is done; the state is not
         the guard's); :class:`ActionError` when the write or its verification
-        failed.
+        failed; :class:`UnverifiedError` when it was sent but could not be read
+        back.
         """
         raw = await self._get_service_raw(expected.name)
         now = to_service_state(raw)
@@ -301,16 +338,10 @@ class CloudRun:
                 f"{reason}; deploy-guard did not change {now.short}'s traffic. "
                 f"It serves {describe(served_split(now))}; check it by hand."
             )
-        from google.cloud import run_v2
-
-        updated = run_v2.Service(raw)
-        del updated.traffic[:]
-        updated.traffic.extend(_to_targets(spec))
-        for key, value in (annotations or {}).items():
-            updated.annotations[key] = value
-        log.info("traffic_write_requested", service=now.short, why=why, traffic=_spec_text(spec))
-        written = await self._update(updated, what=f"updating traffic of {now.short} ({why})")
-        return await self.verify(expected.name, spec, written=written)
+        log.info("traffic_write_requested", service=now.short, why=why, traffic=spec_text(spec))
+        what = f"updating traffic of {now.short} ({why})"
+        written = await self._write(raw, now, what=what, spec=spec, annotations=annotations or {})
+        return await self._verify_written(expected.name, spec, written, what=what)
 
     async def set_annotations(
         self, expected: ServiceState, values: Mapping[str, str]
@@ -321,24 +352,98 @@ class CloudRun:
         reason = superseded_reason(expected, now)
         if reason is not None:
             raise SupersededError(f"{reason}; did not annotate {now.short}")
-        from google.cloud import run_v2
-
-        updated = run_v2.Service(raw)
-        for key, value in values.items():
-            updated.annotations[key] = value
-        await self._update(updated, what=f"annotating {now.short}")
+        await self._write(raw, now, what=f"annotating {now.short}", spec=None, annotations=values)
         return await self.get_service(expected.name)
 
-    async def _update(self, service: Any, *, what: str) -> ServiceState:
-        """UpdateService and wait for its operation; the service as the write left it.
+    async def _write(
+        self,
+        raw: Any,
+        now: ServiceState,
+        *,
+        what: str,
+        spec: Sequence[Allocation] | None,
+        annotations: Mapping[str, str],
+    ) -> ServiceState:
+        """Send the guard's change (rule 1), handle a stale answer (rule 3) and a
+        failed operation; the service as the write left it."""
+        from google.cloud import run_v2
+
+        request: Any = run_v2.Service(name=raw.name, etag=raw.etag)
+        request.annotations = {**dict(raw.annotations), **annotations}
+        paths = ["annotations"]
+        if spec is not None:
+            request.traffic = _to_targets(spec)
+            paths.insert(0, "traffic")
+        try:
+            return await self._update(request, what=what, paths=paths)
+        except SupersededError as exc:  # the request itself was refused as stale
+            landed = await self._own_write_landed(raw, now, spec, annotations, what=what, exc=exc)
+            if landed is not None:
+                return landed
+            raise
+
+    async def _own_write_landed(
+        self,
+        raw: Any,
+        now: ServiceState,
+        spec: Sequence[Allocation] | None,
+        annotations: Mapping[str, str],
+        *,
+        what: str,
+        exc: SupersededError,
+    ) -> ServiceState | None:
+        """After a stale answer: the re-read state if it is the guard's own write.
+
+        A lost answer makes the client retry a write that already landed; the
+        retry carries the etag read before it and is refused. Raises
+        :class:`SupersededError` with the true state when someone else moved
+        the service, :class:`UnverifiedError` when the re-read fails.
+        """
+        from google.cloud import run_v2
+
+        try:
+            raw_after = await self._get_service_raw(now.name)
+        except GuardError as read_exc:
+            raise UnverifiedError(
+                f"{what}: Cloud Run answered that {now.short} changed ({exc}), and reading it "
+                f"back failed ({read_exc}): deploy-guard's change may or may not have landed. "
+                f"Last state read: it served {describe(served_split(now))}; check it with "
+                f"`gcloud run services describe {now.short}`",
+                last_state=now,
+            ) from read_exc
+        after = to_service_state(raw_after)
+        own = (
+            after.generation == now.generation + 1
+            and after.latest_created_revision == now.latest_created_revision
+            and (spec is None or same_spec(after.traffic, spec))
+            and all(after.annotations.get(k) == v for k, v in annotations.items())
+            and run_v2.RevisionTemplate.pb(raw_after.template)
+            == run_v2.RevisionTemplate.pb(raw.template)
+        )
+        if own:
+            log.info("traffic_write_landed_before_its_retry", service=now.short, what=what)
+            return after
+        moved = superseded_reason(now, after) or "the service changed while deploy-guard wrote"
+        log.warning("traffic_write_stale", service=now.short, reason=moved, what=what)
+        raise SupersededError(
+            f"{moved}: Cloud Run refused deploy-guard's change as stale ({exc}), so nothing "
+            f"of it was written. {after.short} serves {describe(served_split(after))} "
+            f"(spec: {spec_text(after.traffic)}); check it by hand."
+        ) from exc
+
+    async def _update(self, service: Any, *, what: str, paths: Sequence[str]) -> ServiceState:
+        """UpdateService with ``update_mask`` ``paths`` and wait for its operation.
 
         Only the request itself can be refused as stale (ABORTED or
-        FAILED_PRECONDITION: :class:`SupersededError`); an operation that fails
-        afterwards is an :class:`ActionError`, whatever its status.
+        FAILED_PRECONDITION: :class:`SupersededError`). An operation that fails
+        afterwards is an :class:`ActionError` saying what the service now holds
+        and serves; one that could not be followed to its end is an
+        :class:`UnverifiedError`.
         """
+        request = {"service": service, "update_mask": {"paths": list(paths)}}
 
         def write(retry: Any) -> Any:
-            return self.clients.services().update_service(request={"service": service}, retry=retry)
+            return self.clients.services().update_service(request=request, retry=retry)
 
         op: Any = await self._run(write, method="UpdateService", what=what, writing=True)
 
@@ -347,13 +452,35 @@ class CloudRun:
 
         try:
             result = await asyncio.to_thread(wait)
-        except Exception as exc:  # the operation itself failed (its error, not a transport one)
+        except Exception as exc:
             from deploy_guard.log import redact_text
 
-            raise ActionError(
-                f"{what}: the update operation failed: {redact_text(str(exc))}"
-            ) from exc
+            detail = redact_text(str(exc)).rstrip(".")
+            short = _short(service.name)
+            last = getattr(op, "operation", None)
+            if last is None or not last.done or not last.HasField("error"):
+                # a timeout or an API error while polling: the write is out of sight
+                raise UnverifiedError(
+                    f"{what}: sent, but its operation could not be followed to its end "
+                    f"({detail}); check {short} with `gcloud run services describe {short}`"
+                ) from exc
+            raise await self._failed(service.name, what, detail) from exc
         return to_service_state(result)
+
+    async def _failed(self, name: str, what: str, detail: str) -> ActionError:
+        """The error for an accepted write whose operation failed: what it left behind."""
+        try:
+            state = await self.get_service(name)
+        except GuardError as exc:
+            return UnverifiedError(
+                f"{what}: Cloud Run accepted the change, then its operation failed ({detail}); "
+                f"reading the service back failed too ({exc})"
+            )
+        return ActionError(
+            f"{what}: Cloud Run accepted the change, then its operation failed: {detail}. "
+            f"{state.short}'s spec now holds {spec_text(state.traffic)}; it still serves "
+            f"{describe(served_split(state))}"
+        )
 
     def _polling(self) -> Any:
         from google.api_core import retry as gretry
@@ -366,6 +493,24 @@ class CloudRun:
             multiplier=2.0,
             timeout=self.verify_timeout,
         )
+
+    async def _verify_written(
+        self, service: str, spec: Sequence[Allocation], written: ServiceState, *, what: str
+    ) -> ServiceState:
+        """:meth:`verify`; a re-read that fails makes the write "sent, not verified"."""
+        try:
+            return await self.verify(service, spec, written=written)
+        except ActionError:
+            raise
+        except GuardError as exc:
+            log.warning("traffic_write_unverified", service=written.short, error=str(exc))
+            raise UnverifiedError(
+                f"{what}: Cloud Run applied the change ({spec_text(spec)}; the operation "
+                f"reported {written.short} serving {describe(served_split(written))}), but "
+                f"reading the service back failed ({exc}). Check what it serves: "
+                f"`gcloud run services describe {written.short} --format 'value(status.traffic)'`",
+                last_state=written,
+            ) from exc
 
     async def verify(
         self, service: str, spec: Sequence[Allocation], *, written: ServiceState | None = None
@@ -386,31 +531,26 @@ class CloudRun:
                 log.warning("traffic_write_overtaken", service=state.short, reason=moved)
                 raise SupersededError(
                     f"{moved} right after deploy-guard's own traffic change "
-                    f"({_spec_text(spec)}); it serves {describe(served_split(state))} now and "
+                    f"({spec_text(spec)}); it serves {describe(served_split(state))} now and "
                     "deploy-guard will not write again; check it by hand."
                 )
             if not stale and shows(state, spec):
                 return state
+            # A failed reconcile (failed_reconcile) and any terminal failure: waiting
+            # changes nothing.
             if not stale and state.terminal_message and not state.reconciling:
                 raise ActionError(
                     f"Cloud Run did not apply the traffic change to {state.short}: "
-                    f"{state.terminal_message}"
+                    f"{state.terminal_message}. Its spec holds {spec_text(state.traffic)}; it "
+                    f"serves {describe(served_split(state))}"
                 )
             if time.monotonic() >= deadline:
                 raise ActionError(
                     f"{state.short} still serves {describe(served_split(state))} "
-                    f"{self.verify_timeout:.0f} s after the change to {_spec_text(spec)}"
+                    f"{self.verify_timeout:.0f} s after the change to {spec_text(spec)}"
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.poll_max)
-
-
-def _spec_text(spec: Sequence[Allocation]) -> str:
-    parts = []
-    for a in spec:
-        rev = a.revision or "LATEST"
-        parts.append(f"{rev} {a.percent}%" + (f" tag={a.tag}" if a.tag else ""))
-    return ", ".join(parts) or "(latest)"
 
 
 def need_service(service: str | None, revision: str) -> str:

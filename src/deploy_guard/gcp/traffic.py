@@ -78,6 +78,17 @@ def settled(state: ServiceState) -> bool:
     return state.observed_generation == 0 or state.observed_generation >= state.generation
 
 
+def failed_reconcile(state: ServiceState) -> bool:
+    """True when Cloud Run gave up on the service's latest spec: waiting changes nothing.
+
+    A failed reconciliation leaves ``observed_generation`` behind (at the last
+    serving state, with ``traffic_statuses`` and ``latest_ready_revision``), so
+    :func:`settled` stays False for good; ``terminal_condition`` failed and
+    ``reconciling`` false is how to tell it from one still under way.
+    """
+    return bool(state.terminal_message) and not state.reconciling and not settled(state)
+
+
 @dataclass(frozen=True)
 class RevisionState:
     """One revision: whether it is Ready, and why not."""
@@ -162,6 +173,15 @@ def renormalise(shares: dict[str, int]) -> dict[str, int]:
     return {rev: pct for rev, pct in out.items() if pct > 0}
 
 
+def served_spec(state: ServiceState) -> tuple[Allocation, ...]:
+    """What the service serves, as a spec to write (LATEST kept as LATEST, no URLs).
+
+    The starting point for a write after a failed reconcile, whose spec is not
+    what is served and may name a revision that no longer exists.
+    """
+    return tuple(replace(a, uri="") for a in state.traffic_statuses)
+
+
 def tags_without(
     allocations: Iterable[Allocation], *, drop_tags: Iterable[str] = ()
 ) -> tuple[Allocation, ...]:
@@ -239,12 +259,15 @@ def with_tag(current: ServiceState, revision: str, tag: str) -> tuple[Allocation
     return (*spec, Allocation(revision=revision, percent=0, tag=tag))
 
 
-def without_tag(current: ServiceState, tag: str) -> tuple[Allocation, ...] | None:
-    """The current spec minus ``tag`` (None when the tag is not there: nothing to do)."""
-    if not any(a.tag == tag for a in current.traffic):
+def without_tag(
+    current: ServiceState, tag: str, *, start: Sequence[Allocation] | None = None
+) -> tuple[Allocation, ...] | None:
+    """The current spec (or ``start``) minus ``tag``; None when the tag is not in it."""
+    base = current.traffic if start is None else tuple(start)
+    if not any(a.tag == tag for a in base):
         return None
     out: list[Allocation] = []
-    for a in current.traffic:
+    for a in base:
         if a.tag != tag:
             out.append(a)
         elif a.percent > 0:  # the tag rides on a serving entry: keep the share
@@ -293,6 +316,20 @@ def superseded_reason(expected: ServiceState, now: ServiceState) -> str | None:
 
 def _spec_key(allocations: Iterable[Allocation]) -> list[tuple[str, int, str]]:
     return sorted((a.revision or "LATEST", a.percent, a.tag) for a in allocations)
+
+
+def same_spec(a: Iterable[Allocation], b: Iterable[Allocation]) -> bool:
+    """Two traffic specs say the same (their order and URLs aside)."""
+    return _spec_key(a) == _spec_key(b)
+
+
+def spec_text(spec: Iterable[Allocation]) -> str:
+    """``chat-00001-abc 90%, LATEST 10% tag=candidate`` for messages."""
+    parts = []
+    for a in spec:
+        rev = a.revision or "LATEST"
+        parts.append(f"{rev} {a.percent}%" + (f" tag={a.tag}" if a.tag else ""))
+    return ", ".join(parts) or "(latest)"
 
 
 def find_tag_uri(state: ServiceState, revision: str) -> tuple[str, str] | None:
