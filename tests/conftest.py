@@ -53,9 +53,15 @@ def _forget_secrets() -> Iterator[None]:
 
 
 @pytest.fixture
-def emulator() -> Iterator[EmulatorThread]:
-    """A fresh emulator for one test; revisions get 10 s to listen."""
-    emu = EmulatorThread(startup_timeout=10.0)
+def emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorThread]:
+    """A fresh emulator for one test; revisions get 10 s to listen.
+
+    Its options can be set per test (the realistic profile, say) with indirect
+    parametrisation: ``@pytest.mark.parametrize("emulator", [{"realistic":
+    Realism(...)}], indirect=True)``.
+    """
+    options = {"startup_timeout": 10.0, **getattr(request, "param", {})}
+    emu = EmulatorThread(**options)
     emu.start()
     try:
         yield emu

@@ -530,3 +530,57 @@ def test_plain_output_lines_and_a_traceback_are_default_text_entries() -> None:
     assert [e["textPayload"] for e in entries] == [*traceback, "listening on 8080"]
     assert {e["severity"] for e in entries} == {"DEFAULT"}  # "ERROR:" in the text is no severity
     assert [e["logName"].rsplit("%2F", 1)[-1] for e in entries] == ["stderr"] * 5 + ["stdout"]
+
+
+@pytest.mark.fault(
+    "logs",
+    "ListLogEntries page empty with a next_page_token (search ran out of time)",
+    "paging on finds every entry",
+)
+async def test_realistic_pages_can_be_empty_with_a_token_and_paging_still_finds_everything(
+    serve_handlers: Any,
+) -> None:
+    """ "If a value for next_page_token appears and the entries field is empty, it means
+    that the search found no log entries so far but it did not have time to search all
+    the possible log entries" (logging.proto). Never twice in a row for one token."""
+    store = LogStore(empty_page_ratio=1.0)
+    clients = await serve_handlers(logging_api.handlers(store))
+    for i in range(5):
+        store.revision_output(NEW, "stdout", f"line {i}", T0 + timedelta(seconds=i))
+
+    def pages() -> list[tuple[list[str], bool]]:
+        request = {"resource_names": ["projects/proj"], "filter": SINCE, "page_size": 2}
+        pager = clients.logging().list_log_entries(request=request)
+        return [([e.text_payload for e in p.entries], bool(p.next_page_token)) for p in pager.pages]
+
+    shapes = await call(pages)
+    assert shapes == [
+        ([], True),
+        (["line 0", "line 1"], True),
+        ([], True),
+        (["line 2", "line 3"], True),
+        ([], True),
+        (["line 4"], False),
+    ]
+    assert store.empty_pages_served == 3
+
+
+async def test_empty_pages_are_drawn_from_the_seed(serve_handlers: Any) -> None:
+    async def shapes(seed: int) -> list[int]:
+        store = LogStore(empty_page_ratio=0.4, seed=seed)
+        clients = await serve_handlers(logging_api.handlers(store))
+        for i in range(12):
+            store.revision_output(NEW, "stdout", f"line {i}", T0 + timedelta(seconds=i))
+
+        def run() -> list[int]:
+            request = {"resource_names": ["projects/proj"], "filter": SINCE, "page_size": 1}
+            pager = clients.logging().list_log_entries(request=request)
+            return [len(p.entries) for p in pager.pages]
+
+        return await call(run)
+
+    first, again, other = await shapes(7), await shapes(7), await shapes(8)
+    assert first == again  # the same seed: the same pages, empty ones included
+    assert 0 in first
+    assert sum(first) == 12
+    assert first != other

@@ -348,3 +348,121 @@ def test_instant_interval_and_unknown_metric() -> None:
     # only the sampling period holding NOW: (11:59:00, 12:00:00]
     assert sum(int(p.value) for s in store.query(instant) for p in s.points) == 20 + 30
     assert store.query(Query("run.googleapis.com/nope", lambda m, r: True, None, NOW)) == []
+
+
+@pytest.mark.fault(
+    "metrics",
+    "503 from the front end for a revision whose container died",
+    "logged, not in request_count",
+)
+def test_requests_that_never_reach_a_container_are_logged_but_not_counted(
+    deploy: Any, emulator: Any, gcp_clients: Clients
+) -> None:
+    """request_count "Excludes requests that are not reaching your container instances":
+    the front end's own 503 for a revision with no instance is a request log, not a point."""
+    import httpx
+
+    from waiting import wait_until
+
+    svc = deploy("chat")
+    rev = svc.latest_ready_revision.rsplit("/", 1)[-1]
+    assert httpx.get(svc.uri + "/status", params={"code": "503"}, timeout=10).status_code == 503
+    assert httpx.get(svc.uri + "/exit", params={"code": "1"}, timeout=10).status_code == 200
+    wait_until(lambda: emulator.pids() == [])
+    for _ in range(3):  # answered by the front end: no container is left to take them
+        assert httpx.get(svc.uri, headers={"Connection": "close"}, timeout=10).status_code == 503
+
+    def requests_logged() -> list[int]:
+        return sorted(
+            e["httpRequest"]["status"]
+            for e in emulator.logs.entries(
+                f'log_id("run.googleapis.com/requests") resource.labels.revision_name="{rev}"'
+            )
+        )
+
+    assert wait_until(lambda: len(logged := requests_logged()) == 5 and logged) == [
+        200,
+        503,
+        503,
+        503,
+        503,
+    ]
+    now = datetime.now(UTC)
+    request = {
+        "name": f"projects/{emulator.project}",
+        "filter": f'{COUNT} AND resource.labels.revision_name = "{rev}"',
+        "interval": {"start_time": now - timedelta(minutes=5), "end_time": now},
+        "aggregation": {
+            "alignment_period": {"seconds": 600},
+            "per_series_aligner": "ALIGN_DELTA",
+            "cross_series_reducer": "REDUCE_SUM",
+            "group_by_fields": ["metric.labels.response_code"],
+        },
+    }
+    counted = {
+        s.metric.labels["response_code"]: sum(p.value.int64_value for p in s.points)
+        for s in gcp_clients.metrics().list_time_series(request=request)
+    }
+    # the app's own 503 and the /exit answer reached the container; the three did not
+    assert counted == {"200": 1, "503": 1}
+
+
+@pytest.mark.fault(
+    "metrics",
+    "points sampled per 60 s and visible up to 180 s late (realistic)",
+    "nothing before its period closes plus a seeded lag",
+)
+def test_realistic_points_appear_per_sampling_period_after_a_seeded_lag() -> None:
+    """request_count: "Sampled every 60 seconds. After sampling, data is not visible for
+    up to 180 seconds." Every request of one period appears at once, after the lag."""
+    now = [NOW]
+
+    def store(seed: int) -> MetricStore:
+        return MetricStore(
+            clock=lambda: now[0],
+            sample_period_s=60,
+            report_lag_s=180,
+            min_report_lag_s=30,
+            seed=seed,
+        )
+
+    metrics = store(7)
+    metrics.request(record(NEW, 200, NOW + timedelta(seconds=10)))
+    metrics.request(record(NEW, 503, NOW + timedelta(seconds=50)))
+    query = Query(
+        REQUEST_COUNT,
+        lambda _m, _r: True,
+        NOW - timedelta(minutes=5),
+        NOW + timedelta(minutes=10),
+        "ALIGN_DELTA",
+        900,
+        "REDUCE_SUM",
+    )
+
+    def counted() -> int:
+        return sum(int(str(p.value)) for s in metrics.query(query) for p in s.points)
+
+    resource = tuple(
+        sorted(
+            {
+                "configuration_name": NEW.configuration,
+                "location": NEW.location,
+                "project_id": NEW.project,
+                "revision_name": NEW.revision,
+                "service_name": NEW.service,
+            }.items()
+        )
+    )
+    lag = metrics.lag_s(int(NOW.timestamp()) // 60, resource)
+    assert 30 <= lag <= 180
+    closes = NOW + timedelta(seconds=60)
+    for at, expected in [
+        (NOW + timedelta(seconds=55), 0),  # both ended, the period is still open
+        (closes + timedelta(seconds=lag - 0.01), 0),  # closed, not reported yet
+        (closes + timedelta(seconds=lag), 2),  # the whole period at once
+    ]:
+        now[0] = at
+        assert counted() == expected, at
+    assert store(7).lag_s(int(NOW.timestamp()) // 60, resource) == lag  # same seed, same lag
+    lags = {store(s).lag_s(int(NOW.timestamp()) // 60, resource) for s in range(5)}
+    assert len(lags) == 5

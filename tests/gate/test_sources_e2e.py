@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import httpx
+import pytest
+import websockets
 
+from deploy_guard.emulator.realism import Realism
 from deploy_guard.gcp.errors import ApiCalls
 from deploy_guard.gcp.logs import CloudLogging
 from deploy_guard.gcp.metrics import CloudMonitoring
@@ -109,3 +113,85 @@ async def test_logging_errors_become_data(chat: Any, gcp_clients: Any, emulator:
     (m,) = await source.measure(complete=True)
     assert m.error is not None
     assert "roles/logging.viewer" in m.error
+
+
+#: The realistic profile with only its empty pages: every first page of a query is
+#: empty with a token (then real, then empty again...).
+EMPTY_FIRST_PAGES = {
+    "realistic": Realism(
+        logs_delay_s=0,
+        route_delay_s=0,
+        metric_min_lag_s=0,
+        metric_max_lag_s=0,
+        empty_page_ratio=1.0,
+    )
+}
+
+
+async def _error_lines(chat: Any, n: int) -> str:
+    """A candidate that logged ``n`` ERROR lines ("tool call failed"), read back once."""
+    chat.first()
+    cand = chat.candidate({"CHAT_ERROR_LOGS": "1"})
+    async with websockets.connect(
+        tag_url(chat, "candidate").replace("http", "ws") + "/ws/chat"
+    ) as ws:
+        for i in range(n):
+            await ws.send(json.dumps({"type": "message", "user_id": "u", "session_id": f"s{i}"}))
+            while json.loads(await ws.recv())["type"] != "agent_completed":
+                pass
+    return cand
+
+
+@pytest.mark.parametrize("emulator", [EMPTY_FIRST_PAGES], indirect=True)
+@pytest.mark.fault(
+    "logs",
+    "first ListLogEntries page empty with a next_page_token",
+    "reader pages on: entries counted, not 'no entries'",
+)
+async def test_an_empty_first_page_with_a_token_is_not_no_entries(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    cand = await _error_lines(chat, 3)
+    calls = ApiCalls()
+    source = CloudLogging(
+        gcp_clients,
+        project=emulator.project,
+        service="chat",
+        revision=cand,
+        rules=[logs_rule("tool-errors", ["tool call failed"], "severity>=ERROR")],
+        since=datetime.now(UTC) - timedelta(minutes=5),
+        calls=calls,
+        max_pages=1,  # one page with entries: the empty one before it is not that page
+    )
+    [m] = await source.measure(complete=True)
+    assert m.error is None, m.error
+    assert m.matches == {"tool call failed": 3}
+    assert calls.get("logging", "ListLogEntries") == 2  # the empty page, then the real one
+    assert emulator.logs.empty_pages_served == 1
+
+
+@pytest.mark.parametrize("emulator", [EMPTY_FIRST_PAGES], indirect=True)
+@pytest.mark.fault(
+    "logs",
+    "last pass stops with empty pages and a token left",
+    "error (incomplete search), never a pass",
+)
+async def test_a_last_pass_whose_search_did_not_finish_is_an_error_not_a_pass(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    cand = await _error_lines(chat, 1)
+    source = CloudLogging(
+        gcp_clients,
+        project=emulator.project,
+        service="chat",
+        revision=cand,
+        rules=[logs_rule("tool-errors", ["tool call failed"], "severity>=ERROR")],
+        since=datetime.now(UTC) - timedelta(minutes=5),
+        max_empty_pages=1,
+    )
+    [during] = await source.measure(complete=False)
+    assert during.error is None  # a pass while probing: the next one goes on from there
+    [last] = await source.measure(complete=True)
+    assert last.error is not None
+    assert "had not finished searching" in last.error
+    assert "next_page_token" in last.error

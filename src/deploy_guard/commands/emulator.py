@@ -49,6 +49,8 @@ the next N calls; @N: only the N-th call from the start (@1: the first).
   --fault ListLogEntries=UNAVAILABLEx2   --fault UpdateService=ABORTED
   --fault ListTimeSeries=delay:2s        --fault UpdateService=delay:3s@2
   --fault UpdateService=lost@1           --fault GetService=UNAVAILABLE@3
+As slow as Google Cloud (log ingestion delay, metric points minutes late,
+empty log pages with a token), repeatable: --realistic --seed 7
 Stop it with Ctrl-C, SIGTERM or SIGHUP: every revision process stops with it.
 See docs/emulator.md (it walks through a check and a rollback by hand).
 """
@@ -107,6 +109,24 @@ See docs/emulator.md (it walks through a check and a rollback by hand).
     ),
 )
 @click.option(
+    "--realistic",
+    is_flag=True,
+    help=(
+        "Be as slow and partial as Google Cloud: log entries listed 3 s late, metric "
+        "points sampled per 60 s and shown 30 to 180 s late, routing 2 s after Ready, "
+        "some ListLogEntries pages empty with a next_page_token. --logs-delay and "
+        "--route-delay override its numbers."
+    ),
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Seed of --realistic's random draws (metric lags, empty pages): a run repeats "
+    "exactly with the same seed. Default 0.",
+)
+@click.option(
     "--workdir",
     type=click.Path(exists=True, file_okay=False),
     default=None,
@@ -119,6 +139,8 @@ def emulator(
     metrics_delay: str,
     logs_delay: str,
     route_delay: str,
+    realistic: bool,
+    seed: int | None,
     startup_timeout: str,
     faults: tuple[str, ...],
     workdir: str | None,
@@ -133,6 +155,11 @@ def emulator(
 
     try:
         # Validate everything before starting anything.
+        if seed is not None and not realistic:
+            raise ConfigError(
+                "--seed sets the draws of --realistic and does nothing alone: "
+                "add --realistic, or drop --seed"
+            )
         specs = [parse_spec(f) for f in faults]
         delay_s = parse_duration(metrics_delay)
         logs_delay_s = parse_duration(logs_delay)
@@ -147,6 +174,8 @@ def emulator(
                     metrics_delay=delay_s,
                     logs_delay=logs_delay_s,
                     route_delay=route_delay_s,
+                    realistic=realistic,
+                    seed=seed,
                     startup_timeout=startup_s,
                     workdir=workdir,
                 ),

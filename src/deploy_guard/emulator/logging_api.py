@@ -9,7 +9,10 @@ Served with a generic handler (no generated servicer): the official
   most 1000; ``page_token`` opaque. A token remembers the last entry returned
   (not an offset), so entries that arrive between pages neither repeat nor
   shift the next page, and it is bound to the query it came from: replaying it
-  with another filter, order or resource list is INVALID_ARGUMENT.
+  with another filter, order or resource list is INVALID_ARGUMENT. With the
+  store's ``empty_page_ratio`` (``--realistic``) some pages come back empty
+  with a token that resumes where they started, as Cloud Logging answers when
+  its search ran out of time; the page after such a token is never empty too.
 - ``WriteLogEntries``: request ``log_name`` / ``resource`` / ``labels`` fill
   each entry's gaps; ``dry_run`` validates only. An entry is invalid without a
   ``log_name`` or ``resource``, or with a ``timestamp`` more than 24 hours in
@@ -92,9 +95,23 @@ def _query_hash(resource_names: list[str], filter_text: str, desc: bool) -> str:
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
-def _encode_token(key: tuple[int, int], query: str) -> str:
-    raw = json.dumps({"k": list(key), "q": query}).encode()
-    return base64.urlsafe_b64encode(raw).decode()
+#: Where a query starts: before every key (ascending) or after every key (descending).
+_BEFORE_ALL = (-1, -1)
+_AFTER_ALL = (1 << 62, 1 << 62)
+
+
+def _encode_token(key: tuple[int, int], query: str, *, stalled: bool = False) -> str:
+    data: dict[str, Any] = {"k": list(key), "q": query}
+    if stalled:
+        data["s"] = 1  # this token came with an empty page: the next page is real
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
+
+
+def _stalled(token: str) -> bool:
+    try:
+        return bool(json.loads(base64.urlsafe_b64decode(token.encode())).get("s"))
+    except (binascii.Error, ValueError, TypeError, AttributeError):
+        return False
 
 
 def _decode_token(token: str, query: str) -> tuple[int, int]:
@@ -128,6 +145,9 @@ def list_page(
     flt: Filter = parse(filter_text)
     query = _query_hash(list(resource_names), filter_text, desc)
     after = _decode_token(page_token, query) if page_token else None
+    if not (page_token and _stalled(page_token)) and store.search_runs_out_of_time():
+        start = after if after is not None else (_AFTER_ALL if desc else _BEFORE_ALL)
+        return [], _encode_token(start, query, stalled=True)
     lower, _, upper, _ = flt.time_bounds
     items = store.snapshot(lower, upper)
     ordered = reversed(items) if desc else iter(items)

@@ -35,6 +35,13 @@ Shapes follow Cloud Run:
   empty ``revision_name``; the emulator does the same.
 
 Memory is bounded: beyond ``max_entries`` the oldest entries are dropped.
+
+Reading is as late as Cloud Logging's when asked: ``delay_s`` is the ingestion
+delay (an entry is listed that long after it arrived), and ``empty_page_ratio``
+is the share of ``ListLogEntries`` pages answered empty with a
+``next_page_token`` ("the search found no log entries so far but it did not
+have time to search all the possible log entries"), drawn from ``seed`` so a
+run can be repeated.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from __future__ import annotations
 import bisect
 import functools
 import json
+import random
 import secrets
 import threading
 from collections.abc import Callable, Iterable
@@ -292,8 +300,18 @@ class LogStore:
         clock: Callable[[], datetime] | None = None,
         retention: timedelta = DEFAULT_RETENTION,
         delay_s: float = 0.0,
+        empty_page_ratio: float = 0.0,
+        seed: int = 0,
     ) -> None:
+        if not 0.0 <= empty_page_ratio <= 1.0:
+            raise ValueError("empty_page_ratio must be between 0 and 1")
         self.max_entries = max_entries
+        #: Share of ListLogEntries pages that come back empty with a token (the search
+        #: ran out of time); never twice in a row for one token, so paging progresses.
+        self.empty_page_ratio = empty_page_ratio
+        #: How many such empty pages were served (for tests).
+        self.empty_pages_served = 0
+        self._pages = random.Random(seed)
         #: Ingestion delay: an entry can be listed this long after it was received
         #: (Cloud Logging's is usually seconds; ``TailLogEntries`` is not delayed).
         self.delay = timedelta(seconds=delay_s)
@@ -310,6 +328,16 @@ class LogStore:
     def now(self) -> datetime:
         """The store's clock (UTC)."""
         return self._clock()
+
+    def search_runs_out_of_time(self) -> bool:
+        """Whether this ListLogEntries page is answered empty, with a token to go on."""
+        if not self.empty_page_ratio:
+            return False
+        with self._lock:
+            stall = self._pages.random() < self.empty_page_ratio
+            if stall:
+                self.empty_pages_served += 1
+        return stall
 
     # ------------------------------------------------------------ LogSink
     def revision_output(

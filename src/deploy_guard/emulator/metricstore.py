@@ -15,7 +15,13 @@ are built per query, so every aligner and reducer works from exact data.
 - Events are selected by end time within the query interval
   (``start < end_time <= end``; with no start, the sampling period that holds
   ``end``), and only once visible: ``delay_s`` holds each event back for
-  that many seconds after it happened, like Cloud Monitoring's reporting lag.
+  that many seconds after it happened. With ``report_lag_s`` (the emulator's
+  ``--realistic`` profile) visibility is per sampling period, as on Cloud
+  Monitoring ("Sampled every 60 seconds. After sampling, data is not visible
+  for up to 180 seconds"): nothing of a period shows before the period has
+  closed, and then only after a lag between ``min_report_lag_s`` and
+  ``report_lag_s`` drawn per period and series from ``seed`` (reproducible
+  run to run).
 - Aligned points: windows of ``alignment_period`` (at least 60 s, as in the
   real API) ending at the interval's end, going back while they overlap the
   interval; empty windows are omitted. Windows are half-open like every
@@ -35,6 +41,7 @@ requests onto :meth:`MetricStore.query` and its results onto protos.
 from __future__ import annotations
 
 import functools
+import hashlib
 import math
 import threading
 from collections.abc import Callable, Iterable
@@ -186,11 +193,23 @@ class MetricStore:
         sample_period_s: float = 60.0,
         max_events: int = 500_000,
         clock: Callable[[], datetime] | None = None,
+        report_lag_s: float | None = None,
+        min_report_lag_s: float = 0.0,
+        seed: int = 0,
     ) -> None:
         if sample_period_s <= 0:
             raise ValueError("sample_period_s must be positive")
+        if report_lag_s is not None and not 0 <= min_report_lag_s <= report_lag_s:
+            raise ValueError("need 0 <= min_report_lag_s <= report_lag_s")
         self.delay_s = delay_s
         self.sample_period_s = sample_period_s
+        #: None: an event is visible once it ended (and ``delay_s`` passed). A number:
+        #: a sampling period's events become visible together, after the period
+        #: closed plus a per-period lag of up to this many seconds.
+        self.report_lag_s = report_lag_s
+        self.min_report_lag_s = min_report_lag_s
+        self.seed = seed
+        self._lags: dict[tuple[int, Labels], float] = {}
         self.max_events = max_events
         self._clock = clock or (lambda: datetime.now(UTC))
         self._events: list[Event] = []
@@ -227,8 +246,31 @@ class MetricStore:
             return len(self._events)
 
     # ------------------------------------------------------------ querying
+    def lag_s(self, period: int, resource: Labels) -> float:
+        """The reporting lag of one series' sampling period (seconds, from ``seed``)."""
+        key = (period, resource)
+        lag = self._lags.get(key)
+        if lag is None:
+            digest = hashlib.blake2b(repr((self.seed, key)).encode(), digest_size=8).digest()
+            spread = (self.report_lag_s or 0.0) - self.min_report_lag_s
+            lag = self.min_report_lag_s + spread * int.from_bytes(digest, "big") / 2**64
+            if len(self._lags) > 100_000:
+                self._lags.clear()
+            self._lags[key] = lag
+        return lag
+
+    def visible_at(self, event: Event) -> float:
+        """When ``event`` can be listed (epoch seconds)."""
+        if self.report_lag_s is None:
+            return event.end_s + self.delay_s
+        step = self.sample_period_s
+        period = math.ceil(event.end_s / step) - 1
+        closed = (period + 1) * step
+        return max(closed + self.lag_s(period, event.resource), event.end_s + self.delay_s)
+
     def _visible(self, query: Query) -> list[Event]:
-        cutoff = self._clock() - timedelta(seconds=self.delay_s)
+        now = self._clock()
+        cutoff = now - timedelta(seconds=self.delay_s)
         end = min(query.end, cutoff)
         start = query.start
         with self._lock:
@@ -239,7 +281,12 @@ class MetricStore:
         else:
             lo = start.timestamp()
         hi = end.timestamp()
-        return [e for e in events if lo < e.end_s <= hi]
+        chosen = [e for e in events if lo < e.end_s <= hi]
+        if self.report_lag_s is None:
+            return chosen
+        now_s = now.timestamp()
+        with self._lock:
+            return [e for e in chosen if self.visible_at(e) <= now_s]
 
     def query(self, query: Query) -> list[Series]:
         """The series ``query`` asks for, points newest first (pure: no side effects)."""

@@ -32,8 +32,10 @@ What the router promises (the points a deploy gate depends on):
   measures the revision, not the router.
 - **Failures are HTTP answers**: no route, or a route to a revision that is
   not serving (its process died), is 503 with a Cloud Run-like body, logged
-  and counted against that revision; a revision that refuses the
-  connection is 503, one that breaks the HTTP exchange is 502; a revision that
+  against that revision; a revision that refuses the connection is 503. Those
+  503s never reached a container, so they are not in request_count (Cloud
+  Monitoring "Excludes requests that are not reaching your container
+  instances"); one that breaks the HTTP exchange is 502; a revision that
   refuses a WebSocket upgrade gives the client its own status (never a 101).
 - **The request timeout cuts every request**, as Cloud Run's does: each
   backend carries its revision's ``template.timeout`` (300 s when unset). An
@@ -358,16 +360,24 @@ class Router:
                 self._report(
                     _record(
                         route.ref, request, protocol="HTTP/1.1", status=503, started=started, t0=t0
-                    )
+                    ),
+                    reached_container=False,
                 )
             return _unavailable()
         if _is_websocket(request):
             return await self._relay_websocket(route.backend, request)
         return await self._relay_http(route.backend, request)
 
-    def _report(self, record: RequestRecord) -> None:
-        """Hand a finished request to both sinks; a failing sink is logged, never raised."""
+    def _report(self, record: RequestRecord, *, reached_container: bool = True) -> None:
+        """Hand a finished request to both sinks; a failing sink is logged, never raised.
+
+        A request the front end answered itself because no instance could take it
+        is logged but not counted: Cloud Run's request_count "Excludes requests that
+        are not reaching your container instances".
+        """
         for name, sink in (("log", self._log_sink), ("metric", self._metric_sink)):
+            if name == "metric" and not reached_container:
+                continue
             try:
                 sink.request(record)
             except Exception as exc:  # a sink bug must not break proxying
@@ -387,6 +397,7 @@ class Router:
         status = 502
         response_size = 0
         message = ""
+        reached = True
         out: web.StreamResponse | None = None
         try:
             async with asyncio.timeout(backend.timeout_s):
@@ -425,7 +436,7 @@ class Router:
                 return out
             return web.Response(status=504, text=TIMEOUT_MESSAGE + "\n")
         except aiohttp.ClientConnectorError as exc:
-            status = 503
+            status, reached = 503, False  # no instance took it: not counted
             _log.warning(
                 "backend_unreachable", revision=backend.ref.revision, error=redact_text(str(exc))
             )
@@ -447,7 +458,8 @@ class Router:
                     request_size=counter.n,
                     response_size=response_size,
                     message=message,
-                )
+                ),
+                reached_container=reached,
             )
 
     # -- WebSocket -------------------------------------------------------------
@@ -468,6 +480,7 @@ class Router:
             up: int = 0,
             down: int = 0,
             message: str = "",
+            reached: bool = True,
         ) -> None:
             self._report(
                 _record(
@@ -481,7 +494,8 @@ class Router:
                     response_size=down,
                     ws_close_code=code,
                     message=message,
-                )
+                ),
+                reached_container=reached,
             )
 
         try:
@@ -513,7 +527,7 @@ class Router:
             _log.warning(
                 "backend_unreachable", revision=backend.ref.revision, error=redact_text(str(exc))
             )
-            record(503)
+            record(503, reached=False)  # no instance took it: not counted
             return _unavailable()
         except (aiohttp.ClientError, ConnectionError) as exc:
             _log.warning(

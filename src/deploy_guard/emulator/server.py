@@ -22,6 +22,7 @@ import ipaddress
 import re
 import threading
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -33,6 +34,7 @@ from deploy_guard.emulator.logstore import LogStore
 from deploy_guard.emulator.metricstore import MetricStore
 from deploy_guard.emulator.names import Location
 from deploy_guard.emulator.operations import OperationStore
+from deploy_guard.emulator.realism import Realism
 from deploy_guard.emulator.router import Router
 from deploy_guard.emulator.run_admin import RunAdmin
 from deploy_guard.errors import ConfigError
@@ -76,7 +78,14 @@ def _check_location(project: str, region: str) -> None:
 
 
 class Emulator:
-    """Cloud Run Admin v2, Cloud Logging v2 and Cloud Monitoring v3 on one local port."""
+    """Cloud Run Admin v2, Cloud Logging v2 and Cloud Monitoring v3 on one local port.
+
+    ``realistic`` (True, or a :class:`Realism` with its own numbers) makes it as
+    slow and partial as Google Cloud: ingestion delay, per-minute metric samples
+    released minutes late, a route delay after Ready and empty log pages with a
+    token. ``seed`` makes its draws repeatable. An explicit non-zero
+    ``logs_delay`` or ``route_delay`` wins over the profile's.
+    """
 
     def __init__(
         self,
@@ -89,6 +98,8 @@ class Emulator:
         workdir: str | None = None,
         logs_delay: float = 0.0,
         route_delay: float = 0.0,
+        realistic: bool | Realism = False,
+        seed: int | None = None,
     ) -> None:
         _check_loopback(host)
         _check_location(project, region)
@@ -104,12 +115,31 @@ class Emulator:
         ):
             if value < 0:
                 raise ConfigError(f"{what} {value:g} s must not be negative")
+        profile = Realism() if realistic is True else realistic or None
+        if profile is not None and seed is not None:
+            profile = replace(profile, seed=seed)
+        #: The realistic profile in force (None: the emulator answers at once).
+        self.realism = profile
         self.location = Location(project, region)
         self.host = host
         self._requested_port = port
         self.port: int | None = None
-        self.logs = LogStore(delay_s=logs_delay)
-        self.metrics = MetricStore(delay_s=metrics_delay)
+        if profile is None:
+            self.logs = LogStore(delay_s=logs_delay)
+            self.metrics = MetricStore(delay_s=metrics_delay)
+        else:
+            logs_delay = logs_delay or profile.logs_delay_s
+            route_delay = route_delay or profile.route_delay_s
+            self.logs = LogStore(
+                delay_s=logs_delay, empty_page_ratio=profile.empty_page_ratio, seed=profile.seed
+            )
+            self.metrics = MetricStore(
+                delay_s=metrics_delay,
+                sample_period_s=profile.metric_sample_period_s,
+                report_lag_s=profile.metric_max_lag_s,
+                min_report_lag_s=profile.metric_min_lag_s,
+                seed=profile.seed,
+            )
         self.router = Router(self.logs, self.metrics, host=host)
         self.operations = OperationStore(self.location.parent)
         self.admin = RunAdmin(
@@ -174,7 +204,13 @@ class Emulator:
             raise
         self._server = server
         self.port = port
-        log.info("emulator_started", address=self.address, project=self.project, region=self.region)
+        log.info(
+            "emulator_started",
+            address=self.address,
+            project=self.project,
+            region=self.region,
+            realistic=self.realism is not None,
+        )
 
     async def stop(self) -> None:
         """Stop every revision process, the router and the gRPC server. Idempotent."""

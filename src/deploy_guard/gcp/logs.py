@@ -15,6 +15,13 @@ and then counts each rule's patterns client-side. Passes are incremental: each
 one re-reads only the last minute before the newest entry already seen (Cloud
 Logging's ingestion delay) and de-duplicates by ``insertId``.
 
+Cloud Logging may answer a page with no entries and a ``next_page_token``: "the
+search found no log entries so far but it did not have time to search all the
+possible log entries" (``google/logging/v2/logging.proto``). That is never "no
+entries": the reader keeps paging (such pages have a bound of their own,
+``max_empty_pages``), and a last pass that stops with a token left is an
+error (the counts are incomplete), never a pass.
+
 When the logs rules have different filter fragments, an entry that one rule's
 clause brought in must not count for another: each rule's fragment is then
 evaluated again client-side on the entry, with the same parser that validated
@@ -181,23 +188,34 @@ class CloudLogging(RevisionSource):
     """:class:`LogSource` over ``LoggingServiceV2Client.list_log_entries``.
 
     Takes :class:`RevisionSource`'s arguments, plus ``page_size`` (at most
-    1,000) and ``max_pages``, the bound on pages read in one pass.
+    1,000), ``max_pages``, the bound on pages with entries read in one pass,
+    and ``max_empty_pages``, the bound on empty pages that came with a token.
     """
 
     spec_field = "logs"
 
     def __init__(
-        self, clients: Clients, *, page_size: int = 1000, max_pages: int = 5, **scope: Any
+        self,
+        clients: Clients,
+        *,
+        page_size: int = 1000,
+        max_pages: int = 5,
+        max_empty_pages: int = 10,
+        **scope: Any,
     ) -> None:
         super().__init__(clients, **scope)
         if not any(r.logs and r.logs.relative_to_baseline for r in self.rules):
             self.baseline = []  # read the baseline only for rules that compare with it
         self.page_size = min(page_size, 1000)
         self.max_pages = max_pages
+        self.max_empty_pages = max_empty_pages
         self._seen: set[str] = set()
         self._newest: datetime | None = None
         self._scanned = 0
         self._truncated = False
+        #: The last pass stopped at a bound with a next_page_token left: its search
+        #: had not finished (too many entries, or pages the search left empty).
+        self._unfinished = False
         self._counts = {
             r.name: _RuleCounts(
                 matches={p: 0 for p in self._patterns(r)},
@@ -262,7 +280,15 @@ class CloudLogging(RevisionSource):
             return [self._snapshot(r, complete=complete, error=str(exc)) for r in self.rules]
         for entry in entries:
             self._count(entry)
-        return [self._snapshot(r, complete=complete) for r in self.rules]
+        error = None
+        if complete and self._unfinished:
+            error = (
+                f"Cloud Logging had not finished searching the logs of {self.revision}: the "
+                "last page read still came with a next_page_token (its search ran out of "
+                "time, or more entries matched than a pass reads), so the counts are "
+                "incomplete; run the check again, or narrow the rules' filters"
+            )
+        return [self._snapshot(r, complete=complete, error=error) for r in self.rules]
 
     def _fetch(self, flt: str, deadline: float | None = None) -> list[Entry]:
         client = self.clients.logging()
@@ -279,14 +305,24 @@ class CloudLogging(RevisionSource):
             # is another ListLogEntries against the quota, so count it too.
             pager = client.list_log_entries(request=request, retry=retry, timeout=bound)
             out: list[Entry] = []
-            self._truncated = False
+            self._truncated = self._unfinished = False
+            full = empty = 0
+            keep_doc = any(self._own_filter.values())
             for n, page in enumerate(pager.pages):
                 if n:
                     self.calls.add("logging", "ListLogEntries")
-                keep_doc = any(self._own_filter.values())
+                more = bool(page.next_page_token)
+                if not page.entries and more:
+                    # The search ran out of time, not out of entries: go on.
+                    empty += 1
+                    if empty >= self.max_empty_pages:
+                        self._unfinished = True
+                        break
+                    continue
                 out.extend(to_entry(e, keep_doc=keep_doc) for e in page.entries)
-                if n + 1 >= self.max_pages:
-                    self._truncated = bool(page.next_page_token)
+                full += 1
+                if full >= self.max_pages:
+                    self._truncated = self._unfinished = more
                     break
             return out
 
