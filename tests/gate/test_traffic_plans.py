@@ -9,12 +9,17 @@ from deploy_guard.gcp.traffic import (
     Allocation,
     RevisionState,
     ServiceState,
+    failed_reconcile,
     newest_ready_before,
     pin_plan,
     renormalise,
     rollback_plan,
+    same_spec,
+    served_spec,
     served_split,
+    settled,
     shows,
+    spec_text,
     superseded_reason,
     without_tag,
 )
@@ -125,3 +130,35 @@ def test_newest_ready_before_the_serving_revision() -> None:
     assert found is not None
     assert found.short == "r1"
     assert newest_ready_before(revs, {"r1": 100}) is None
+
+
+def test_a_failed_reconcile_is_told_from_one_still_under_way() -> None:
+    from dataclasses import replace
+
+    served = (Allocation("chat-00001-aaa", 100),)
+    base = state(served, generation=4)
+    failed = replace(base, observed_generation=3, terminal_message="exited with status 3")
+    assert not settled(failed)
+    assert failed_reconcile(failed)  # waiting changes nothing
+    assert not failed_reconcile(replace(failed, reconciling=True))  # still under way
+    assert not failed_reconcile(replace(failed, terminal_message=""))  # just lagging
+    assert settled(replace(base, observed_generation=4))
+    assert not failed_reconcile(replace(base, observed_generation=4, terminal_message="x"))
+
+
+def test_tag_removal_after_a_failed_write_starts_from_what_is_served() -> None:
+    broken = (Allocation("chat-00001-aaa", 100),)  # names a deleted revision, tag dropped
+    served = (Allocation(None, 100), Allocation("chat-00002-bbb", 0, "dg-1", uri="http://x"))
+    now = state(broken, served)
+    assert without_tag(now, "dg-1") is None  # the spec no longer has it ...
+    start = served_spec(now)
+    assert all(not a.uri for a in start)
+    assert without_tag(now, "dg-1", start=start) == (Allocation(None, 100),)  # ... served has
+
+
+def test_same_spec_ignores_order_and_urls() -> None:
+    a = (Allocation("r1", 90), Allocation(None, 10, "candidate"))
+    b = (Allocation(None, 10, "candidate", uri="http://x"), Allocation("r1", 90))
+    assert same_spec(a, b)
+    assert not same_spec(a, (Allocation("r1", 100),))
+    assert spec_text(a) == "r1 90%, LATEST 10% tag=candidate"
