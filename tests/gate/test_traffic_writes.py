@@ -293,3 +293,45 @@ async def test_a_temporary_tag_that_was_never_added_is_not_reported(
     assert "dg-" not in report.message
     assert "tag_not_found" in _events(report)
     assert chat.serving() == {base: 100}
+
+
+def _rollback_command(*args: str) -> Any:
+    from click.testing import CliRunner
+
+    from deploy_guard.cli import cli
+
+    return CliRunner().invoke(cli, ["rollback", "--service", "chat", *args])
+
+
+@pytest.mark.fault(
+    "traffic",
+    "`deploy-guard rollback` on a service deployed with named revisions",
+    "no 409: traffic back, no new revision",
+)
+def test_the_rollback_command_works_on_a_service_with_named_revisions(
+    chat: Any, emulator_env: Any
+) -> None:
+    base = _named(chat, "v1", {}, None)
+    cand = _named(chat, "v2", {}, [])  # 100 % to LATEST: the new one
+    assert chat.serving() == {cand: 100}
+    result = _rollback_command("--to-revision", base)
+    assert result.exit_code == 0, result.output
+    assert chat.serving() == {base: 100}
+    assert _revisions(chat) == sorted([base, cand])
+
+
+@pytest.mark.fault(
+    "traffic",
+    "`deploy-guard rollback` whose answer is lost and whose retry is refused",
+    "its own landed write is verified: exit 0, not 'changed meanwhile'",
+)
+def test_the_rollback_command_knows_its_own_write_after_a_lost_answer(
+    chat: Any, emulator: Any, emulator_env: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None, percent=100)
+    emulator.faults.lose("UpdateService", nth=1)
+    result = _rollback_command("--to-revision", base)
+    assert result.exit_code == 0, result.output
+    assert chat.serving() == {base: 100}
+    assert cand not in chat.serving()
