@@ -43,8 +43,10 @@ from deploy_guard.gcp.tags import (
 )
 from deploy_guard.gcp.traffic import (
     LAST_KNOWN_GOOD,
+    MAX_TAG_AND_SERVICE,
     REJECTED,
     SERVED_BEFORE,
+    TEMP_TAG_ALPHABET,
     TEMP_TAG_PREFIX,
     Allocation,
     RevisionState,
@@ -61,6 +63,7 @@ from deploy_guard.gcp.traffic import (
     served_spec,
     served_split,
     settled,
+    temp_tag,
     with_rejected,
     with_tag,
     without_tag,
@@ -289,6 +292,39 @@ def worst(verdicts: Sequence[Verdict]) -> Verdict:
         reasons=tuple(reason for v in same for reason in v.reasons),
         deciding=tuple(rule for v in same for rule in v.deciding),
     )
+
+
+def _check_request_timeout(
+    policies: Sequence[Policy], revision: RevisionState, service: str
+) -> None:
+    """Refuse WebSocket sessions that outlast the revision's request timeout (exit 2).
+
+    Cloud Run cuts every request at the timeout, WebSocket sessions included:
+    probing anyway would see healthy sessions cut and roll back a good revision.
+    """
+    from deploy_guard.policy.units import format_duration as dur
+
+    limit = revision.request_timeout
+    for policy in policies:
+        for rule in policy.rules:
+            ws = rule.websocket
+            if ws is None or ws.longest_session < limit:
+                continue
+            longest = ws.longest_session
+            needed = min(3600, int(longest + ws.connect_timeout) + 1)
+            fix = (
+                f"raise the service's request timeout with `gcloud run services update {service} "
+                f"--timeout={needed}` or shorten the hold"
+                if longest + ws.connect_timeout < 3600
+                else "shorten the hold (Cloud Run's request timeout is at most 3600 s)"
+            )
+            raise ConfigError(
+                f"rule {rule.name} (policy {policy.name}) keeps WebSocket sessions open up to "
+                f"{dur(longest)} (expect timeouts {dur(longest - ws.hold)} + hold "
+                f"{dur(ws.hold)}), but revision {revision.short} has a request timeout of "
+                f"{dur(limit)}: Cloud Run would cut every session at {dur(limit)} and a healthy "
+                f"revision would fail. Nothing was probed or changed; {fix}"
+            )
 
 
 def _check_token_source(choice: TokenChoice | None, auth: Any) -> None:
@@ -569,6 +605,8 @@ class Gate:
             raise ConfigError(
                 f"revision {opts.revision} belongs to service {revision.service}, not {service}"
             )
+        if revision.ready is True:  # exit 2 before anything is written
+            _check_request_timeout(policies, revision, service)
         # Read the split only once the candidate is Ready and Cloud Run has finished
         # routing: a LATEST entry follows the newest Ready revision, and while the
         # service reconciles traffic_statuses may still show the split from before
@@ -724,7 +762,7 @@ class Gate:
         if found is not None and found[0].startswith(TEMP_TAG_PREFIX):
             found = None  # another check's tag (or a stale one) may go at any moment
         if found is None:
-            tag = f"{TEMP_TAG_PREFIX}{secrets.token_hex(4)}"
+            tag = self._new_temp_tag(before, revision)
             assert self.run_state.expected is not None
             self.run_state.temp_tag = self.report.temporary_tag = tag
             until = datetime.now(UTC) + timedelta(seconds=self._tag_hold())
@@ -761,6 +799,37 @@ class Gate:
             self.options.token, policy.auth, url=url, service_uri=service_uri or before.uri
         )
         return Target(base_url=url, token=token)
+
+    def _new_temp_tag(self, before: ServiceState, revision: RevisionState) -> str:
+        """``dg-`` + random characters, as many as the service name leaves room for.
+
+        Cloud Run refuses a tag and service name longer than 46 characters
+        together; with a name of 43 characters or more no ``dg-`` tag fits, and
+        the candidate can only be reached through a tag URL of its own (exit 2).
+        """
+        service = self.run_state.service
+        taken = {a.tag for a in (*before.traffic, *before.traffic_statuses) if a.tag}
+        tag = temp_tag(
+            service, taken, lambda n: "".join(secrets.choice(TEMP_TAG_ALPHABET) for _ in range(n))
+        )
+        if tag is not None:
+            return tag
+        shortest = len(TEMP_TAG_PREFIX) + 1
+        if len(service) + shortest > MAX_TAG_AND_SERVICE:
+            raise ConfigError(
+                f"revision {revision.short} has no tag URL of its own, and service {service}'s "
+                f"name ({len(service)} characters) leaves no room for the guard's temporary tag "
+                f"({TEMP_TAG_PREFIX}x, at least {shortest}): Cloud Run refuses a tag and service "
+                f"name longer than {MAX_TAG_AND_SERVICE} characters together. Nothing was probed "
+                "or changed; deploy the candidate with a short tag of its own (`gcloud run "
+                f"deploy {service} --no-traffic --tag=c`), or use a service name of at most "
+                f"{MAX_TAG_AND_SERVICE - shortest} characters"
+            )
+        raise ActionError(
+            f"no free temporary tag name on service {service}: every {TEMP_TAG_PREFIX} tag the "
+            "name leaves room for is taken; remove stale ones with `deploy-guard status "
+            "--remove-stale-tags`"
+        )
 
     def _tag_hold(self) -> float:
         """Seconds a temporary tag is recorded as in use: the check's bound plus a margin."""

@@ -33,11 +33,14 @@ HELP = """Judge REVISION by policy after a rollout, and act on the verdict.
 What it does, in order:
   1. loads and validates every --policy (any problem: exit 2, nothing touched);
   2. waits for the revision to be Ready (still starting at --ready-timeout:
-     inconclusive, exit 3) and records the service's traffic;
+     inconclusive, exit 3) and records the service's traffic; a WebSocket
+     rule whose sessions (expect timeouts + hold) outlast the revision's
+     request timeout is exit 2 (Cloud Run would cut them), nothing touched;
   3. probes the revision through its tag URL (adding a temporary 0 % dg- tag
      if it has none, removed afterwards; the tag records which check holds
      it until when, so one left behind shows as stale in
-     `deploy-guard status --service S`, which removes it);
+     `deploy-guard status --service S`, which removes it; a service name of
+     43+ characters leaves no room for one: exit 2, deploy with --tag);
   4. reads Cloud Logging (one query per pass) and Cloud Monitoring;
   5. decides as evidence arrives (fail_fast stops at the first decided failure);
   6. acts: on fail puts traffic back on the revisions that served before

@@ -158,6 +158,7 @@ def to_revision_state(rev: Any) -> RevisionState:
             ready = False
             message = cond.message or "the revision failed to become Ready"
     created = rev.create_time.timestamp() if rev.create_time else 0.0
+    timeout = rev.timeout.total_seconds() if rev.timeout else 0.0
     return RevisionState(
         name=rev.name,
         short=_short(rev.name),
@@ -165,6 +166,7 @@ def to_revision_state(rev: Any) -> RevisionState:
         ready=ready,
         message=str(message or ""),
         create_time=float(created),
+        request_timeout=float(timeout) if timeout > 0 else 300.0,  # unset: Cloud Run's default
     )
 
 

@@ -13,7 +13,7 @@ revision" (``TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from deploy_guard.errors import ActionError
@@ -35,6 +35,44 @@ REJECTED = "deploy-guard.dev/rejected"
 REJECTED_KEPT = 1000
 #: Prefix of the temporary tags the guard adds to reach an untagged candidate.
 TEMP_TAG_PREFIX = "dg-"
+#: Cloud Run refuses a tag whose length plus the service name's exceeds this
+#: ("Combined traffic tag and service name cannot exceed 46 characters."): a tag
+#: URL ``TAG---SERVICE-HASH-REGION.a.run.app`` is one 63-character DNS label.
+MAX_TAG_AND_SERVICE = 46
+#: Random characters in a temporary tag when the service name leaves room; fewer
+#: on a long name, down to one (36 choices) for a 42-character name.
+TEMP_TAG_RANDOM = 8
+#: What the random part is drawn from (a tag is lowercase letters, digits, hyphens).
+TEMP_TAG_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+def temp_tag_room(service: str) -> int:
+    """How many random characters a temporary tag may have on ``service`` (0: none fits).
+
+    ``dg-`` plus at least one character is four, so a service name of 43 to 49
+    characters (Cloud Run allows 49) leaves no room for any temporary tag.
+    """
+    room = MAX_TAG_AND_SERVICE - len(service) - len(TEMP_TAG_PREFIX)
+    return max(0, min(TEMP_TAG_RANDOM, room))
+
+
+def temp_tag(service: str, taken: Iterable[str], draw: Callable[[int], str]) -> str | None:
+    """A fresh temporary tag for ``service``, not among ``taken``; None if none fits.
+
+    ``draw(n)`` returns n random characters of :data:`TEMP_TAG_ALPHABET` (the one
+    impure input, so this stays testable). Two concurrent checks that drew the
+    same tag could not both write it: the second one's re-read sees the first's
+    write and refuses (the guard never overwrites a change it did not make).
+    """
+    room = temp_tag_room(service)
+    if room == 0:
+        return None
+    used = set(taken)
+    for _ in range(100):
+        tag = f"{TEMP_TAG_PREFIX}{draw(room)}"
+        if tag not in used:
+            return tag
+    return None
 
 
 @dataclass(frozen=True)
@@ -99,6 +137,9 @@ class RevisionState:
     ready: bool | None  # None: still starting
     message: str = ""  # the Ready condition's message when it failed
     create_time: float = 0.0  # epoch seconds; sort by this, never by list order
+    #: Its request timeout in seconds (``timeout``; Cloud Run's 300 s when unset):
+    #: Cloud Run cuts any request at it, WebSocket sessions included.
+    request_timeout: float = 300.0
 
 
 def resolve_latest(allocations: Iterable[Allocation], latest_ready: str) -> tuple[Allocation, ...]:
