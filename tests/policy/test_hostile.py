@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import os
 import types
 import typing
 from collections.abc import Callable, Iterator
@@ -224,7 +225,7 @@ def test_the_full_document_is_valid_and_writes_every_numeric_field() -> None:
 @pytest.mark.fault(
     "policy", "NaN, inf or an overflowing number in any numeric field", "refused at its place"
 )
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(loc=st.sampled_from(PATHS), value=st.sampled_from(NON_FINITE))
 def test_no_numeric_field_accepts_a_non_finite_number(loc: tuple[Any, ...], value: Any) -> None:
     """``factor: .inf`` once passed a 100 % error rate and ``plus: .nan`` a 60 s p99."""
@@ -651,7 +652,7 @@ def _mutated(data: st.DataObject) -> str:
 @pytest.mark.fault(
     "policy", "mutated shipped policies (hostile values, raw bytes)", "Policy or problems, exit 0/2"
 )
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_policies_never_crash_the_loader_or_validate(
     data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
@@ -703,3 +704,19 @@ def test_check_refuses_a_surrogate_pattern_before_any_api_call(
     assert f"{policy}:7:23: rules[0].logs.patterns[0]: " in result.output
     assert "lone surrogate" in result.output
     assert emulator.faults.counts() == {}
+
+
+@pytest.mark.fault(
+    "policy", "a huge file or a FIFO named as a policy", "refused without reading it whole"
+)
+def test_a_huge_file_or_a_fifo_is_refused_unread(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    big.write_bytes(b"description: " + b"a" * 2_000_000 + b"\n")
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # no writer: opening it would block for ever
+    result = CliRunner().invoke(cli, ["policy", "validate", str(big), str(fifo)])
+    assert result.exit_code == ExitCode.USAGE
+    assert result.stdout.splitlines()[:2] == [
+        f"{big}: the file is over 1,000,000 bytes; a policy is a few kilobytes",
+        f"{fifo}: not a regular file; a policy is a .yaml file",
+    ]

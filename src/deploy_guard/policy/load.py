@@ -30,6 +30,8 @@ from deploy_guard.policy.units import shown as _shown
 SUFFIXES = (".yaml", ".yml")
 #: Enough for any real policy; stops alias bombs (``&a [*a, *a, ...]``) early.
 MAX_NODES = 100_000
+#: A policy is a few kilobytes: a larger file is not one, and is never read whole.
+MAX_FILE_BYTES = 1_000_000
 
 Loc = tuple[str | int, ...]
 Pos = tuple[int, int]
@@ -340,8 +342,17 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
 def load_file(path: str | Path) -> Policy:
     """Load and validate one policy file. Raises PolicyError, with every problem."""
     file = str(path)
+    if Path(path).exists() and not Path(path).is_file():  # a FIFO would block, /dev/zero never end
+        raise policy_error(
+            [Problem(file, 0, 0, "", "not a regular file; a policy is a .yaml file")]
+        )
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+        if len(raw) > MAX_FILE_BYTES:
+            message = f"the file is over {MAX_FILE_BYTES:,} bytes; a policy is a few kilobytes"
+            raise policy_error([Problem(file, 0, 0, "", message)])
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise policy_error([Problem(file, 1, 1, "", "the file is not UTF-8 text")]) from None
     except OSError as exc:
