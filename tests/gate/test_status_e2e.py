@@ -234,3 +234,21 @@ def test_a_manual_rollback_away_from_a_revision_that_passed_says_it_is_now_rejec
     assert f"--clear-rejected {good}" in result.stdout
     assert status_json()["rejected"] == [good]
     assert chat.serving() == {base: 100}
+
+
+@pytest.mark.parametrize("outcome", ["promoted", "rolled_back"])
+def test_the_write_that_drops_the_temporary_tag_drops_its_record(
+    chat: Any, emulator_env: dict[str, str], check: Any, outcome: str
+) -> None:
+    chat.first()
+    if outcome == "promoted":
+        cand = chat.candidate(tag=None)
+        code, report = check(cand, "--promote")
+    else:  # a canary with no tag: the rollback write leaves the tag out
+        cand = chat.candidate({"CHAT_HEALTH_STATUS": "500"}, tag=None, percent=10)
+        code, report = check(cand)
+    assert report["action"] == outcome, report
+    assert report["temporary_tag"].startswith("dg-")
+    assert temp_tags(chat) == set()
+    assert json.loads(chat.get().annotations[TAGS_ANNOTATION]) == {}
+    assert code in (ExitCode.PASS, ExitCode.FAIL)
