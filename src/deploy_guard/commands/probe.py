@@ -367,7 +367,9 @@ def probe(
 
     A private service needs a bearer token: --token-env/--token-file, the
     policy's auth block, or (for https URLs) a Google ID token minted from a
-    service account or the metadata server. The token is never printed.
+    service account or the metadata server. The token is never printed,
+    nor any ${NAME} header value or query value (shown as [redacted]; the
+    policy's auth.safe_query_params lists parameters whose values may show).
     """
     from deploy_guard.commands import terminal_output
 
