@@ -271,6 +271,10 @@ async def test_a_write_that_landed_but_cannot_be_read_back_is_sent_not_verified(
     assert "rollback_unverified" in _events(report)
     assert chat.serving() == {base: 100}  # it had landed
     assert report.traffic_after == {base: 100}
+    from deploy_guard.report.markdown import render_markdown
+
+    assert "NOT verified" in render_markdown(report)
+    assert report.to_dict()["action"] == "unverified"
 
 
 @pytest.mark.fault(

@@ -29,6 +29,7 @@ _ACTION_WORDS = {
     "held": "held: nothing changed",
     "superseded": "refused: the service changed during the check",
     "failed": "the traffic change FAILED: act by hand",
+    "unverified": "traffic change sent, NOT verified: check what the service serves",
 }
 
 

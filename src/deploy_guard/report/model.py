@@ -19,7 +19,7 @@ from typing import Any
 from deploy_guard.log import redact_data
 
 #: Report ``action`` values (the issue's contract).
-ACTIONS = ("none", "rolled_back", "promoted", "held", "superseded", "failed")
+ACTIONS = ("none", "rolled_back", "promoted", "held", "superseded", "failed", "unverified")
 #: Report ``verdict`` values; ``error``: nothing was judged (a usage or configuration
 #: error such as an unknown revision, exit 2).
 VERDICTS = ("pass", "warn", "fail", "inconclusive", "error")
