@@ -290,6 +290,13 @@ def test_every_control_character_is_reported_and_one_in_a_comment_has_no_path() 
     assert problems == ["p.yaml:2:17", "p.yaml:5:12: rules[0].name", "p.yaml:7:7: rules[0]"]
 
 
+def test_a_binary_file_gets_ten_positions_and_a_count() -> None:
+    problems = _problems("name: x\n" + "\x00" * 30 + "\n")
+    assert len(problems) == 11
+    assert problems[0].startswith("p.yaml:2:1: control character U+0000 (NUL)")
+    assert problems[-1] == "p.yaml:2:11: 20 more control characters from here; is this a text file?"
+
+
 @pytest.mark.fault(
     "policy", "value with newlines forging file:line:col lines", "quoted, escaped, one line"
 )

@@ -213,9 +213,11 @@ def _unprintable(doc: _Document, text: str) -> bool:
     Returns False when there is no such character (nothing was reported).
     """
     found = list(_UNPRINTABLE.finditer(text))
+    if not found:  # ruamel refused something else: the caller reports its words
+        return False
     clean = _UNPRINTABLE.sub("\ufffd", text)
     spots: list[tuple[Pos, Loc]] = []
-    for match in found[:MAX_UNPRINTABLE]:
+    for match in found[: MAX_UNPRINTABLE + 1]:  # the one after the last reported: "N more"
         before = text[: match.start()]
         line = before.count("\n")
         spots.append(((line, match.start() - (before.rfind("\n") + 1)), ()))
@@ -233,7 +235,7 @@ def _unprintable(doc: _Document, text: str) -> bool:
             loc, key = here[-1]
             if "\ufffd" in str(loc[-1] if key else _value_at(data, loc)):
                 spots[index] = (pos, loc[:-1] if key else loc)
-    for (pos, loc), match in zip(spots, found, strict=False):
+    for (pos, loc), match in zip(spots[:MAX_UNPRINTABLE], found, strict=False):
         code = ord(match.group())
         name = _CONTROL_NAMES.get(code, "DEL" if code == 0x7F else "")
         what = f"U+{code:04X}" + (f" ({name})" if name else "")
@@ -245,11 +247,12 @@ def _unprintable(doc: _Document, text: str) -> bool:
         )
     if len(found) > MAX_UNPRINTABLE:
         doc.problem(
-            spots[-1][0],
+            spots[MAX_UNPRINTABLE][0],
             (),
-            f"{len(found) - MAX_UNPRINTABLE} more control characters follow; is this a text file?",
+            f"{len(found) - MAX_UNPRINTABLE} more control characters from here; is this a text "
+            "file?",
         )
-    return bool(found)
+    return True
 
 
 def _value_at(data: Any, loc: Loc) -> Any:
