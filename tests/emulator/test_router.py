@@ -453,9 +453,11 @@ async def test_revision_refusing_connections_is_503_and_recorded(setup: Setup) -
         async with ws_connect(ws_url(url, "/ws")):
             pass
     assert refused.value.response.status_code == 503
-    await eventually(lambda: len(setup.metrics.records) == 2)
-    assert [r.status for r in setup.metrics.records] == [503, 503]
-    assert setup.metrics.records[0].ref.revision == "chat-00009-dead"
+    await eventually(lambda: len(setup.logs.records) == 2)
+    assert [r.status for r in setup.logs.records] == [503, 503]
+    assert setup.logs.records[0].ref.revision == "chat-00009-dead"
+    # no container took them: logged, not in request_count
+    assert setup.metrics.records == []
 
 
 async def test_revision_dying_mid_request_is_502_and_recorded(
