@@ -339,3 +339,37 @@ def test_the_rollback_command_knows_its_own_write_after_a_lost_answer(
     assert result.exit_code == 0, result.output
     assert chat.serving() == {base: 100}
     assert cand not in chat.serving()
+
+
+@pytest.mark.fault(
+    "traffic",
+    "`deploy-guard check`: a deploy lands while the rollback's UpdateService is held",
+    "exit 4; the deploy's template stands and no revision runs the failed code again",
+)
+def test_the_check_command_does_not_overwrite_a_deploy_landing_during_its_rollback(
+    chat: Any, emulator: Any, check: Any
+) -> None:
+    import threading
+
+    from waiting import wait_until
+
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)  # tagged: one write
+    emulator.faults.reset_counts()
+    emulator.faults.delay("UpdateService", 8.0, nth=1)  # the rollback: held on its way in
+    landed: list[str] = []
+
+    def other_pipeline() -> None:
+        wait_until(lambda: emulator.faults.count("UpdateService") >= 1, 90, "the rollback")
+        landed.append(chat.candidate({"OTHER": "deploy"}, tag=None, percent=10))
+
+    other = threading.Thread(target=other_pipeline)
+    other.start()
+    code, report = check(cand)
+    other.join(60)
+    (deployed,) = landed
+    assert (code, report["action"]) == (4, "superseded"), report["message"]
+    assert _env(chat.get())["OTHER"] == "deploy"
+    assert _revisions(chat) == sorted([base, cand, deployed])
+    assert chat.serving() == {base: 70, cand: 20, deployed: 10}
+    assert report["traffic_after"] == chat.serving()
