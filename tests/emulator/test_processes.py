@@ -10,6 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
+
 from deploy_guard.emulator.contracts import RequestRecord, RevisionRef
 from deploy_guard.emulator.processes import RevisionProcess
 from waiting import eventually
@@ -23,6 +25,7 @@ class RecordingSink:
 
     def __init__(self) -> None:
         self.lines: list[tuple[RevisionRef, str, str]] = []
+        self.system_lines: list[tuple[str, str]] = []  # (severity, message)
 
     def revision_output(
         self, ref: RevisionRef, stream: Literal["stdout", "stderr"], line: str, when: datetime
@@ -33,7 +36,7 @@ class RecordingSink:
         pass
 
     def system(self, ref: RevisionRef, severity: str, message: str, when: datetime) -> None:
-        pass
+        self.system_lines.append((severity, message))
 
     def audit(self, **_fields: Any) -> None:
         pass
@@ -165,3 +168,42 @@ async def test_workdir_is_the_process_cwd(revision_app: Path, tmp_path: Path) ->
         assert os.readlink(f"/proc/{proc.pid}/cwd") == str(tmp_path)
     finally:
         await proc.stop()
+
+
+@pytest.mark.fault(
+    "emulator",
+    "container exits before it listens, or never listens",
+    "Cloud Run's system log lines: exit at WARNING, STARTUP probe at ERROR",
+)
+async def test_a_start_that_fails_is_in_the_system_log_in_cloud_runs_words(
+    revision_app: Path,
+) -> None:
+    sink = RecordingSink()
+    crashed = RevisionProcess(
+        REF,
+        [sys.executable, str(revision_app)],
+        {"APP_EXIT_AT_START": "127"},
+        sink,
+        container_name="chat",
+    )
+    assert await crashed.start(10.0) is not None
+    assert sink.system_lines == [
+        ("WARNING", "Container called exit(127)."),
+        (
+            "ERROR",
+            'Default STARTUP TCP probe failed 1 time consecutively for container "chat" '
+            f"on port {crashed.port}. The instance was not started.",
+        ),
+    ]
+    sink = RecordingSink()
+    silent = RevisionProcess(
+        REF, [sys.executable, str(revision_app)], {"APP_NEVER_LISTEN": "1"}, sink
+    )
+    assert await silent.start(0.5) is not None
+    assert sink.system_lines == [  # no exit of its own: the emulator stopped it
+        (
+            "ERROR",
+            "Default STARTUP TCP probe failed 1 time consecutively "
+            f"on port {silent.port}. The instance was not started.",
+        )
+    ]

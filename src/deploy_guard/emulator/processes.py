@@ -6,6 +6,11 @@ is recorded, never pulled), in its own process group so that stopping it also
 stops anything it spawned. Every line it prints goes to the emulator's
 :class:`~deploy_guard.emulator.contracts.LogSink`, and the last lines are kept
 so a failed start can say why in the revision's condition message.
+
+A start that fails is also in the revision's system log, in Cloud Run's words:
+``Container called exit(N).`` (WARNING) when the process ended before it
+listened, then ``Default STARTUP TCP probe failed 1 time consecutively for
+container "NAME" on port P. The instance was not started.`` (ERROR).
 """
 
 from __future__ import annotations
@@ -41,6 +46,15 @@ class StartFailure:
     message: str
 
 
+def exit_message(code: int) -> str:
+    """Cloud Run's system-log line for a container that ended with ``code``."""
+    return (
+        f"Container called exit({code})."
+        if code >= 0
+        else f"Container terminated on signal {-code}."
+    )
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A loopback port nobody listens on right now (the kernel picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -60,8 +74,10 @@ class RevisionProcess:
         *,
         cwd: str | None = None,
         host: str = "127.0.0.1",
+        container_name: str = "",
     ) -> None:
         self.ref = ref
+        self.container_name = container_name
         self.argv = list(argv)
         self.host = host
         self.port = free_port(host)
@@ -132,8 +148,28 @@ class RevisionProcess:
             # The pumps end at EOF once the process is gone: quote its last words.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*self._pumps), 1.0)
+            self._log_start_failure(failure)
             failure = StartFailure(failure.reason, failure.message + self._tail_text())
         return failure
+
+    def _log_start_failure(self, failure: StartFailure) -> None:
+        """What Cloud Run's system log says about an instance that did not start."""
+        assert self._proc is not None
+        now = datetime.now(UTC)
+        code = self._proc.returncode
+        try:
+            if failure.reason == "ContainerFailed" and code is not None:
+                self._sink.system(self.ref, "WARNING", exit_message(code), now)
+            container = f' for container "{self.container_name}"' if self.container_name else ""
+            self._sink.system(
+                self.ref,
+                "ERROR",
+                f"Default STARTUP TCP probe failed 1 time consecutively{container} on port "
+                f"{self.port}. The instance was not started.",
+                now,
+            )
+        except Exception:  # a sink bug must not hide the start failure itself
+            log.exception("revision_system_log_failed", revision=self.ref.revision)
 
     async def _wait_listening(self, timeout_s: float) -> StartFailure | None:
         assert self._proc is not None
