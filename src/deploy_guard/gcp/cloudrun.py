@@ -428,8 +428,9 @@ class CloudRun:
         moved = superseded_reason(now, after) or "the service changed while deploy-guard wrote"
         log.warning("traffic_write_stale", service=now.short, reason=moved, what=what)
         raise SupersededError(
-            f"{moved}: Cloud Run refused deploy-guard's change as stale ({exc}), so nothing "
-            f"of it was written. {after.short} serves {describe(served_split(after))} "
+            f"{moved}: Cloud Run refused deploy-guard's change as stale ({exc}) and "
+            f"deploy-guard will not write again. {after.short} serves "
+            f"{describe(served_split(after))} "
             f"(spec: {spec_text(after.traffic)}); check it by hand."
         ) from exc
 

@@ -215,7 +215,8 @@ def call(
     ``retry=None`` uses :func:`transient_retry` bounded by ``deadline`` seconds
     in all; pass ``retry=False`` for calls
     that must not be repeated blindly (none of the guard's calls need that: its
-    writes are read-modify-write of the whole service, which is idempotent).
+    writes carry the etag they read, so a retry of one that landed is refused as
+    stale, and :mod:`deploy_guard.gcp.cloudrun` recognises it as its own).
     """
     method = method or getattr(fn, "__name__", "call")
 
