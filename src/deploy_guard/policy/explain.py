@@ -86,6 +86,12 @@ def _websocket(spec: WebSocketSpec) -> Iterator[str]:
             f"Then it keeps the connection open for {dur(spec.hold)}; a close during the hold "
             "fails the session."
         )
+    if spec.scenario or spec.hold:
+        yield (
+            f"A session may last {dur(spec.longest_session)} (expect timeouts + hold): the "
+            "candidate's request timeout must be longer, or Cloud Run cuts the session "
+            "(check refuses such a revision with exit 2; the timeout is 300s unless set)."
+        )
     codes = _list([str(c) for c in spec.close_codes.fail], "or")
     yield f"A session fails when the server closes with {codes}, or a step is not met."
     if spec.isolation is not None:
