@@ -43,6 +43,8 @@ _pending: list[str] = []
 _last_word: list[LastWord] = []
 _settled: list[int] = []
 _stopping: list[str] = []
+#: The code the process ends with if the last word overruns its bound.
+_exit_code: list[int] = []
 _teardown_quieted: list[bool] = []
 
 
@@ -90,6 +92,16 @@ def settled() -> int | None:
     return _settled[0] if _settled else None
 
 
+def exit_with(code: int) -> None:
+    """Called by a last word as soon as it knows the exit code, before its writes.
+
+    Should a write then hang (a stalled disk, a full pipe on stderr), the
+    process still ends after :data:`LAST_WORD_BOUND` with this code, the one
+    the report says, rather than the signal's.
+    """
+    _exit_code[:] = [code]
+
+
 def signal_exit_code(name: str) -> int:
     """128 + the signal's number: 130 for SIGINT, 143 for SIGTERM."""
     return 128 + int(signal.Signals[name])
@@ -112,13 +124,16 @@ def stop_now(name: str) -> None:
     code = settled()
     if code is None:
         code = signal_exit_code(name)
-    watchdog = threading.Timer(LAST_WORD_BOUND, os._exit, args=(code,))
+    exit_with(code)
+    watchdog = threading.Timer(LAST_WORD_BOUND, lambda: os._exit(_exit_code[0]))
     watchdog.daemon = True
     watchdog.start()
     if _last_word:
         try:
             code = _last_word[0](name, settled())
+            exit_with(code)
         except Exception as exc:  # the process ends anyway, with the code it had
+            code = _exit_code[0]
             sys.stderr.write(f"\n{name}: could not finish the last word: {exc!r}\n")
     if settled() is None:
         sys.stderr.write(

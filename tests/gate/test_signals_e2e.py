@@ -3,8 +3,8 @@
 A second signal stops the check promptly, without clean-up, but never without its
 reports: they say what was decided (its exit code stands) or that nothing was (exit
 130 for SIGINT, 143 for SIGTERM), and name what may be left behind. The tests hold
-the check at a known point (a FIFO policy, a Cloud Run write or a Logging read the
-emulator holds, an event in the check's own log) before each signal.
+the check at a known point (its policy loading held on a FIFO, a Cloud Run write or a
+Logging read the emulator holds, an event in the check's own log) before each signal.
 """
 
 from __future__ import annotations
@@ -47,6 +47,70 @@ def _start_check(
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+#: ``deploy-guard check`` whose policy loading first reads a FIFO: the test holds the
+#: CLI there, after its entry point deferred signals and before any API call. (Policy
+#: files themselves must be regular files, so the hold sits at the loader's seam.)
+_HELD_LOAD = """
+import sys
+from deploy_guard.policy import load
+
+hold = sys.argv.pop(1)
+real = load.load_paths
+
+
+def held(paths):
+    with open(hold, encoding="utf-8") as fifo:
+        fifo.read()
+    return real(paths)
+
+
+load.load_paths = held
+from deploy_guard.cli import main
+
+main(sys.argv[1:])
+"""
+
+
+class HeldLoad:
+    """A check held inside its policy loading until :meth:`release`."""
+
+    def __init__(self, env: dict[str, str], tmp_path: Path, *flags: str) -> None:
+        self.fifo = tmp_path / "hold"
+        os.mkfifo(self.fifo)
+        self.writer = -1
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-c", _HELD_LOAD, str(self.fifo), "check"),
+                *("--revision", "chat-00002-abc", "--policy", str(POLICY), *flags),
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        _when(self.proc, self._loading)
+
+    def _loading(self) -> bool:
+        with contextlib.suppress(OSError):  # ENXIO until the check opens the FIFO
+            self.writer = os.open(self.fifo, os.O_WRONLY | os.O_NONBLOCK)
+        return self.writer >= 0
+
+    def release(self) -> None:
+        if self.writer >= 0:
+            os.close(self.writer)
+            self.writer = -1
+
+    def finish(self, within: float = 30) -> tuple[int, str]:
+        try:
+            _out, err = self.proc.communicate(timeout=within)
+        finally:
+            self.release()
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode, err
 
 
 @pytest.mark.slow
@@ -111,44 +175,46 @@ def test_sigterm_during_a_rollback_lets_it_finish_and_verify(
 def test_a_signal_before_the_check_starts_stops_it_before_any_api_call(
     emulator: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
-    """Ctrl-C while the policies are still being read: exit 3, a report, nothing touched.
-
-    The policy is a FIFO, so the check is provably still loading it when the signal
-    lands (the process holds the FIFO open for reading), whatever the machine's speed.
-    """
-    fifo = tmp_path / "policy.yaml"
-    os.mkfifo(fifo)
+    """Ctrl-C while the policies are still being read: exit 3, a report, nothing touched."""
     report = tmp_path / "report.json"
-    proc = _start_check(emulator_env, "chat-00002-abc", fifo, "--report", str(report))
-    writer = -1
-    try:
-
-        def reader_is_waiting() -> bool:
-            nonlocal writer
-            with contextlib.suppress(OSError):  # ENXIO until the check opens the FIFO
-                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            return writer >= 0
-
-        _when(proc, reader_is_waiting)
-        calls_before = emulator.faults.counts()
-        proc.send_signal(signal.SIGINT)
-        os.write(writer, POLICY.read_bytes())
-        os.close(writer)
-        writer = -1
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if writer >= 0:
-            os.close(writer)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == ExitCode.INCONCLUSIVE, err
+    held = HeldLoad(emulator_env, tmp_path, "--report", str(report))
+    calls_before = emulator.faults.counts()
+    held.proc.send_signal(signal.SIGINT)
+    held.release()
+    code, err = held.finish()
+    assert code == ExitCode.INCONCLUSIVE, err
     assert "Traceback" not in err
     assert "interrupted by SIGINT before the check started" in err
     doc = json.loads(report.read_text())
     assert (doc["verdict"], doc["action"], doc["exit_code"]) == ("inconclusive", "none", 3)
     assert doc["api_calls"] == {}
     assert emulator.faults.counts() == calls_before
+
+
+@pytest.mark.fault(
+    "signals",
+    "the last word hangs after a second signal (a stalled disk or stderr pipe)",
+    "the process still ends within the bound, with the code the report was given",
+)
+def test_a_last_word_that_hangs_cannot_hold_the_process_or_change_its_code() -> None:
+    script = (
+        "import os, signal, threading\n"
+        "from deploy_guard import signals\n"
+        "signals.LAST_WORD_BOUND = 0.2\n"
+        "def last_word(name, settled):\n"
+        "    signals.exit_with(1)\n"  # the report says 1; then a write never returns
+        "    print('writing', flush=True)\n"
+        "    threading.Event().wait()\n"
+        "signals.defer()\n"
+        "signals.on_second_signal(last_word)\n"
+        "os.kill(os.getpid(), signal.SIGINT)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "print('not reached', flush=True)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stdout) == (1, "writing\n"), done.stderr
 
 
 def test_the_help_and_the_guide_say_what_a_second_signal_does() -> None:
@@ -189,6 +255,11 @@ class StderrLog:
 
     def text(self) -> str:
         return "".join(self.lines)
+
+    def stdout(self) -> str:
+        """What the ended process printed on stdout (its outcome line)."""
+        assert self.proc.stdout is not None
+        return self.proc.stdout.read()
 
     def wait_exit(self, within: float) -> int:
         """The exit code, once the process ended (its stderr all read)."""
@@ -327,6 +398,7 @@ def test_a_second_signal_before_a_decision_writes_the_report_and_exits_143(
     assert [e["detail"] for e in second] == [{"signal": "SIGTERM", "exit_code": 143}]
     assert "**Exit code**: 143" in summary.read_text()
     assert "stopped without clean-up (exit 143)" in err.text()
+    assert err.stdout().startswith("inconclusive: stopped by a second stop signal (SIGTERM")
 
 
 @pytest.mark.fault(
@@ -447,6 +519,7 @@ def test_a_second_signal_after_the_report_is_written_exits_with_the_reports_code
             proc.wait()
     assert code == ExitCode.FAIL, err.text()
     assert chat.serving() == {base: 100}
+    assert err.stdout().startswith("fail: ")  # the outcome line, though the wait was cut
     doc = json.loads(report.read_text())
     assert (doc["verdict"], doc["action"], doc["exit_code"]) == ("fail", "rolled_back", 1)
     assert [e["detail"] for e in doc["timeline"] if e["event"] == "second_signal"] == [
@@ -462,32 +535,14 @@ def test_a_second_signal_after_the_report_is_written_exits_with_the_reports_code
 def test_a_second_signal_before_the_check_starts_still_writes_the_report(
     emulator: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
-    fifo = tmp_path / "policy.yaml"
-    os.mkfifo(fifo)
     report = tmp_path / "report.json"
-    proc = _start_check(emulator_env, "chat-00002-abc", fifo, "--report", str(report))
-    writer = -1
-    try:
-
-        def reader_is_waiting() -> bool:
-            nonlocal writer
-            with contextlib.suppress(OSError):  # ENXIO until the check opens the FIFO
-                writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-            return writer >= 0
-
-        _when(proc, reader_is_waiting)
-        calls_before = emulator.faults.counts()
-        # Both pending at once are handled in signal-number order: SIGINT, then SIGTERM.
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if writer >= 0:
-            os.close(writer)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 143, err
+    held = HeldLoad(emulator_env, tmp_path, "--report", str(report))
+    calls_before = emulator.faults.counts()
+    # Both pending at once are handled in signal-number order: SIGINT, then SIGTERM.
+    held.proc.send_signal(signal.SIGINT)
+    held.proc.send_signal(signal.SIGTERM)
+    code, err = held.finish()  # never released: the second signal ends it
+    assert code == 143, err
     assert "Traceback" not in err
     doc = json.loads(report.read_text())
     assert (doc["verdict"], doc["action"], doc["exit_code"]) == ("inconclusive", "none", 143)

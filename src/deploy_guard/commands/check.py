@@ -403,6 +403,8 @@ def run(
         click.echo(f"{report.verdict}: {redact_text(report.message)}")
         for note in report.notes:
             click.echo(f"note: {redact_text(note)}", err=True)
+    if last_word is not None:
+        last_word.shown = True  # a signal from here on need not repeat the outcome
     return code
 
 
@@ -504,6 +506,8 @@ class LastWord:
         self.gate: Any = None
         #: The live terminal view, closed before the process ends.
         self.view: Any = None
+        #: The outcome line was printed (stdout): the last word does not repeat it.
+        self.shown = False
 
     def __call__(self, name: str, settled: int | None) -> int:
         report = self.report
@@ -524,16 +528,24 @@ class LastWord:
         if notes:
             report.error = "; ".join([*([report.error] if report.error else []), *notes])
         report.exit_code = code
+        signals.exit_with(code)  # should a write below hang, the process still ends so
         report.timeline.add("second_signal", signal=name, exit_code=code)
         if not report.finished_at:
             from datetime import UTC, datetime
 
             report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+        _write_reports(report, self.report_path, self.summary_path)  # first: files, then output
         log.warning("check_stopped", signal=name, exit_code=code)
         if self.view is not None:
             with contextlib.suppress(Exception):
                 self.view.__exit__(None, None, None)
-        _write_reports(report, self.report_path, self.summary_path)
+        if not self.shown:  # the outcome line a pipeline reads on stdout
+            self.shown = True
+            if self.view is not None:
+                with contextlib.suppress(Exception):
+                    self.view.final(report)
+            else:
+                click.echo(f"{report.verdict}: {redact_text(report.message)}")
         for note in notes:
             click.echo(f"note: {redact_text(note)}", err=True)
         return code
