@@ -416,7 +416,15 @@ async def pick_rollback_target(
     candidate = newest_ready_before(revisions, current, skip=refused)
     if candidate is None:
         serving = describe(served_split(state)) or "nothing"
-        also = f" ({', '.join(listed)} recorded as rejected)" if listed else ""
+        # rejected revisions that would otherwise qualify: say how to allow one again
+        newest = max((r.create_time for r in revisions if r.short in current), default=0.0)
+        held = [r.short for r in revisions if r.short in listed and r.create_time < newest]
+        also = (
+            f" ({', '.join(held)} recorded as rejected: `deploy-guard status --service "
+            f"{state.short} --clear-rejected REV` takes one off the list)"
+            if held
+            else ""
+        )
         raise ConfigError(
             f"no Ready revision of {state.short} to roll back to: {serving} serves now, none "
             "is recorded as last known good and no usable Ready revision is older than the "

@@ -228,3 +228,18 @@ def test_rollback_with_nothing_older_says_what_serves_and_how_to_choose(
     assert f"{base} 100% serves now" in result.output
     assert "pass --to-revision REV to choose one" in result.output
     assert chat.serving() == {base: 100}
+
+
+def test_with_nowhere_to_go_rollback_says_how_to_allow_a_rejected_revision_again(
+    chat: Any, emulator_env: Any
+) -> None:
+    base = chat.first()
+    later = chat.candidate(tag=None, percent=100)
+    svc = chat.get()
+    svc.annotations["deploy-guard.dev/rejected"] = base  # a person once rolled back from it
+    chat.clients.services().update_service(service=svc).result(timeout=30, polling=chat.polling)
+    result = rollback()
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert f"{later} 100% serves now" in result.stderr
+    assert f"({base} recorded as rejected: `deploy-guard status --service chat" in result.stderr
+    assert "--clear-rejected REV` takes one off the list" in result.stderr
