@@ -97,6 +97,33 @@ async def test_a_deploy_landing_during_the_rollback_write_is_never_overwritten(
 
 @pytest.mark.fault(
     "traffic",
+    "a deploy lands before the rollback write and Cloud Run does not check the etag",
+    "exit 4 superseded (traffic may be replaced, said so); the deploy's template stands",
+)
+async def test_without_an_etag_check_a_deploy_before_the_write_is_still_reported(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)
+    emulator.emulator.admin.enforce_etag = False  # unverified on Cloud Run: be safe either way
+    landed: list[str] = []
+
+    def other_deploy() -> None:
+        landed.append(chat.candidate({"OTHER": "deploy"}, tag=None, percent=10))
+
+    router = _router(emulator, gcp_clients, 1, other_deploy)
+    report = await build_gate(gcp_clients, emulator, cand, router=router).run()
+    (other,) = landed
+    assert (report.action, report.exit_code) == ("superseded", 4), report.message
+    assert "did not refuse that change as stale" in report.message
+    assert "check it by hand" in report.message
+    assert _env(chat.get())["OTHER"] == "deploy"  # the template was never sent
+    assert _revisions(chat) == sorted([base, cand, other])
+    assert report.traffic_after == chat.serving()
+
+
+@pytest.mark.fault(
+    "traffic",
     "the rollback's answer is lost; its retry is refused as stale",
     "recognised as the guard's own landed write: rolled back, exit 1",
 )

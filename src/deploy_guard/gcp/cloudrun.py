@@ -21,7 +21,11 @@ Writes follow four rules:
    check stays although the etag makes the write conditional: whether Cloud
    Run enforces ``Service.etag`` on UpdateService is unverified (the field is
    documented as "may be used to detect modification conflict"), and the
-   check also catches a change the guard's ``expected`` state predates.
+   check also catches a change the guard's ``expected`` state predates. If
+   the etag is not checked, a deploy that lands between that re-read and the
+   write shows in the operation's result (more than one generation on, or
+   another latest revision): :class:`SupersededError`, saying the traffic
+   written may have replaced that deploy's (its template is never touched).
 3. *A stale answer is read, not trusted*: ABORTED or FAILED_PRECONDITION on
    the request (the etag no longer matches; which one Cloud Run sends is
    unverified, so both count) means the service moved: re-read it. If the
@@ -343,6 +347,7 @@ class CloudRun:
         log.info("traffic_write_requested", service=now.short, why=why, traffic=spec_text(spec))
         what = f"updating traffic of {now.short} ({why})"
         written = await self._write(raw, now, what=what, spec=spec, annotations=annotations or {})
+        _landed_alone(now, written, spec, what=what)
         return await self._verify_written(expected.name, spec, written, what=what)
 
     async def set_annotations(
@@ -554,6 +559,33 @@ class CloudRun:
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.poll_max)
+
+
+def _landed_alone(
+    now: ServiceState, written: ServiceState, spec: Sequence[Allocation], *, what: str
+) -> None:
+    """Raise :class:`SupersededError` if another change landed around the guard's write.
+
+    With the etag enforced this cannot happen before the write (it would have
+    been refused); without it (unverified on Cloud Run) a deploy between the
+    guard's last read and its write is only visible here: the operation's
+    service is more than one generation on, or has another latest revision.
+    The template was not touched (``update_mask``), but the traffic the guard
+    wrote may have replaced that deploy's: say so, exit 4.
+    """
+    if written.generation <= now.generation + 1 and (
+        written.latest_created_revision == now.latest_created_revision
+    ):
+        return
+    moved = superseded_reason(now, written) or "the service changed around the write"
+    log.warning("traffic_write_not_alone", service=now.short, reason=moved, what=what)
+    raise SupersededError(
+        f"{moved}, around deploy-guard's own traffic change ({spec_text(spec)}), and Cloud "
+        f"Run did not refuse that change as stale: it may have replaced the other change's "
+        f"traffic (never its template). {written.short} serves "
+        f"{describe(served_split(written))} (spec: {spec_text(written.traffic)}); "
+        "deploy-guard will not write again; check it by hand."
+    )
 
 
 def need_service(service: str | None, revision: str) -> str:
