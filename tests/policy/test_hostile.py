@@ -659,7 +659,7 @@ def _mutated(data: st.DataObject) -> str:
 @pytest.mark.fault(
     "policy", "mutated shipped policies (hostile values, raw bytes)", "Policy or problems, exit 0/2"
 )
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_policies_never_crash_the_loader_or_validate(
     data: st.DataObject, tmp_path_factory: pytest.TempPathFactory
