@@ -46,7 +46,10 @@ traffic to it until someone sends traffic to the latest revision again.
 
 \b
 Exit codes: 0 done (or nothing to do), 2 unknown/unready revision or bad
-flags, 4 the change failed or the service changed meanwhile.
+flags, 4 the change failed, the service changed meanwhile (a deploy that
+lands during the write is never overwritten: only traffic and annotations
+are sent, with the etag read), or the change was sent but could not be read
+back (the message says what to check).
 
 \b
 Examples:
