@@ -4,8 +4,9 @@ Where traffic goes, in order: ``--to-revision``; else the revision a passing
 check recorded in the ``deploy-guard.dev/last-known-good`` annotation, unless it
 serves everything now; else the revision that served most before the guard's
 last promotion (``deploy-guard.dev/served-before``); else the newest Ready
-revision older than the one serving now. The write is the same
-read-modify-write-verify as the check's rollback, so the command is idempotent:
+revision older than the one serving now. The write is the check's rollback
+write (only traffic and annotations, with the etag read; then verified by
+re-reading), so the command is idempotent:
 when the revision already serves 100 %, it changes nothing and exits 0.
 """
 
