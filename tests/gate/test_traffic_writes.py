@@ -400,3 +400,23 @@ def test_the_check_command_does_not_overwrite_a_deploy_landing_during_its_rollba
     assert _revisions(chat) == sorted([base, cand, deployed])
     assert chat.serving() == {base: 70, cand: 20, deployed: 10}
     assert report["traffic_after"] == chat.serving()
+
+
+@pytest.mark.fault(
+    "traffic",
+    "the rollback write is answered ABORTED or FAILED_PRECONDITION (stale etag)",
+    "re-read, superseded with the true state, exit 4",
+)
+@pytest.mark.parametrize("code", [grpc.StatusCode.ABORTED, grpc.StatusCode.FAILED_PRECONDITION])
+async def test_both_stale_answers_mean_the_service_moved(
+    chat: Any, gcp_clients: Any, emulator: Any, code: grpc.StatusCode
+) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)
+    emulator.faults.fail("UpdateService", code, nth=1)  # the rollback, not applied
+    report = await build_gate(gcp_clients, emulator, cand).run()
+    assert (report.action, report.exit_code) == ("superseded", 4), report.message
+    assert "refused deploy-guard's change as stale" in report.message
+    assert "(spec: " in report.message  # what the re-read shows, not the split read before
+    assert chat.serving() == {base: 80, cand: 20}  # nothing moved
+    assert report.traffic_after == {base: 80, cand: 20}
