@@ -1,7 +1,8 @@
 """Temporary ``dg-`` tags: who holds one, until when, and which are left over.
 
-A check adds a 0 % tag (``dg-`` + 8 hex digits) to reach an untagged candidate
-and removes it when it ends. A second Ctrl-C, a killed build step or a lost
+A check adds a 0 % tag (``dg-`` + up to 8 random letters and digits, fewer on a
+long service name: :func:`deploy_guard.gcp.traffic.temp_tag`) to reach an
+untagged candidate and removes it when it ends. A second Ctrl-C, a killed build step or a lost
 connection can leave the tag behind, and Cloud Run keeps it forever. So the
 write that adds a tag also records its holder in the service annotation
 :data:`TAGS_ANNOTATION`, a small JSON map::
