@@ -514,6 +514,24 @@ RULE = "rules[0]."
             id="log-query-too-long",
         ),
         pytest.param(
+            HTTP % "path: //evil.example/x",
+            RULE + "http.path",
+            "starts with //, which a URL reads as a host name",
+            id="path-naming-a-host",
+        ),
+        pytest.param(
+            WS % 'path: "/ws#chat"',
+            RULE + "websocket.path",
+            "has a #fragment, which is never sent to the server",
+            id="path-with-fragment",
+        ),
+        pytest.param(
+            HTTP % "expect: {status: [100]}",
+            RULE + "http.expect.status[0]",
+            "100 is an interim answer (1xx)",
+            id="interim-status",
+        ),
+        pytest.param(
             LOGS % """filter: 'severity>=ERROR AND resource.labels.revision_name="chat-00001"'""",
             RULE + "logs.filter",
             "resource.labels.revision_name is deploy-guard's to set",

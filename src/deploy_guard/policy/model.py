@@ -247,6 +247,28 @@ def _check_path(value: str) -> str:
         raise _err(
             "path", f'{shown(value)} must start with "/" (it is appended to the service URL)'
         )
+    if value.startswith("//"):
+        raise _err(
+            "path",
+            f"{shown(value)} starts with //, which a URL reads as a host name (the probe "
+            "would drop it and request the rest): start with a single /",
+        )
+    if "#" in value:
+        raise _err(
+            "path",
+            f"{shown(value)} has a #fragment, which is never sent to the server: drop it "
+            "(or write %23 for a literal #)",
+        )
+    return value
+
+
+def _final_status(value: int) -> int:
+    if value < 200:
+        raise _err(
+            "status",
+            f"{value} is an interim answer (1xx): an HTTP client never ends a request on it, "
+            "so it can never match; use the final status (200-599)",
+        )
     return value
 
 
@@ -320,7 +342,7 @@ class HttpExpect(_Model):
 
     _MULTILINE = frozenset({"body_contains", "json"})
 
-    status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+    status: list[Annotated[int, Field(ge=100, le=599), AfterValidator(_final_status)]] = Field(
         default_factory=lambda: [200], min_length=1
     )
     #: Empty would be found in every body: leave it out instead.
