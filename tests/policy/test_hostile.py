@@ -754,3 +754,17 @@ def test_a_policy_from_a_pipe_still_loads(tmp_path: Path) -> None:
     finally:
         os.close(read)
     assert result.exit_code == ExitCode.PASS, result.output
+
+
+def test_explain_quotes_free_text_on_one_line() -> None:
+    from deploy_guard.policy.explain import explain
+
+    policy = parse_policy(
+        HTTP % 'expect: {body_contains: "ok\\nfake line"}'
+        + "  - {name: ws, kind: websocket, websocket: "
+        + '{scenario: [{send: {text: "hi\\n\\"you\\""}}]}}\n'
+    )
+    words = explain(policy)
+    assert 'the body contains "ok\\nfake line"' in words
+    assert 'the text "hi\\n\\"you\\""' in words
+    assert "fake line" not in words.replace('"ok\\nfake line"', "")

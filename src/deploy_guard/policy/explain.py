@@ -23,6 +23,7 @@ from deploy_guard.policy.model import (
 )
 from deploy_guard.policy.units import format_duration as dur
 from deploy_guard.policy.units import format_ratio as pct
+from deploy_guard.policy.units import shown
 
 _MISSING = {
     "fail": "counts as a failure",
@@ -56,7 +57,7 @@ def _http(spec: HttpSpec) -> Iterator[str]:
     # "HTTP status" and "JSON field": a body field may well be named status too
     checks = [f"the HTTP status is {_list([str(s) for s in expect.status], 'or')}"]
     if expect.body_contains is not None:
-        checks.append(f'the body contains "{expect.body_contains}"')
+        checks.append(f"the body contains {shown(expect.body_contains)}")
     for path, value in expect.json.items():
         checks.append(f"the JSON body's field {path} is {json.dumps(value)}")
     if expect.max_latency is not None:
@@ -66,7 +67,7 @@ def _http(spec: HttpSpec) -> Iterator[str]:
 
 def _step(step: SendStep | ExpectStep) -> str:
     if isinstance(step, SendStep):
-        what = "a JSON message" if step.json is not None else f'the text "{step.text}"'
+        what = "a JSON message" if step.json is not None else f"the text {shown(step.text)}"
         return f"send {what}"
     order = " then ".join(step.events)
     extra = "other events may come between" if step.allow_extra else "no other events allowed"
