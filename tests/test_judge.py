@@ -651,3 +651,46 @@ def test_rounding_never_hides_a_breach() -> None:
     assert result.message == "1.0004s is over 1s"
     rate = Judge(policy(metric_rule(max=0.01))).observe(metric(0.0100004, complete=True))
     assert rate.message == "1.00004% is over 1%"
+
+
+@pytest.mark.fault("probes", "WebSocket close code in neither fail nor clean", "counted as failing")
+def test_a_close_code_in_neither_list_is_named_in_the_counts() -> None:
+    m = ws(
+        10,
+        2,
+        planned=10,
+        causes={"close_code": 2},
+        codes={1000: 8, 4001: 2},
+        complete=True,
+    )
+    result = Judge(policy(ws_rule(sessions=10))).observe(m)
+    assert result.status == "fail"
+    assert result.counts == "2 of 10 sessions closed with 4001; limit 0"
+
+
+def test_websocket_protocol_failures_are_worded_for_websocket_and_http() -> None:
+    m = ws(
+        10,
+        3,
+        planned=10,
+        causes={"too_large": 2, "protocol_error": 1},
+        codes={1000: 7, 1009: 2, 1002: 1},
+        complete=True,
+    )
+    result = Judge(policy(ws_rule(sessions=10))).observe(m)
+    assert result.counts == (
+        "3 of 10 sessions failed: 2 sent a message over the probe's size limit (1009), "
+        "1 broke the WebSocket protocol (1002, 1007); limit 0"
+    )
+    big = ProbeMeasurement(
+        rule="health",
+        kind="http",
+        planned=10,
+        done=1,
+        succeeded=0,
+        failures_by_cause={"too_large": 1},
+    )
+    words = Judge(policy(http_rule())).observe(big).counts
+    assert words == (
+        "1 of 1 request answered more than the probe reads (body or headers); limit 0 (1 of 10 run)"
+    )

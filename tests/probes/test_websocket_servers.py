@@ -149,6 +149,9 @@ async def silent_server() -> AsyncIterator[str]:
     await server.wait_closed()
 
 
+@pytest.mark.fault(
+    "probes", "WebSocket server accepts TCP, never answers", "timeout at connect_timeout"
+)
 async def test_handshake_timeout(silent_server: str) -> None:
     last = await last_snapshot(silent_server, sessions=1, concurrency=1, connect_timeout="200ms")
     assert last.failures_by_cause == {"timeout": 1}
@@ -201,3 +204,41 @@ async def test_a_server_that_stops_answering_pings_fails_the_hold(aiohttp_server
     assert last.failures_by_cause == {"connection_reset": 1}
     assert "keepalive timeout" in last.samples[0].detail
     assert last.latencies["total"]["max"] < 10
+
+
+def closes_after_events(code: int) -> Handler:
+    async def handler(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
+        await send_events(ws, msg, EVENTS)
+        await ws.close(code=code, message=b"custom")
+
+    return handler
+
+
+@pytest.mark.fault(
+    "probes", "WebSocket close code in neither fail nor clean", "session fails naming it"
+)
+async def test_a_close_code_that_is_not_clean_fails_the_session(aiohttp_server: Serve) -> None:
+    url = await aiohttp_server(ws_app(closes_after_events(4001)))
+    last = await last_snapshot(url, sessions=2, concurrency=1)
+    assert last.failures_by_cause == {"close_code": 2}
+    assert last.close_codes == {4001: 2}
+    detail = last.samples[0].detail
+    assert detail.startswith("close code 4001 (custom) after ")
+    assert detail.endswith("(neither a fail nor a clean close code; close_codes.clean: 1000, 1001)")
+    allowed = await last_snapshot(
+        url, sessions=2, concurrency=1, close_codes={"clean": [1000, 1001, 4001]}
+    )
+    assert allowed.succeeded == 2
+    assert allowed.close_codes == {4001: 2}
+
+
+async def test_a_close_code_that_is_not_clean_mid_scenario_is_named(aiohttp_server: Serve) -> None:
+    async def early(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
+        await send_events(ws, msg, EVENTS[:2])
+        await ws.close(code=4001, message=b"custom")
+
+    last = await last_snapshot(await aiohttp_server(ws_app(early)), sessions=1, concurrency=1)
+    assert last.failures_by_cause == {"close_code": 1}
+    detail = last.samples[0].detail
+    assert "close code 4001 (custom) at step 2 before tool_executing after" in detail
+    assert "neither a fail nor a clean close code" in detail

@@ -33,8 +33,8 @@ _CAUSE_WORDS = {
     "status": "answered an unexpected status",
     "body": "answered an unexpected body",
     "latency": "were too slow",
-    "too_large": "sent more than the probe reads",
-    "protocol_error": "broke the protocol",
+    "too_large": "answered more than the probe reads (body or headers)",
+    "protocol_error": "broke HTTP",
     "error": "failed",
 }
 
@@ -44,9 +44,18 @@ def needed_successes(planned: int, ratio: float) -> int:
     return min(planned, max(0, math.ceil(ratio * planned - _RATIO_EPSILON)))
 
 
+#: What a WebSocket session's failure means where the HTTP words do not fit.
+_WEBSOCKET_WORDS = {
+    "too_large": "sent a message over the probe's size limit (1009)",
+    "protocol_error": "broke the WebSocket protocol (1002, 1007)",
+}
+
+
 def _close_words(m: ProbeMeasurement, spec: WebSocketSpec) -> str:
+    """The failing close codes seen: those in ``fail`` and those in neither list."""
+    fail, clean = spec.close_codes.fail, spec.close_codes.clean
     codes = sorted(
-        (code for code in m.close_codes if code in spec.close_codes.fail and code != 1006),
+        (code for code in m.close_codes if code != 1006 and (code in fail or code not in clean)),
         key=lambda code: (-m.close_codes[code], code),
     )
     if not codes:
@@ -62,6 +71,8 @@ def _cause_words(
     if cause == "close_code" and isinstance(spec, WebSocketSpec):
         return _close_words(m, spec)
     words = _CAUSE_WORDS.get(cause, f"failed ({cause})")
+    if isinstance(spec, WebSocketSpec):
+        words = _WEBSOCKET_WORDS.get(cause, words)
     # "1 of 10 requests was too slow", "3 of 10 requests were too slow"
     return "was" + words[len("were") :] if count == 1 and words.startswith("were ") else words
 

@@ -34,7 +34,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidMessage,
+    InvalidStatus,
+    SecurityError,
+    WebSocketException,
+)
+from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 from websockets.proxy import get_proxy
 from websockets.uri import parse_uri
@@ -55,6 +62,8 @@ TRANSCRIPT_CAP = 40
 TRANSCRIPT_TEXT = 200
 #: Seconds the closing handshake may take before the socket is dropped.
 CLOSE_TIMEOUT = 2.0
+#: Bytes of one received message at most; a longer one closes the session with 1009.
+MAX_MESSAGE = 1 << 20
 USER_AGENT = "deploy-guard-probe"
 
 
@@ -66,6 +75,47 @@ class _Fail(Exception):
         self.cause = cause
         self.detail = detail
         self.close_code = close_code
+
+
+class _ProbeConnection(ClientConnection):
+    """websockets' client connection, bounded against a hostile server.
+
+    - A handshake response the library refuses (endless headers, a line too
+      long) ends the connection at once: the library would otherwise wait for
+      the server to close, that is until ``connect_timeout``, and name nothing.
+    - While the server does not read what the probe must answer (pongs to a
+      flood of pings), the probe stops reading too, so unsent answers stay
+      under the write limit instead of growing with every ping.
+    - When the probe closes because the server broke the protocol (1002,
+      1007, 1009), the socket is dropped ``close_timeout`` later if the server
+      never closes: the library enforces that deadline only on a later send or
+      ping, and a session waiting in ``recv`` would wait for its step timeout.
+    """
+
+    _close_timer: asyncio.TimerHandle | None = None
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        transport = self.transport
+        state = self.protocol.state
+        if state is State.CONNECTING:
+            if getattr(self.protocol, "handshake_exc", None) is not None:
+                transport.abort()  # the handshake raises the library's own error now
+            return
+        if state is State.CLOSING and self._close_timer is None and self.close_deadline:
+            self._close_timer = self.loop.call_at(self.close_deadline, transport.abort)
+        if transport.get_write_buffer_size() > self.write_limit_high:
+            transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._close_timer is not None:
+            self._close_timer.cancel()
+        super().connection_lost(exc)
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self.protocol.state is not State.CLOSED:
+            self.transport.resume_reading()
 
 
 @lru_cache(maxsize=2)
@@ -147,13 +197,36 @@ class _Session:
             )
 
 
-async def _send(ws: ClientConnection, s: _Session, step: SendStep) -> None:
+async def _send(ws: ClientConnection, s: _Session, step: SendStep, number: int) -> None:
+    """Send one message; a server that reads nothing fails it after ``connect_timeout``."""
     if step.json is not None:
         text = json.dumps(s.ids.render_json(step.json))
     else:
         text = s.ids.render(step.text or "")
     s.note("send", text)
-    await ws.send(text)
+    try:
+        async with asyncio.timeout(s.spec.connect_timeout):
+            await ws.send(text)
+    except TimeoutError:
+        raise _Fail(
+            "timeout",
+            f"send at step {number} not taken within {s.spec.connect_timeout:g} s: "
+            "the server reads nothing",
+        ) from None
+
+
+async def _close(ws: ClientConnection) -> None:
+    """Close with 1000 within :data:`CLOSE_TIMEOUT`, even from a server that reads nothing.
+
+    websockets bounds the wait for the server's close frame, not the wait for
+    its own close frame to be written: a server that stopped reading would
+    keep the session (and its buffers) forever.
+    """
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await ws.close(1000)
+    except TimeoutError:
+        ws.transport.abort()
 
 
 async def _expect(ws: ClientConnection, s: _Session, step: ExpectStep, number: int) -> None:
@@ -237,9 +310,12 @@ async def _hold(ws: ClientConnection, s: _Session) -> None:
 def _closed(exc: ConnectionClosed, s: _Session, *, during: str, hold: float | None = None) -> _Fail:
     """Map a connection that ended under us to a cause (the one seam for closes)."""
     after = _fmt_s(s.since_open())
+    sent = exc.sent
+    if sent is not None and sent.code in _PROBE_CLOSES and not exc.rcvd_then_sent:
+        return _violation(exc, sent.code, sent.reason, s, during=during, after=after)
     if exc.rcvd is None:
         s.note("close", {"code": 1006, "by": "network"})
-        if exc.sent is not None and exc.sent.code == 1011:  # the library's keepalive gave up
+        if sent is not None and sent.code == 1011:  # the library's keepalive gave up
             return _Fail(
                 "connection_reset",
                 f"no pong within {s.spec.ping_interval:g} s (keepalive timeout) {during} "
@@ -254,14 +330,78 @@ def _closed(exc: ConnectionClosed, s: _Session, *, during: str, hold: float | No
     code, reason = exc.rcvd.code, exc.rcvd.reason
     s.note("close", {"code": code, "reason": reason, "by": "server"})
     said = f"{code} ({reason})" if reason else str(code)
-    if code in s.spec.close_codes.fail:
+    codes = s.spec.close_codes
+    if code in codes.fail:
         tail = f", hold wanted {hold:g} s" if hold is not None else ""
         return _Fail("close_code", f"close code {said} after {after} {during}{tail}", code)
+    unclean = "" if code in codes.clean else f" ({_not_clean(codes.clean)})"
     if hold is not None:
         return _Fail(
-            "close_code", f"server closed {said} after {after}, hold wanted {hold:g} s", code
+            "close_code",
+            f"server closed {said} after {after}, hold wanted {hold:g} s{unclean}",
+            code,
         )
+    if unclean:
+        return _Fail("close_code", f"close code {said} {during} after {after}{unclean}", code)
     return _Fail("missing_event", f"stream closed {said} {during} after {after}", code)
+
+
+def _not_clean(clean: list[int]) -> str:
+    listed = ", ".join(str(c) for c in clean) or "none"
+    return f"neither a fail nor a clean close code; close_codes.clean: {listed}"
+
+
+#: Close codes the probe itself sends when the server breaks the protocol:
+#: 1002 protocol error, 1007 invalid data (UTF-8), 1009 message too big.
+_PROBE_CLOSES = {1002: "protocol_error", 1007: "protocol_error", 1009: "too_large"}
+_CLOSE_NAMES = {1002: "protocol error", 1007: "invalid data", 1009: "message too big"}
+
+
+def _violation(
+    exc: ConnectionClosed, code: int, reason: str, s: _Session, *, during: str, after: str
+) -> _Fail:
+    """The server broke the protocol and the probe closed with ``code``: say what it sent."""
+    s.note("close", {"code": code, "reason": reason, "by": "probe"})
+    close = _bad_close_frame(exc)
+    if close is not None:
+        what = f"an invalid close frame ({close}): {reason}"
+    elif code == 1009:
+        what = f"a message over the {MAX_MESSAGE >> 20} MiB limit ({reason})"
+    elif code == 1007:
+        what = f"a text message that is not valid UTF-8 ({reason})"
+    else:
+        what = f"a frame that breaks the protocol ({reason})"
+    return _Fail(
+        _PROBE_CLOSES[code],
+        f"the server sent {what} {during} after {after}; the probe closed with "
+        f"{code} ({_CLOSE_NAMES[code]})",
+        code,
+    )
+
+
+def _bad_close_frame(exc: BaseException) -> str | None:
+    """The close frame the library refused, in words ("code 999, reason 'x'"), if any.
+
+    websockets keeps only its own words ("invalid status code"); the frame it
+    refused is still a local of the parser's traceback, read here after the
+    fact so the hot path pays nothing.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        tb = cur.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame.f_locals.get("frame")
+            if isinstance(frame, Frame) and frame.opcode is Opcode.CLOSE:
+                data = bytes(frame.data)
+                if len(data) < 2:
+                    return f"{len(data)}-byte payload {data!r}"
+                code = int.from_bytes(data[:2], "big")
+                return f"code {code}, reason {data[2:TRANSCRIPT_TEXT]!r}"
+            tb = tb.tb_next
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 @dataclass(frozen=True)
@@ -318,8 +458,21 @@ async def _open(plan: SessionPlan, ids: SessionIds) -> ClientConnection:
         ping_interval=spec.ping_interval,
         ping_timeout=spec.ping_interval,
         close_timeout=CLOSE_TIMEOUT,
+        max_size=MAX_MESSAGE,
+        create_connection=_ProbeConnection,
         user_agent_header=USER_AGENT,
     )
+
+
+def _bad_handshake(exc: InvalidMessage) -> _Fail:
+    """An upgrade answer that is not valid HTTP: too large, or broken."""
+    cause = exc.__cause__
+    if cause is None or isinstance(cause, EOFError):  # closed before it answered
+        return _Fail("connect_error", redact_text(connect_failure(exc)))
+    why = redact_text(f"{type(cause).__name__}: {cause}")
+    if isinstance(cause, SecurityError):
+        return _Fail("too_large", f"the handshake response is too large ({why})")
+    return _Fail("protocol_error", f"the handshake response is not valid HTTP ({why})")
 
 
 def _durations(s: _Session, scenario_end: float | None) -> dict[str, float]:
@@ -349,6 +502,8 @@ async def run_session(plan: SessionPlan, ids: SessionIds) -> Attempt:
     except TimeoutError:
         detail = f"handshake timed out after {spec.connect_timeout:.1f} s"
         return _attempt(s, _Fail("timeout", detail), None)
+    except InvalidMessage as exc:
+        return _attempt(s, _bad_handshake(exc), None)
     except (OSError, WebSocketException) as exc:
         detail = redact_text(connect_failure(exc))
         return _attempt(s, _Fail("connect_error", detail), None)
@@ -361,28 +516,32 @@ async def run_session(plan: SessionPlan, ids: SessionIds) -> Attempt:
                 if isinstance(step, ExpectStep):
                     await _expect(ws, s, step, number)
                 else:
-                    await _send(ws, s, step)
+                    await _send(ws, s, step, number)
             scenario_end = time.monotonic()
             await _hold(ws, s)
         except ConnectionClosed as exc:  # a send hit a closed connection
             raise _closed(exc, s, during="while sending") from None
     except _Fail as fail:
-        await ws.close(1000)
+        await _close(ws)
         return _attempt(s, fail, status, scenario_end)
     finally:
         if ws.state is not State.CLOSED:
             # Cancellation or an unexpected error: still leave no socket behind.
-            await asyncio.shield(ws.close(1000))
+            await asyncio.shield(_close(ws))
     return _finish(ws, s, status, scenario_end)
 
 
 def _finish(ws: ClientConnection, s: _Session, status: int, scenario_end: float | None) -> Attempt:
-    """After our own close: a server that closed first with a failure code still fails."""
+    """After our own close: a server that closed first with a code that is not clean fails."""
     proto = ws.protocol
     rcvd = proto.close_rcvd
-    if rcvd is not None and proto.close_rcvd_then_sent and rcvd.code in s.spec.close_codes.fail:
+    codes = s.spec.close_codes
+    if rcvd is not None and proto.close_rcvd_then_sent and rcvd.code not in codes.clean:
         s.note("close", {"code": rcvd.code, "reason": rcvd.reason, "by": "server"})
-        detail = f"close code {rcvd.code} ({rcvd.reason}) after {_fmt_s(s.since_open())}"
+        said = f"{rcvd.code} ({rcvd.reason})" if rcvd.reason else str(rcvd.code)
+        detail = f"close code {said} after {_fmt_s(s.since_open())}"
+        if rcvd.code not in codes.fail:
+            detail += f" ({_not_clean(codes.clean)})"
         return _attempt(s, _Fail("close_code", detail, rcvd.code), status, scenario_end)
     s.note("close", {"code": 1000, "by": "client"})
     return Attempt(
