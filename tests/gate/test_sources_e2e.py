@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,7 +17,11 @@ from deploy_guard.emulator.realism import Realism
 from deploy_guard.gcp.errors import ApiCalls
 from deploy_guard.gcp.logs import CloudLogging
 from deploy_guard.gcp.metrics import CloudMonitoring
+from deploy_guard.policy.load import load_file
 from deploy_guard.policy.model import Rule
+from waiting import eventually
+
+SHIPPED = Path(__file__).resolve().parents[2] / "policies" / "chat-agent.yaml"
 
 
 def tag_url(chat: Any, tag: str) -> str:
@@ -195,3 +201,42 @@ async def test_a_last_pass_whose_search_did_not_finish_is_an_error_not_a_pass(
     assert last.error is not None
     assert "had not finished searching" in last.error
     assert "next_page_token" in last.error
+
+
+@pytest.mark.fault(
+    "logs",
+    "container died: 'Container called exit(1).' at WARNING",
+    "counted by the shipped policy's no-crashes-in-logs, not by severity>=ERROR",
+)
+async def test_the_shipped_crash_rule_counts_a_warning_exit_line_that_error_rules_miss(
+    chat: Any, gcp_clients: Any, emulator: Any, revision_app: Any
+) -> None:
+    rules = [
+        r for r in load_file(SHIPPED).rules if r.name in ("no-crashes-in-logs", "no-error-logs")
+    ]
+    chat.first()
+    cand = chat.candidate(command=[sys.executable, str(revision_app)])
+    async with httpx.AsyncClient() as http:
+        await http.get(tag_url(chat, "candidate") + "/exit", params={"code": "1"})
+
+    def exit_logged() -> bool:
+        return any(
+            e["resource"]["labels"]["revision_name"] == cand
+            for e in emulator.logs.entries('log_id("run.googleapis.com/varlog/system")')
+        )
+
+    await eventually(exit_logged, what="the exit line")
+    source = CloudLogging(
+        gcp_clients,
+        project=emulator.project,
+        service="chat",
+        revision=cand,
+        rules=rules,
+        since=datetime.now(UTC) - timedelta(minutes=5),
+    )
+    by_rule = {m.rule: m for m in await source.measure(complete=True)}
+    crash = by_rule["no-crashes-in-logs"]
+    assert crash.matches["Container called exit\\("] == 1
+    assert crash.samples[0]["severity"] == "WARNING"
+    assert crash.samples[0]["text"] == "Container called exit(1)."
+    assert by_rule["no-error-logs"].total == 0  # WARNING: no ERROR entry says it
