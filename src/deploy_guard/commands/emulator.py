@@ -115,7 +115,8 @@ See docs/emulator.md (it walks through a check and a rollback by hand).
         "Be as slow and partial as Google Cloud: log entries listed 3 s late, metric "
         "points sampled per 60 s and shown 30 to 180 s late, routing 2 s after Ready, "
         "some ListLogEntries pages empty with a next_page_token. --logs-delay and "
-        "--route-delay override its numbers."
+        "--route-delay override its numbers. Against it, a short check needs "
+        "check --log-settle for late lines and sees no metric points."
     ),
 )
 @click.option(
