@@ -68,8 +68,13 @@ from deploy_guard.gcp.traffic import (
     with_tag,
     without_tag,
 )
-from deploy_guard.log import get_logger
-from deploy_guard.measurements import LogMeasurement, Measurement, MetricMeasurement
+from deploy_guard.log import get_logger, redact_text
+from deploy_guard.measurements import (
+    LogMeasurement,
+    Measurement,
+    MetricMeasurement,
+    source_failed,
+)
 from deploy_guard.report.model import CheckReport
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -884,7 +889,14 @@ class Gate:
             source: str, measure: Callable[..., Any], interval: float, settle: float = 0.0
         ) -> Any:
             return self._poll(
-                source, measure, interval, probes_started, probes_done, queue, settle=settle
+                source,
+                measure,
+                interval,
+                probes_started,
+                probes_done,
+                queue,
+                rules=rules,
+                settle=settle,
             )
 
         tasks = [
@@ -931,14 +943,42 @@ class Gate:
         queue: asyncio.Queue[Measurement | None],
         started: asyncio.Event,
     ) -> None:
+        complete: set[str] = set()
         try:
             if rules:
                 async with contextlib.aclosing(probes.stream(rules, target)) as stream:  # type: ignore[type-var]
                     async for m in stream:
                         started.set()
+                        if m.complete:
+                            complete.add(m.rule)
                         queue.put_nowait(m)
+        except Exception as exc:  # never swallowed: the rules still open become errors
+            self._source_failed("probes", exc, [r for r in rules if r.name not in complete], queue)
         finally:
             queue.put_nowait(None)
+
+    def _source_failed(
+        self,
+        source: str,
+        exc: Exception,
+        rules: Sequence[Rule],
+        queue: asyncio.Queue[Measurement | None],
+    ) -> None:
+        """An evidence source raised: log it, and end each of its rules with the cause."""
+        error = redact_text(f"the {source} source failed: {type(exc).__name__}: {exc}")
+        names = [r.name for r in rules]
+        self.report.timeline.add("evidence_source_failed", source=source, rules=names, error=error)
+        log.error(
+            "evidence_source_failed",
+            service=self.run_state.service,
+            candidate=self.options.revision,
+            source=source,
+            rules=names,
+            error=error,
+        )
+        for rule in rules:
+            metric = rule.metric.type if rule.metric is not None else ""
+            queue.put_nowait(source_failed(rule.name, rule.kind, error, metric=metric))
 
     async def _poll(
         self,
@@ -949,6 +989,7 @@ class Gate:
         probes_done: asyncio.Event,
         queue: asyncio.Queue[Measurement | None],
         *,
+        rules: Sequence[Rule] = (),
         settle: float = 0.0,
     ) -> None:
         """Passes every ``interval`` s while probes run, then one last complete pass.
@@ -958,6 +999,7 @@ class Gate:
         by default).
         """
         passes = self.report.evidence_passes
+        kind = "logs" if source == "logs" else "metric"
         try:
             await _wait(probes_started, min(interval, POLL_GRACE))
             while not probes_done.is_set():
@@ -974,6 +1016,8 @@ class Gate:
                 passes[source] = passes.get(source, 0) + 1
             for m in got:
                 queue.put_nowait(m)
+        except Exception as exc:  # never swallowed: the source's rules become errors
+            self._source_failed(source, exc, [r for r in rules if r.kind == kind], queue)
         finally:
             queue.put_nowait(None)
 

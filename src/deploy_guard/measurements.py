@@ -137,3 +137,18 @@ class MetricMeasurement:
 
 
 Measurement = ProbeMeasurement | LogMeasurement | MetricMeasurement
+
+
+def source_failed(rule: str, kind: str, error: str, *, metric: str = "") -> Measurement:
+    """The last snapshot of a rule whose evidence source raised instead of measuring.
+
+    The judge makes it the rule's ``error`` result with ``error`` as its
+    cause, instead of a rule that was silently never measured.
+    """
+    if kind in ("http", "websocket"):
+        return ProbeMeasurement(
+            rule=rule, kind=kind, planned=0, done=0, succeeded=0, complete=True, error=error
+        )
+    if kind == "logs":
+        return LogMeasurement(rule=rule, entries_scanned=0, complete=True, error=error)
+    return MetricMeasurement(rule=rule, metric=metric, value=None, complete=True, error=error)

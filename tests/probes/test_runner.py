@@ -183,3 +183,36 @@ async def test_consumer_cancelled_outside_the_generator_still_stops_sessions(
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await eventually(lambda: tracker.open == 0, within=5)
+
+
+class _BrokenHeaders(Target):
+    """A target whose header expansion raises: the probe code hits a path it did not expect."""
+
+    def headers_for(self, extra: object = None) -> dict[str, str]:
+        raise RuntimeError("header table corrupted")
+
+
+@pytest.mark.fault("probes", "probe code raises inside a rule", "rule error with the cause, logged")
+async def test_a_probe_that_raises_is_the_rules_error_with_its_cause(
+    chat_server: ChatFactory,
+) -> None:
+    from structlog.testing import capture_logs
+
+    served = await chat_server()
+    target = _BrokenHeaders(served.url)
+    rules = [ws_rule("chat", sessions=2), http_rule("health", requests=3, concurrency=1)]
+    with capture_logs() as events:
+        snapshots = [m async for m in run_rules(rules, target)]
+    last = {m.rule: m for m in snapshots}
+    # the WebSocket rule plans its sessions once: the crash ends the rule, as an error
+    assert last["chat"].complete
+    assert last["chat"].error == "the probe crashed: RuntimeError: header table corrupted"
+    # the HTTP rule meets it per request: each attempt is an error naming it, and it goes on
+    assert last["health"].complete
+    assert last["health"].failures_by_cause == {"error": 3}
+    assert last["health"].samples[0].detail == "probe error: RuntimeError: header table corrupted"
+    logged = {e["event"]: e for e in events if e["log_level"] == "error"}
+    assert logged["probe_crashed"]["rule"] == "chat"
+    assert "header table corrupted" in logged["probe_crashed"]["error"]
+    assert logged["probe_attempt_error"]["rule"] == "health"
+    assert sum(e["event"] == "probe_attempt_error" for e in events) == 1  # once per rule and kind

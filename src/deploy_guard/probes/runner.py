@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 from deploy_guard.errors import ConfigError
-from deploy_guard.log import get_logger
+from deploy_guard.log import get_logger, redact_text
 from deploy_guard.measurements import Attempt, ProbeMeasurement
 from deploy_guard.probes.aggregate import Aggregator
 from deploy_guard.probes.template import SessionIds
@@ -55,12 +55,20 @@ def is_probe(rule: Rule) -> bool:
     return rule.kind in PROBE_KINDS
 
 
-async def _guarded(attempt: Awaitable[Attempt]) -> Attempt:
-    """An attempt whose unexpected exception becomes an ``error`` attempt, not a crash."""
+async def _guarded(attempt: Awaitable[Attempt], rule: str, logged: set[str]) -> Attempt:
+    """An attempt whose unexpected exception becomes an ``error`` attempt, not a crash.
+
+    The first such error of each kind per rule is also logged (a bug hit by
+    every one of 1,000 sessions is one log line, and the samples show it).
+    """
     try:
         return await attempt
     except Exception as exc:  # errors are data; cancellation still propagates
-        return Attempt(ok=False, cause="error", detail=f"probe error: {type(exc).__name__}: {exc}")
+        detail = redact_text(f"probe error: {type(exc).__name__}: {exc}")
+        if type(exc).__name__ not in logged:
+            logged.add(type(exc).__name__)
+            _log.error("probe_attempt_error", rule=rule, error=detail)
+        return Attempt(ok=False, cause="error", detail=detail)
 
 
 def _websocket_workers(rule: Rule, target: Target, put: _Put) -> list[Awaitable[None]]:
@@ -70,12 +78,13 @@ def _websocket_workers(rule: Rule, target: Target, put: _Put) -> list[Awaitable[
     assert spec is not None
     users = max(1, min(spec.concurrency, spec.sessions))
     plan = plan_sessions(spec, target)
+    logged: set[str] = set()
 
     async def user_worker(k: int) -> None:
         user = f"user-{k}"
         for n in range(k, spec.sessions + 1, users):
             ids = SessionIds(user=user, session=uuid.uuid4().hex[:16], n=n)
-            put(await _guarded(run_session(plan, ids)))
+            put(await _guarded(run_session(plan, ids), rule.name, logged))
 
     return [user_worker(k) for k in range(1, users + 1)]
 
@@ -91,10 +100,11 @@ def _http_workers(
     client = make_client(target, workers)
     stack.push_async_callback(client.aclose)
     tickets = itertools.count()
+    logged: set[str] = set()
 
     async def worker() -> None:
         while next(tickets) < spec.requests:
-            put(await _guarded(run_request(spec, target, client)))
+            put(await _guarded(run_request(spec, target, client), rule.name, logged))
 
     return [worker() for _ in range(workers)]
 
@@ -123,9 +133,14 @@ async def run_rule(
     start = time.monotonic()
     tasks: list[asyncio.Task[None]] = []
 
+    crashed: list[str] = []
+
     async def finish(body: Awaitable[None]) -> None:
         try:
             await body
+        except Exception as exc:  # a worker that dies: said in the last snapshot, not lost
+            crashed.append(redact_text(f"{type(exc).__name__}: {exc}"))
+            _log.error("probe_worker_crashed", rule=rule.name, error=crashed[-1])
         finally:
             queue.put_nowait(None)  # "this worker is done", even when cancelled
 
@@ -167,7 +182,10 @@ async def run_rule(
                 ):
                     reported_done, reported_at = agg.done, now
                     yield agg.snapshot()
-            final = agg.snapshot(complete=True)
+            error = None
+            if crashed:
+                error = f"{len(crashed)} of {len(tasks)} probe workers crashed: {crashed[0]}"
+            final = agg.snapshot(complete=True, error=error)
             _log.info(
                 "probe_finished",
                 rule=rule.name,
@@ -201,6 +219,20 @@ async def run_rules(
             async with contextlib.aclosing(run_rule(rule, target, throttle=throttle)) as stream:
                 async for m in stream:
                     queue.put_nowait(m)
+        except Exception as exc:  # this rule's error, in words; the other rules go on
+            error = redact_text(f"the probe crashed: {type(exc).__name__}: {exc}")
+            _log.error("probe_crashed", rule=rule.name, error=error)
+            queue.put_nowait(
+                ProbeMeasurement(
+                    rule=rule.name,
+                    kind=rule.kind,
+                    planned=planned_attempts(rule),
+                    done=0,
+                    succeeded=0,
+                    complete=True,
+                    error=error,
+                )
+            )
         finally:
             queue.put_nowait(None)
 
@@ -222,9 +254,6 @@ async def run_rules(
                 running -= 1
             else:
                 yield item
-        for t in pumps:  # surface a pump's unexpected crash instead of hiding it
-            if not t.cancelled() and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
     finally:
         if consumer is not None:
             consumer.remove_done_callback(cancel_all)
