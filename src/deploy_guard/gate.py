@@ -583,6 +583,8 @@ class Gate:
         self.report.exit_code = int(exc.exit_code)
         if isinstance(exc, SupersededError):
             self.report.action = "superseded"
+        elif isinstance(exc, UnverifiedError):  # the temporary tag's write, sent, not read back
+            self.report.action = "unverified"
         elif isinstance(exc, ActionError):  # an API that failed a read left nothing half-done
             self.report.action = "failed"
         if exc.exit_code == ExitCode.USAGE:  # nothing was judged: not a verdict

@@ -420,3 +420,33 @@ async def test_both_stale_answers_mean_the_service_moved(
     assert "(spec: " in report.message  # what the re-read shows, not the split read before
     assert chat.serving() == {base: 80, cand: 20}  # nothing moved
     assert report.traffic_after == {base: 80, cand: 20}
+
+
+@pytest.mark.fault(
+    "traffic",
+    "the temporary tag's write landed but re-reading the service fails",
+    "exit 4 'unverified'; the clean-up still finds and removes the tag",
+)
+async def test_a_tag_write_not_read_back_is_unverified_and_still_cleaned_up(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)
+
+    class _ReadFailsAfterTheTag(CloudRun):
+        async def _update(self, service: Any, **kw: Any) -> ServiceState:
+            written = await super()._update(service, **kw)
+            if not any(t.startswith("dg-") for t in chat.tags()):
+                return written  # the removal: nothing more to break
+            emulator.faults.fail("GetService", grpc.StatusCode.PERMISSION_DENIED, nth=1)
+            return written
+
+    router = _ReadFailsAfterTheTag(gcp_clients, emulator.project, emulator.region, calls=ApiCalls())
+    gate = build_gate(gcp_clients, emulator, cand, router=router)
+    with pytest.raises(GuardError):
+        await gate.run()
+    report = gate.report
+    assert (report.action, report.exit_code) == ("unverified", 4), report.message
+    assert report.temporary_tag.startswith("dg-")  # it existed: the report names it
+    assert "tag_removed" in _events(report)
+    assert not any(t.startswith("dg-") for t in chat.tags())
