@@ -232,3 +232,20 @@ async def test_a_ping_flood_from_a_server_that_never_reads_stays_bounded(
     assert sent[0] > 0
     # Unanswered pongs stop at the write limit (plus one read's worth), not at the hold's end.
     assert peak < 3 << 20
+
+
+@pytest.mark.fault("probes", "WebSocket server that reads nothing", "send times out, close bounded")
+async def test_a_server_that_reads_nothing_fails_the_send_and_the_close_is_bounded(
+    hostile: Hostile,
+) -> None:
+    async def deaf(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await upgrade(r, w)
+        await asyncio.Event().wait()  # never reads again
+
+    url = await hostile(deaf, rcvbuf=16384)
+    big = {"send": {"text": "x" * (8 << 20)}}  # more than the kernel buffers between us
+    last, _ = await session(url, scenario=[big], connect_timeout="300ms")
+    assert last.failures_by_cause == {"timeout": 1}
+    assert last.samples[0].detail == (
+        "send at step 1 not taken within 0.3 s: the server reads nothing"
+    )
