@@ -86,7 +86,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
     try:
         return float(parse_duration(value))
     except (ValueError, TypeError) as exc:
-        raise click.BadParameter(f"{value!r} is not a duration (use 60s, 2m)") from exc
+        raise click.BadParameter(str(exc)) from exc
 
 
 def default_policy_paths() -> list[str]:
