@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
+from aiohttp import web
 from probe_helpers import collect, http_rule
 
 from deploy_guard.probes.http import HEADER_LIMIT, MAX_BODY
@@ -68,6 +70,23 @@ async def too_big(w: asyncio.StreamWriter) -> None:
     for _ in range(size // len(CHUNK)):
         w.write(CHUNK)
         await w.drain()
+
+
+def bomb(encoding: str) -> Behaviour:
+    """A small compressed body that inflates to 256 MiB of zeros."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
+    zeros = bytes(1 << 20)
+    body = b"".join(compressor.compress(zeros) for _ in range(256)) + compressor.flush()
+
+    async def behaviour(w: asyncio.StreamWriter) -> None:
+        w.write(
+            b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+            % (encoding.encode(), len(body))
+        )
+        w.write(body)
+        await w.drain()
+
+    return behaviour
 
 
 @pytest.fixture
@@ -161,3 +180,45 @@ async def test_endless_headers_fail_naming_the_limit(
     assert last.samples[0].detail == "headers larger than 100 KiB (reading stopped there)"
     assert HEADER_LIMIT == 100 * 1024
     assert peak < 8 * MAX_BODY
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+@pytest.mark.fault(
+    "probes", "HTTP compressed body inflating to 256 MiB", "too_large, inflated bounded"
+)
+async def test_a_compression_bomb_is_capped_while_inflating(
+    hostile: Callable[..., Awaitable[str]], encoding: str
+) -> None:
+    last, peak = await probe(await hostile(bomb(encoding)))
+    assert last.failures_by_cause == {"too_large": 1}
+    assert last.samples[0].detail == "body larger than 1 MiB (reading stopped there)"
+    assert peak < 8 * MAX_BODY  # not one raw chunk's worth of inflated zeros (64 MiB)
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_compressed_bodies_are_still_read_and_checked(
+    aiohttp_server: Callable[[web.Application], Awaitable[str]], encoding: str
+) -> None:
+    async def status(request: web.Request) -> web.Response:
+        response = web.json_response({"status": "ok", "pad": "z" * 5000})
+        response.enable_compression(web.ContentCoding(encoding))
+        return response
+
+    app = web.Application()
+    app.router.add_get("/status", status)
+    url = await aiohttp_server(app)
+    last, _ = await probe(url, path="/status", expect={"json": {"status": "ok"}})
+    assert last.succeeded == 1
+
+
+@pytest.mark.fault("probes", "HTTP body that is not the gzip it claims", "protocol_error named")
+async def test_a_corrupt_compressed_body_is_a_protocol_error(
+    hostile: Callable[..., Awaitable[str]],
+) -> None:
+    async def corrupt(w: asyncio.StreamWriter) -> None:
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!")
+        await w.drain()
+
+    last, _ = await probe(await hostile(corrupt))
+    assert last.failures_by_cause == {"protocol_error": 1}
+    assert last.samples[0].detail.startswith("the body is not valid gzip: ")

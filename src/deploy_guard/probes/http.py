@@ -15,6 +15,7 @@ import asyncio
 import json
 import re
 import time
+import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,7 @@ class _Answer:
     headers_after: float | None = None
     body: bytes = b""
     encoding: str = "utf-8"
+    content_encoding: str = "identity"
 
     @property
     def text(self) -> str:
@@ -135,14 +137,49 @@ class _TooBig(Exception):
     """The body passed :data:`MAX_BODY` bytes; reading stopped there."""
 
 
+class _Inflate:
+    """Bounded ``Content-Encoding`` decoding: never more than ``room + 1`` bytes per call.
+
+    httpx inflates each raw chunk whole, so 64 KiB of a compressed body of
+    zeros becomes 64 MiB before any cap can look at it. This decodes gzip and
+    deflate (all httpx asks for) with zlib's ``max_length``; other encodings
+    pass through as httpx would pass them.
+    """
+
+    def __init__(self, encoding: str) -> None:
+        name = encoding.strip().lower()
+        wbits = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16}.get(name)
+        if name == "deflate":
+            wbits = zlib.MAX_WBITS
+        self.raw_deflate_tried = name != "deflate"
+        self.zlib = zlib.decompressobj(wbits) if wbits is not None else None
+
+    def decode(self, data: bytes, room: int) -> bytes:
+        if self.zlib is None:
+            return data
+        try:
+            out = self.zlib.decompress(data, room + 1)
+        except zlib.error:
+            if self.raw_deflate_tried:
+                raise
+            # "deflate" is sometimes sent without its zlib header (httpx allows it too)
+            self.zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+            out = self.zlib.decompress(data, room + 1)
+        self.raw_deflate_tried = True  # only the first chunk may switch
+        return out
+
+
 async def _read(response: httpx.Response, answer: _Answer, start: float, cap: int) -> None:
     """Read the body into ``answer`` chunk by chunk, stopping past ``cap`` bytes (decoded)."""
     answer.status = response.status_code
     answer.headers_after = time.monotonic() - start
     answer.encoding = response.encoding or "utf-8"
+    answer.content_encoding = response.headers.get("content-encoding", "identity")
+    inflate = _Inflate(answer.content_encoding)
     parts: list[bytes] = []
     size = 0
-    async for chunk in response.aiter_bytes():
+    async for raw in response.aiter_raw():
+        chunk = inflate.decode(raw, cap - size)
         size += len(chunk)
         if size > cap:
             answer.body = b"".join(parts)
@@ -178,6 +215,9 @@ async def run_request(
             f"response not complete within the {spec.timeout:g} s timeout ({answer.progress()})"
         )
         return _failed(target, spec, "timeout", detail, start, answer)
+    except zlib.error as exc:
+        detail = f"the body is not valid {answer.content_encoding}: {exc}"
+        return _failed(target, spec, "protocol_error", detail, start, answer)
     except _TooBig:
         detail = f"body larger than {_size(max_body)} (reading stopped there)"
         return _failed(target, spec, "too_large", detail, start, answer)
