@@ -13,6 +13,7 @@ import hashlib
 import socket
 import struct
 import tracemalloc
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -39,8 +40,10 @@ def frame(opcode: int, payload: bytes, *, fin: bool = True) -> bytes:
     return head + payload
 
 
-async def upgrade(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-    """Read the client's upgrade request and accept it."""
+async def upgrade(
+    r: asyncio.StreamReader, w: asyncio.StreamWriter, *, deflate: bool = False
+) -> None:
+    """Read the client's upgrade request and accept it (with permessage-deflate if asked)."""
     request = await r.readuntil(b"\r\n\r\n")
     key = next(
         line.split(b":", 1)[1].strip()
@@ -50,7 +53,11 @@ async def upgrade(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
     accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
     w.write(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        b"Sec-WebSocket-Accept: "
+        + accept
+        + b"\r\n"
+        + (b"Sec-WebSocket-Extensions: permessage-deflate\r\n" if deflate else b"")
+        + b"\r\n"
     )
 
 
@@ -249,3 +256,25 @@ async def test_a_server_that_reads_nothing_fails_the_send_and_the_close_is_bound
     assert last.samples[0].detail == (
         "send at step 1 not taken within 0.3 s: the server reads nothing"
     )
+
+
+@pytest.mark.fault("probes", "WebSocket permessage-deflate bomb", "too_large, 1009, bounded")
+async def test_a_compressed_message_inflating_past_the_limit_is_1009(hostile: Hostile) -> None:
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    zeros = bytes(1 << 20)
+    data = b"".join(squeeze.compress(zeros) for _ in range(64)) + squeeze.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(b"\x00\x00\xff\xff")
+    bomb = bytes([0x80 | 0x40 | 0x1]) + frame(1, data[:-4])[1:]  # FIN, RSV1, text
+
+    async def behaviour(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await upgrade(r, w, deflate=True)
+        await r.read(1024)
+        w.write(bomb)
+        await w.drain()
+        while await r.read(65536):
+            pass
+
+    last, peak = await session(await hostile(behaviour))
+    assert last.failures_by_cause == {"too_large": 1}
+    assert last.close_codes == {1009: 1}
+    assert peak < 8 << 20  # 64 MiB of zeros are never inflated
