@@ -653,7 +653,7 @@ def test_rounding_never_hides_a_breach() -> None:
     assert rate.message == "1.00004% is over 1%"
 
 
-@pytest.mark.fault("probes", "WebSocket close code in neither fail nor clean", "counted as failing")
+@pytest.mark.fault("probes", "verdict on close codes in neither list", "fail naming the code")
 def test_a_close_code_in_neither_list_is_named_in_the_counts() -> None:
     m = ws(
         10,

@@ -114,7 +114,10 @@ class _ProbeConnection(ClientConnection):
 
     def resume_writing(self) -> None:
         super().resume_writing()
-        if self.protocol.state is not State.CLOSED:
+        # Reading stays paused while the received-message queue is full (the library's
+        # own pause): only the pause taken above is lifted here.
+        queue_full = getattr(self.recv_messages, "paused", False)
+        if self.protocol.state is not State.CLOSED and not queue_full:
             self.transport.resume_reading()
 
 
