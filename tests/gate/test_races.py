@@ -44,6 +44,11 @@ class _DeployRightAfterOurWrite(CloudRun):
         return written
 
 
+@pytest.mark.fault(
+    "traffic",
+    "a deploy lands between the guard's write and its re-read",
+    "superseded, exit 4; not adopted as the guard's state",
+)
 async def test_a_deploy_landing_right_after_the_guards_write_is_not_taken_for_its_own(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
@@ -68,6 +73,11 @@ async def test_a_deploy_landing_right_after_the_guards_write_is_not_taken_for_it
     assert not any(t.startswith("dg-") for t in chat.tags())
 
 
+@pytest.mark.fault(
+    "signals",
+    "a signal (cancellation) during the temporary-tag write",
+    "the write lands, the tag is removed, exit 3",
+)
 async def test_a_signal_during_the_tag_write_lets_it_land_then_removes_the_tag(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
@@ -89,6 +99,9 @@ async def test_a_signal_during_the_tag_write_lets_it_land_then_removes_the_tag(
     assert not any(t.startswith("dg-") for t in chat.tags())
 
 
+@pytest.mark.fault(
+    "signals", "a signal during the clean-up after a verdict", "verdict and exit code stand"
+)
 async def test_a_signal_during_the_clean_up_changes_neither_verdict_nor_exit_code(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
@@ -156,6 +169,7 @@ class _DeployKeepingOurTag(CloudRun):
         return written
 
 
+@pytest.mark.fault("signals", "a signal during the clean-up of a superseded check", "exit 4 stands")
 async def test_a_signal_during_the_clean_up_of_a_superseded_check_keeps_exit_4(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
@@ -179,6 +193,11 @@ async def test_a_signal_during_the_clean_up_of_a_superseded_check_keeps_exit_4(
     assert not any(t.startswith("dg-") for t in chat.tags())
 
 
+@pytest.mark.fault(
+    "logs",
+    "the decision cancels a log poller as the probes finish",
+    "the poller stops at once, no extra pass or settle wait",
+)
 async def test_a_poller_cancelled_as_the_probes_finish_stops_at_once() -> None:
     """The decision cancels the pollers just as the probes' end wakes them: they must stop.
 

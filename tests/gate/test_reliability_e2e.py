@@ -15,6 +15,11 @@ LIST_LOGS = "/google.logging.v2.LoggingServiceV2/ListLogEntries"
 UPDATE = "/google.cloud.run.v2.Services/UpdateService"
 
 
+@pytest.mark.fault(
+    "logs",
+    "Cloud Logging down for the whole check",
+    "log rules error, inconclusive, exit 3, not promoted",
+)
 def test_logging_down_makes_log_rules_error_and_the_verdict_not_pass(
     chat: Any, check: Any, emulator: Any
 ) -> None:
@@ -31,6 +36,11 @@ def test_logging_down_makes_log_rules_error_and_the_verdict_not_pass(
     assert chat.serving() == {base: 100}  # not promoted on missing evidence
 
 
+@pytest.mark.fault(
+    "traffic",
+    "transient UNAVAILABLE / DEADLINE_EXCEEDED on reads",
+    "retried within the bound, the check passes, retries counted",
+)
 def test_transient_unavailable_is_retried_and_the_check_passes(
     chat: Any, check: Any, emulator: Any
 ) -> None:
@@ -47,6 +57,11 @@ def test_transient_unavailable_is_retried_and_the_check_passes(
     assert report["api_calls"]["logging"]["ListLogEntries"] == report["evidence_passes"]["logs"] + 2
 
 
+@pytest.mark.fault(
+    "logs",
+    "several rules and patterns against the read quota",
+    "one ListLogEntries per evidence pass",
+)
 def test_one_logging_query_per_evidence_pass_not_per_pattern(
     chat: Any, check: Any, emulator: Any
 ) -> None:
@@ -62,6 +77,11 @@ def test_one_logging_query_per_evidence_pass_not_per_pattern(
     assert report["api_calls"]["logging"] == {"ListLogEntries": passes}
 
 
+@pytest.mark.fault(
+    "traffic",
+    "a newer deploy lands during the check, before the rollback",
+    "exit 4 superseded, nothing written",
+)
 @pytest.mark.slow
 def test_a_newer_deploy_during_the_check_makes_rollback_refuse_without_writing(
     chat: Any, check: Any, emulator: Any
@@ -94,6 +114,11 @@ def test_a_newer_deploy_during_the_check_makes_rollback_refuse_without_writing(
     assert chat.serving() == {base: 90, cand: 10}
 
 
+@pytest.mark.fault(
+    "traffic",
+    "the rollback UpdateService is refused (INTERNAL)",
+    "exit 4 failed, the gcloud command to do it by hand",
+)
 def test_a_rollback_that_fails_is_exit_4_with_what_to_do_by_hand(
     chat: Any, check: Any, emulator: Any
 ) -> None:
