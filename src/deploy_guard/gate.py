@@ -646,14 +646,12 @@ class Gate:
 
     async def _service_exists(self, service: str) -> None:
         """Raise "service S does not exist ..." when it does not (any other answer: return)."""
+        from deploy_guard.gcp.cloudrun import service_missing
+
         try:
             await self.router.get_service(service)
         except NotFoundError:
-            opts = self.options
-            raise NotFoundError(
-                f"service {service} does not exist in project {opts.project} region "
-                f"{opts.region}; check --service / the revision name, --project and --region"
-            ) from None
+            raise service_missing(service, self.options.project, self.options.region) from None
         except GuardError:
             return
 

@@ -8,7 +8,9 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: What `deploy-guard emulator` serves unless started with --project / --region.
 EMULATOR_DEFAULTS = "--project local-project --region us-central1"
@@ -43,6 +45,25 @@ def terminal_output(*, keep_explicit_level: bool = True) -> bool:
     if not (explicit and keep_explicit_level):
         guard_log.configure(level="warning")
     return True
+
+
+def location_options(command: F) -> F:
+    """``--region`` and ``--project`` as every Cloud Run command takes them (from the
+    environment gcloud users already set); :func:`missing_project_region` checks them."""
+    import click
+
+    command = click.option(
+        "--project",
+        envvar="GOOGLE_CLOUD_PROJECT",
+        metavar="PROJECT",
+        help="Project id [env GOOGLE_CLOUD_PROJECT].",
+    )(command)
+    return click.option(
+        "--region",
+        envvar="CLOUDSDK_RUN_REGION",
+        metavar="REGION",
+        help="Cloud Run region [env CLOUDSDK_RUN_REGION].",
+    )(command)
 
 
 def missing_project_region(project: str | None, region: str | None) -> str | None:

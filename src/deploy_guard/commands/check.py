@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from deploy_guard import signals
+from deploy_guard.commands import location_options
 from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.log import get_logger, redact_text
@@ -103,18 +104,7 @@ def default_policy_paths() -> list[str]:
 @click.option(
     "--service", metavar="NAME", help="Service name; derived from the revision name when omitted."
 )
-@click.option(
-    "--region",
-    envvar="CLOUDSDK_RUN_REGION",
-    metavar="REGION",
-    help="Cloud Run region [env CLOUDSDK_RUN_REGION].",
-)
-@click.option(
-    "--project",
-    envvar="GOOGLE_CLOUD_PROJECT",
-    metavar="PROJECT",
-    help="Project id [env GOOGLE_CLOUD_PROJECT].",
-)
+@location_options
 @click.option(
     "--policy",
     "policy_paths",

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from deploy_guard.commands import location_options
 from deploy_guard.errors import ConfigError, GuardError, NotFoundError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.log import get_logger, redact_text
@@ -62,12 +63,7 @@ Examples:
 @click.command(name="rollback", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--service", required=True, help="The Cloud Run service.")
 @click.option("--to-revision", help="Revision to send all traffic to (short name).")
-@click.option(
-    "--region", envvar="CLOUDSDK_RUN_REGION", help="Cloud Run region [env CLOUDSDK_RUN_REGION]."
-)
-@click.option(
-    "--project", envvar="GOOGLE_CLOUD_PROJECT", help="Project id [env GOOGLE_CLOUD_PROJECT]."
-)
+@location_options
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 def rollback(
     service: str, to_revision: str | None, region: str | None, project: str | None, dry_run: bool
@@ -121,7 +117,7 @@ async def roll_back(
     """
     from deploy_guard.gate import pick_rollback_target
     from deploy_guard.gcp.clients import Clients
-    from deploy_guard.gcp.cloudrun import CloudRun
+    from deploy_guard.gcp.cloudrun import CloudRun, service_missing
     from deploy_guard.gcp.traffic import (
         LAST_KNOWN_GOOD,
         REJECTED,
@@ -140,10 +136,7 @@ async def roll_back(
         try:
             state = await router.get_service(service)
         except NotFoundError:
-            raise NotFoundError(
-                f"service {service} does not exist in project {project} region {region}; "
-                "check --service, --project and --region"
-            ) from None
+            raise service_missing(service, project, region) from None
         _stale_tags(state, notes if notes is not None else [])
         now = served_split(state)
         done = state.annotations.get(ROLLED_BACK_TO, "")

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from deploy_guard.commands import location_options
 from deploy_guard.errors import ConfigError, GuardError, NotFoundError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.log import get_logger, redact_text
@@ -56,18 +57,7 @@ Examples:
 
 @click.command(name="status", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--service", required=True, metavar="NAME", help="The Cloud Run service.")
-@click.option(
-    "--region",
-    envvar="CLOUDSDK_RUN_REGION",
-    metavar="REGION",
-    help="Cloud Run region [env CLOUDSDK_RUN_REGION].",
-)
-@click.option(
-    "--project",
-    envvar="GOOGLE_CLOUD_PROJECT",
-    metavar="PROJECT",
-    help="Project id [env GOOGLE_CLOUD_PROJECT].",
-)
+@location_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (for scripts).")
 @click.option("--remove-stale-tags", is_flag=True, help="Remove dg- tags no running check holds.")
 @click.option(
@@ -222,7 +212,7 @@ async def read_status(
 ) -> Status:
     """Read the service (and do what was asked); raises GuardError subclasses."""
     from deploy_guard.gcp.clients import Clients
-    from deploy_guard.gcp.cloudrun import CloudRun
+    from deploy_guard.gcp.cloudrun import CloudRun, service_missing
 
     own = clients is None
     clients = Clients.from_env() if own else clients
@@ -231,10 +221,7 @@ async def read_status(
         try:
             state = await router.get_service(service)
         except NotFoundError:
-            raise NotFoundError(
-                f"service {service} does not exist in project {project} region {region}; "
-                "check --service, --project and --region"
-            ) from None
+            raise service_missing(service, project, region) from None
         changed: list[str] = []
         if clear_rejected:
             state = await _clear_rejected(router, state, clear_rejected, changed)

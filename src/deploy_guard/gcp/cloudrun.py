@@ -55,6 +55,7 @@ from deploy_guard.errors import (
     ActionError,
     ConfigError,
     GuardError,
+    NotFoundError,
     SupersededError,
     UnverifiedError,
 )
@@ -585,6 +586,14 @@ def _landed_alone(
         f"traffic (never its template). {written.short} serves "
         f"{describe(served_split(written))} (spec: {spec_text(written.traffic)}); "
         "deploy-guard will not write again; check it by hand."
+    )
+
+
+def service_missing(service: str, project: str, region: str) -> NotFoundError:
+    """The error for a service that does not exist, in the words every command uses."""
+    return NotFoundError(
+        f"service {service} does not exist in project {project} region {region}; "
+        "check --service (or the revision's name), --project and --region"
     )
 
 
