@@ -486,6 +486,16 @@ def test_metric_below_min_requests_has_no_data_naming_the_revision() -> None:
     assert judge.verdict().status == "inconclusive"
 
 
+def test_metric_no_data_in_a_window_shorter_than_monitorings_lag_names_the_lag() -> None:
+    judge = Judge(policy(metric_rule(max=0.01, min_requests=20)))
+    result = judge.observe(metric(None, requests=0, window=45.0, complete=True))
+    assert result.status == "no_data"
+    assert result.message.endswith(
+        "is it receiving traffic? (Cloud Monitoring shows a request up to 3 minutes after it "
+        "ends; 45s is too short to count on it)"
+    )
+
+
 def test_metric_value_none_is_no_data_and_pending_until_complete() -> None:
     judge = Judge(policy(metric_rule(max=0.01)))
     assert judge.observe(metric(None)).status == "pending"

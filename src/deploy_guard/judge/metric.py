@@ -3,7 +3,8 @@
 Too few requests is *no data*, never a pass: Cloud Run counts a request when
 it ends (a WebSocket when it closes) and Monitoring shows points minutes
 late, so a quiet candidate simply has nothing to say yet. The message says
-so, with the numbers, and asks whether the revision is receiving traffic.
+so, with the numbers, asks whether the revision is receiving traffic and names
+the reporting lag, the usual cause on Google Cloud.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def _threshold(spec: MetricSpec) -> str:
     return ", ".join(parts)
 
 
+#: run.googleapis.com points: "Sampled every 60 seconds. After sampling, data is not
+#: visible for up to 180 seconds."
+_LAG_S = 180
+
+
 def assess_metric(rule: Rule, m: MetricMeasurement) -> Assessment:
     """Judge one pass of a metric rule (``decided`` is left to the caller's limits)."""
     spec = rule.metric
@@ -71,6 +77,13 @@ def assess_metric(rule: Rule, m: MetricMeasurement) -> Assessment:
     value = m.value
     if value is None or m.requests < spec.min_requests:
         counts = f"{m.requests} requests in {window}; min_requests {spec.min_requests}"
+        seconds = m.window_seconds or spec.window
+        lag = (
+            f" (Cloud Monitoring shows a request up to {_LAG_S // 60} minutes after it ends; "
+            f"{window} is too short to count on it)"
+            if seconds < _LAG_S + 60
+            else ""
+        )
         return Assessment(
             "no_data",
             m.complete,
@@ -78,7 +91,7 @@ def assess_metric(rule: Rule, m: MetricMeasurement) -> Assessment:
             threshold,
             counts,
             message=f"only {m.requests} requests reached {where} in {window}; "
-            f"min_requests is {spec.min_requests}; is it receiving traffic?",
+            f"min_requests is {spec.min_requests}; is it receiving traffic?{lag}",
         )
     shown = format_observed(spec, value)
     counts = f"{_name(spec)} {shown} over {m.requests} requests in {window}"
