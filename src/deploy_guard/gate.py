@@ -575,20 +575,7 @@ class Gate:
 
     def _errored(self, exc: GuardError) -> None:
         """Fill the report for a check that ended in an error (before ``check_finished``)."""
-        from deploy_guard.log import redact_text
-
-        text = redact_text(str(exc))
-        self.report.error = text
-        self.report.message = self.report.message or text
-        self.report.exit_code = int(exc.exit_code)
-        if isinstance(exc, SupersededError):
-            self.report.action = "superseded"
-        elif isinstance(exc, UnverifiedError):  # the temporary tag's write, sent, not read back
-            self.report.action = "unverified"
-        elif isinstance(exc, ActionError):  # an API that failed a read left nothing half-done
-            self.report.action = "failed"
-        if exc.exit_code == ExitCode.USAGE:  # nothing was judged: not a verdict
-            self.report.verdict = "error"
+        report_error(self.report, exc)
 
     async def _check(self, service: str) -> CheckReport:
         opts = self.options
@@ -1364,6 +1351,27 @@ class Gate:
             self.report.message = f"{self.report.message}; {note}" if self.report.message else note
             log.warning("tag_left_behind", tag=tag, by_hand=by_hand)
             self._event("tag_removal_failed", tag=tag, error=str(exc))
+
+
+def report_error(report: CheckReport, exc: GuardError) -> None:
+    """Fill ``report`` for a check that an error ended: the one mapping of error to outcome.
+
+    The gate calls it before ``check_finished``; ``deploy-guard check`` calls it
+    for an error raised before the gate's own handling (a revision name that
+    does not say its service), so the two can never disagree.
+    """
+    text = redact_text(str(exc))
+    report.error = text
+    report.message = report.message or text
+    report.exit_code = int(exc.exit_code)
+    if isinstance(exc, SupersededError):
+        report.action = "superseded"
+    elif isinstance(exc, UnverifiedError):  # a traffic write sent, not read back
+        report.action = "unverified"
+    elif isinstance(exc, ActionError):  # an API that failed a read left nothing half-done
+        report.action = "failed"
+    if exc.exit_code == ExitCode.USAGE:  # nothing was judged: not a verdict
+        report.verdict = "error"
 
 
 def tag_holder() -> str:

@@ -20,7 +20,7 @@ import click
 
 from deploy_guard import signals
 from deploy_guard.commands import location_options
-from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
+from deploy_guard.errors import ConfigError, GuardError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.log import get_logger, redact_text
 from deploy_guard.policy.units import parse_duration
@@ -428,13 +428,9 @@ async def _gate_outcome(gate: Any, report: CheckReport, *, echo_errors: bool) ->
             report.error = f"interrupted by {caught[0] if caught else 'cancellation'}"
             return int(ExitCode.INCONCLUSIVE)
         except GuardError as exc:
-            report.error = redact_text(str(exc))
-            report.message = report.message or str(exc)
-            report.exit_code = int(exc.exit_code)
-            if isinstance(exc, SupersededError):
-                report.action = "superseded"
-            elif isinstance(exc, ActionError):
-                report.action = "failed"
+            from deploy_guard.gate import report_error
+
+            report_error(report, exc)  # the gate's own mapping: action, verdict, code
             if echo_errors:
                 click.echo(f"error: {redact_text(str(exc))}", err=True)
             return int(exc.exit_code)

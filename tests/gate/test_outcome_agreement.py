@@ -1,0 +1,59 @@
+"""The outcome a check reports is the one the gate decided, whichever layer ends it.
+
+``deploy-guard check`` runs the gate under :func:`deploy_guard.commands.check._main`,
+which maps an error that ends the check to the report and the exit code. These
+tests go through that seam (the one the command uses) against the emulator, so
+an outcome the gate gives (``unverified``) cannot be renamed on the way out.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+import pytest
+
+from deploy_guard.commands.check import _main
+from deploy_guard.gcp.cloudrun import CloudRun
+from deploy_guard.gcp.errors import ApiCalls
+from deploy_guard.gcp.traffic import ServiceState
+from deploy_guard.report.markdown import render_markdown
+from gates import build_gate
+
+
+@pytest.mark.fault(
+    "traffic",
+    "the temporary tag's write is not read back, seen through the check command",
+    "report action 'unverified' (not 'failed'), exit 4, the summary says what to check",
+)
+async def test_a_tag_write_not_read_back_stays_unverified_in_the_commands_report(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)
+
+    class _ReadFailsAfterTheTag(CloudRun):
+        async def _update(self, service: Any, **kw: Any) -> ServiceState:
+            written = await super()._update(service, **kw)
+            if any(t.startswith("dg-") for t in chat.tags()):  # the tag landed: lose the re-read
+                emulator.faults.fail("GetService", grpc.StatusCode.PERMISSION_DENIED, nth=1)
+            return written
+
+    router = _ReadFailsAfterTheTag(gcp_clients, emulator.project, emulator.region, calls=ApiCalls())
+    gate = build_gate(gcp_clients, emulator, cand, router=router)
+    code = await _main(gate, gate.report, echo_errors=False)
+    report = gate.report.to_dict()
+    assert (code, report["exit_code"], report["action"]) == (4, 4, "unverified"), report
+    assert "NOT verified" in render_markdown(gate.report)
+    assert not any(t.startswith("dg-") for t in chat.tags())  # the clean-up still removed it
+
+
+@pytest.mark.fault(
+    "cli",
+    "a revision name that does not say its service, and no --service",
+    "exit 2 with verdict 'error' in the report (nothing was judged), not 'inconclusive'",
+)
+def test_a_revision_name_without_its_service_is_an_error_verdict(check: Any) -> None:
+    code, report = check("not_a_revision_name", policy="chat-fast.yaml")
+    assert (code, report["exit_code"], report["verdict"]) == (2, 2, "error"), report
+    assert "pass --service" in report["error"]
