@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from deploy_guard.gcp.traffic import TEMP_TAG_PREFIX, Allocation, ServiceState, resolve_latest
+from deploy_guard.gcp.traffic import TEMP_TAG_PREFIX, ServiceState, resolve_latest
+from deploy_guard.gcp.traffic import without_tags as without_tags  # one copy, in traffic
 
 #: The annotation holding ``{tag: {"until": RFC 3339, "by": who}}`` for temporary tags.
 TAGS_ANNOTATION = "deploy-guard.dev/tags"
@@ -139,21 +140,3 @@ def temporary_tags(state: ServiceState, now: datetime) -> list[TempTag]:
 def stale(state: ServiceState, now: datetime) -> list[TempTag]:
     """The ``dg-`` tags no running check can be using (safe to remove)."""
     return [t for t in temporary_tags(state, now) if not t.in_use]
-
-
-def without_tags(state: ServiceState, tags: Iterable[str]) -> tuple[Allocation, ...] | None:
-    """The service's traffic spec minus ``tags`` (None when none of them is in it).
-
-    A tag riding on an entry that carries traffic loses only its name: the
-    share stays where it was.
-    """
-    gone = set(tags)
-    if not any(a.tag in gone for a in state.traffic):
-        return None
-    out: list[Allocation] = []
-    for a in state.traffic:
-        if a.tag not in gone:
-            out.append(a)
-        elif a.percent > 0:
-            out.append(replace(a, tag="", uri=""))
-    return tuple(out)

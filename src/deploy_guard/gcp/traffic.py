@@ -304,12 +304,24 @@ def without_tag(
     current: ServiceState, tag: str, *, start: Sequence[Allocation] | None = None
 ) -> tuple[Allocation, ...] | None:
     """The current spec (or ``start``) minus ``tag``; None when the tag is not in it."""
+    return without_tags(current, [tag], start=start)
+
+
+def without_tags(
+    current: ServiceState, tags: Iterable[str], *, start: Sequence[Allocation] | None = None
+) -> tuple[Allocation, ...] | None:
+    """The current spec (or ``start``) minus ``tags``; None when none of them is in it.
+
+    A tag riding on an entry that carries traffic loses only its name: the
+    share stays where it was.
+    """
+    gone = set(tags)
     base = current.traffic if start is None else tuple(start)
-    if not any(a.tag == tag for a in base):
+    if not any(a.tag in gone for a in base):
         return None
     out: list[Allocation] = []
     for a in base:
-        if a.tag != tag:
+        if a.tag not in gone:
             out.append(a)
         elif a.percent > 0:  # the tag rides on a serving entry: keep the share
             out.append(replace(a, tag="", uri=""))
