@@ -430,9 +430,17 @@ async def pick_rollback_target(
             if held
             else ""
         )
+        if not good:
+            known = "none is recorded as last known good"
+        elif served_split(state) == {good: 100}:
+            known = f"the last known good ({good}) is the one serving"
+        elif good in refused:
+            known = f"the last known good ({good}) is on the rejected list"
+        else:
+            known = f"the last known good ({good}) is gone or not Ready"
         raise ConfigError(
-            f"no Ready revision of {state.short} to roll back to: {serving} serves now, none "
-            "is recorded as last known good and no usable Ready revision is older than the "
+            f"no Ready revision of {state.short} to roll back to: {serving} serves now, "
+            f"{known} and no usable Ready revision is older than the "
             f"serving one{also}; pass --to-revision REV to choose one"
         )
     newest = max((r.create_time for r in revisions if r.short in current), default=0.0)

@@ -236,6 +236,35 @@ def test_a_manual_rollback_away_from_a_revision_that_passed_says_it_is_now_rejec
     assert chat.serving() == {base: 100}
 
 
+def test_after_a_rollback_status_says_a_second_one_changes_nothing(
+    chat: Any, emulator_env: dict[str, str], check: Any
+) -> None:
+    """What status says rollback would do is what rollback does: nothing, once it went back."""
+    base = chat.first()
+    good = chat.candidate()
+    assert check(good, "--promote")[0] == ExitCode.PASS
+    assert CliRunner().invoke(cli, ["rollback", "--service", "chat"]).exit_code == ExitCode.PASS
+    doc = status_json()
+    assert doc["last_known_good"] == base
+    assert doc["rollback_target"] is None
+    assert doc["rollback_why"].startswith(f"already rolled back to {base} (100 %)")
+    again = CliRunner().invoke(cli, ["rollback", "--service", "chat"])
+    assert again.exit_code == ExitCode.PASS, again.output
+    assert "nothing changed" in again.stdout
+
+
+def test_with_nowhere_to_go_status_never_denies_the_recorded_last_known_good(
+    chat: Any, emulator_env: dict[str, str], check: Any
+) -> None:
+    base = chat.first()
+    assert check(base, "--promote")[0] == ExitCode.PASS  # the only revision: recorded as good
+    doc = status_json()
+    assert doc["last_known_good"] == base
+    assert doc["rollback_target"] is None
+    assert f"the last known good ({base}) is the one serving" in doc["rollback_why"]
+    assert "none is recorded as last known good" not in doc["rollback_why"]
+
+
 @pytest.mark.parametrize("outcome", ["promoted", "rolled_back"])
 def test_the_write_that_drops_the_temporary_tag_drops_its_record(
     chat: Any, emulator_env: dict[str, str], check: Any, outcome: str

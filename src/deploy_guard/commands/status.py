@@ -282,7 +282,16 @@ def _describe(project: str, region: str, state: Any) -> Status:
 
 async def _rollback_choice(router: Any, state: Any, found: Status) -> None:
     from deploy_guard.gate import pick_rollback_target
+    from deploy_guard.gcp.traffic import ROLLED_BACK_TO, served_split
 
+    done = state.annotations.get(ROLLED_BACK_TO, "")
+    if done and served_split(state) == {done: 100}:
+        # what `rollback` itself does then: nothing (a second run never goes further back)
+        found.rollback_why = (
+            f"already rolled back to {done} (100 %): rollback changes nothing; "
+            "pass --to-revision REV to go further back"
+        )
+        return
     try:
         target, why = await pick_rollback_target(router, state)
     except ConfigError as exc:
