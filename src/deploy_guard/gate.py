@@ -824,14 +824,23 @@ class Gate:
             return tag
         shortest = len(TEMP_TAG_PREFIX) + 1
         if len(service) + shortest > MAX_TAG_AND_SERVICE:
+            fix = (
+                "deploy the candidate with a short tag of its own (`gcloud run "
+                f"deploy {service} --no-traffic --tag=c`), or use a service name of at most "
+                f"{MAX_TAG_AND_SERVICE - shortest} characters"
+                if len(service) < MAX_TAG_AND_SERVICE
+                # not even a one-character tag fits: the fix is a shorter name
+                else f"no tag of any length fits a name of {MAX_TAG_AND_SERVICE} characters or "
+                "more, so a candidate without traffic cannot be reached on this service: use a "
+                f"service name of at most {MAX_TAG_AND_SERVICE - shortest} characters (or "
+                f"{MAX_TAG_AND_SERVICE - 1} with a one-character tag of your own)"
+            )
             raise ConfigError(
                 f"revision {revision.short} has no tag URL of its own, and service {service}'s "
                 f"name ({len(service)} characters) leaves no room for the guard's temporary tag "
                 f"({TEMP_TAG_PREFIX}x, at least {shortest}): Cloud Run refuses a tag and service "
                 f"name longer than {MAX_TAG_AND_SERVICE} characters together. Nothing was probed "
-                "or changed; deploy the candidate with a short tag of its own (`gcloud run "
-                f"deploy {service} --no-traffic --tag=c`), or use a service name of at most "
-                f"{MAX_TAG_AND_SERVICE - shortest} characters"
+                f"or changed; {fix}"
             )
         raise ActionError(
             f"no free temporary tag name on service {service}: every {TEMP_TAG_PREFIX} tag the "

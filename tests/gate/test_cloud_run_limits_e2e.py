@@ -95,6 +95,25 @@ def test_no_temporary_tag_fits_a_45_character_name_so_the_check_refuses_and_writ
     assert report["temporary_tag"] == ""
 
 
+@pytest.mark.fault(
+    "traffic", "service name of 47 characters, untagged candidate", "exit 2, no impossible advice"
+)
+def test_on_a_name_no_tag_fits_the_refusal_does_not_advise_a_tag(
+    chat: Chat, check: Any, emulator: Any
+) -> None:
+    service = "chat-" + "x" * 42  # 47 characters: Cloud Run allows it, but no tag at all fits
+    named(chat, service).first()
+    cand = chat.candidate(tag=None)
+    code, report = check(cand)
+    assert code == ExitCode.USAGE, report
+    assert "--tag=c" not in report["error"]  # Cloud Run would refuse that tag too
+    assert "no tag of any length fits a name of 46 characters or more" in report["error"]
+    assert (
+        "service name of at most 42 characters (or 45 with a one-character tag" in (report["error"])
+    )
+    assert emulator.faults.count("UpdateService") == 1  # the test's own deploy only
+
+
 def test_a_long_named_service_is_checked_through_the_candidates_own_tag(
     chat: Chat, check: Any, emulator: Any
 ) -> None:
