@@ -394,6 +394,12 @@ def test_a_second_signal_before_a_decision_writes_the_report_and_exits_143(
     assert "a second stop signal (SIGTERM after SIGINT)" in doc["error"]
     assert f"the temporary tag {tag} may still be on chat; remove it" in doc["error"]
     assert f"--remove-tags {tag}" in doc["error"]
+    # the tag's record holds it for this check a while: say when status may remove it
+    until = next(e for e in doc["timeline"] if e["event"] == "tag_requested")["detail"]["until"]
+    assert (
+        "`deploy-guard status --service chat --remove-stale-tags` once its hold ends at "
+        f"{until}, or at once with: gcloud run services update-traffic chat --remove-tags {tag}"
+    ) in doc["error"]
     second = [e for e in doc["timeline"] if e["event"] == "second_signal"]
     assert [e["detail"] for e in second] == [{"signal": "SIGTERM", "exit_code": 143}]
     assert "**Exit code**: 143" in summary.read_text()

@@ -119,6 +119,9 @@ def test_a_tag_left_by_a_second_ctrl_c_is_recorded_reported_and_removed(
     kept = status("--remove-stale-tags")
     assert kept.exit_code == ExitCode.PASS, kept.output
     assert "no stale temporary tag to remove" in kept.stdout
+    # ... and says until when it is kept, so a person knows when to come back
+    assert f"kept {tag} ({cand}): in use by " in kept.stdout
+    assert f"until {record['until']} (a running check may use it" in kept.stdout
     assert tag in temp_tags(chat)
 
     # Past its time it is stale: check and rollback mention it, status removes it.

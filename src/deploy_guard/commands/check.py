@@ -564,8 +564,17 @@ class LastWord:
 
     def _tag_left(self, tag: str) -> str:
         report = self.report
+        asked = report.timeline.first("tag_requested")
+        until = asked.detail.get("until") if asked is not None else None
+        # its record says this check holds it until then: status removes it only after
+        how = (
+            f"remove it with `deploy-guard status --service {report.service} "
+            f"--remove-stale-tags` once its hold ends at {until}, or at once with: "
+            if until
+            else "remove it: "
+        )
         return (
-            f"the temporary tag {tag} may still be on {report.service}; remove it: "
+            f"the temporary tag {tag} may still be on {report.service}; {how}"
             f"gcloud run services update-traffic {report.service} --remove-tags {tag} "
             f"--region {report.region} --project {report.project}"
         )

@@ -319,9 +319,21 @@ async def _clear_rejected(router: Any, state: Any, revision: str, changed: list[
 
 
 async def _remove_stale(router: Any, state: Any, changed: list[str]) -> Any:
-    from deploy_guard.gcp.tags import TAGS_ANNOTATION, stale, without_holders, without_tags
+    from deploy_guard.gcp.tags import (
+        TAGS_ANNOTATION,
+        stale,
+        temporary_tags,
+        without_holders,
+        without_tags,
+    )
 
-    gone = [t.tag for t in stale(state, datetime.now(UTC))]
+    now = datetime.now(UTC)
+    gone = [t.tag for t in stale(state, now)]
+    held = [t.describe() for t in temporary_tags(state, now) if t.in_use]
+    if held:  # a tag is never taken from a check that may still run: say until when
+        changed.append(
+            f"kept {'; '.join(held)} (a running check may use it; removable after that time)"
+        )
     spec = without_tags(state, gone)
     if not gone or spec is None:
         changed.append("no stale temporary tag to remove; nothing changed")
