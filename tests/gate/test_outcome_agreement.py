@@ -57,3 +57,35 @@ def test_a_revision_name_without_its_service_is_an_error_verdict(check: Any) -> 
     code, report = check("not_a_revision_name", policy="chat-fast.yaml")
     assert (code, report["exit_code"], report["verdict"]) == (2, 2, "error"), report
     assert "pass --service" in report["error"]
+
+
+@pytest.mark.fault(
+    "traffic",
+    "the rollback write gets no answer (UNAVAILABLE until the retry bound), landed or not",
+    "re-read: landed is verified (rolled back, exit 1); not landed is 'failed', exit 4",
+)
+@pytest.mark.parametrize("landed", [True, False], ids=["landed", "not-landed"])
+async def test_a_write_left_unanswered_is_read_back_before_it_is_called_failed(
+    chat: Any, gcp_clients: Any, emulator: Any, landed: bool
+) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=20)  # tagged: one write
+    emulator.faults.reset_counts()
+    if landed:  # applied, then the answer is lost (a retry, if any, is refused as stale)
+        emulator.faults.lose("UpdateService", grpc.StatusCode.UNAVAILABLE, nth=1)
+    else:  # never applied, however often it is tried
+        emulator.faults.fail("UpdateService", grpc.StatusCode.UNAVAILABLE, times=100)
+    # a retry bound shorter than the back-off: the write ends unanswered at once
+    router = CloudRun(
+        gcp_clients, emulator.project, emulator.region, calls=ApiCalls(), retry_deadline=0.01
+    )
+    report = await build_gate(gcp_clients, emulator, cand, router=router).run()
+    assert report.verdict == "fail"
+    if landed:
+        assert (report.action, report.exit_code) == ("rolled_back", 1), report.message
+        assert chat.serving() == {base: 100}
+    else:
+        assert (report.action, report.exit_code) == ("failed", 4), report.message
+        assert "Do it by hand" in report.message
+        assert chat.serving() == {base: 80, cand: 20}
+    assert report.traffic_after == chat.serving()

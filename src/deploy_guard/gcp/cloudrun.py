@@ -34,7 +34,10 @@ Writes follow four rules:
    ``latest_created_revision`` unchanged), the write landed and only its
    answer was lost (the client's retry of a write that landed carries the old
    etag): verify it as usual. Otherwise raise :class:`SupersededError` with
-   the service's true state.
+   the service's true state. A write that gets no answer at all (UNAVAILABLE
+   up to the retry bound, INTERNAL) is read back the same way: the guard's
+   own change is verified, an untouched service (the etag as read) means it
+   failed, anything else is superseded.
 4. *A change is done only when a re-read shows it*: wait for the operation,
    then re-read until ``traffic_statuses`` serves the new split. An operation
    that fails (Cloud Run accepts a split naming a revision deleted meanwhile,
@@ -53,6 +56,7 @@ from typing import Any, Protocol, TypeVar
 
 from deploy_guard.errors import (
     ActionError,
+    ApiError,
     ConfigError,
     GuardError,
     NotFoundError,
@@ -389,6 +393,18 @@ class CloudRun:
             if landed is not None:
                 return landed
             raise
+        except ApiError as exc:
+            if type(exc) is not ApiError:
+                raise  # NOT_FOUND, PERMISSION_DENIED: refused, nothing was written
+            # No answer (UNAVAILABLE or DEADLINE_EXCEEDED up to the retry bound, an
+            # INTERNAL error): the change may have landed all the same. Read it back
+            # before calling it failed: a rollback that is in place is not "do it by hand".
+            landed = await self._own_write_landed(
+                raw, now, spec, annotations, what=what, exc=exc, answered=False
+            )
+            if landed is not None:
+                return landed
+            raise
 
     async def _own_write_landed(
         self,
@@ -398,23 +414,33 @@ class CloudRun:
         annotations: Mapping[str, str],
         *,
         what: str,
-        exc: SupersededError,
+        exc: GuardError,
+        answered: bool = True,
     ) -> ServiceState | None:
-        """After a stale answer: the re-read state if it is the guard's own write.
+        """After a stale answer (or none): the re-read state if it is the guard's own write.
 
         A lost answer makes the client retry a write that already landed; the
         retry carries the etag read before it and is refused. Raises
         :class:`SupersededError` with the true state when someone else moved
         the service, :class:`UnverifiedError` when the re-read fails.
+
+        ``answered=False``: the write got no answer at all (``exc`` says why).
+        The service unchanged (its etag as read) means the change did not land:
+        None, and the caller reports the write as failed.
         """
         from google.cloud import run_v2
 
         try:
             raw_after = await self._get_service_raw(now.name)
         except GuardError as read_exc:
+            said = (
+                f"Cloud Run answered that {now.short} changed ({exc})"
+                if answered
+                else f"Cloud Run gave no answer ({exc})"
+            )
             raise UnverifiedError(
-                f"{what}: Cloud Run answered that {now.short} changed ({exc}), and reading it "
-                f"back failed ({read_exc}): deploy-guard's change may or may not have landed. "
+                f"{what}: {said}, and reading {now.short} back failed ({read_exc}): "
+                "deploy-guard's change may or may not have landed. "
                 f"Last state read: it served {describe(served_split(now))}; check it with "
                 f"`gcloud run services describe {now.short}`",
                 last_state=now,
@@ -431,10 +457,13 @@ class CloudRun:
         if own:
             log.info("traffic_write_landed_before_its_retry", service=now.short, what=what)
             return after
+        if not answered and raw_after.etag == raw.etag:
+            return None  # untouched: the change did not land
         moved = superseded_reason(now, after) or "the service changed while deploy-guard wrote"
         log.warning("traffic_write_stale", service=now.short, reason=moved, what=what)
+        said = "refused deploy-guard's change as stale" if answered else "gave no answer to"
         raise SupersededError(
-            f"{moved}: Cloud Run refused deploy-guard's change as stale ({exc}) and "
+            f"{moved}: Cloud Run {said} deploy-guard's change ({exc}) and "
             f"deploy-guard will not write again. {after.short} serves "
             f"{describe(served_split(after))} "
             f"(spec: {spec_text(after.traffic)}); check it by hand."
