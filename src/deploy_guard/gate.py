@@ -37,6 +37,7 @@ from deploy_guard.exitcodes import ExitCode
 from deploy_guard.gcp.tags import (
     TAGS_ANNOTATION,
     rfc3339,
+    stale_note,
     temporary_tags,
     with_holder,
     without_holders,
@@ -665,11 +666,7 @@ class Gate:
         stale = [t for t in tags if not t.in_use]
         if stale:
             self._event("stale_tags_found", tags=[t.tag for t in stale])
-            self.report.notes.append(
-                f"leftover temporary tags on {service}: "
-                + "; ".join(t.describe() for t in stale)
-                + f". Remove them: deploy-guard status --service {service} --remove-stale-tags"
-            )
+            self.report.notes.append(stale_note(service, stale))
         in_use = [t for t in tags if t.in_use]
         if in_use:
             self._event("tags_in_use", tags=[t.tag for t in in_use])

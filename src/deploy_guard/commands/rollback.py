@@ -205,16 +205,12 @@ def _stale_tags(state: Any, notes: list[str]) -> None:
     """Temporary tags a check left behind: said here too, with the command that removes them."""
     from datetime import UTC, datetime
 
-    from deploy_guard.gcp.tags import stale
+    from deploy_guard.gcp.tags import stale, stale_note
 
     left = stale(state, datetime.now(UTC))
     if left:
         log.info("stale_tags_found", service=state.short, tags=",".join(t.tag for t in left))
-        notes.append(
-            f"leftover temporary tags on {state.short}: "
-            + "; ".join(t.describe() for t in left)
-            + f". Remove them: deploy-guard status --service {state.short} --remove-stale-tags"
-        )
+        notes.append(stale_note(state.short, left))
 
 
 async def _named(router: Any, service: str, revision: str) -> Any:

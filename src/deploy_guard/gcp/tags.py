@@ -140,3 +140,12 @@ def temporary_tags(state: ServiceState, now: datetime) -> list[TempTag]:
 def stale(state: ServiceState, now: datetime) -> list[TempTag]:
     """The ``dg-`` tags no running check can be using (safe to remove)."""
     return [t for t in temporary_tags(state, now) if not t.in_use]
+
+
+def stale_note(service: str, left: Iterable[TempTag]) -> str:
+    """What ``check`` and ``rollback`` say about leftover tags, with the command removing them."""
+    return (
+        f"leftover temporary tags on {service}: "
+        + "; ".join(t.describe() for t in left)
+        + f". Remove them: deploy-guard status --service {service} --remove-stale-tags"
+    )
