@@ -42,6 +42,11 @@ def test_realistic_uses_google_clouds_numbers_and_explicit_delays_win() -> None:
     own = Emulator(realistic=Realism(logs_delay_s=0.5), logs_delay=9, route_delay=4)
     assert own.logs.delay.total_seconds() == 9
     assert own.admin.route_delay_s == 4
+    # 0 is a delay too: --realistic --logs-delay 0s isolates the other effects
+    zero = Emulator(realistic=True, logs_delay=0, route_delay=0)
+    assert zero.logs.delay.total_seconds() == 0
+    assert zero.admin.route_delay_s == 0
+    assert zero.logs.empty_page_ratio == 0.1
 
 
 @pytest.mark.parametrize(
@@ -86,3 +91,39 @@ def test_the_command_starts_realistic_and_its_help_says_what_that_does() -> None
         _, err = proc.communicate(timeout=20)
     assert proc.returncode == 0
     assert "realistic=True" in err or '"realistic": true' in err
+    # the profile's own numbers apply when no delay is given on the command line
+    assert '"logs_delay_s": 3.0' in err, err
+    assert '"route_delay_s": 2.0' in err, err
+
+
+def test_on_the_command_line_an_explicit_0s_overrides_the_realistic_delays() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deploy_guard",
+            "--log-format",
+            "json",
+            "emulator",
+            "--realistic",
+            "--logs-delay",
+            "0s",
+            "--route-delay",
+            "0s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        box: list[str] = []
+        reader = threading.Thread(target=lambda: box.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(30)
+        assert box, "no host line within 30 s"
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert '"realistic": true' in err, err
+    assert '"logs_delay_s": 0.0' in err, err
+    assert '"route_delay_s": 0.0' in err, err

@@ -75,17 +75,17 @@ See docs/emulator.md (it walks through a check and a rollback by hand).
 )
 @click.option(
     "--logs-delay",
-    default="0s",
-    show_default=True,
+    default=None,
     metavar="DURATION",
-    help="List log entries only this long after they arrive (Cloud Logging's ingestion delay).",
+    help="List log entries only this long after they arrive (Cloud Logging's ingestion "
+    "delay).  [default: 0s; 3s with --realistic]",
 )
 @click.option(
     "--route-delay",
-    default="0s",
-    show_default=True,
+    default=None,
     metavar="DURATION",
-    help="Route to a new revision only this long after it is Ready (the service reconciles).",
+    help="Route to a new revision only this long after it is Ready (the service "
+    "reconciles).  [default: 0s; 2s with --realistic]",
 )
 @click.option(
     "--startup-timeout",
@@ -115,7 +115,7 @@ See docs/emulator.md (it walks through a check and a rollback by hand).
         "Be as slow and partial as Google Cloud: log entries listed 3 s late, metric "
         "points sampled per 60 s and shown 30 to 180 s late, routing 2 s after Ready, "
         "some ListLogEntries pages empty with a next_page_token. --logs-delay and "
-        "--route-delay override its numbers. Against it, a short check needs "
+        "--route-delay override its numbers (0s included). Against it, a short check needs "
         "check --log-settle for late lines and sees no metric points."
     ),
 )
@@ -138,8 +138,8 @@ def emulator(
     project: str,
     region: str,
     metrics_delay: str,
-    logs_delay: str,
-    route_delay: str,
+    logs_delay: str | None,
+    route_delay: str | None,
     realistic: bool,
     seed: int | None,
     startup_timeout: str,
@@ -163,8 +163,9 @@ def emulator(
             )
         specs = [parse_spec(f) for f in faults]
         delay_s = parse_duration(metrics_delay)
-        logs_delay_s = parse_duration(logs_delay)
-        route_delay_s = parse_duration(route_delay)
+        # not given: None, so that --realistic's own numbers apply (an explicit 0s wins)
+        logs_delay_s = None if logs_delay is None else parse_duration(logs_delay)
+        route_delay_s = None if route_delay is None else parse_duration(route_delay)
         startup_s = parse_duration(startup_timeout)
         code = asyncio.run(
             _serve(

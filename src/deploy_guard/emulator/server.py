@@ -83,8 +83,8 @@ class Emulator:
     ``realistic`` (True, or a :class:`Realism` with its own numbers) makes it as
     slow and partial as Google Cloud: ingestion delay, per-minute metric samples
     released minutes late, a route delay after Ready and empty log pages with a
-    token. ``seed`` makes its draws repeatable. An explicit non-zero
-    ``logs_delay`` or ``route_delay`` wins over the profile's.
+    token. ``seed`` makes its draws repeatable. A ``logs_delay`` or
+    ``route_delay`` given (0 included) wins over the profile's.
     """
 
     def __init__(
@@ -96,8 +96,8 @@ class Emulator:
         metrics_delay: float = 0.0,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT_S,
         workdir: str | None = None,
-        logs_delay: float = 0.0,
-        route_delay: float = 0.0,
+        logs_delay: float | None = None,
+        route_delay: float | None = None,
         realistic: bool | Realism = False,
         seed: int | None = None,
     ) -> None:
@@ -113,7 +113,7 @@ class Emulator:
             ("logs delay", logs_delay),
             ("route delay", route_delay),
         ):
-            if value < 0:
+            if value is not None and value < 0:
                 raise ConfigError(f"{what} {value:g} s must not be negative")
         profile = Realism() if realistic is True else realistic or None
         if profile is not None and seed is not None:
@@ -125,11 +125,13 @@ class Emulator:
         self._requested_port = port
         self.port: int | None = None
         if profile is None:
-            self.logs = LogStore(delay_s=logs_delay)
+            route_delay = route_delay or 0.0
+            self.logs = LogStore(delay_s=logs_delay or 0.0)
             self.metrics = MetricStore(delay_s=metrics_delay)
         else:
-            logs_delay = logs_delay or profile.logs_delay_s
-            route_delay = route_delay or profile.route_delay_s
+            # a delay given, 0 included, wins over the profile's (None: not given)
+            logs_delay = profile.logs_delay_s if logs_delay is None else logs_delay
+            route_delay = profile.route_delay_s if route_delay is None else route_delay
             self.logs = LogStore(
                 delay_s=logs_delay, empty_page_ratio=profile.empty_page_ratio, seed=profile.seed
             )
@@ -210,6 +212,8 @@ class Emulator:
             project=self.project,
             region=self.region,
             realistic=self.realism is not None,
+            logs_delay_s=self.logs.delay.total_seconds(),
+            route_delay_s=self.admin.route_delay_s,
         )
 
     async def stop(self) -> None:
