@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from deploy_guard.cli import COMMANDS, cli
@@ -96,3 +97,27 @@ def test_rollback_without_a_project_says_which_flag_is_missing() -> None:
     assert result.exit_code == ExitCode.USAGE, result.output
     assert "error: missing --project: pass it, or set GOOGLE_CLOUD_PROJECT\n" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.fault(
+    "cli", "check --log-interval 0s (or --timeout 0s)", "exit 2 before any API call, says why"
+)
+@pytest.mark.parametrize(
+    ("flags", "emulator", "words"),
+    [
+        (["--log-interval", "0s"], None, "Cloud Logging allows 60 reads a minute per project"),
+        (["--log-interval", "0.5s"], None, "use at least 1s (default 10s)"),
+        (["--log-interval", "0s"], "127.0.0.1:1", "use at least 0.1s"),
+        (["--timeout", "0s"], None, "the check needs time to gather evidence"),
+    ],
+)
+def test_check_refuses_an_interval_that_would_poll_cloud_logging_in_a_loop(
+    flags: list[str], emulator: str | None, words: str
+) -> None:
+    """A 0s --log-interval made thousands of ListLogEntries calls in one short check."""
+    env = {"DEPLOY_GUARD_EMULATOR_HOST": emulator, "GOOGLE_CLOUD_PROJECT": "p"}
+    args = ["check", "--revision", "chat-00002-abc", "--region", "r", *flags]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "is too short: " in result.output
+    assert words in result.output

@@ -41,7 +41,8 @@ What it does, in order:
      if it has none, removed afterwards; the tag records which check holds
      it until when, so one left behind shows as stale in
      `deploy-guard status --service S`, which removes it; a service name of
-     43+ characters leaves no room for one: exit 2, deploy with --tag);
+     43+ characters leaves no room for one: exit 2, deploy with a short --tag,
+     which fits up to 45 characters: Cloud Run allows 46 for tag and name);
   4. reads Cloud Logging (one query per pass) and Cloud Monitoring;
   5. decides as evidence arrives (fail_fast stops at the first decided failure);
   6. acts: on fail puts traffic back on the revisions that served before
@@ -90,6 +91,45 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str | None) -
         raise click.BadParameter(str(exc)) from exc
 
 
+#: The shortest --log-interval: Cloud Logging's read quota is 60 requests a minute
+#: per project, shared with everything else reading it (a 0s interval made
+#: thousands of ListLogEntries calls in one check). The local emulator has no
+#: quota, so tests may poll faster, but never in a loop with no pause.
+MIN_LOG_INTERVAL_S = 1.0
+MIN_LOG_INTERVAL_EMULATOR_S = 0.1
+
+
+def _log_interval(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    seconds = _duration(ctx, param, value)
+    local = bool(os.environ.get("DEPLOY_GUARD_EMULATOR_HOST"))
+    least = MIN_LOG_INTERVAL_EMULATOR_S if local else MIN_LOG_INTERVAL_S
+    if seconds is not None and seconds < least:
+        raise click.BadParameter(
+            f"{value} is too short: "
+            + (
+                "even the emulator needs a pause between reads; use at least 0.1s"
+                if local
+                else "Cloud Logging allows 60 reads a minute per project, shared with "
+                "everything else reading it; use at least 1s (default 10s)"
+            )
+        )
+    return seconds
+
+
+def _at_least(
+    minimum: float, why: str
+) -> Callable[[click.Context, click.Parameter, str | None], float | None]:
+    """A duration callback that refuses values under ``minimum`` seconds, saying ``why``."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+        seconds = _duration(ctx, param, value)
+        if seconds is not None and seconds < minimum:
+            raise click.BadParameter(f"{value} is too short: {why}")
+        return seconds
+
+    return check
+
+
 def default_policy_paths() -> list[str]:
     return ["policies"] if Path("policies").is_dir() else []
 
@@ -124,7 +164,7 @@ def default_policy_paths() -> list[str]:
 @click.option("--summary", "summary_path", type=click.Path(), help="Write a Markdown summary here.")
 @click.option(
     "--timeout",
-    callback=_duration,
+    callback=_at_least(1.0, "the check needs time to gather evidence (e.g. 10m)"),
     metavar="DURATION",
     help="Bound on gathering evidence (e.g. 10m) [default: the policy's timeout].",
 )
@@ -139,10 +179,11 @@ def default_policy_paths() -> list[str]:
 @click.option(
     "--log-interval",
     default="10s",
-    callback=_duration,
+    callback=_log_interval,
     metavar="DURATION",
     show_default=True,
-    help="Time between Cloud Logging passes (its read quota is ~60/min per project).",
+    help="Time between Cloud Logging passes (its read quota is ~60/min per project): "
+    "at least 1s (0.1s against the emulator).",
 )
 @click.option(
     "--log-settle",
