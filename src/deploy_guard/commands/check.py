@@ -72,10 +72,11 @@ It exits with the decided outcome's code if the check had decided, else
 
 \b
 Examples:
-  deploy-guard check --revision chat-00002-abc --region europe-west1 \\
+  deploy-guard check --revision chat-agent-00002-abc --region europe-west1 \\
       --policy policies/chat-agent.yaml --report report.json --summary summary.md
-  deploy-guard check --revision chat-00003-xyz --promote
-  deploy-guard check --revision chat-00002-abc --dry-run     # judge only
+  deploy-guard check --revision chat-agent-00003-xyz --promote
+  deploy-guard check --revision chat-agent-00002-abc --dry-run     # judge only
+  (a policy is used only for the services its services: list names: chat-agent here)
 
 Against the local emulator: export DEPLOY_GUARD_EMULATOR_HOST=127.0.0.1:PORT
 (printed by `deploy-guard emulator`).
