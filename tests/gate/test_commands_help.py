@@ -6,6 +6,9 @@ import subprocess
 import sys
 
 import pytest
+from click.testing import CliRunner
+
+from deploy_guard.cli import cli
 
 
 @pytest.mark.parametrize("command", ["check", "rollback", "status"])
@@ -39,3 +42,9 @@ def test_check_help_names_what_each_option_takes() -> None:
     assert " TEXT " not in out
     for option in ("--timeout", "--ready-timeout", "--log-interval", "--api-retry"):
         assert f"{option} DURATION" in out
+
+
+@pytest.mark.parametrize("command", [["rollback"], ["status"], ["probe"], ["emulator"]])
+def test_every_option_says_what_it_takes_never_text(command: list[str]) -> None:
+    out = CliRunner().invoke(cli, [*command, "--help"], terminal_width=100).output
+    assert " TEXT " not in out, out

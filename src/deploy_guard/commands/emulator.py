@@ -64,8 +64,16 @@ See docs/emulator.md (it walks through a check and a rollback by hand).
     show_default=True,
     help="gRPC port on 127.0.0.1 (0: any free port, printed on the first line).",
 )
-@click.option("--project", default="local-project", show_default=True, help="Project it serves.")
-@click.option("--region", default="us-central1", show_default=True, help="Region it serves.")
+@click.option(
+    "--project",
+    default="local-project",
+    show_default=True,
+    metavar="PROJECT",
+    help="Project it serves.",
+)
+@click.option(
+    "--region", default="us-central1", show_default=True, metavar="REGION", help="Region it serves."
+)
 @click.option(
     "--metrics-delay",
     default="0s",

@@ -61,8 +61,8 @@ Examples:
 
 
 @click.command(name="rollback", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--service", required=True, help="The Cloud Run service.")
-@click.option("--to-revision", help="Revision to send all traffic to (short name).")
+@click.option("--service", required=True, metavar="NAME", help="The Cloud Run service.")
+@click.option("--to-revision", metavar="REV", help="Revision to send all traffic to (short name).")
 @location_options
 @click.option("--dry-run", is_flag=True, help="Say what would change; change nothing.")
 def rollback(
