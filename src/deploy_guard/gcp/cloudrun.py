@@ -36,8 +36,8 @@ Writes follow four rules:
    etag): verify it as usual. Otherwise raise :class:`SupersededError` with
    the service's true state. A write that gets no answer at all (UNAVAILABLE
    up to the retry bound, INTERNAL) is read back the same way: the guard's
-   own change is verified, an untouched service (the etag as read) means it
-   failed, anything else is superseded.
+   own change is verified, an untouched service means it failed, anything
+   else is superseded.
 4. *A change is done only when a re-read shows it*: wait for the operation,
    then re-read until ``traffic_statuses`` serves the new split. An operation
    that fails (Cloud Run accepts a split naming a revision deleted meanwhile,
@@ -425,8 +425,9 @@ class CloudRun:
         the service, :class:`UnverifiedError` when the re-read fails.
 
         ``answered=False``: the write got no answer at all (``exc`` says why).
-        The service unchanged (its etag as read) means the change did not land:
-        None, and the caller reports the write as failed.
+        The service untouched (its etag as read, or its generation, traffic and
+        annotations) means the change did not land: None, and the caller
+        reports the write as failed.
         """
         from google.cloud import run_v2
 
@@ -457,8 +458,13 @@ class CloudRun:
         if own:
             log.info("traffic_write_landed_before_its_retry", service=now.short, what=what)
             return after
-        if not answered and raw_after.etag == raw.etag:
-            return None  # untouched: the change did not land
+        untouched = raw_after.etag == raw.etag or (  # an etag may also move with the status
+            after.generation == now.generation
+            and superseded_reason(now, after) is None
+            and after.annotations == now.annotations
+        )
+        if not answered and untouched:
+            return None  # the change did not land
         moved = superseded_reason(now, after) or "the service changed while deploy-guard wrote"
         log.warning("traffic_write_stale", service=now.short, reason=moved, what=what)
         said = "refused deploy-guard's change as stale" if answered else "gave no answer to"
