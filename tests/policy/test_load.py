@@ -315,6 +315,16 @@ def test_policy_error_is_a_config_error_with_exit_code_2() -> None:
             ],
             id="send-step-shapes",
         ),
+        pytest.param(
+            HEAD + "  - name: a\n    kind: websocket\n    websocket:\n      scenario:\n"
+            "        - expect: {event: agent_started, timeout: 2s}\n",
+            [
+                "9:19: rules[0].websocket.scenario[0].expect: a mapping is not a list: name the "
+                "expected events in order, e.g. expect: [agent_started, agent_completed], with "
+                "timeout: and allow_extra: beside expect"
+            ],
+            id="expect-written-as-a-mapping",
+        ),
     ],
 )
 def test_validation_problems(text: str, expected: list[str]) -> None:

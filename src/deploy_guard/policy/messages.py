@@ -145,6 +145,12 @@ def describe(error: Mapping[str, Any], loc: tuple[str | int, ...], data: Any) ->
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return f"{_shown(value)} is not a mapping (key: value)"
     if kind == "list_type":
+        if last == "expect":  # {event: x, timeout: 2s} is the shape people guess
+            return (
+                f"{_shown(value)} is not a list: name the expected events in order, e.g. "
+                "expect: [agent_started, agent_completed], with timeout: and allow_extra: "
+                "beside expect"
+            )
         return f"{_shown(value)} is not a list"
     if kind == "string_pattern_mismatch":
         return (
