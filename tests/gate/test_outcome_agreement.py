@@ -8,15 +8,21 @@ an outcome the gate gives (``unverified``) cannot be renamed on the way out.
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 import pytest
+import websockets
 
 from deploy_guard.commands.check import _main
 from deploy_guard.gcp.cloudrun import CloudRun
 from deploy_guard.gcp.errors import ApiCalls
+from deploy_guard.gcp.logs import CloudLogging
 from deploy_guard.gcp.traffic import ServiceState
+from deploy_guard.judge import Judge
+from deploy_guard.policy.model import Policy, Rule
 from deploy_guard.report.markdown import render_markdown
 from gates import build_gate
 
@@ -89,3 +95,48 @@ async def test_a_write_left_unanswered_is_read_back_before_it_is_called_failed(
         assert "Do it by hand" in report.message
         assert chat.serving() == {base: 80, cand: 20}
     assert report.traffic_after == chat.serving()
+
+
+@pytest.mark.fault(
+    "logs",
+    "the last log pass stops at its page bound with matches already over max_count",
+    "fail (a count read so far can only grow), not error/inconclusive; under it: error",
+)
+@pytest.mark.parametrize(
+    ("max_count", "status"), [(0, "fail"), (5, "error")], ids=["over-the-limit", "under-it"]
+)
+async def test_a_cut_short_last_log_pass_that_already_exceeds_max_count_is_a_fail(
+    chat: Any, gcp_clients: Any, emulator: Any, max_count: int, status: str
+) -> None:
+    chat.first()
+    cand = chat.candidate({"CHAT_ERROR_LOGS": "1"})
+    url = next(t.uri for t in chat.get().traffic_statuses if t.tag == "candidate")
+    async with websockets.connect(url.replace("http", "ws") + "/ws/chat") as ws:
+        for i in range(3):  # each message logs one ERROR "tool call failed"
+            await ws.send(json.dumps({"type": "message", "user_id": "u", "session_id": f"s{i}"}))
+            while json.loads(await ws.recv())["type"] != "agent_completed":
+                pass
+    logs = {"filter": "severity>=ERROR", "patterns": ["tool call failed"], "max_count": max_count}
+    rule = Rule.model_validate(
+        {"name": "tool-errors", "kind": "logs", "missing_data": "inconclusive", "logs": logs}
+    )
+    source = CloudLogging(
+        gcp_clients,
+        project=emulator.project,
+        service="chat",
+        revision=cand,
+        rules=[rule],
+        since=datetime.now(UTC) - timedelta(minutes=5),
+        page_size=1,
+        max_pages=1,  # the search stops after one entry: fewer than were logged
+    )
+    [last] = await source.measure(complete=True)
+    assert last.error is not None
+    assert "had not finished searching" in last.error
+    assert last.matches == {"tool call failed": 1}  # a lower bound: 3 were logged
+    judge = Judge(Policy(name="p", services=["chat"], rules=[rule]))
+    result = judge.observe(last)
+    assert result.status == status, result.message
+    assert "had not finished searching" in result.message  # says the count is partial
+    # 1 of at least 1 over a limit of 0 is proof; 1 under a limit of 5 proves nothing
+    assert judge.verdict().status == ("fail" if status == "fail" else "inconclusive")

@@ -67,7 +67,15 @@ class RuleState:
         if self.result.decided:
             return self.result
         if m.error is not None:
-            self.result = self._on_error(m.error, complete=m.complete)
+            over = _over_already(self.rule, m)
+            if over is None:
+                self.result = self._on_error(m.error, complete=m.complete)
+                return self.result
+            # Counts read before the source stopped already break a limit that more
+            # entries could only break further: a failing pass, not missing data.
+            self.errors_in_a_row = 0
+            self.latest, self.last = m, over
+            self.result = self._on_pass(over, complete=m.complete)
             return self.result
         self.errors_in_a_row = 0
         self.latest = m
@@ -192,6 +200,25 @@ class RuleState:
             message=a.message,
             decided=a.decided,
         )
+
+
+def _over_already(rule: Rule, m: Measurement) -> Assessment | None:
+    """A logs snapshot with an error whose counts, a lower bound, already break a limit.
+
+    A last pass cut short (Cloud Logging's search ran out of time, or more
+    entries matched than a pass reads) or a failed read still carries the
+    matches counted so far. ``max_count`` and ``max_rate`` can only be exceeded
+    further by entries not read, so those counts are proof; a comparison with
+    the baseline is not (its count is cut short too) and is left out here.
+    """
+    if not isinstance(m, LogMeasurement) or not m.total:
+        return None
+    from dataclasses import replace
+
+    a = assess_logs(rule, replace(m, baseline_matches=None, error=None))
+    if a.outcome != "fail":
+        return None
+    return _with(a, message=f"{a.message}, counting only what was read before: {m.error}")
 
 
 def _with(a: Assessment, **changes: object) -> Assessment:
