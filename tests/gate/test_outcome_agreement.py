@@ -140,3 +140,31 @@ async def test_a_cut_short_last_log_pass_that_already_exceeds_max_count_is_a_fai
     assert "had not finished searching" in result.message  # says the count is partial
     # 1 of at least 1 over a limit of 0 is proof; 1 under a limit of 5 proves nothing
     assert judge.verdict().status == ("fail" if status == "fail" else "inconclusive")
+
+
+@pytest.mark.fault(
+    "traffic",
+    "status --clear-rejected: the annotation write lands, reading the service back fails",
+    "exit 4 'sent, not read back' with what to check, not a permission error to fix",
+)
+def test_an_annotation_write_not_read_back_is_unverified_not_a_failed_read(
+    chat: Any, emulator: Any, emulator_env: dict[str, str]
+) -> None:
+    from click.testing import CliRunner
+
+    from deploy_guard.cli import cli
+    from deploy_guard.gcp.traffic import REJECTED
+
+    base = chat.first()
+    svc = chat.get()
+    svc.annotations[REJECTED] = base
+    chat.clients.services().update_service(service=svc).result(timeout=30, polling=chat.polling)
+    # status reads the service, re-reads it right before the write, writes, reads it back
+    emulator.faults.fail("GetService", grpc.StatusCode.PERMISSION_DENIED, nth=3)
+    result = CliRunner().invoke(cli, ["status", "--service", "chat", "--clear-rejected", base])
+    assert emulator.faults.count("UpdateService") >= 2  # the fixture's write and status's
+    assert result.exit_code == 4, result.output
+    assert REJECTED not in chat.get().annotations or not chat.get().annotations[REJECTED]
+    [error] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: annotating chat: Cloud Run applied the change"), error
+    assert "not read back" in error

@@ -364,8 +364,19 @@ class CloudRun:
         reason = superseded_reason(expected, now)
         if reason is not None:
             raise SupersededError(f"{reason}; did not annotate {now.short}")
-        await self._write(raw, now, what=f"annotating {now.short}", spec=None, annotations=values)
-        return await self.get_service(expected.name)
+        what = f"annotating {now.short}"
+        written = await self._write(raw, now, what=what, spec=None, annotations=values)
+        try:
+            return await self.get_service(expected.name)
+        except GuardError as exc:  # the write is done: say so, not only why the read failed
+            log.warning("annotation_write_unverified", service=now.short, error=str(exc))
+            raise UnverifiedError(
+                f"{what}: Cloud Run applied the change (its operation finished), but it was "
+                f"not read back: reading the service failed ({exc}). Check its annotations: "
+                f"`gcloud run services describe {now.short} "
+                "--format 'value(metadata.annotations)'`",
+                last_state=written,
+            ) from exc
 
     async def _write(
         self,
