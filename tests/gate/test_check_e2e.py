@@ -7,6 +7,7 @@ reason, the exit code and where traffic ends.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -234,6 +235,24 @@ def test_a_summary_that_cannot_be_written_is_exit_2_before_any_api_call(
     assert code == ExitCode.USAGE, report
     assert f"{a_file} is not a folder" in report["error"]
     assert emulator.faults.counts() == {}  # nothing was read, nothing promoted
+
+
+def test_an_unwritable_summary_is_named_by_its_flag_and_not_written_to_again(
+    tmp_path: Any,
+) -> None:
+    from click.testing import CliRunner
+
+    from deploy_guard.cli import cli
+
+    report = tmp_path / "report.json"
+    args = ["check", "--revision", "chat-00002-abc", "--project", "p", "--region", "r"]
+    args += ["--report", str(report), "--summary", str(tmp_path)]  # a folder
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    said = f"error: cannot write the summary (--summary) to {tmp_path}: it is a directory"
+    assert said in result.stderr
+    assert "could not write" not in result.stderr  # the folder is not tried a second time
+    assert json.loads(report.read_text())["error"].startswith("cannot write the summary")
 
 
 def test_report_folders_that_do_not_exist_yet_are_created(

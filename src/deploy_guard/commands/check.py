@@ -242,8 +242,16 @@ def check(
     try:
         if token_env and token_file:
             raise ConfigError("--token-env and --token-file name two tokens: pass one of them")
-        for path in (report_path, summary_path):
-            _check_writable(path)
+        # each flag named; a path that cannot take a report is not tried for the error one
+        unwritable = []
+        if report_path and (why := _unwritable(report_path)):
+            unwritable.append(f"cannot write the report (--report) to {report_path}: {why}")
+            report_path = last_word.report_path = None
+        if summary_path and (why := _unwritable(summary_path)):
+            unwritable.append(f"cannot write the summary (--summary) to {summary_path}: {why}")
+            summary_path = last_word.summary_path = None
+        if unwritable:
+            raise ConfigError("; ".join(unwritable))
         policies = _load(policy_paths)
         _check_timeout_fits(timeout, policies, service, revision)
         project, region = _need_project_region(project, region)
@@ -305,22 +313,21 @@ def exit_fast(code: int) -> None:
     sys.exit(code)
 
 
-def _check_writable(path: str | None) -> None:
-    """A report that cannot be written is found before the check acts, not after."""
-    if not path:
-        return
+def _unwritable(path: str) -> str:
+    """Why a report cannot be written to ``path`` ("" if it can): found before the check acts."""
     target = Path(path)
     if target.is_dir():
-        raise ConfigError(f"cannot write the report to {path}: it is a directory")
+        return "it is a directory"
     # Missing folders are created when the report is written: the nearest one that
     # exists must be a folder we may write in.
     folder = target.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():
-        raise ConfigError(f"cannot write the report to {path}: {folder} is not a folder")
+        return f"{folder} is not a folder"
     if not os.access(folder, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ConfigError(f"cannot write the report to {path}: permission denied in {folder}")
+        return f"permission denied in {folder}"
+    return ""
 
 
 def _check_timeout_fits(
