@@ -193,7 +193,8 @@ def default_policy_paths() -> list[str]:
     metavar="DURATION",
     show_default=True,
     help="Wait this long after the probes end before the last Cloud Logging pass, for "
-    "entries still being ingested (Cloud Logging's delay is usually seconds).",
+    "entries still being ingested (Cloud Logging's delay is usually seconds, with no "
+    "bound): 5s-10s catches most late lines, 30s or more nearly all.",
 )
 @click.option(
     "--api-retry",
