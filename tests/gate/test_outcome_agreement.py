@@ -63,6 +63,7 @@ def test_a_revision_name_without_its_service_is_an_error_verdict(check: Any) -> 
     code, report = check("not_a_revision_name", policy="chat-fast.yaml")
     assert (code, report["exit_code"], report["verdict"]) == (2, 2, "error"), report
     assert "pass --service" in report["error"]
+    assert "not in Cloud Run's SERVICE-00002-abc form (a named revision" in report["error"]
 
 
 @pytest.mark.fault(

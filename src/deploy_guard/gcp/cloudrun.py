@@ -650,6 +650,8 @@ def need_service(service: str | None, revision: str) -> str:
     derived = service_of(revision)
     if derived is None:
         raise ConfigError(
-            f"cannot tell the service from revision name {revision!r}; pass --service"
+            f"cannot tell the service from revision name {revision!r}: it is not in Cloud "
+            "Run's SERVICE-00002-abc form (a named revision, as --revision-suffix makes, "
+            "could belong to any service its name starts with); pass --service"
         )
     return derived
