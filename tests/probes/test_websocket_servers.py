@@ -84,6 +84,31 @@ async def test_unexpected_event_when_extras_are_forbidden(aiohttp_server: Serve)
     assert lenient.succeeded == 4
 
 
+async def test_messages_that_name_no_event_are_said_so(aiohttp_server: Serve) -> None:
+    """A server whose events use another field (or are not JSON) is not just 'a timeout'."""
+
+    async def other_field(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
+        for name in EVENTS:
+            await ws.send_json({"event": name})  # the policy reads "type"
+        await ws.send_str("not json {")
+
+    url = await aiohttp_server(ws_app(other_field))
+    lenient = await last_snapshot(
+        url, scenario=golden_scenario(timeout="0.5s", allow_extra=True), sessions=1, concurrency=1
+    )
+    assert lenient.failures_by_cause == {"timeout": 1}
+    assert (
+        "6 messages named no event (not a JSON object with a 'type' field: is event_field right?)"
+    ) in lenient.samples[0].detail
+    strict = await last_snapshot(
+        url, scenario=golden_scenario(allow_extra=False), sessions=1, concurrency=1
+    )
+    assert strict.failures_by_cause == {"unexpected_event": 1}
+    assert "a message with no 'type' field (not a JSON object naming its event) at step 2" in (
+        strict.samples[0].detail
+    )
+
+
 async def test_close_1011_mid_scenario_is_a_close_code_failure(aiohttp_server: Serve) -> None:
     async def crash(ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
         await send_events(ws, msg, EVENTS[:2])

@@ -245,18 +245,26 @@ async def _expect(ws: ClientConnection, s: _Session, step: ExpectStep, number: i
     position = {name: i for i, name in enumerate(wanted)}
     seen = [False] * len(wanted)
     remaining = len(wanted)
+    field = s.spec.event_field
+    unnamed = 0  # messages with no event name: not JSON, or no event_field in them
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout_at(loop.time() + step.timeout) as cm:
             while remaining:
                 name, _ = s.receive(await ws.recv())
+                unnamed += name is None
                 i = position.get(name) if name is not None else None
                 if i is None or seen[i]:
                     if not step.allow_extra:
+                        what = (
+                            f"unexpected event {name!r}"
+                            if name is not None
+                            else f"a message with no {field!r} field (not a JSON object "
+                            "naming its event)"
+                        )
                         raise _Fail(
                             "unexpected_event",
-                            f"unexpected event {name!r} at step {number} "
-                            f"while waiting for {_next(wanted, seen)}",
+                            f"{what} at step {number} while waiting for {_next(wanted, seen)}",
                         )
                     continue
                 seen[i] = True
@@ -276,7 +284,13 @@ async def _expect(ws: ClientConnection, s: _Session, step: ExpectStep, number: i
         raise _Fail(
             "timeout",
             f"timeout at step {number} waiting for {_next(wanted, seen)} "
-            f"after {step.timeout:.1f} s",
+            f"after {step.timeout:.1f} s"
+            + (
+                f"; {unnamed} message{'s' if unnamed != 1 else ''} named no event (not a JSON "
+                f"object with a {field!r} field: is event_field right?)"
+                if unnamed
+                else ""
+            ),
         ) from None
     except ConnectionClosed as exc:
         raise _closed(exc, s, during=f"at step {number} before {_next(wanted, seen)}") from None
