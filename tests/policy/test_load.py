@@ -367,6 +367,15 @@ def test_validation_problems(text: str, expected: list[str]) -> None:
             None,
             id="tabs",
         ),
+        pytest.param(
+            "version: 1\nrules:\n\t- name: a\n",
+            [
+                "3:1: invalid YAML: while scanning for the next token found character '\\t' "
+                "that cannot start any token (YAML indents with spaces, never tabs: replace the "
+                "tab with spaces)"
+            ],
+            id="tab-indent",
+        ),
     ],
 )
 def test_invalid_yaml_is_a_problem_not_a_traceback(text: str, expected: list[str] | None) -> None:

@@ -139,6 +139,8 @@ def _parse(text: str, file: str) -> _Document | tuple[_Document, Any]:
         what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
         if "found another document" in what:  # "---": the fix is not obvious from YAML's words
             what += " (a file holds one policy: move the next one to a file of its own)"
+        elif "'\\t'" in what:  # YAML's words name the character, not the fix
+            what += " (YAML indents with spaces, never tabs: replace the tab with spaces)"
         doc.problem(pos, (), f"invalid YAML: {what or exc}")
         return doc
     except (YAMLError, ValueError, RecursionError) as exc:
