@@ -120,7 +120,7 @@ def test_a_tag_left_by_a_second_ctrl_c_is_recorded_reported_and_removed(
     assert kept.exit_code == ExitCode.PASS, kept.output
     assert "no stale temporary tag to remove" in kept.stdout
     # ... and says until when it is kept, so a person knows when to come back
-    assert f"kept {tag} ({cand}): in use by " in kept.stdout
+    assert f"kept: {tag} ({cand}): in use by " in kept.stdout
     assert f"until {record['until']} (a running check may use it" in kept.stdout
     assert tag in temp_tags(chat)
 
@@ -204,9 +204,11 @@ def test_status_shows_what_the_guard_recorded_and_how_to_undo_a_rejection(
     ):
         assert line in text.stdout, text.stdout
 
-    cleared = status("--clear-rejected", failed)
+    cleared = status("--clear-rejected", failed, "--remove-stale-tags")
     assert cleared.exit_code == ExitCode.PASS, cleared.output
     assert f"changed: {failed} is no longer recorded as rejected" in cleared.stdout
+    assert "nothing changed" not in cleared.stdout  # something did
+    assert "no stale temporary tag to remove" in cleared.stdout
     assert status_json()["rejected"] == []
     assert chat.serving() == {good: 100}  # traffic untouched
     again = status("--clear-rejected", failed)

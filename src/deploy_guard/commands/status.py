@@ -129,6 +129,8 @@ class Status:
     rollback_why: str = ""
     #: What this run changed: removed tags, a cleared rejection.
     changed: list[str] = field(default_factory=list)
+    #: dg- tags --remove-stale-tags left alone because a check may still use them.
+    kept: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,6 +148,7 @@ class Status:
             "rollback_target": self.rollback_target or None,
             "rollback_why": self.rollback_why,
             "changed": list(self.changed),
+            "kept": list(self.kept),
         }
 
     def text(self) -> str:
@@ -198,6 +201,7 @@ class Status:
                 f"by name: deploy-guard rollback --service {s} --to-revision REV)"
             )
         lines += [f"changed: {c}" for c in self.changed]
+        lines += [f"kept: {k}" for k in self.kept]
         return "\n".join(lines)
 
 
@@ -223,12 +227,13 @@ async def read_status(
         except NotFoundError:
             raise service_missing(service, project, region) from None
         changed: list[str] = []
+        kept: list[str] = []
         if clear_rejected:
             state = await _clear_rejected(router, state, clear_rejected, changed)
         if remove_stale_tags:
-            state = await _remove_stale(router, state, changed)
+            state = await _remove_stale(router, state, changed, kept)
         found = _describe(project, region, state)
-        found.changed = changed
+        found.changed, found.kept = changed, kept
         await _rollback_choice(router, state, found)
         return found
     finally:
@@ -318,7 +323,7 @@ async def _clear_rejected(router: Any, state: Any, revision: str, changed: list[
     return state
 
 
-async def _remove_stale(router: Any, state: Any, changed: list[str]) -> Any:
+async def _remove_stale(router: Any, state: Any, changed: list[str], kept: list[str]) -> Any:
     from deploy_guard.gcp.tags import (
         TAGS_ANNOTATION,
         stale,
@@ -328,15 +333,19 @@ async def _remove_stale(router: Any, state: Any, changed: list[str]) -> Any:
     )
 
     now = datetime.now(UTC)
+    done_before = bool(changed)  # --clear-rejected may have changed something already
     gone = [t.tag for t in stale(state, now)]
-    held = [t.describe() for t in temporary_tags(state, now) if t.in_use]
-    if held:  # a tag is never taken from a check that may still run: say until when
-        changed.append(
-            f"kept {'; '.join(held)} (a running check may use it; removable after that time)"
-        )
+    # a tag is never taken from a check that may still run: say until when
+    kept += [
+        f"{t.describe()} (a running check may use it; removable after that time)"
+        for t in temporary_tags(state, now)
+        if t.in_use
+    ]
     spec = without_tags(state, gone)
     if not gone or spec is None:
-        changed.append("no stale temporary tag to remove; nothing changed")
+        changed.append(
+            "no stale temporary tag to remove" + ("" if done_before else "; nothing changed")
+        )
         return state
     state = await router.set_traffic(
         state,
