@@ -9,11 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from deploy_guard.gate import CheckOptions, Gate, cloud_sources
+from deploy_guard.analysis.sources import cloud_sources
 from deploy_guard.gcp.cloudrun import CloudRun
 from deploy_guard.gcp.errors import ApiCalls
 from deploy_guard.policy import load_file
 from deploy_guard.report.model import CheckReport
+from deploy_guard.runtime.driver import Gate
+from deploy_guard.runtime.options import CheckOptions
 
 CHAT_HOLD = Path(__file__).parent / "gate" / "policies" / "chat-hold.yaml"
 

@@ -1,7 +1,8 @@
 """An evidence source that raises is never swallowed: its rules end as errors, with the cause.
 
-Sources are injected through the gate's own seams (:class:`deploy_guard.gate.ProbeSource`
-and the log source of :class:`deploy_guard.gate.Sources`); the rest is the emulator.
+Sources are injected through the gate's own seams
+(:class:`deploy_guard.analysis.sources.ProbeSource` and the log source of
+:class:`deploy_guard.analysis.sources.Sources`); the rest is the emulator.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from deploy_guard.gate import Sources
+from deploy_guard.analysis.sources import Sources
 from deploy_guard.measurements import LogMeasurement, Measurement, ProbeMeasurement
 from deploy_guard.policy.model import Rule
 from deploy_guard.probes.target import Target

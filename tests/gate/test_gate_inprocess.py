@@ -36,7 +36,7 @@ async def test_rollback_events_are_logged_with_their_fields(
 
 
 class _Recorder:
-    """A :class:`deploy_guard.gate.Progress` that keeps what each redraw would show."""
+    """A :class:`deploy_guard.runtime.options.Progress` that keeps what each redraw would show."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, list[tuple[str, str]]]] = []
@@ -96,9 +96,9 @@ async def test_after_fail_fast_one_more_log_pass_completes_the_report(
 async def test_the_completing_pass_is_bounded_and_never_changes_the_action(
     chat: Any, gcp_clients: Any, emulator: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import deploy_guard.gate as gate_module
+    import deploy_guard.analysis.engine as engine_module
 
-    monkeypatch.setattr(gate_module, "COMPLETION_BOUND", 0.5)
+    monkeypatch.setattr(engine_module, "COMPLETION_BOUND", 0.5)
     base = chat.first()
     cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, percent=25)
     emulator.faults.delay("ListLogEntries", 3.0)  # Logging answers too slowly for it

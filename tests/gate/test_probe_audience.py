@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from deploy_guard.gate import probe_token
 from deploy_guard.policy.model import AuthSpec
 from deploy_guard.probes import auth as probe_auth
 from deploy_guard.probes.auth import BearerToken, TokenChoice
+from deploy_guard.runtime.session import probe_token
 
 TAG_URL = "https://dg-1a2b3c4d---chat-abc123-uc.a.run.app"
 SERVICE_URL = "https://chat-abc123-uc.a.run.app"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from itertools import permutations
 
-from deploy_guard.gate import worst
 from deploy_guard.judge import Verdict
+from deploy_guard.judge.combine import worst
 
 
 def verdict(status: str, action: str, rule: str) -> Verdict:

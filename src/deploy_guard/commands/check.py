@@ -1,7 +1,7 @@
 """``deploy-guard check``: judge a revision by policy; roll back on failure, promote on success.
 
 This module parses flags, validates every policy before any API call, runs
-:class:`deploy_guard.gate.Gate` under SIGINT/SIGTERM handling, writes the
+:class:`deploy_guard.runtime.driver.Gate` under SIGINT/SIGTERM handling, writes the
 reports (always, even after an error or a signal) and maps the outcome to the
 documented exit codes. The sequence itself lives in the gate.
 """
@@ -234,8 +234,8 @@ def check(
     no_id_token: bool,
     audience: str | None,
 ) -> None:
-    from deploy_guard.gate import CheckOptions
     from deploy_guard.probes.auth import TokenChoice
+    from deploy_guard.runtime.options import CheckOptions
 
     report = CheckReport(revision=revision, project=project or "", region=region or "")
     last_word = LastWord(report, report_path, summary_path)
@@ -414,10 +414,11 @@ def run(
     bounded by ``--api-retry``), and a second signal meanwhile must not cost the
     reports.
     """
-    from deploy_guard.gate import Gate, cloud_sources
+    from deploy_guard.analysis.sources import cloud_sources
     from deploy_guard.gcp.clients import Clients
     from deploy_guard.gcp.cloudrun import CloudRun
     from deploy_guard.gcp.errors import ApiCalls
+    from deploy_guard.runtime.driver import Gate
 
     view = _terminal_view()
     clients = Clients.from_env()
@@ -478,7 +479,7 @@ async def _gate_outcome(gate: Any, report: CheckReport, *, echo_errors: bool) ->
             report.error = f"interrupted by {caught[0] if caught else 'cancellation'}"
             return int(ExitCode.INCONCLUSIVE)
         except GuardError as exc:
-            from deploy_guard.gate import report_error
+            from deploy_guard.runtime.driver import report_error
 
             report_error(report, exc)  # the gate's own mapping: action, verdict, code
             if echo_errors:

@@ -115,7 +115,7 @@ async def roll_back(
 
     ``notes`` receives what a person should know besides (leftover temporary tags).
     """
-    from deploy_guard.gate import pick_rollback_target
+    from deploy_guard.actions.target import pick_rollback_target
     from deploy_guard.gcp.clients import Clients
     from deploy_guard.gcp.cloudrun import CloudRun, service_missing
     from deploy_guard.gcp.traffic import (

@@ -286,7 +286,7 @@ def _describe(project: str, region: str, state: Any) -> Status:
 
 
 async def _rollback_choice(router: Any, state: Any, found: Status) -> None:
-    from deploy_guard.gate import pick_rollback_target
+    from deploy_guard.actions.target import pick_rollback_target
     from deploy_guard.gcp.traffic import ROLLED_BACK_TO, served_split
 
     done = state.annotations.get(ROLLED_BACK_TO, "")

@@ -1,0 +1,348 @@
+"""The driver: runs the check's strategy, and owns time, signals, clean-up and the report.
+
+It decides nothing itself. The pure :class:`~deploy_guard.strategies.check.CheckStrategy`
+says the next move from the history so far; the driver makes it (an analysis
+through :class:`~deploy_guard.analysis.engine.Engine`, a rollback or a promotion
+through :class:`~deploy_guard.actions.executor.Executor`) and appends what came
+of it. Around that it owns:
+
+- time: the check's bound, the ticker that keeps the live view's clock running;
+- signals: a signal while acting waits for the action (a traffic write left
+  between write and verification would leave traffic in an unknown state);
+  a signal after the decision changes neither verdict nor exit code;
+- clean-up: the temporary tag comes off whatever ends the check;
+- the report: everything learnt goes into one
+  :class:`~deploy_guard.report.model.CheckReport`, so a report can be written even
+  when the check ends in an error or a signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from deploy_guard.actions.executor import Executor
+from deploy_guard.analysis.engine import Analysis, AnalysisResult, Engine, judges_for
+from deploy_guard.analysis.sources import Scope, SourceFactory
+from deploy_guard.errors import ActionError, GuardError, SupersededError, UnverifiedError
+from deploy_guard.exitcodes import ExitCode
+from deploy_guard.log import redact_text
+from deploy_guard.report.model import CheckReport
+from deploy_guard.report.recorder import Recorder
+from deploy_guard.runtime.options import CheckOptions, NoProgress, Progress
+from deploy_guard.runtime.session import Session, warm_imports
+from deploy_guard.strategies.check import (
+    Analyse,
+    CheckStrategy,
+    Decision,
+    Event,
+    Finish,
+    Judged,
+    Promote,
+    RollBack,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.gcp.cloudrun import CloudRun
+    from deploy_guard.gcp.traffic import RevisionState, ServiceState
+    from deploy_guard.judge import Verdict
+    from deploy_guard.judge.combine import Judges
+    from deploy_guard.policy.model import Policy
+    from deploy_guard.probes.target import Target
+
+#: Seconds between redraws of the progress view when nothing else changed.
+TICK = 0.5
+
+
+@dataclass
+class _Run:
+    """What a second signal needs to know about the running check (see ``LastWord``)."""
+
+    service: str = ""
+    #: The outcome is set (a verdict acted on, or an error that ended the check):
+    #: a signal during the clean-up no longer changes it.
+    decided: bool = False
+    #: Fail-fast decided while log or metric rules were still waiting for evidence.
+    cut_short: bool = False
+    #: The policies that apply to the service.
+    policies: list[Policy] = field(default_factory=list)
+    executor: Executor | None = None
+
+    @property
+    def temp_tag(self) -> str:
+        """The temporary tag on the service now ("" when none)."""
+        return self.executor.temp_tag if self.executor is not None else ""
+
+
+class Gate:
+    """Runs one check; see the module docstring for who does what."""
+
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        options: CheckOptions,
+        router: CloudRun,
+        sources: SourceFactory,
+        report: CheckReport,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
+        self.policies = list(policies)
+        self.options = options
+        self.router = router
+        #: Where the analysis' evidence comes from (tests wrap it to swap a source).
+        self.sources = sources
+        self.report = report
+        self.progress = progress or NoProgress()
+        self.run_state = _Run()
+        #: The candidate's short name (``--revision`` may be a full resource name).
+        self.candidate = options.revision.rsplit("/", 1)[-1]
+        self.recorder = Recorder(
+            report,
+            fields=lambda: {"service": self.run_state.service, "candidate": options.revision},
+            calls=router.calls.as_dict,
+            changed=self.progress.changed,
+        )
+
+    def _event(self, name: str, **detail: Any) -> None:
+        self.recorder.event(name, **detail)
+
+    def _finish(self, verdict: str, action: str, code: int, message: str) -> CheckReport:
+        self.report.verdict = verdict
+        self.report.action = action
+        self.report.exit_code = int(code)
+        self.report.message = message
+        return self.report
+
+    # .. the whole check ..
+    async def run(self) -> CheckReport:
+        """The whole check. Clean-up runs whatever ends it; the report is always filled."""
+        from deploy_guard.gcp.cloudrun import need_service
+
+        opts = self.options
+        self.report.dry_run = opts.dry_run
+        self.report.project, self.report.region = opts.project, opts.region
+        service = need_service(opts.service, opts.revision)
+        self.run_state.service = self.report.service = service
+        self.run_state.executor = Executor(
+            self.router, self.recorder, service=service, project=opts.project, region=opts.region
+        )
+        self._event("check_started", dry_run=opts.dry_run, promote=opts.promote)
+        warm = asyncio.ensure_future(asyncio.to_thread(warm_imports))
+        ticker = asyncio.ensure_future(self._tick())
+        try:
+            report = await self._check(service, self.run_state.executor)
+            self.run_state.decided = True
+            return report
+        except asyncio.CancelledError:
+            self.report.error = "the check was interrupted (signal or cancellation)"
+            self._finish(
+                "inconclusive", "none", ExitCode.INCONCLUSIVE, "interrupted before a decision"
+            )
+            self._event("check_interrupted")
+            raise
+        except GuardError as exc:
+            report_error(self.report, exc)
+            self.run_state.decided = True  # the error is the outcome; the clean-up keeps it
+            raise
+        except Exception as exc:  # google-auth's "not logged in" is the user's to fix
+            from deploy_guard.gcp.errors import map_credentials_error
+
+            mapped = map_credentials_error(exc)
+            if mapped is None:
+                raise
+            report_error(self.report, mapped)
+            self.run_state.decided = True
+            raise mapped from exc
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await warm
+            await self._cleanup()
+            self.report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+            self._event(
+                "check_finished",
+                verdict=self.report.verdict,
+                action=self.report.action,
+                exit_code=self.report.exit_code,
+            )
+
+    async def _tick(self) -> None:
+        """Tell the view every :data:`TICK` s, so its clock runs while nothing else happens.
+
+        Waiting for Ready or holding sessions open can be minutes without a new
+        measurement; a view that only redrew on news would look hung.
+        """
+        while True:
+            await asyncio.sleep(TICK)
+            self.progress.changed(self.report)
+
+    async def _check(self, service: str, executor: Executor) -> CheckReport:
+        opts = self.options
+        session = Session(
+            self.router, opts, self.recorder, executor, service=service, candidate=self.candidate
+        )
+        policies = await session.applicable(self.policies)
+        self.report.policies = [p.name for p in policies]
+        self.run_state.policies = policies
+        judges = judges_for(policies)
+        session.check_inputs()
+        preflight, revision, before = await session.resolve()
+        strategy = CheckStrategy(
+            promote=opts.promote,
+            dry_run=opts.dry_run,
+            rollback_on_fail=any(p.on_fail == "rollback" for p in policies),
+            inconclusive_passes=all(p.on_inconclusive == "pass" for p in policies),
+        )
+        history: list[Event] = [preflight]
+        if not isinstance(strategy.next(history), Analyse):
+            return await self._follow(strategy, history, executor, before)
+        self._event("revision_ready", revision=revision.short)
+        target = await session.reach(before, revision, policies[0])
+        engine = Engine(self.sources, self.recorder)
+        result = await engine.run(self._analysis(judges, target, revision))
+        self.run_state.cut_short = result.cut_short
+        history.append(self._judged(result))
+        report = await self._act_to_the_end(self._follow(strategy, history, executor, before))
+        if self.run_state.cut_short:
+            await engine.complete(result)
+        return report
+
+    def _analysis(self, judges: Judges, target: Target, revision: RevisionState) -> Analysis:
+        """The check's one analysis: every rule, from the rollout (or the window) on."""
+        opts = self.options
+        bound = (
+            opts.timeout if opts.timeout is not None else min(p.timeout for p in judges.policies)
+        )
+        # Evidence starts at the rollout, and never further back than the window.
+        window = min(p.evidence_window for p in judges.policies)
+        now = datetime.now(UTC)
+        rollout = datetime.fromtimestamp(revision.create_time, UTC) if revision.create_time else now
+        scope = Scope(
+            project=opts.project,
+            service=self.run_state.service,
+            revision=revision.short,
+            baseline=tuple(self.report.baseline),
+            since=max(rollout, now - timedelta(seconds=window)),
+            rules=tuple(judges.rules()),
+        )
+        return Analysis(
+            judges=judges,
+            scope=scope,
+            target=target,
+            bound=bound,
+            log_interval=opts.log_interval,
+            log_settle=opts.log_settle,
+            metric_interval=opts.metric_interval,
+        )
+
+    def _judged(self, result: AnalysisResult) -> Judged:
+        """Put the analysis' verdict in the report; the strategy's view of it."""
+        verdict: Verdict = result.verdict
+        for rule in verdict.rules:  # rules of other policies keep their last live result
+            self.report.update_rule(rule)
+        self.report.reasons = list(verdict.reasons)
+        self.report.deciding = list(verdict.deciding)
+        self.report.verdict = verdict.status
+        return Judged(verdict.status, verdict.action, verdict.reasons, verdict.deciding)
+
+    # .. acting ..
+    async def _act_to_the_end(self, acting: Coroutine[Any, Any, CheckReport]) -> CheckReport:
+        """Act on the verdict; a signal that lands meanwhile waits for the action.
+
+        Abandoning a rollback between its write and its verification would leave
+        traffic in an unknown state and a report that says nothing moved. The
+        action is bounded (the write's operation and re-read have their own
+        timeouts), so the check finishes it, says so, and then stops.
+        """
+        task = asyncio.ensure_future(acting)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            self._event("signal_while_acting", note="finishing the action first")
+            report = await task
+            self.run_state.cut_short = False  # stop after the action: no report-only pass
+            self.report.error = "interrupted while acting: the action was finished first"
+            return report
+
+    async def _follow(
+        self,
+        strategy: CheckStrategy,
+        history: list[Event],
+        executor: Executor,
+        before: ServiceState,
+    ) -> CheckReport:
+        """Make the strategy's moves until it says the outcome."""
+        while True:
+            move = strategy.next(history)
+            if isinstance(move, Analyse):  # pragma: no cover - the check analyses once
+                raise AssertionError("the check strategy asked for a second analysis")
+            if move.decision is not None:
+                self._decision(move.decision)
+            if isinstance(move, Finish):
+                verdict = move.verdict or self.report.verdict
+                return self._finish(verdict, move.action, move.exit_code, move.message)
+            if isinstance(move, RollBack):
+                acted = await executor.rollback(
+                    before, self.candidate, move.reason, reject=move.reject
+                )
+            else:
+                assert isinstance(move, Promote)
+                acted = await executor.promote(self.candidate, self.report.traffic_before)
+            history.append(acted)
+
+    def _decision(self, decision: Decision) -> None:
+        self.report.verdict = decision.verdict
+        detail: dict[str, Any] = {"verdict": decision.verdict, "action": decision.action}
+        if decision.reason is not None:
+            self.report.reasons = [decision.reason]
+            detail["reason"] = decision.reason
+        if decision.deciding is not None:
+            detail["deciding"] = decision.deciding
+        self._event("decision", **detail)
+
+    async def _cleanup(self) -> None:
+        """Remove the temporary tag (shielded: it must run even when cancelled)."""
+        executor = self.run_state.executor
+        if executor is None or not executor.temp_tag:
+            return
+        task = asyncio.ensure_future(executor.remove_temp_tag())
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task  # a signal: finish removing the tag anyway
+            if not self.run_state.decided:
+                raise
+            # The check has its verdict and action: a signal now changes neither
+            # (nor the exit code a pipeline reads); it only ends the clean-up, done.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            self._event("signal_during_cleanup", note="the decision stands")
+
+
+def report_error(report: CheckReport, exc: GuardError) -> None:
+    """Fill ``report`` for a check that an error ended: the one mapping of error to outcome.
+
+    The gate calls it before ``check_finished``; ``deploy-guard check`` calls it
+    for an error raised before the gate's own handling (a revision name that
+    does not say its service), so the two can never disagree.
+    """
+    text = redact_text(str(exc))
+    report.error = text
+    report.message = report.message or text
+    report.exit_code = int(exc.exit_code)
+    if isinstance(exc, SupersededError):
+        report.action = "superseded"
+    elif isinstance(exc, UnverifiedError):  # a traffic write sent, not read back
+        report.action = "unverified"
+    elif isinstance(exc, ActionError):  # an API that failed a read left nothing half-done
+        report.action = "failed"
+    if exc.exit_code == ExitCode.USAGE:  # nothing was judged: not a verdict
+        report.verdict = "error"
