@@ -11,7 +11,7 @@ imports from those modules; this one only keeps old imports working.
 from __future__ import annotations
 
 from deploy_guard.actions.target import choose_rollback_target, pick_rollback_target
-from deploy_guard.analysis.engine import COMPLETION_BOUND, POLL_GRACE
+from deploy_guard.analysis.engine import COMPLETION_BOUND
 from deploy_guard.analysis.sources import (
     ProbeSource,
     RunnerProbes,
@@ -20,6 +20,7 @@ from deploy_guard.analysis.sources import (
     Sources,
     cloud_sources,
 )
+from deploy_guard.analysis.streams import POLL_GRACE
 from deploy_guard.judge.combine import Judges, worst
 from deploy_guard.runtime.driver import TICK, Gate, report_error
 from deploy_guard.runtime.options import CheckOptions, NoProgress, Progress

@@ -204,7 +204,7 @@ async def test_a_poller_cancelled_as_the_probes_finish_stops_at_once() -> None:
     (``asyncio.wait_for`` on Python 3.11 returns normally here instead, and a poller
     would run one more pass, or sleep through --log-settle, while the decision waits.)
     """
-    from deploy_guard.analysis.engine import _wait
+    from deploy_guard.analysis.streams import _wait
 
     probes_done = asyncio.Event()
     poller = asyncio.ensure_future(_wait(probes_done, 10))

@@ -7,31 +7,28 @@ returns an :class:`AnalysisResult`; a strategy that wants another window builds
 a new :class:`Analysis` and runs it again (each run has its own judges and
 sources, so nothing leaks between windows).
 
-The concurrency, in one place: the probes stream into a queue; the log and
-metric pollers make a pass every interval while the probes run and one last
-complete pass after them; :meth:`Engine._decide` feeds the judge and stops as
-soon as it has an early verdict (fail-fast) or every source is done. A source
-that raises never escapes: its open rules become errors that say why.
+The concurrency, in one place: every source is one
+:class:`~deploy_guard.analysis.streams.Source` (probes stream; log and metric
+passes keep the probes' pace), pumped into one queue; :meth:`Engine._decide`
+feeds the judge and stops as soon as it has an early verdict (fail-fast) or
+every source is done. A source that raises never escapes: its open rules
+become errors that say why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from deploy_guard.analysis.sources import ProbeSource, Scope, SourceFactory, Sources
+from deploy_guard.analysis.sources import Scope, SourceFactory, Sources
+from deploy_guard.analysis.streams import Pace, PolledStream, ProbeStream, Source
 from deploy_guard.errors import ConfigError
 from deploy_guard.judge.combine import Judges, duplicate_rule, with_reason
 from deploy_guard.log import redact_text
-from deploy_guard.measurements import (
-    LogMeasurement,
-    Measurement,
-    MetricMeasurement,
-    source_failed,
-)
+from deploy_guard.measurements import Measurement, source_failed
 from deploy_guard.report.recorder import Recorder, log
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,10 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.policy.model import Policy, Rule
     from deploy_guard.probes.target import Target
 
-#: Seconds the log and metric pollers give the probes to get going before their
-#: first pass (less when the probes report sooner): see
-#: :func:`deploy_guard.runtime.session.warm_imports`.
-POLL_GRACE = 0.5
 #: Bound (seconds) on the one log and metric pass that completes the report after
 #: fail-fast decided early: see :meth:`Engine.complete`.
 COMPLETION_BOUND = 5.0
@@ -86,19 +79,6 @@ class AnalysisResult:
     timed_out: bool = False
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    """Wait for ``event`` at most ``seconds``.
-
-    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that
-    lands as the awaited event fires, and a poller cancelled by a decision (the
-    probes finishing at that very moment) would run one more pass, or sleep
-    through ``--log-settle``, while the decision waits for it.
-    """
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
-
-
 class Engine:
     """Runs analyses with the sources a :data:`SourceFactory` builds, recording as it goes."""
 
@@ -124,40 +104,39 @@ class Engine:
         report.set_rules(judges.results())
         self.recorder.event("evidence_started", rules=[r.name for r in rules], timeout_s=bound)
         queue: asyncio.Queue[Measurement | None] = asyncio.Queue()
-        probes_started, probes_done = asyncio.Event(), asyncio.Event()
-        probe_rules = [r for r in rules if r.kind in ("http", "websocket")]
+        pace = Pace(started=asyncio.Event(), done=asyncio.Event())
+        passes = report.evidence_passes
 
-        def poller(
-            source: str, measure: Callable[..., Any], interval: float, settle: float = 0.0
-        ) -> Any:
-            return self._poll(
-                source,
-                measure,
-                interval,
-                probes_started,
-                probes_done,
-                queue,
-                rules=rules,
-                settle=settle,
-            )
+        def counted(source: str) -> None:
+            passes[source] = passes.get(source, 0) + 1
 
-        tasks = [
-            asyncio.create_task(
-                self._pump_probes(
-                    sources.probes, probe_rules, analysis.target, queue, probes_started
-                )
+        streams: list[Source] = [
+            ProbeStream(
+                sources.probes,
+                [r for r in rules if r.kind in ("http", "websocket")],
+                analysis.target,
             ),
-            asyncio.create_task(
-                poller("logs", sources.logs.measure, analysis.log_interval, analysis.log_settle)
+            PolledStream(
+                "logs",
+                sources.logs.measure,
+                [r for r in rules if r.kind == "logs"],
+                interval=analysis.log_interval,
+                settle=analysis.log_settle,
+                counted=counted,
             ),
-            asyncio.create_task(
-                poller("metrics", sources.metrics.measure, analysis.metric_interval)
+            PolledStream(
+                "metrics",
+                sources.metrics.measure,
+                [r for r in rules if r.kind == "metric"],
+                interval=analysis.metric_interval,
+                counted=counted,
             ),
         ]
+        tasks = [asyncio.create_task(self._pump(s, pace, queue)) for s in streams]
 
-        def probes_finished(_task: object) -> None:
-            probes_started.set()
-            probes_done.set()
+        def probes_finished(_task: object) -> None:  # the probes set the pollers' pace
+            pace.started.set()
+            pace.done.set()
 
         tasks[0].add_done_callback(probes_finished)
         try:
@@ -174,25 +153,20 @@ class Engine:
         self.recorder.sync()
         return result
 
-    async def _pump_probes(
-        self,
-        probes: ProbeSource,
-        rules: Sequence[Rule],
-        target: Target,
-        queue: asyncio.Queue[Measurement | None],
-        started: asyncio.Event,
+    async def _pump(
+        self, source: Source, pace: Pace, queue: asyncio.Queue[Measurement | None]
     ) -> None:
+        """One source into the queue; ``None`` when it ends, however it ends."""
         complete: set[str] = set()
         try:
-            if rules:
-                async with contextlib.aclosing(probes.stream(rules, target)) as stream:  # type: ignore[type-var]
-                    async for m in stream:
-                        started.set()
-                        if m.complete:
-                            complete.add(m.rule)
-                        queue.put_nowait(m)
+            async with contextlib.aclosing(source.stream(pace)) as stream:  # type: ignore[type-var]
+                async for m in stream:
+                    if m.complete:
+                        complete.add(m.rule)
+                    queue.put_nowait(m)
         except Exception as exc:  # never swallowed: the rules still open become errors
-            self._source_failed("probes", exc, [r for r in rules if r.name not in complete], queue)
+            still_open = [r for r in source.rules if r.name not in complete]
+            self._source_failed(source.name, exc, still_open, queue)
         finally:
             queue.put_nowait(None)
 
@@ -210,47 +184,6 @@ class Engine:
         for rule in rules:
             metric = rule.metric.type if rule.metric is not None else ""
             queue.put_nowait(source_failed(rule.name, rule.kind, error, metric=metric))
-
-    async def _poll(
-        self,
-        source: str,
-        measure: Callable[..., Any],
-        interval: float,
-        probes_started: asyncio.Event,
-        probes_done: asyncio.Event,
-        queue: asyncio.Queue[Measurement | None],
-        *,
-        rules: Sequence[Rule] = (),
-        settle: float = 0.0,
-    ) -> None:
-        """Passes every ``interval`` s while probes run, then one last complete pass.
-
-        The first pass waits until the probes report (at most :data:`POLL_GRACE`
-        s); the last one starts ``settle`` s after the probes complete (at once
-        by default).
-        """
-        passes = self.recorder.report.evidence_passes
-        kind = "logs" if source == "logs" else "metric"
-        try:
-            await _wait(probes_started, min(interval, POLL_GRACE))
-            while not probes_done.is_set():
-                got: list[LogMeasurement | MetricMeasurement] = await measure(complete=False)
-                if got:
-                    passes[source] = passes.get(source, 0) + 1
-                for m in got:
-                    queue.put_nowait(m)
-                await _wait(probes_done, interval)
-            if settle > 0:
-                await asyncio.sleep(settle)
-            got = await measure(complete=True)
-            if got:
-                passes[source] = passes.get(source, 0) + 1
-            for m in got:
-                queue.put_nowait(m)
-        except Exception as exc:  # never swallowed: the source's rules become errors
-            self._source_failed(source, exc, [r for r in rules if r.kind == kind], queue)
-        finally:
-            queue.put_nowait(None)
 
     async def _decide(
         self, result: AnalysisResult, queue: asyncio.Queue[Measurement | None], *, running: int

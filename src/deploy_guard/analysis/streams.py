@@ -1,0 +1,117 @@
+"""Every kind of evidence as one stream of cumulative measurements: the engine's one interface.
+
+Probes stream by nature; Cloud Logging and Cloud Monitoring are read in passes
+(each read costs quota, and points arrive late), so :class:`PolledStream`
+turns passes into a stream with the probes' rhythm: a pass every interval while
+the probes run, then one last complete pass after them. The engine pumps every
+:class:`Source` the same way and turns a source that raises into errors on its
+open rules, whatever kind it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.analysis.sources import ProbeSource
+    from deploy_guard.measurements import Measurement
+    from deploy_guard.policy.model import Rule
+    from deploy_guard.probes.target import Target
+
+#: Seconds the log and metric pollers give the probes to get going before their
+#: first pass (less when the probes report sooner): see
+#: :func:`deploy_guard.runtime.session.warm_imports`.
+POLL_GRACE = 0.5
+
+
+@dataclass
+class Pace:
+    """When the probes report and end: the rhythm the polled sources keep."""
+
+    started: asyncio.Event
+    done: asyncio.Event
+
+
+class Source(Protocol):
+    """One kind of evidence: its name, the rules it measures, and their measurements."""
+
+    name: str
+    rules: Sequence[Rule]
+
+    def stream(self, pace: Pace) -> AsyncIterator[Measurement]: ...
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` at most ``seconds``.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that
+    lands as the awaited event fires, and a poller cancelled by a decision (the
+    probes finishing at that very moment) would run one more pass, or sleep
+    through ``--log-settle``, while the decision waits for it.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+
+
+class ProbeStream:
+    """The probe rules against the target; each snapshot tells the pace they started."""
+
+    name = "probes"
+
+    def __init__(self, probes: ProbeSource, rules: Sequence[Rule], target: Target) -> None:
+        self.probes, self.target = probes, target
+        self.rules: Sequence[Rule] = tuple(rules)
+
+    async def stream(self, pace: Pace) -> AsyncIterator[Measurement]:
+        if not self.rules:
+            return
+        async with contextlib.aclosing(self.probes.stream(self.rules, self.target)) as stream:  # type: ignore[type-var]
+            async for m in stream:
+                pace.started.set()
+                yield m
+
+
+class PolledStream:
+    """Passes of a log or metric source, every ``interval`` s while the probes run.
+
+    The first pass waits until the probes report (at most :data:`POLL_GRACE`
+    s); the last, complete one starts ``settle`` s after the probes end (at
+    once by default). ``counted`` hears of every pass that measured something
+    (the report counts Cloud Logging reads against the quota).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        measure: Callable[..., Awaitable[Sequence[Measurement]]],
+        rules: Sequence[Rule],
+        *,
+        interval: float,
+        settle: float = 0.0,
+        counted: Callable[[str], None] = lambda _name: None,
+    ) -> None:
+        self.name, self.measure = name, measure
+        self.rules: Sequence[Rule] = tuple(rules)
+        self.interval, self.settle, self.counted = interval, settle, counted
+
+    async def stream(self, pace: Pace) -> AsyncIterator[Measurement]:
+        await _wait(pace.started, min(self.interval, POLL_GRACE))
+        while not pace.done.is_set():
+            for m in await self._pass(complete=False):
+                yield m
+            await _wait(pace.done, self.interval)
+        if self.settle > 0:
+            await asyncio.sleep(self.settle)
+        for m in await self._pass(complete=True):
+            yield m
+
+    async def _pass(self, *, complete: bool) -> Sequence[Measurement]:
+        got = await self.measure(complete=complete)
+        if got:
+            self.counted(self.name)
+        return got
