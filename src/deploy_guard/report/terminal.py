@@ -102,7 +102,7 @@ def summary(report: CheckReport) -> Text:
 
 
 class TerminalView:
-    """A :class:`deploy_guard.gate.Progress` drawing :func:`render` live."""
+    """A :class:`deploy_guard.runtime.options.Progress` drawing :func:`render` live."""
 
     def __init__(self, console: Console | None = None, out: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
