@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -68,8 +68,6 @@ class _Run:
     decided: bool = False
     #: Fail-fast decided while log or metric rules were still waiting for evidence.
     cut_short: bool = False
-    #: The policies that apply to the service.
-    policies: list[Policy] = field(default_factory=list)
     executor: Executor | None = None
 
     @property
@@ -188,7 +186,6 @@ class Gate:
         )
         policies = await session.applicable(self.policies)
         self.report.policies = [p.name for p in policies]
-        self.run_state.policies = policies
         judges = judges_for(policies)
         session.check_inputs()
         preflight, revision, before = await session.resolve()
