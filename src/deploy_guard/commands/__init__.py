@@ -7,10 +7,11 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 #: What `deploy-guard emulator` serves unless started with --project / --region.
 EMULATOR_DEFAULTS = "--project local-project --region us-central1"
@@ -64,6 +65,29 @@ def location_options(command: F) -> F:
         metavar="REGION",
         help="Cloud Run region [env CLOUDSDK_RUN_REGION].",
     )(command)
+
+
+def run_or_exit(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``; a :class:`~deploy_guard.errors.GuardError` (google-auth's
+    "not logged in" mapped to one) ends the command: its message, redacted, on stderr
+    and its exit code."""
+    import click
+
+    from deploy_guard.errors import GuardError
+    from deploy_guard.gcp.errors import map_credentials_error
+    from deploy_guard.log import redact_text
+
+    try:
+        try:
+            return asyncio.run(main)
+        except Exception as exc:  # google-auth's "not logged in" is the user's to fix
+            mapped = map_credentials_error(exc)
+            if mapped is None:
+                raise
+            raise mapped from exc
+    except GuardError as exc:
+        click.echo(f"error: {redact_text(str(exc))}", err=True)
+        sys.exit(int(exc.exit_code))
 
 
 def missing_project_region(project: str | None, region: str | None) -> str | None:

@@ -12,16 +12,15 @@ when the revision already serves 100 %, it changes nothing and exits 0.
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from typing import Any
 
 import click
 
-from deploy_guard.commands import location_options
-from deploy_guard.errors import ConfigError, GuardError, NotFoundError
+from deploy_guard.commands import location_options, run_or_exit
+from deploy_guard.errors import ConfigError, NotFoundError
 from deploy_guard.exitcodes import ExitCode
-from deploy_guard.log import get_logger, redact_text
+from deploy_guard.log import get_logger
 
 log = get_logger("deploy_guard.rollback")
 
@@ -75,22 +74,11 @@ def rollback(
         click.echo(f"error: {problem}", err=True)
         sys.exit(int(ExitCode.USAGE))
     terminal_output()  # the one-line outcome is what a person reads; events stay in JSON logs
-    from deploy_guard.gcp.errors import map_credentials_error
 
     notes: list[str] = []
-    try:
-        try:
-            message = asyncio.run(
-                roll_back(project, region, service, to_revision, dry_run=dry_run, notes=notes)
-            )
-        except Exception as exc:  # google-auth's "not logged in" is the user's to fix
-            mapped = map_credentials_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
-    except GuardError as exc:
-        click.echo(f"error: {redact_text(str(exc))}", err=True)
-        sys.exit(int(exc.exit_code))
+    message = run_or_exit(
+        roll_back(project, region, service, to_revision, dry_run=dry_run, notes=notes)
+    )
     click.echo(message)
     for note in notes:
         click.echo(f"note: {note}", err=True)

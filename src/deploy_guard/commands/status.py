@@ -11,7 +11,6 @@ REV`` takes a revision off the rejected list.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from dataclasses import dataclass, field
@@ -20,10 +19,10 @@ from typing import Any
 
 import click
 
-from deploy_guard.commands import location_options
-from deploy_guard.errors import ConfigError, GuardError, NotFoundError
+from deploy_guard.commands import location_options, run_or_exit
+from deploy_guard.errors import ConfigError, NotFoundError
 from deploy_guard.exitcodes import ExitCode
-from deploy_guard.log import get_logger, redact_text
+from deploy_guard.log import get_logger
 
 log = get_logger("deploy_guard.status")
 
@@ -80,27 +79,15 @@ def status(
         click.echo(f"error: {problem}", err=True)
         sys.exit(int(ExitCode.USAGE))
     terminal_output()
-    from deploy_guard.gcp.errors import map_credentials_error
-
-    try:
-        try:
-            found = asyncio.run(
-                read_status(
-                    project,
-                    region,
-                    service,
-                    remove_stale_tags=remove_stale_tags,
-                    clear_rejected=clear_rejected,
-                )
-            )
-        except Exception as exc:  # google-auth's "not logged in" is the user's to fix
-            mapped = map_credentials_error(exc)
-            if mapped is None:
-                raise
-            raise mapped from exc
-    except GuardError as exc:
-        click.echo(f"error: {redact_text(str(exc))}", err=True)
-        sys.exit(int(exc.exit_code))
+    found = run_or_exit(
+        read_status(
+            project,
+            region,
+            service,
+            remove_stale_tags=remove_stale_tags,
+            clear_rejected=clear_rejected,
+        )
+    )
     if as_json:
         click.echo(json.dumps(found.to_dict(), indent=2))
     else:
