@@ -156,35 +156,19 @@ def test_a_pass_promotes_when_asked_by_flag_or_policy_and_never_in_a_dry_run() -
 
 def test_the_strategies_import_nothing_that_does_io() -> None:
     """A strategy decides from its history alone: no clients, clock, logging or report."""
-    import ast
     from pathlib import Path
 
     import deploy_guard.strategies as pkg
+    from purity import assert_imports_only, imports_of
 
-    allowed_stdlib = {"__future__", "dataclasses", "typing", "collections.abc", "enum"}
-    allowed_ours = (
-        "deploy_guard.strategies",
-        "deploy_guard.exitcodes",
-        "deploy_guard.actions.result",
+    seen = assert_imports_only(
+        pkg.__file__,
+        {"__future__", "dataclasses", "typing", "collections.abc", "enum"},
+        ("deploy_guard.strategies", "deploy_guard.exitcodes", "deploy_guard.actions.result"),
+        min_files=2,
+        what="a strategy",
     )
-    files = sorted(Path(pkg.__file__).parent.glob("*.py"))
-    assert len(files) >= 2
-    seen: set[str] = set()
-    for file in files:
-        for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            else:
-                continue
-            for name in names:
-                seen.add(name)
-                ok = name in allowed_stdlib or name.startswith(allowed_ours)
-                assert ok, f"{file.name} imports {name}: a strategy must stay free of I/O"
     assert "deploy_guard.actions.result" in seen  # the walk really read the imports
     import deploy_guard.actions.result as result
 
-    for node in ast.walk(ast.parse(Path(result.__file__).read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom):
-            assert node.module in ("__future__", "dataclasses"), node.module
+    assert imports_of(Path(result.__file__)) <= {"__future__", "dataclasses"}
