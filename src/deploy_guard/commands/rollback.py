@@ -104,8 +104,7 @@ async def roll_back(
     ``notes`` receives what a person should know besides (leftover temporary tags).
     """
     from deploy_guard.actions.target import pick_rollback_target
-    from deploy_guard.gcp.clients import Clients
-    from deploy_guard.gcp.cloudrun import CloudRun, service_missing
+    from deploy_guard.gcp.cloudrun import open_service
     from deploy_guard.gcp.traffic import (
         LAST_KNOWN_GOOD,
         REJECTED,
@@ -117,14 +116,7 @@ async def roll_back(
         with_rejected,
     )
 
-    own = clients is None
-    clients = Clients.from_env() if own else clients
-    router = CloudRun(clients, project, region)
-    try:
-        try:
-            state = await router.get_service(service)
-        except NotFoundError:
-            raise service_missing(service, project, region) from None
+    async with open_service(project, region, service, clients) as (router, state):
         _stale_tags(state, notes if notes is not None else [])
         now = served_split(state)
         done = state.annotations.get(ROLLED_BACK_TO, "")
@@ -184,9 +176,6 @@ async def roll_back(
                 f"{service} --clear-rejected {good})"
             )
         return message + chose
-    finally:
-        if own:
-            clients.close()
 
 
 def _stale_tags(state: Any, notes: list[str]) -> None:

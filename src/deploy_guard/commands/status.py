@@ -20,7 +20,7 @@ from typing import Any
 import click
 
 from deploy_guard.commands import location_options, run_or_exit
-from deploy_guard.errors import ConfigError, NotFoundError
+from deploy_guard.errors import ConfigError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.log import get_logger
 
@@ -202,17 +202,9 @@ async def read_status(
     clients: Any = None,
 ) -> Status:
     """Read the service (and do what was asked); raises GuardError subclasses."""
-    from deploy_guard.gcp.clients import Clients
-    from deploy_guard.gcp.cloudrun import CloudRun, service_missing
+    from deploy_guard.gcp.cloudrun import open_service
 
-    own = clients is None
-    clients = Clients.from_env() if own else clients
-    router = CloudRun(clients, project, region)
-    try:
-        try:
-            state = await router.get_service(service)
-        except NotFoundError:
-            raise service_missing(service, project, region) from None
+    async with open_service(project, region, service, clients) as (router, state):
         changed: list[str] = []
         kept: list[str] = []
         if clear_rejected:
@@ -223,9 +215,6 @@ async def read_status(
         found.changed, found.kept = changed, kept
         await _rollback_choice(router, state, found)
         return found
-    finally:
-        if own:
-            clients.close()
 
 
 def _describe(project: str, region: str, state: Any) -> Status:

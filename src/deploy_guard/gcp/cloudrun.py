@@ -49,9 +49,10 @@ Writes follow four rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from deploy_guard.errors import (
@@ -641,6 +642,29 @@ def service_missing(service: str, project: str, region: str) -> NotFoundError:
         f"service {service} does not exist in project {project} region {region}; "
         "check --service (or the revision's name), --project and --region"
     )
+
+
+@contextlib.asynccontextmanager
+async def open_service(
+    project: str, region: str, service: str, clients: Clients | None = None
+) -> AsyncIterator[tuple[CloudRun, ServiceState]]:
+    """A :class:`CloudRun` and ``service`` as read now, for one command.
+
+    ``clients`` are built from the environment (and closed afterwards) unless
+    given; a service that does not exist is :func:`service_missing`.
+    """
+    own = clients is None
+    clients = Clients.from_env() if clients is None else clients
+    try:
+        router = CloudRun(clients, project, region)
+        try:
+            state = await router.get_service(service)
+        except NotFoundError:
+            raise service_missing(service, project, region) from None
+        yield router, state
+    finally:
+        if own:
+            clients.close()
 
 
 def need_service(service: str | None, revision: str) -> str:
