@@ -52,7 +52,12 @@ def _start_check(
 #: ``deploy-guard check`` whose policy loading first reads a FIFO: the test holds the
 #: CLI there, after its entry point deferred signals and before any API call. (Policy
 #: files themselves must be regular files, so the hold sits at the loader's seam.)
+#: The wait is a loop of short ``select`` calls, not one blocking ``read``: Python runs
+#: a signal's handler only between bytecodes, so a signal that lands after the FIFO's
+#: ``open`` returned and before ``read`` blocked would otherwise wait for a handler
+#: that never runs (the hold's own artefact: a check never blocks on a read).
 _HELD_LOAD = """
+import select
 import sys
 from deploy_guard.policy import load
 
@@ -62,6 +67,8 @@ real = load.load_paths
 
 def held(paths):
     with open(hold, encoding="utf-8") as fifo:
+        while not select.select([fifo], [], [], 0.05)[0]:
+            pass
         fifo.read()
     return real(paths)
 
