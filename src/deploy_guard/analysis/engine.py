@@ -63,6 +63,10 @@ class Analysis:
     log_interval: float = 10.0
     log_settle: float = 0.0
     metric_interval: float = 60.0
+    #: A rollout step's window: the log and metric passes go on until this many
+    #: seconds have passed (and the probes ended), then one last complete pass.
+    #: None: a check's analysis, which ends when the probes end.
+    duration: float | None = None
 
 
 @dataclass

@@ -49,6 +49,9 @@ class Scope:
     baseline: tuple[str, ...]
     since: datetime
     rules: tuple[Rule, ...]
+    #: Seconds a Cloud Monitoring point must be old to count (a rollout step counts
+    #: only complete data; 0: everything up to now, as a check reads).
+    metric_lag: float = 0.0
 
 
 @dataclass

@@ -822,6 +822,9 @@ class Rule(_Model):
     failure_limit: int = Field(default=0, ge=0)
     #: Evidence-source errors in a row before the rule is ``error``.
     consecutive_error_limit: int = Field(default=3, ge=1)
+    #: ``deploy-guard rollout``: run this probe rule again at every traffic step
+    #: (False: only before the first step, through the tag URL).
+    every_step: bool = True
     http: HttpSpec | None = None
     websocket: WebSocketSpec | None = None
     logs: LogsSpec | None = None
@@ -853,6 +856,24 @@ class Rule(_Model):
         spec = getattr(self, self.kind)
         assert spec is not None
         return spec  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- rollout
+
+
+class RolloutStep(_Model):
+    """One traffic step of ``deploy-guard rollout``: the candidate's share and how long."""
+
+    percent: int = Field(ge=1, le=99)
+    duration: PositiveDuration
+
+
+class RolloutSpec(_Model):
+    """``rollout:``: the steps ``deploy-guard rollout`` walks before 100 %."""
+
+    steps: list[RolloutStep] = Field(min_length=1, max_length=20)
+    #: How old a Cloud Monitoring point must be to count in a step (complete data).
+    metric_lag: Duration = 180.0
 
 
 # --------------------------------------------------------------------------- policy
@@ -907,6 +928,8 @@ class Policy(_Model):
     #: Logs and metrics look back at most this far (and never before the rollout).
     evidence_window: PositiveDuration = 120.0
     auth: AuthSpec = Field(default_factory=AuthSpec)
+    #: ``deploy-guard rollout``'s traffic steps (None: ``--steps`` must give them).
+    rollout: RolloutSpec | None = None
     rules: list[Rule] = Field(min_length=1)
 
     _source: str | None = PrivateAttr(default=None)

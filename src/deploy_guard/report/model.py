@@ -106,6 +106,31 @@ def observed_text(rule: dict[str, Any]) -> str:
 
 
 @dataclass
+class StepRecord:
+    """One stage of ``deploy-guard rollout``: what was written, verified and judged there.
+
+    ``phase``: ``tag`` (the probes through the tag URL before any traffic, percent
+    0), ``step`` (a traffic step of the policy), ``promote`` (100 %, pinned).
+    ``status``: ``pending`` (not reached), ``running``, then the step's verdict
+    (``pass``, ``warn``, ``fail``, ``inconclusive``) or ``interrupted`` /
+    ``error``. ``stopped``: why the rollout ended at this stage ("" if it did not).
+    """
+
+    index: int
+    phase: str
+    percent: int
+    duration_s: float = 0.0
+    status: str = "pending"
+    traffic_written: dict[str, int] = field(default_factory=dict)
+    traffic_verified: dict[str, int] = field(default_factory=dict)
+    started_at: str = ""
+    finished_at: str = ""
+    reasons: list[str] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str = ""
+
+
+@dataclass
 class CheckReport:
     """Everything a check found and did; serialisable with :meth:`to_dict`."""
 
@@ -137,6 +162,10 @@ class CheckReport:
     notes: list[str] = field(default_factory=list)
     started_at: str = field(default_factory=lambda: utc_now().isoformat(timespec="seconds"))
     finished_at: str = ""
+    #: ``check`` or ``rollout``: a rollout's report adds ``steps``.
+    command: str = "check"
+    #: A rollout's stages in order (see :class:`StepRecord`); empty for a check.
+    steps: list[StepRecord] = field(default_factory=list)
 
     def set_rules(self, results: Any) -> None:
         self.rules = [rule_dict(r) for r in results]
@@ -180,5 +209,8 @@ class CheckReport:
             "finished_at": self.finished_at,
             "duration_s": round(self.timeline.elapsed(), 3),
         }
+        if self.command != "check":  # a check's document keeps exactly its fields
+            document["command"] = self.command
+            document["steps"] = [asdict(step) for step in self.steps]
         redacted: dict[str, Any] = redact_data(document)
         return redacted

@@ -1,0 +1,120 @@
+"""Where a rollout is, kept on the service itself: the ``deploy-guard.dev/rollout`` annotation.
+
+``deploy-guard rollout`` writes this record in the same UpdateService as each
+traffic step (so it is there exactly when the split is), and removes it in the
+write that ends the rollout (promotion to 100 %, or the split put back). It
+says which revision is rolling out, the split from before the rollout (what a
+rollback restores), the last verified step, who runs it and until when the
+holder promised to write again (``until``): a record whose ``until`` has passed
+belongs to a rollout whose process died. A second ``rollout`` refuses a live
+record; ``status`` reports a dead one; ``rollout --resume`` continues from it
+and ``rollback`` undoes it.
+
+The value is compact JSON (annotation values are strings, at most 256 KiB in
+total per resource); an unreadable value is reported, never trusted.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from deploy_guard.gcp.tags import rfc3339
+
+ROLLOUT_ANNOTATION = "deploy-guard.dev/rollout"
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """One rollout in progress, as recorded on its service."""
+
+    revision: str
+    #: The split served before the rollout's first traffic write (what a rollback restores).
+    before: dict[str, int]
+    #: The last step whose traffic was written and verified (1-based; 0: none yet).
+    step: int
+    #: The candidate's share at that step.
+    percent: int
+    #: The planned steps: (percent, duration in seconds).
+    steps: tuple[tuple[int, float], ...]
+    #: Who runs it (``host:pid``).
+    by: str
+    started: datetime
+    #: The holder writes again (or ends the rollout) before this; after it, the rollout is dead.
+    until: datetime
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def live(self, now: datetime) -> bool:
+        """True while the holder may still be running (``until`` not passed)."""
+        return now < self.until
+
+    def describe(self) -> str:
+        plan = ", ".join(f"{p}%" for p, _d in self.steps)
+        return (
+            f"{self.revision} at step {self.step}/{len(self.steps)} ({self.percent}%; steps "
+            f"{plan}), run by {self.by} since {rfc3339(self.started)}"
+        )
+
+
+def encode(record: RolloutRecord) -> str:
+    """The annotation's value."""
+    return json.dumps(
+        {
+            "revision": record.revision,
+            "before": dict(sorted(record.before.items())),
+            "step": record.step,
+            "percent": record.percent,
+            "steps": [[p, d] for p, d in record.steps],
+            "by": record.by,
+            "started": rfc3339(record.started),
+            "until": rfc3339(record.until),
+            **record.extra,
+        },
+        separators=(",", ":"),
+        sort_keys=False,
+    )
+
+
+def _time(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("not a time")
+    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def decode(text: str) -> RolloutRecord:
+    """The record in an annotation's value; ValueError when it cannot be read."""
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("not an object")
+        before = data["before"]
+        steps = data["steps"]
+        if not isinstance(before, dict) or not isinstance(steps, list):
+            raise ValueError("before or steps malformed")
+        known = {"revision", "before", "step", "percent", "steps", "by", "started", "until"}
+        return RolloutRecord(
+            revision=str(data["revision"]),
+            before={str(k): int(v) for k, v in before.items()},
+            step=int(data["step"]),
+            percent=int(data["percent"]),
+            steps=tuple((int(p), float(d)) for p, d in steps),
+            by=str(data.get("by", "")),
+            started=_time(data["started"]),
+            until=_time(data["until"]),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"unreadable {ROLLOUT_ANNOTATION} annotation: {exc}") from None
+
+
+def current(annotations: dict[str, str]) -> RolloutRecord | None:
+    """The rollout recorded on a service (None: none); ValueError when unreadable."""
+    text = annotations.get(ROLLOUT_ANNOTATION)
+    if not text:
+        return None
+    return decode(text)
