@@ -28,15 +28,20 @@ def build_gate(
     router: CloudRun | None = None,
     policy: Path = CHAT_HOLD,
     progress: Any = None,
+    gate_class: type[Gate] = Gate,
+    options_class: type[CheckOptions] = CheckOptions,
     **options: Any,
 ) -> Gate:
-    """A gate checking ``revision`` by ``policy`` (log passes every 0.5 s unless told)."""
+    """A gate checking ``revision`` by ``policy`` (log passes every 0.5 s unless told).
+
+    ``gate_class`` and ``options_class``: another driver on the same parts (a rollout's).
+    """
     router = router or CloudRun(gcp_clients, emulator.project, emulator.region, calls=ApiCalls())
     options.setdefault("log_interval", 0.5)
-    opts = CheckOptions(
+    opts = options_class(
         project=emulator.project, region=emulator.region, revision=revision, **options
     )
-    return Gate(
+    return gate_class(
         [load_file(policy)],
         opts,
         router,

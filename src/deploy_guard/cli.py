@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "check",
         "Judge a revision by policy; roll back on failure, promote on success.",
     ),
+    "rollout": (
+        "deploy_guard.commands.rollout",
+        "rollout",
+        "Move traffic to a revision in steps judged on real users, then promote it.",
+    ),
     "rollback": (
         "deploy_guard.commands.rollback",
         "rollback",

@@ -44,10 +44,13 @@ from deploy_guard.gcp.traffic import (
     failed_reconcile,
     find_tag_uri,
     pin_plan,
+    plan,
     rejected,
+    renormalise,
     rollback_plan,
     served_spec,
     served_split,
+    tags_without,
     with_rejected,
     with_tag,
     without_tag,
@@ -209,8 +212,80 @@ class Executor:
             self.recorder.event("rejection_recorded", revision=candidate)
         return result
 
-    async def promote(self, candidate: str, traffic_before: dict[str, int]) -> ActionResult:
-        """All traffic to the candidate, pinned by name, recorded as last known good."""
+    async def shift(self, split: dict[str, int], *, step: str, record: str) -> ActionResult:
+        """A rollout's step: ``split`` written (every tag kept), with the rollout's record.
+
+        ``record`` is the ``deploy-guard.dev/rollout`` annotation's new value: it
+        rides in the same write, so the service says which step it is at exactly
+        when it serves that step's split.
+        """
+        from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION
+
+        expected = self.expected
+        assert expected is not None
+        spec = plan(split, tags_without(expected.traffic))
+        return await self.write(
+            spec,
+            step,
+            kind="shift",
+            done_action="shifted",
+            annotations={ROLLOUT_ANNOTATION: record},
+        )
+
+    async def restore(
+        self, before: dict[str, int], candidate: str, reason: str, *, reject: bool
+    ) -> ActionResult:
+        """A rollout's rollback: the split from before the rollout, without the candidate.
+
+        The rollout's record comes off in the same write (and the candidate goes
+        on the rejected list when it failed). When the candidate serves nothing
+        (it failed before its first step) nothing moves; the records are written
+        on their own.
+        """
+        from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION
+
+        expected = self.expected
+        assert expected is not None
+        rest = renormalise({r: p for r, p in before.items() if r != candidate})
+        record = {
+            **(self._rejection(candidate) if reject else {}),
+            **self._tag_record_dropped(),
+        }
+        if ROLLOUT_ANNOTATION in expected.annotations:
+            record[ROLLOUT_ANNOTATION] = ""
+        if not rest:  # refused before the first write: the candidate held all of it
+            message = f"{reason}; no split from before the rollout to restore"
+            return ActionResult("rollback", "failed", int(ExitCode.ACTION_FAILED), message)
+        if served_split(expected).get(candidate, 0) == 0:
+            self.recorder.event("rollback_not_needed", reason="the candidate held no traffic")
+            if record:
+                await self._record_rejection(candidate, record)
+            return ActionResult(
+                "rollback",
+                "none",
+                int(ExitCode.FAIL),
+                f"{reason}; the candidate held no traffic: nothing to move",
+                verdict="fail",
+            )
+        spec = plan(rest, tags_without(expected.traffic, drop_tags=[self.temp_tag]))
+        result = await self.write(
+            spec, reason, kind="rollback", done_action="rolled_back", annotations=record
+        )
+        if REJECTED in record and result.action == "rolled_back":
+            self.recorder.event("rejection_recorded", revision=candidate)
+        return result
+
+    async def promote(
+        self,
+        candidate: str,
+        traffic_before: dict[str, int],
+        *,
+        also: dict[str, str] | None = None,
+    ) -> ActionResult:
+        """All traffic to the candidate, pinned by name, recorded as last known good.
+
+        ``also``: more annotations for the same write (a rollout's record, cleared).
+        """
         expected = self.expected
         assert expected is not None
         spec = pin_plan(expected, candidate, drop_tags=[self.temp_tag])
@@ -219,7 +294,7 @@ class Executor:
         previous = expected.annotations.get(LAST_KNOWN_GOOD, "")
         if not served_before and previous and previous != candidate:
             served_before = {previous: 100}  # it already had all the traffic: the one before
-        record = {LAST_KNOWN_GOOD: candidate, **self._tag_record_dropped()}
+        record = {LAST_KNOWN_GOOD: candidate, **self._tag_record_dropped(), **(also or {})}
         if candidate in rejected(expected.annotations):  # it passed now: no longer refused
             record[REJECTED] = with_rejected(expected.annotations, clear=candidate)
         if served_before:  # else keep what an earlier promotion recorded
@@ -292,9 +367,15 @@ class Executor:
         except GuardError as exc:
             self.write_failed = True
             await self._read_back()
-            hand = self._by_hand(spec)
             event(f"{kind}_failed", error=str(exc))
-            msg = f"{kind} failed: {exc}. Do it by hand: {hand}"
+            msg = f"{kind} failed: {exc}. Do it by hand: {self._by_hand(spec)}"
+            if kind == "shift":  # the rollout's record says where it stopped: go on from there
+                msg = (
+                    f"the step's traffic write failed: {exc}. Traffic stays at the last verified "
+                    f"step: `deploy-guard rollout --resume --service {self.service}` continues "
+                    f"once the cause is fixed, `deploy-guard rollback --service {self.service}` "
+                    "undoes it"
+                )
             return ActionResult(kind, "failed", int(ExitCode.ACTION_FAILED), msg)
         self.expected = state
         if not any(a.tag == self.temp_tag for a in state.traffic):

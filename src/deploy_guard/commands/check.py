@@ -14,7 +14,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
@@ -27,6 +27,7 @@ from deploy_guard.policy.units import parse_duration
 from deploy_guard.report.model import CheckReport
 
 log = get_logger("deploy_guard.check")
+F = TypeVar("F", bound=Callable[..., Any])
 
 HELP = """Judge REVISION by policy after a rollout, and act on the verdict.
 
@@ -135,6 +136,102 @@ def default_policy_paths() -> list[str]:
     return ["policies"] if Path("policies").is_dir() else []
 
 
+def evidence_options(command: F) -> F:
+    """The flags ``check`` and ``rollout`` share: where, which policies, reports, timing, auth."""
+    decorators: list[Callable[[F], F]] = [
+        click.option(
+            "--service",
+            metavar="NAME",
+            help="Service name; derived from the revision name when omitted.",
+        ),
+        location_options,
+        click.option(
+            "--policy",
+            "policy_paths",
+            multiple=True,
+            metavar="PATH",
+            type=click.Path(),
+            help="Policy file or folder (repeatable) [default: ./policies].",
+        ),
+    ]
+    for extra in _EXTRA_OPTIONS:
+        decorators.append(extra)
+    for decorator in reversed(decorators):
+        command = decorator(command)
+    return command
+
+
+def _report_options(command: F) -> F:
+    command = click.option(
+        "--summary", "summary_path", type=click.Path(), help="Write a Markdown summary here."
+    )(command)
+    return click.option(
+        "--report", "report_path", type=click.Path(), help="Write the JSON report here."
+    )(command)
+
+
+_EXTRA_OPTIONS: list[Callable[[Any], Any]] = [
+    _report_options,
+    click.option(
+        "--timeout",
+        callback=_at_least(1.0, "the check needs time to gather evidence (e.g. 10m)"),
+        metavar="DURATION",
+        help="Bound on gathering evidence (e.g. 10m) [default: the policy's timeout].",
+    ),
+    click.option(
+        "--ready-timeout",
+        default="5m",
+        callback=_duration,
+        metavar="DURATION",
+        show_default=True,
+        help="How long to wait for the revision to become Ready.",
+    ),
+    click.option(
+        "--log-interval",
+        default="10s",
+        callback=_log_interval,
+        metavar="DURATION",
+        show_default=True,
+        help="Time between Cloud Logging passes (its read quota is ~60/min per project): "
+        "at least 1s (0.1s against the emulator).",
+    ),
+    click.option(
+        "--log-settle",
+        default="0s",
+        callback=_duration,
+        metavar="DURATION",
+        show_default=True,
+        help="Wait this long after the probes end before the last Cloud Logging pass, for "
+        "entries still being ingested (Cloud Logging's delay is usually seconds, with no "
+        "bound): 5s-10s catches most late lines, 30s or more nearly all.",
+    ),
+    click.option(
+        "--api-retry",
+        default="30s",
+        callback=_duration,
+        metavar="DURATION",
+        show_default=True,
+        help="Bound on retrying a Cloud API call that answers UNAVAILABLE, DEADLINE_EXCEEDED "
+        "or RESOURCE_EXHAUSTED.",
+    ),
+    click.option(
+        "--token-env", metavar="NAME", help="Env var holding a bearer token for the probes."
+    ),
+    click.option(
+        "--token-file", type=click.Path(), help="File holding a bearer token for the probes."
+    ),
+    click.option(
+        "--no-id-token", is_flag=True, help="Do not mint a Google ID token for the probes."
+    ),
+    click.option(
+        "--audience",
+        metavar="URL",
+        help="Audience of the probes' ID token (a custom audience set on the service) "
+        "[default: the policy's auth.audience, else the service URL].",
+    ),
+]
+
+
 @click.command(name="check", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--revision",
@@ -142,18 +239,7 @@ def default_policy_paths() -> list[str]:
     metavar="REV",
     help="Revision to judge: short name or full resource name.",
 )
-@click.option(
-    "--service", metavar="NAME", help="Service name; derived from the revision name when omitted."
-)
-@location_options
-@click.option(
-    "--policy",
-    "policy_paths",
-    multiple=True,
-    metavar="PATH",
-    type=click.Path(),
-    help="Policy file or folder (repeatable) [default: ./policies].",
-)
+@evidence_options
 @click.option("--promote", is_flag=True, help="On pass, send 100 % of traffic to the revision.")
 @click.option(
     "--dry-run",
@@ -161,82 +247,30 @@ def default_policy_paths() -> list[str]:
     help="Judge and report; never move traffic. (A candidate without a tag URL still gets a "
     "temporary 0 % tag so the probes can reach it; it is removed afterwards.)",
 )
-@click.option("--report", "report_path", type=click.Path(), help="Write the JSON report here.")
-@click.option("--summary", "summary_path", type=click.Path(), help="Write a Markdown summary here.")
-@click.option(
-    "--timeout",
-    callback=_at_least(1.0, "the check needs time to gather evidence (e.g. 10m)"),
-    metavar="DURATION",
-    help="Bound on gathering evidence (e.g. 10m) [default: the policy's timeout].",
-)
-@click.option(
-    "--ready-timeout",
-    default="5m",
-    callback=_duration,
-    metavar="DURATION",
-    show_default=True,
-    help="How long to wait for the revision to become Ready.",
-)
-@click.option(
-    "--log-interval",
-    default="10s",
-    callback=_log_interval,
-    metavar="DURATION",
-    show_default=True,
-    help="Time between Cloud Logging passes (its read quota is ~60/min per project): "
-    "at least 1s (0.1s against the emulator).",
-)
-@click.option(
-    "--log-settle",
-    default="0s",
-    callback=_duration,
-    metavar="DURATION",
-    show_default=True,
-    help="Wait this long after the probes end before the last Cloud Logging pass, for "
-    "entries still being ingested (Cloud Logging's delay is usually seconds, with no "
-    "bound): 5s-10s catches most late lines, 30s or more nearly all.",
-)
-@click.option(
-    "--api-retry",
-    default="30s",
-    callback=_duration,
-    metavar="DURATION",
-    show_default=True,
-    help="Bound on retrying a Cloud API call that answers UNAVAILABLE, DEADLINE_EXCEEDED "
-    "or RESOURCE_EXHAUSTED.",
-)
-@click.option("--token-env", metavar="NAME", help="Env var holding a bearer token for the probes.")
-@click.option("--token-file", type=click.Path(), help="File holding a bearer token for the probes.")
-@click.option("--no-id-token", is_flag=True, help="Do not mint a Google ID token for the probes.")
-@click.option(
-    "--audience",
-    metavar="URL",
-    help="Audience of the probes' ID token (a custom audience set on the service) "
-    "[default: the policy's auth.audience, else the service URL].",
-)
-def check(
-    revision: str,
-    service: str | None,
-    region: str | None,
-    project: str | None,
-    policy_paths: tuple[str, ...],
-    promote: bool,
-    dry_run: bool,
-    report_path: str | None,
-    summary_path: str | None,
-    timeout: float | None,
-    ready_timeout: float | None,
-    log_interval: float | None,
-    log_settle: float | None,
-    api_retry: float | None,
-    token_env: str | None,
-    token_file: str | None,
-    no_id_token: bool,
-    audience: str | None,
-) -> None:
-    from deploy_guard.probes.auth import TokenChoice
+def check(revision: str, promote: bool, dry_run: bool, **flags: Any) -> None:
     from deploy_guard.runtime.options import CheckOptions
 
+    launch(revision, flags, CheckOptions, promote=promote, dry_run=dry_run)
+
+
+def launch(
+    revision: str,
+    flags: dict[str, Any],
+    options_class: Any,
+    *,
+    gate_class: Any = None,
+    **extra: Any,
+) -> None:
+    """Validate everything, run the gate (``gate_class``), write the reports, exit.
+
+    ``flags`` are :func:`evidence_options`' values; ``extra`` the command's own
+    fields of ``options_class`` (a :class:`~deploy_guard.runtime.options.CheckOptions`).
+    """
+    from deploy_guard.probes.auth import TokenChoice
+
+    service, project, region = flags["service"], flags["project"], flags["region"]
+    report_path, summary_path = flags["report_path"], flags["summary_path"]
+    token_env, token_file, timeout = flags["token_env"], flags["token_file"], flags["timeout"]
     report = CheckReport(revision=revision, project=project or "", region=region or "")
     last_word = LastWord(report, report_path, summary_path)
     signals.on_second_signal(last_word)  # a second signal still writes the reports
@@ -253,27 +287,27 @@ def check(
             summary_path = last_word.summary_path = None
         if unwritable:
             raise ConfigError("; ".join(unwritable))
-        policies = _load(policy_paths)
+        policies = _load(flags["policy_paths"])
         _check_timeout_fits(timeout, policies, service, revision)
         project, region = _need_project_region(project, region)
-        options = CheckOptions(
+        log_interval, api_retry = flags["log_interval"], flags["api_retry"]
+        options = options_class(
             project=project,
             region=region,
             revision=revision,
             service=service,
-            promote=promote,
-            dry_run=dry_run,
             timeout=timeout,
-            ready_timeout=ready_timeout if ready_timeout is not None else 300.0,
+            ready_timeout=(flags["ready_timeout"] if flags["ready_timeout"] is not None else 300.0),
             log_interval=log_interval if log_interval is not None else 10.0,
-            log_settle=log_settle or 0.0,
+            log_settle=flags["log_settle"] or 0.0,
             api_retry=api_retry if api_retry is not None else 30.0,
             token=TokenChoice(
                 token_env=token_env,
                 token_file=token_file,
-                id_token=not no_id_token,
-                audience=audience,
+                id_token=not flags["no_id_token"],
+                audience=flags["audience"],
             ),
+            **extra,
         )
     except GuardError as exc:
         _fail_early(report, exc, report_path, summary_path)
@@ -293,6 +327,7 @@ def check(
         report,
         lambda: _write_reports(report, report_path, summary_path),
         last_word=last_word,
+        gate_class=gate_class,
     )
     _write_reports(report, report_path, summary_path)  # again: the final API-call counts
     exit_fast(code)
@@ -406,6 +441,7 @@ def run(
     write_reports: Callable[[], None] | None = None,
     *,
     last_word: LastWord | None = None,
+    gate_class: Any = None,
 ) -> int:
     """Run the gate on a fresh event loop; SIGINT/SIGTERM cancel it (clean-up still runs).
 
@@ -427,7 +463,7 @@ def run(
         clients, options.project, options.region, calls=calls, retry_deadline=options.api_retry
     )
     sources = cloud_sources(clients, calls, retry_deadline=options.api_retry)
-    gate = Gate(policies, options, router, sources, report, progress=view)
+    gate = (gate_class or Gate)(policies, options, router, sources, report, progress=view)
     if last_word is not None:  # a second signal reads the check's state from here on
         last_word.gate, last_word.view = gate, view
     try:
@@ -508,7 +544,7 @@ def _terminal_view() -> Any:
 
 #: Traffic writes whose answer the check waits for: ``{kind}_requested`` until one of
 #: ``{kind}_verified``, ``_refused``, ``_failed`` or ``_unverified`` is in the timeline.
-_WRITES = ("rollback", "promote")
+_WRITES = ("rollback", "promote", "shift")
 
 
 def write_in_flight(report: CheckReport) -> str | None:

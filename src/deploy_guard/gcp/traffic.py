@@ -214,6 +214,26 @@ def renormalise(shares: dict[str, int]) -> dict[str, int]:
     return {rev: pct for rev, pct in out.items() if pct > 0}
 
 
+def step_split(before: dict[str, int], candidate: str, percent: int) -> dict[str, int]:
+    """A rollout step's split: ``percent`` to the candidate, the rest to the revisions
+    that served before the rollout, in their proportions (largest remainder).
+
+    Empty when no other revision served before (there is nothing to share with).
+    """
+    others = {rev: pct for rev, pct in before.items() if rev != candidate and pct > 0}
+    if not others or not 0 < percent < 100:
+        return {}
+    total = sum(others.values())
+    exact = {rev: pct * (100 - percent) / total for rev, pct in others.items()}
+    out = {rev: int(v) for rev, v in exact.items()}
+    left = 100 - percent - sum(out.values())
+    for rev in sorted(exact, key=lambda r: (-(exact[r] - out[r]), r))[:left]:
+        out[rev] += 1
+    split = {rev: pct for rev, pct in out.items() if pct > 0}
+    split[candidate] = percent
+    return split
+
+
 def served_spec(state: ServiceState) -> tuple[Allocation, ...]:
     """What the service serves, as a spec to write (LATEST kept as LATEST, no URLs).
 

@@ -175,6 +175,8 @@ class Session:
         self.policies: list[Policy] = []
         #: The service as it was before the check wrote anything (what a rollback restores).
         self.before: ServiceState | None = None
+        #: Seconds the temporary tag is held beyond the check's bound (a rollout's steps).
+        self.extra_hold = 0.0
 
     async def applicable(self, policies: Sequence[Policy]) -> list[Policy]:
         """The policies that apply to the service; none is exit 2 (or "no such service")."""
@@ -383,4 +385,4 @@ class Session:
         bound = self.options.timeout
         if bound is None:
             bound = min((p.timeout for p in self.policies), default=0.0)
-        return bound + self.options.log_settle + TAG_MARGIN
+        return bound + self.extra_hold + self.options.log_settle + TAG_MARGIN

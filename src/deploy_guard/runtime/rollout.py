@@ -1,0 +1,476 @@
+"""The rollout's driver: the check's driver, walking :class:`RolloutStrategy`'s stages.
+
+It decides nothing itself. The pure
+:class:`~deploy_guard.strategies.rollout.RolloutStrategy` says the next move;
+this driver makes it: a stage's analysis through the same
+:class:`~deploy_guard.analysis.engine.Engine` a check uses (stage 0 is exactly
+the check's analysis, through the tag URL; a step's is a window of its
+duration on real traffic, probes with ``every_step`` again, the candidate's
+logs, and metrics of the candidate and its baseline over that window counting
+only points older than ``metric_lag``), a step's traffic write, the rollback
+or the promotion through the one
+:class:`~deploy_guard.actions.executor.Executor`. Everything the check's
+driver owns (time, the temporary tag, the report, errors) it inherits.
+
+Signals: the first SIGINT/SIGTERM lands in whatever the rollout awaits. A
+traffic write in flight is finished and verified first; then the strategy
+hears of it (:class:`~deploy_guard.strategies.rollout.Interrupted`) and
+puts the pre-rollout split back (or, with ``--on-interrupt hold``, keeps the
+step). A second signal ends the process with the command's last word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from deploy_guard import signals
+from deploy_guard.analysis.engine import Analysis, AnalysisResult, Engine, judges_for
+from deploy_guard.analysis.sources import Scope
+from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
+from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, RolloutRecord, current, encode
+from deploy_guard.gcp.traffic import describe, served_split, step_split
+from deploy_guard.report.model import CheckReport, StepRecord, utc_now
+from deploy_guard.runtime.driver import Gate
+from deploy_guard.runtime.options import CheckOptions
+from deploy_guard.runtime.session import TAG_MARGIN, Session, tag_holder
+from deploy_guard.strategies.check import Finish, Promote, RollBack
+from deploy_guard.strategies.rollout import (
+    AnalyseStage,
+    Event,
+    Interrupted,
+    RolloutStrategy,
+    Shift,
+    Shifted,
+    StageJudged,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.actions.executor import Executor
+    from deploy_guard.actions.result import ActionResult
+    from deploy_guard.gcp.traffic import RevisionState, ServiceState
+    from deploy_guard.judge.combine import Judges
+    from deploy_guard.policy.model import Policy, RolloutStep
+    from deploy_guard.probes.target import Target
+
+T = TypeVar("T")
+
+#: Probe rules: the kinds ``every_step: false`` leaves out of the steps.
+PROBES = ("http", "websocket")
+#: The cautious order of ``on_inconclusive`` (several policies: the most cautious wins).
+CAUTION = {"rollback": 2, "hold": 1, "pass": 0}
+
+
+@dataclass(frozen=True)
+class RolloutOptions(CheckOptions):
+    """A check's options plus the rollout's own flags."""
+
+    #: ``--steps``: overrides the policies' ``rollout.steps`` (None: theirs).
+    steps: tuple[RolloutStep, ...] | None = None
+    #: ``--resume``: continue the rollout recorded on the service.
+    resume: bool = False
+    on_interrupt: Literal["rollback", "hold"] = "rollback"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The steps a rollout walks and how old a metric point must be to count."""
+
+    steps: tuple[RolloutStep, ...]
+    metric_lag: float
+
+
+def rollout_plan(policies: Sequence[Policy], override: Sequence[RolloutStep] | None) -> Plan:
+    """``--steps``, else the applicable policies' ``rollout:`` (which must agree)."""
+    lag = max((p.rollout.metric_lag for p in policies if p.rollout is not None), default=180.0)
+    if override:
+        return Plan(tuple(override), lag)
+    specs = [(p, p.rollout) for p in policies if p.rollout is not None]
+    if not specs:
+        names = ", ".join(p.name for p in policies)
+        raise ConfigError(
+            f"no rollout steps: add rollout.steps to policy {names} or pass --steps 10:2m,50:5m"
+        )
+    first_policy, first = specs[0]
+    for policy, spec in specs[1:]:
+        if spec.steps != first.steps:
+            raise ConfigError(
+                f"policies {first_policy.name} and {policy.name} give different rollout steps; "
+                "keep them in one policy or pass --steps"
+            )
+    return Plan(tuple(first.steps), lag)
+
+
+def step_policies(policies: Sequence[Policy]) -> list[Policy]:
+    """The policies as a step judges them: probe rules with ``every_step: false`` left out."""
+    kept = []
+    for policy in policies:
+        rules = [r for r in policy.rules if r.every_step or r.kind not in PROBES]
+        if rules:
+            kept.append(policy.model_copy(update={"rules": rules}))
+    return kept
+
+
+class RolloutGate(Gate):
+    """Runs one rollout; see the module docstring."""
+
+    options: RolloutOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.report.command = "rollout"
+
+    async def _check(self, service: str, executor: Executor) -> CheckReport:
+        opts = self.options
+        session = Session(
+            self.router, opts, self.recorder, executor, service=service, candidate=self.candidate
+        )
+        policies = await session.applicable(self.policies)
+        self.report.policies = [p.name for p in policies]
+        judges = judges_for(policies)
+        steps_judge = step_policies(policies)
+        if not steps_judge:
+            raise ConfigError(
+                "every rule is a probe rule with every_step: false: the traffic steps would "
+                "judge nothing (missing evidence is never a pass)"
+            )
+        session.check_inputs()
+        preflight, revision, before = await session.resolve()
+        plan, start, before_split = await self._start(before, rollout_plan(policies, opts.steps))
+        self.report.traffic_before = dict(before_split)
+        self.report.baseline = sorted(r for r in before_split if r != self.candidate)
+        durations = sum(s.duration for s in plan.steps)
+        session.extra_hold = durations + len(plan.steps) * self._bound(policies)
+        strategy = RolloutStrategy(
+            percents=tuple(s.percent for s in plan.steps),
+            rollback_on_fail=any(p.on_fail == "rollback" for p in policies),
+            on_inconclusive=max((p.on_inconclusive for p in policies), key=lambda v: CAUTION[v]),
+            on_interrupt=opts.on_interrupt,
+            start_stage=start,
+        )
+        self.report.steps = [
+            StepRecord(index=0, phase="tag", percent=0, status="pending"),
+            *(
+                StepRecord(index=i, phase="step", percent=s.percent, duration_s=s.duration)
+                for i, s in enumerate(plan.steps, start=1)
+            ),
+            StepRecord(index=len(plan.steps) + 1, phase="promote", percent=100),
+        ]
+        for record in self.report.steps[: start + 1 if start else 0]:
+            record.status = "pass" if record.index < start else "pending"
+        walk = _Walk(self, session, strategy, plan, revision, before, before_split)
+        walk.judges, walk.step_judges = judges, steps_judge
+        if start and preflight.ready:
+            await walk.claim(current(before.annotations))
+        return await walk.run([preflight])
+
+    async def _start(self, before: ServiceState, plan: Plan) -> tuple[Plan, int, dict[str, int]]:
+        """Where the rollout starts: a new one (stage 0), or ``--resume``'s recorded step."""
+        opts, candidate, service = self.options, self.candidate, before.short
+        try:
+            record = current(before.annotations)
+        except ValueError as exc:
+            raise ActionError(
+                f"{exc}; `deploy-guard status --service {service}` shows it: remove or fix it "
+                "before a rollout"
+            ) from None
+        now = datetime.now(UTC)
+        if record is not None and not opts.resume:
+            if record.live(now):
+                raise ActionError(
+                    f"a rollout is already running on {service}: {record.describe()}, until "
+                    f"{record.until.isoformat(timespec='seconds')}; nothing was changed"
+                )
+            raise ActionError(
+                f"a rollout stopped on {service} and its process is gone: {record.describe()}. "
+                f"Continue it with `deploy-guard rollout --resume --service {service}` or undo it "
+                f"with `deploy-guard rollback --service {service}`; nothing was changed"
+            )
+        if opts.resume:
+            return await self._resume(before, record, plan)
+        split = served_split(before)
+        if not step_split(split, candidate, plan.steps[0].percent):
+            raise ConfigError(
+                f"{candidate} is the only revision serving {service} ({describe(split)}): "
+                "there is nothing to move traffic from; deploy it with `--no-traffic` and "
+                "roll it out then"
+            )
+        return plan, 0, split
+
+    async def _resume(
+        self, before: ServiceState, record: RolloutRecord | None, plan: Plan
+    ) -> tuple[Plan, int, dict[str, int]]:
+        service, candidate = before.short, self.candidate
+        if record is None:
+            raise ConfigError(f"no rollout is recorded on {service}: nothing to resume")
+        if record.revision != candidate:
+            raise ConfigError(
+                f"the rollout recorded on {service} is of {record.revision}, not {candidate}"
+            )
+        if record.live(datetime.now(UTC)):
+            raise ActionError(
+                f"the rollout on {service} is still running ({record.describe()}); "
+                "nothing was changed"
+            )
+        from deploy_guard.policy.model import RolloutStep
+
+        steps = tuple(RolloutStep(percent=p, duration=d) for p, d in record.steps)
+        expected = step_split(record.before, candidate, record.percent) if record.step else {}
+        served = served_split(before)
+        if record.step and served != expected:
+            raise SupersededError(
+                f"{service} serves {describe(served)}, not step {record.step}'s "
+                f"{describe(expected)}: someone changed its traffic since the rollout stopped; "
+                "nothing was changed"
+            )
+        self._event("rollout_resumed", step=record.step, by=record.by)
+        return Plan(steps, plan.metric_lag), record.step, dict(record.before)
+
+    def _bound(self, policies: Sequence[Policy]) -> float:
+        opts = self.options
+        return opts.timeout if opts.timeout is not None else min(p.timeout for p in policies)
+
+
+class _Walk:
+    """One rollout's walk through its stages (the strategy's moves, made)."""
+
+    judges: Judges
+    step_judges: list[Policy]
+
+    def __init__(
+        self,
+        gate: RolloutGate,
+        session: Session,
+        strategy: RolloutStrategy,
+        plan: Plan,
+        revision: RevisionState,
+        before: ServiceState,
+        before_split: dict[str, int],
+    ) -> None:
+        self.gate, self.session, self.strategy, self.plan = gate, session, strategy, plan
+        self.revision, self.before, self.before_split = revision, before, before_split
+        self.report = gate.report
+        self.executor = session.executor
+        self.engine = Engine(gate.sources, gate.recorder)
+        self.target: Target | None = None
+        self.started = datetime.now(UTC)
+        self.interrupted = False
+        #: A signal landed while a write was finishing: heard once the write is in history.
+        self.heard = False
+        self.cut_short: AnalysisResult | None = None
+        #: The rollout's record as last written (or found, on ``--resume``).
+        self.record: RolloutRecord | None = None
+
+    async def run(self, history: list[Event]) -> CheckReport:
+        gate = self.gate
+        while True:
+            move = self.strategy.next(history)
+            decision = getattr(move, "decision", None)
+            if decision is not None:
+                gate._decision(decision)
+            if isinstance(move, Finish):
+                self._stopped(history, move.message)
+                if move.action in ("held", "failed"):
+                    await self._release(move.message)
+                verdict = move.verdict or self.report.verdict
+                report = gate._finish(verdict, move.action, move.exit_code, move.message)
+                if self.cut_short is not None:
+                    await self.engine.complete(self.cut_short)
+                return report
+            try:
+                event = await self._make(move)
+            except asyncio.CancelledError:
+                if self.interrupted:
+                    raise
+                task = asyncio.current_task()
+                if task is not None:
+                    task.uncancel()
+                self._interrupt(history)
+                continue
+            history.append(event)
+            if self.heard and not self.interrupted:  # a signal that waited for the write
+                self._interrupt(history)
+
+    async def claim(self, found: RolloutRecord | None) -> None:
+        """``--resume``: the dead rollout's record becomes this process's (one writer)."""
+        if found is None:  # pragma: no cover - _resume refused it already
+            return
+        stage = found.step
+        step = self.plan.steps[stage - 1]
+        bound = self.gate._bound(self.session.policies)
+        until = datetime.now(UTC) + timedelta(seconds=step.duration + bound + TAG_MARGIN)
+        claimed = replace(found, by=tag_holder(), until=until, extra={})
+        expected = self.executor.expected
+        assert expected is not None
+        self.executor.expected = await self.gate.router.set_annotations(
+            expected, {ROLLOUT_ANNOTATION: encode(claimed)}
+        )
+        self.record = claimed
+        record = self.report.steps[stage]
+        record.traffic_written = step_split(self.before_split, self.gate.candidate, found.percent)
+        record.traffic_verified = served_split(self.executor.expected)
+
+    async def _release(self, why: str) -> None:
+        """A rollout that stops part-way says so in its record: ``--resume`` may take over now.
+
+        Best effort (the outcome stands whatever this write meets), and never
+        after a refused write: the service is someone else's then.
+        """
+        record = self.record
+        if record is None:
+            return
+        stopped = replace(
+            record, until=datetime.now(UTC), extra={**record.extra, "stopped": why[:500]}
+        )
+        expected = self.executor.expected
+        if expected is None:
+            return
+        try:
+            self.executor.expected = await self.gate.router.set_annotations(
+                expected, {ROLLOUT_ANNOTATION: encode(stopped)}
+            )
+            self.gate._event("rollout_record_released", step=record.step)
+        except GuardError as exc:
+            self.gate._event("rollout_record_not_released", error=str(exc))
+
+    def _interrupt(self, history: list[Event]) -> None:
+        self.interrupted = True
+        name = signals.pending() or "cancellation"
+        self.gate._event("rollout_interrupted", signal=name)
+        self.report.error = f"interrupted by {name}"
+        for record in self.report.steps:
+            if record.status == "running":
+                record.status, record.finished_at = "interrupted", _now()
+        history.append(Interrupted(name))
+
+    async def _make(self, move: AnalyseStage | Shift | RollBack | Promote) -> Event:
+        candidate = self.gate.candidate
+        if isinstance(move, AnalyseStage):
+            return await self._analyse(move.stage)
+        if isinstance(move, Shift):
+            return Shifted(move.stage, await self._finished(self._shift(move)))
+        if isinstance(move, RollBack):
+            return await self._finished(
+                self.executor.restore(self.before_split, candidate, move.reason, reject=move.reject)
+            )
+        promoted = self.report.steps[-1]
+        promoted.status, promoted.started_at = "running", _now()
+        result = await self._finished(
+            self.executor.promote(candidate, self.before_split, also={ROLLOUT_ANNOTATION: ""})
+        )
+        promoted.finished_at = _now()
+        promoted.status = "pass" if result.action == "promoted" else "error"
+        promoted.traffic_written = {candidate: 100}
+        promoted.traffic_verified = dict(self.report.traffic_after)
+        return result
+
+    async def _finished(self, action: Awaitable[T]) -> T:
+        """An action runs to its end: a signal meanwhile is heard after it (never mid-write)."""
+        task = asyncio.ensure_future(action)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled():
+                raise
+            current_task = asyncio.current_task()
+            if current_task is not None:
+                current_task.uncancel()
+            self.gate._event("signal_while_acting", note="finishing the write first")
+            result = await task
+            self.heard = True
+            return result
+
+    async def _shift(self, move: Shift) -> ActionResult:
+        step = self.plan.steps[move.stage - 1]
+        split = step_split(self.before_split, self.gate.candidate, move.percent)
+        record = self.report.steps[move.stage]
+        record.status, record.started_at = "running", _now()
+        record.traffic_written = dict(split)
+        bound = self.gate._bound(self.session.policies)
+        until = datetime.now(UTC) + timedelta(seconds=step.duration + bound + TAG_MARGIN)
+        annotation = RolloutRecord(
+            revision=self.gate.candidate,
+            before=self.before_split,
+            step=move.stage,
+            percent=move.percent,
+            steps=tuple((s.percent, s.duration) for s in self.plan.steps),
+            by=tag_holder(),
+            started=self.started,
+            until=until,
+        )
+        where = self.strategy.where(move.stage)
+        result = await self.executor.shift(split, step=where, record=encode(annotation))
+        if result.action in ("shifted", "unverified"):
+            self.record = annotation
+        if result.action == "shifted":
+            record.traffic_verified = dict(self.report.traffic_after)
+            self.gate._event("step_started", step=move.stage, percent=move.percent)
+        else:
+            record.status, record.finished_at = "error", _now()
+        return result
+
+    async def _analyse(self, stage: int) -> StageJudged:
+        gate, record = self.gate, self.report.steps[stage]
+        if record.status != "running":
+            record.status, record.started_at = "running", _now()
+        if self.target is None:  # the tag URL (a temporary tag if the candidate has none)
+            self.target = await self.session.reach(
+                self.executor.expected or self.before, self.revision, self.session.policies[0]
+            )
+        if stage == 0:
+            analysis = gate._analysis(self.judges, self.target, self.revision)
+        else:
+            analysis = self._step_analysis(stage, self.target)
+        result = await self.engine.run(analysis)
+        if result.cut_short:
+            self.cut_short = result
+        judged = gate._judged(result)
+        record.status, record.finished_at = judged.status, _now()
+        record.reasons = list(judged.reasons)
+        record.rules = [dict(r) for r in self.report.rules]
+        gate._event(
+            "stage_judged", stage=stage, percent=self.strategy.percent(stage), status=judged.status
+        )
+        return StageJudged(stage, judged.status, judged.reasons, judged.deciding)
+
+    def _step_analysis(self, stage: int, target: Target) -> Analysis:
+        gate, opts = self.gate, self.gate.options
+        step = self.plan.steps[stage - 1]
+        judges = judges_for(self.step_judges)
+        bound = gate._bound(self.session.policies)
+        scope = Scope(
+            project=opts.project,
+            service=self.before.short,
+            revision=self.revision.short,
+            baseline=tuple(self.report.baseline),
+            since=datetime.now(UTC),
+            rules=tuple(judges.rules()),
+            metric_lag=self.plan.metric_lag,
+        )
+        return Analysis(
+            judges=judges,
+            scope=scope,
+            target=target,
+            bound=step.duration + bound,
+            log_interval=opts.log_interval,
+            log_settle=opts.log_settle,
+            metric_interval=opts.metric_interval,
+            duration=step.duration,
+        )
+
+    def _stopped(self, history: Sequence[Event], message: str) -> None:
+        """Say on the stage where the rollout ended why it ended there."""
+        done = [r for r in self.report.steps if r.status not in ("pending",)]
+        last = done[-1] if done else self.report.steps[0]
+        if last.phase != "promote" or last.status != "pass":
+            last.stopped = message
+        for record in self.report.steps:
+            if record.status == "running":
+                record.status = "interrupted" if self.interrupted else "error"
+
+
+def _now() -> str:
+    return utc_now().isoformat(timespec="seconds")

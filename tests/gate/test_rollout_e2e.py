@@ -1,0 +1,251 @@
+"""``deploy-guard rollout`` end to end against the emulator.
+
+The CLI in-process for whole rollouts; the driver's Python API (``build_gate``)
+where a test chooses the moment to interfere: a deploy mid-step, a signal
+mid-step, a write that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from click.testing import CliRunner
+
+from deploy_guard.cli import cli
+from deploy_guard.errors import ActionError
+from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, RolloutRecord, current, encode
+from deploy_guard.gcp.traffic import REJECTED
+from deploy_guard.policy.model import RolloutStep
+from deploy_guard.runtime.rollout import RolloutGate, RolloutOptions
+from gates import build_gate
+from waiting import eventually
+
+POLICIES = Path(__file__).parent / "policies"
+ROLLOUT = POLICIES / "chat-rollout.yaml"
+#: Steps long enough for a test to act while one runs.
+LONG = (RolloutStep(percent=10, duration=3.0), RolloutStep(percent=50, duration=3.0))
+
+
+def events(report: Any) -> list[str]:
+    return [e.event for e in report.timeline.events]
+
+
+def rollout_gate(gcp_clients: Any, emulator: Any, revision: str, **options: Any) -> Any:
+    return build_gate(
+        gcp_clients,
+        emulator,
+        revision,
+        policy=ROLLOUT,
+        gate_class=RolloutGate,
+        options_class=RolloutOptions,
+        **options,
+    )
+
+
+def rollout(
+    tmp_path: Path, revision: str, *flags: str, policy: str = "chat-rollout.yaml"
+) -> tuple[int, dict[str, Any], str]:
+    report = tmp_path / f"rollout-{len(list(tmp_path.iterdir()))}.json"
+    args = [
+        "rollout",
+        "--revision",
+        revision,
+        "--policy",
+        str(POLICIES / policy),
+        "--report",
+        str(report),
+        "--log-interval",
+        "0.5s",
+        *flags,
+    ]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    doc = json.loads(report.read_text()) if report.exists() else {}
+    return result.exit_code, doc, result.output
+
+
+def test_a_healthy_candidate_walks_every_step_to_100(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    code, doc, out = rollout(tmp_path, cand)
+    assert code == 0, out
+    assert chat.serving() == {cand: 100}
+    assert [(s["phase"], s["percent"], s["status"]) for s in doc["steps"]] == [
+        ("tag", 0, "pass"),
+        ("step", 10, "pass"),
+        ("step", 50, "pass"),
+        ("promote", 100, "pass"),
+    ]
+    assert doc["steps"][1]["traffic_verified"] == {base: 90, cand: 10}
+    assert doc["steps"][2]["traffic_verified"] == {base: 50, cand: 50}
+    assert (doc["verdict"], doc["action"]) == ("pass", "promoted")
+    assert chat.tags() == set()
+    assert chat.get().annotations.get(ROLLOUT_ANNOTATION, "") == ""
+
+
+def test_a_candidate_failing_with_1011_through_its_tag_url_never_gets_traffic(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, tag=None)
+    code, doc, out = rollout(tmp_path, cand)
+    assert code == 1, out
+    assert chat.serving() == {base: 100}
+    assert [s["status"] for s in doc["steps"]] == ["fail", "pending", "pending", "pending"]
+    assert "shift_requested" not in [e["event"] for e in doc["timeline"]]
+    assert cand in chat.get().annotations.get(REJECTED, "")
+    assert doc["steps"][0]["stopped"]  # where it stopped, and why
+    assert chat.tags() == set()
+
+
+@pytest.mark.fault(
+    "traffic",
+    "another deploy lands while a rollout step is judged",
+    "the next step's write is refused: exit 4, the other deploy's traffic stands",
+)
+async def test_a_deploy_landing_mid_step_stops_the_rollout_without_writing(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG)
+    task = asyncio.ensure_future(gate.run())
+    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    other = await asyncio.to_thread(chat.candidate, {"OTHER": "1"}, tag="other")
+    report = await task
+    assert (report.action, report.exit_code) == ("superseded", 4)
+    assert "shift_refused" in events(report)
+    assert "rollback_requested" not in events(report)
+    assert chat.serving() == {base: 90, cand: 10}  # the other deploy's spec, untouched
+    assert other != cand
+
+
+async def test_a_signal_mid_step_puts_the_split_from_before_back(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG)
+    task = asyncio.ensure_future(gate.run())
+    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    task.cancel()
+    report = await task
+    assert (report.action, report.exit_code) == ("rolled_back", 3)
+    assert chat.serving() == {base: 100}
+    annotations = chat.get().annotations
+    assert cand not in annotations.get(REJECTED, "")  # interrupted, not found bad
+    assert annotations.get(ROLLOUT_ANNOTATION, "") == ""
+    assert [s.status for s in report.steps] == ["pass", "interrupted", "pending", "pending"]
+    assert not any(t.startswith("dg-") for t in chat.tags())
+
+
+async def test_a_signal_with_on_interrupt_hold_keeps_the_step_and_its_record(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG, on_interrupt="hold")
+    task = asyncio.ensure_future(gate.run())
+    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    task.cancel()
+    report = await task
+    assert (report.action, report.exit_code) == ("held", 3)
+    assert chat.serving() == {base: 90, cand: 10}
+    record = current(dict(chat.get().annotations))
+    assert record is not None
+    assert (record.revision, record.step, record.percent) == (cand, 1, 10)
+    assert not record.live(datetime.now(UTC))  # stopped: --resume may take it over at once
+
+
+@pytest.mark.fault(
+    "traffic",
+    "UpdateService fails (INTERNAL) on a rollout step's write",
+    "exit 4, traffic stays at the last verified step, its record says which",
+)
+async def test_a_step_write_that_fails_stops_at_the_last_verified_step(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG)
+    task = asyncio.ensure_future(gate.run())
+    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    emulator.faults.fail("UpdateService", grpc.StatusCode.INTERNAL, nth=1)  # step 2's write
+    report = await task
+    assert (report.action, report.exit_code) == ("failed", 4)
+    assert chat.serving() == {base: 90, cand: 10}
+    record = current(dict(chat.get().annotations))
+    assert record is not None
+    assert (record.step, record.percent) == (1, 10)
+    assert "--resume" in report.message
+    assert not any(t.startswith("dg-") for t in chat.tags())
+
+
+@pytest.mark.fault(
+    "traffic",
+    "UpdateService answers UNAVAILABLE once on a rollout step's write",
+    "retried; the rollout goes on to 100 %",
+)
+async def test_a_step_write_answered_unavailable_once_is_retried_and_goes_on(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)
+    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG)
+    task = asyncio.ensure_future(gate.run())
+    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    emulator.faults.fail("UpdateService", grpc.StatusCode.UNAVAILABLE, nth=1)
+    report = await task
+    assert (report.action, report.exit_code) == ("promoted", 0)
+    assert chat.serving() == {cand: 100}
+
+
+async def test_a_second_rollout_on_the_same_service_is_refused(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    first = rollout_gate(gcp_clients, emulator, cand, steps=LONG)
+    task = asyncio.ensure_future(first.run())
+    await eventually(lambda: "step_started" in events(first.report), within=30, what="step 1")
+    second = rollout_gate(gcp_clients, emulator, cand, steps=LONG)
+    with pytest.raises(ActionError, match="a rollout is already running"):
+        await second.run()
+    assert second.report.exit_code == 4
+    task.cancel()
+    await task
+    assert chat.serving() == {base: 100}
+
+
+async def test_resume_continues_a_dead_rollout_from_its_last_verified_step(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    from google.cloud import run_v2
+
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    # What a rollout whose process died at step 1 leaves: 90/10 and its record, expired.
+    svc = chat.get()
+    kind = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
+    svc.traffic = [
+        run_v2.TrafficTarget(type_=kind, revision=base, percent=90),
+        run_v2.TrafficTarget(type_=kind, revision=cand, percent=10),
+    ]
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    record = RolloutRecord(cand, {base: 100}, 1, 10, ((10, 1.0), (50, 1.0)), "gone/1", past, past)
+    svc.annotations = {**svc.annotations, ROLLOUT_ANNOTATION: encode(record)}
+    chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
+    gate = rollout_gate(gcp_clients, emulator, cand, resume=True)
+    report = await gate.run()
+    assert (report.action, report.exit_code) == ("promoted", 0), report.message
+    assert chat.serving() == {cand: 100}
+    assert [s.status for s in report.steps] == ["pass", "pass", "pass", "pass"]
+    assert report.steps[2].traffic_verified == {base: 50, cand: 50}
+    assert "rollout_resumed" in events(report)
