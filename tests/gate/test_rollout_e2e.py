@@ -24,7 +24,7 @@ from deploy_guard.gcp.traffic import REJECTED
 from deploy_guard.policy.model import RolloutStep
 from deploy_guard.runtime.rollout import RolloutGate, RolloutOptions
 from gates import build_gate
-from waiting import eventually
+from waiting import eventually, wait_until
 
 POLICIES = Path(__file__).parent / "policies"
 ROLLOUT = POLICIES / "chat-rollout.yaml"
@@ -249,3 +249,48 @@ async def test_resume_continues_a_dead_rollout_from_its_last_verified_step(
     assert [s.status for s in report.steps] == ["pass", "pass", "pass", "pass"]
     assert report.steps[2].traffic_verified == {base: 50, cand: 50}
     assert "rollout_resumed" in events(report)
+
+
+@pytest.mark.fault(
+    "signals",
+    "SIGTERM while a rollout step is judged (the CLI as Cloud Build runs it)",
+    "the split from before the rollout is put back and verified, report written, exit 3",
+)
+def test_sigterm_mid_step_puts_traffic_back_and_exits_3(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy_guard", "rollout", "--revision", cand),
+            *("--policy", str(ROLLOUT), "--steps", "10:30s,50:30s", "--report", str(report)),
+            *("--log-interval", "0.5s"),
+        ],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: chat.serving().get(cand) == 10 or proc.poll() is not None, within=30)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, err
+    assert chat.serving() == {base: 100}
+    doc = json.loads(report.read_text())
+    assert (doc["verdict"], doc["action"], doc["exit_code"]) == ("inconclusive", "rolled_back", 3)
+    assert doc["error"] == "interrupted by SIGTERM"
+    assert [s["status"] for s in doc["steps"]][:2] == ["pass", "interrupted"]
+    assert out.startswith("inconclusive: interrupted by SIGTERM at step 1/2 (10%)")
