@@ -38,6 +38,10 @@ FULL: dict[str, Any] = {
     "services": ["svc"],
     "timeout": "10m",
     "evidence_window": "2m",
+    "rollout": {
+        "steps": [{"percent": 10, "duration": "4m"}, {"percent": 50, "duration": "5m"}],
+        "metric_lag": "3m",
+    },
     "rules": [
         {
             "name": "h",
@@ -55,6 +59,7 @@ FULL: dict[str, Any] = {
         {
             "name": "w",
             "kind": "websocket",
+            "every_step": False,
             "websocket": {
                 "connect_timeout": "5s",
                 "hold": "1s",
@@ -340,6 +345,174 @@ WS = HEAD + "  - name: ws\n    kind: websocket\n    websocket: {%s}\n"
 LOGS = HEAD + "  - name: logs\n    kind: logs\n    logs: {%s}\n"
 METRIC = HEAD + "  - name: m\n    kind: metric\n    metric: {%s}\n"
 RULE = "rules[0]."
+STEPS = (
+    HEAD.replace("rules:", "rollout:\n  steps: [%s]\nrules:")
+    + "  - {name: a, kind: logs, logs: {}}\n"
+)
+LAG = HEAD.replace(
+    "rules:", "rollout:\n  steps: [{percent: 10, duration: 5m}]\n  metric_lag: %s\nrules:"
+)
+LAG += "  - {name: a, kind: logs, logs: {}}\n"
+STEP = "rollout.steps[0]."
+
+#: The rollout's fields (#11): percents, durations, metric_lag, every_step.
+ROLLOUT_CASES = [
+    pytest.param(
+        STEPS % "{percent: 0, duration: 2m}",
+        STEP + "percent",
+        "0% gives the candidate no traffic to judge: a step's percent is 1 to 99",
+        id="step-percent-0",
+    ),
+    pytest.param(
+        STEPS % "{percent: -5, duration: 2m}",
+        STEP + "percent",
+        "-5% gives the candidate no traffic to judge",
+        id="step-percent-negative",
+    ),
+    pytest.param(
+        STEPS % "{percent: 100, duration: 2m}",
+        STEP + "percent",
+        "100% is not a step: after its last step the rollout sends 100% to the candidate itself",
+        id="step-percent-100",
+    ),
+    pytest.param(
+        STEPS % f"{{percent: {10**30}, duration: 2m}}",
+        STEP + "percent",
+        f"{10**30}% is not a step",
+        id="step-percent-huge",
+    ),
+    pytest.param(
+        STEPS % "{percent: ten, duration: 2m}",
+        STEP + "percent",
+        '"ten" is not a whole number',
+        id="step-percent-text",
+    ),
+    pytest.param(
+        STEPS % '{percent: "10%", duration: 2m}',
+        STEP + "percent",
+        '"10%" is not a whole number: write the percent without % (10, not 10%)',
+        id="step-percent-with-sign",
+    ),
+    pytest.param(
+        STEPS % "{percent: true, duration: 2m}",
+        STEP + "percent",
+        "true is not a whole number",
+        id="step-percent-bool",
+    ),
+    pytest.param(
+        STEPS % "{percent: 12.5, duration: 2m}",
+        STEP + "percent",
+        "12.5 is not a whole number",
+        id="step-percent-fraction",
+    ),
+    pytest.param(
+        STEPS % "{percent: .nan, duration: 2m}",
+        STEP + "percent",
+        "nan is not a finite number",
+        id="step-percent-nan",
+    ),
+    pytest.param(
+        STEPS % "{percent: 10, duration: 0s}",
+        STEP + "duration",
+        "0s cannot work: give a duration above 0",
+        id="step-duration-0",
+    ),
+    pytest.param(
+        STEPS % "{percent: 10, duration: -2m}",
+        STEP + "duration",
+        '"-2m" is not a duration (use 60s, 2m)',
+        id="step-duration-negative",
+    ),
+    pytest.param(
+        STEPS % "{percent: 10, duration: 25h}",
+        STEP + "duration",
+        '"25h" is longer than 24h, the longest duration a policy may use',
+        id="step-duration-over-a-day",
+    ),
+    pytest.param(
+        STEPS % "{percent: 10, duration: 120}",
+        STEP + "duration",
+        "120 is not a duration (use 60s, 2m)",
+        id="step-duration-bare-number",
+    ),
+    pytest.param(
+        STEPS % "{percent: 10, duration: .inf}",
+        STEP + "duration",
+        "inf is not a duration",
+        id="step-duration-inf",
+    ),
+    pytest.param(
+        STEPS % "{percent: 50, duration: 2m}, {percent: 10, duration: 2m}",
+        "rollout.steps[1].percent",
+        "step 2 (10%) is not above step 1 (50%): each step gives the candidate more traffic "
+        "than the one before (10, 50, ...)",
+        id="steps-going-down",
+    ),
+    pytest.param(
+        STEPS % "{percent: 10, duration: 2m}, {percent: 10, duration: 5m}",
+        "rollout.steps[1].percent",
+        "step 2 (10%) is not above step 1 (10%)",
+        id="steps-repeating-a-percent",
+    ),
+    pytest.param(
+        STEPS % ", ".join(f"{{percent: {n}, duration: 1m}}" for n in range(1, 22)),
+        "rollout.steps",
+        "21 steps are more than a rollout may have (at most 20)",
+        id="steps-21",
+    ),
+    pytest.param(
+        STEPS % "",
+        "rollout.steps",
+        "give at least one step (or leave rollout out and pass rollout --steps)",
+        id="steps-none",
+    ),
+    pytest.param(
+        LAG % "2h",
+        "rollout.metric_lag",
+        "2h is longer than 1h: Cloud Monitoring shows a Cloud Run point at most 3m after",
+        id="metric-lag-over-an-hour",
+    ),
+    pytest.param(
+        LAG % "-1s", "rollout.metric_lag", '"-1s" is not a duration', id="metric-lag-negative"
+    ),
+    pytest.param(LAG % ".inf", "rollout.metric_lag", "inf is not a duration", id="metric-lag-inf"),
+    pytest.param(
+        LAG % ('"' + "9" * 400 + 's"'),
+        "rollout.metric_lag",
+        "is longer than 24h",
+        id="metric-lag-overflowing",
+    ),
+    pytest.param(LAG % "3", "rollout.metric_lag", "3 is not a duration", id="metric-lag-bare"),
+    pytest.param(
+        HEAD + "  - {name: a, kind: logs, every_step: false, logs: {}}\n",
+        RULE + "every_step",
+        "every_step belongs to http and websocket rules (a probe may run only before the first "
+        "step); logs and metric rules are judged at every step",
+        id="every-step-false-on-logs",
+    ),
+    pytest.param(
+        METRIC.replace("kind: metric", "kind: metric\n    every_step: false")
+        % "type: error_rate, max: 1%",
+        RULE + "every_step",
+        "drop every_step from this metric rule",
+        id="every-step-false-on-a-metric",
+    ),
+    pytest.param(
+        HEAD + "  - {name: a, kind: logs, every_step: nope, logs: {}}\n",
+        RULE + "every_step",
+        '"nope" is not true or false',
+        id="every-step-text",
+    ),
+    pytest.param(
+        HEAD.replace("rules:", "rollout: {steps: [{percent: 10, duration: 5m}]}\nrules:")
+        + "  - {name: up, kind: http, every_step: false, http: {}}\n"
+        + "  - {name: ws, kind: websocket, every_step: false, websocket: {}}\n",
+        "rollout",
+        "the rollout's steps would judge nothing: every rule is an http or websocket rule with "
+        "every_step: false, and missing evidence is never a pass",
+        id="steps-that-judge-nothing",
+    ),
+]
 
 
 @pytest.mark.fault(
@@ -580,6 +753,7 @@ RULE = "rules[0]."
             "-5 is negative",
             id="negative-plus",
         ),
+        *ROLLOUT_CASES,
         pytest.param(
             WS % "scenario: [{send: {json: {x: .nan}}}]",
             RULE + "websocket.scenario[0].json.x",
@@ -601,7 +775,7 @@ def test_what_cannot_work_is_refused_with_the_fix(text: str, path: str, message:
 SHIPPED = [
     YAML(typ="safe").load(path.read_text("utf-8"))
     for path in sorted((Path(__file__).resolve().parents[2] / "policies").glob("*.yaml"))
-]
+] + [FULL]  # the shipped policies have no rollout: FULL brings its fields into the fuzz
 HOSTILE: list[Any] = [
     math.nan,
     math.inf,

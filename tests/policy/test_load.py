@@ -92,9 +92,9 @@ def test_policy_error_is_a_config_error_with_exit_code_2() -> None:
         pytest.param(
             HEAD + "  - {name: a, kind: http, http: {}}\ncolour: red\n",
             [
-                '6:1: colour: unknown key "colour" (allowed: version, name, description, services,'
-                " on_fail, on_inconclusive, on_pass, fail_fast, timeout, evidence_window, auth,"
-                " rules)"
+                '6:1: colour: unknown key "colour" (did you mean "rollout"? allowed: version, '
+                "name, description, services, on_fail, on_inconclusive, on_pass, fail_fast, "
+                "timeout, evidence_window, auth, rollout, rules)"
             ],
             id="unknown-top-level-key",
         ),

@@ -4,6 +4,8 @@ These commands touch no cloud API, so they import no Google library: a
 pre-commit hook or an editor can run ``policy validate`` in well under a
 second. Every problem is printed compiler-style (``file:line:col: path:
 message``) and the exit code is 0 when all files are valid, 2 when not.
+Warnings (``file:line:col: path: warning: message``) are printed the same way
+and never change the exit code: a valid policy with warnings exits 0.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import click
 
 from deploy_guard.errors import PolicyError
 from deploy_guard.exitcodes import ExitCode
+from deploy_guard.policy.lint import policy_warnings
 from deploy_guard.policy.load import check_paths, load_file
 from deploy_guard.policy.problems import Problem
 
@@ -29,12 +32,19 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
-def _summary(files: Sequence[Path], problems: Sequence[Problem]) -> str:
+def _summary(
+    files: Sequence[Path], problems: Sequence[Problem], warnings: Sequence[Problem] = ()
+) -> str:
     """The last line of ``policy validate``: "2 problems in 1 of 3 policy files; 2 valid".
 
     Problems outside the policy files read (a missing path, an empty folder)
-    are counted apart, so every number says what it counts.
+    are counted apart, so every number says what it counts; warnings last.
     """
+    text = _problems_summary(files, problems)
+    return f"{text}; {_plural(len(warnings), 'warning')}" if warnings else text
+
+
+def _problems_summary(files: Sequence[Path], problems: Sequence[Problem]) -> str:
     read = {str(f) for f in files if f.exists()}
     if not problems:
         return f"{_plural(len(read), 'policy file')} valid"
@@ -64,7 +74,7 @@ def _summary(files: Sequence[Path], problems: Sequence[Problem]) -> str:
 def validate(paths: tuple[str, ...], as_json: bool) -> None:
     """Check policy files or folders (default: policies/) and report every problem.
 
-    Exit 0 when every file is valid, 2 when any is not.
+    Exit 0 when every file is valid (warnings included), 2 when any is not.
     """
     targets = list(paths) or ["policies/"]
     if not paths and not Path("policies").is_dir():
@@ -74,21 +84,23 @@ def validate(paths: tuple[str, ...], as_json: bool) -> None:
             err=True,
         )
         raise SystemExit(int(ExitCode.USAGE))
+    warnings: list[Problem] = []
     try:
-        files, _policies, problems = check_paths(targets)
+        files, policies, problems = check_paths(targets)
+        for loaded in policies:
+            warnings.extend(policy_warnings(loaded))
     except Exception as exc:  # a bug must still not print a traceback at the user
         problems = [Problem(", ".join(targets), 1, 1, "", f"internal error: {exc!r}")]
         files = []
+    shown = sorted([*problems, *warnings])
     if as_json:
         # line and column 0 mean "the whole file" (missing, unreadable): null for tools
-        rows = [
-            {**p.__dict__, "line": p.line or None, "column": p.column or None} for p in problems
-        ]
+        rows = [{**p.__dict__, "line": p.line or None, "column": p.column or None} for p in shown]
         click.echo(json.dumps(rows, indent=2))
     else:
-        for problem in problems:
+        for problem in shown:
             click.echo(str(problem))
-    click.echo(_summary(files, problems), err=as_json)
+    click.echo(_summary(files, problems, warnings), err=as_json)
     if problems:
         raise SystemExit(int(ExitCode.USAGE))
 

@@ -12,15 +12,18 @@ from collections.abc import Iterator
 
 from deploy_guard.judge.metric import format_value
 from deploy_guard.policy.model import (
+    PROBE_KINDS,
     ExpectStep,
     HttpSpec,
     LogsSpec,
     MetricSpec,
     Policy,
+    RolloutStep,
     Rule,
     SendStep,
     WebSocketSpec,
 )
+from deploy_guard.policy.rollout import STEPS_EXAMPLE, shortest_step_for_metrics
 from deploy_guard.policy.units import format_duration as dur
 from deploy_guard.policy.units import format_ratio as pct
 from deploy_guard.policy.units import shown
@@ -149,6 +152,60 @@ def _metric(spec: MetricSpec) -> Iterator[str]:
     yield f"With fewer than {spec.min_requests} requests in the window it has no data."
 
 
+def _names(rules: list[Rule]) -> str:
+    return _list([r.name for r in rules])
+
+
+def _step_judges(policy: Policy, step: RolloutStep, needed: float) -> str:
+    """What one traffic step judges; metric rules only when the step is long enough."""
+    rules = policy.step_rules
+    groups = [
+        ([r for r in rules if r.kind in PROBE_KINDS], "probe", "probes"),
+        ([r for r in rules if r.kind == "logs"], "logs", "logs"),
+    ]
+    metrics = [r for r in rules if r.kind == "metric"]
+    if step.duration >= needed:
+        groups.append((metrics, "metric", "metrics"))
+    judged = [f"{_names(g)} ({one if len(g) == 1 else many})" for g, one, many in groups if g]
+    text = f"judging {', '.join(judged)}" if judged else "judging no rule"
+    if metrics and step.duration < needed:
+        text += f"; {_names(metrics)} {'has' if len(metrics) == 1 else 'have'} no data in a step "
+        text += "this short"
+    return text
+
+
+def _rollout(policy: Policy) -> Iterator[str]:
+    """The ``deploy-guard rollout`` steps, and what each one judges."""
+    spec = policy.rollout
+    if spec is None:
+        yield (
+            "Rollout: no steps in this policy; deploy-guard rollout needs --steps "
+            f"(e.g. --steps {STEPS_EXAMPLE})."
+        )
+        return
+    count = len(spec.steps)
+    yield f"Rollout (deploy-guard rollout): {count} step{'s' if count != 1 else ''}, then 100%."
+    probes = [r for r in policy.rules if r.kind in PROBE_KINDS]
+    if probes:
+        yield f"   Before the first step: {_names(probes)} through the tag URL, as check does."
+    needed = shortest_step_for_metrics(spec.metric_lag)
+    for index, step in enumerate(spec.steps, 1):
+        yield (
+            f"   Step {index}: {step.percent}% of traffic for {dur(step.duration)}, "
+            f"{_step_judges(policy, step, needed)}."
+        )
+    yield "   Then 100% to the new revision, pinned by name."
+    if any(r.kind == "metric" for r in policy.rules):
+        yield (
+            f"   Metric points count in a step once {dur(spec.metric_lag)} old (metric_lag) and "
+            f"cover 60s: a step shorter than {dur(needed)} gives metric rules no data."
+        )
+    yield (
+        "   A step passes when its time is over and no fail rule failed; a failure at any "
+        "step puts traffic back on the split from before the rollout."
+    )
+
+
 def explain_rule(rule: Rule, policy: Policy) -> list[str]:
     """The lines for one rule: a heading, then what it does and how it is judged."""
     flags = [rule.kind, rule.severity if not rule.dry_run else f"{rule.severity}, dry run"]
@@ -175,6 +232,11 @@ def explain_rule(rule: Rule, policy: Policy) -> list[str]:
             else f"{e} source errors in a row make it an error"
         )
         lines.append(f"Measured repeatedly: {tolerated}; {errors}.")
+    if not rule.at_every_step:
+        lines.append(
+            "Rollout: runs only before the first traffic step, through the tag URL "
+            "(every_step: false)."
+        )
     lines.append(f"No data or a source error {_MISSING[rule.missing_data]}.")
     if rule.dry_run:
         lines.append("Dry run: it is judged and reported but never decides.")
@@ -213,6 +275,8 @@ def explain(policy: Policy) -> str:
         out.append("")
         out.append(f"{index}. {head}")
         out.extend(f"   {line}" for line in body)
+    out.append("")
+    out.extend(_rollout(policy))
     out.append("")
     out.append("Verdict: any failing fail rule fails the check; missing data follows each rule's")
     out.append("missing_data; warn rules can only warn.")

@@ -296,7 +296,7 @@ def _position(doc: _Document, loc: Loc, on_key: bool) -> Pos:
     return (0, 0)
 
 
-def _parse_at(at: str) -> Loc:
+def parse_at(at: str) -> Loc:
     """``"rules[2].name"`` / ``"send.text"`` / ``"[0]"`` -> location parts."""
     parts: list[str | int] = []
     for piece in at.replace("[", ".[").split("."):
@@ -315,7 +315,7 @@ def _validation_problems(doc: _Document, data: dict[str, Any], exc: ValidationEr
         ctx = error.get("ctx") or {}
         at = ctx.get("at")
         if isinstance(at, str):
-            loc = (*loc, *_parse_at(at))
+            loc = (*loc, *parse_at(at))
         elif isinstance(at, tuple | list):
             loc = (*loc, *at)
         if any(loc[: len(bad)] == bad for bad in doc.unusable):
@@ -341,6 +341,7 @@ def parse_policy(text: str, file: str = "<policy>") -> Policy:
     policy._source = file
     line, column = doc.value_pos.get(("name",), (0, 0))
     policy._name_at = (line + 1, column + 1)
+    policy._positions = {loc: (pos[0] + 1, pos[1] + 1) for loc, pos in doc.value_pos.items()}
     return policy
 
 

@@ -165,6 +165,13 @@ def describe(error: Mapping[str, Any], loc: tuple[str | int, ...], data: Any) ->
             "less_than": ("lt", "less than"),
         }[kind]
         return f"{_shown(value)} is out of range (must be {bound[1]} {ctx.get(bound[0])})"
+    if kind == "too_short" and last == "steps":
+        return "give at least one step (or leave rollout out and pass rollout --steps)"
+    if kind == "too_long" and last == "steps":
+        return (
+            f"{ctx.get('actual_length')} steps are more than a rollout may have (at most "
+            f"{ctx.get('max_length')}): each step is a traffic write and a judged window"
+        )
     if kind == "too_short":
         n = ctx.get("min_length", 1)
         return f"needs at least {n} item{'s' if n != 1 else ''}"

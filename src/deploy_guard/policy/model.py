@@ -23,6 +23,7 @@ from pydantic import (
     AfterValidator,
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
@@ -51,6 +52,8 @@ Severity = Literal["fail", "warn"]
 MissingData = Literal["fail", "inconclusive", "ignore"]
 
 KINDS: tuple[str, ...] = ("http", "websocket", "logs", "metric")
+#: Rules that send their own requests; the others read what the service logged and served.
+PROBE_KINDS: tuple[str, ...] = ("http", "websocket")
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 #: Placeholders a WebSocket template may use: user id, session id, session number.
 TEMPLATE_FIELDS = frozenset({"user", "session", "n"})
@@ -841,14 +844,27 @@ class Rule(_Model):
                 )
         if getattr(self, self.kind) is None:
             raise _err("block", f'a rule of kind {self.kind} needs a "{self.kind}:" block')
-        if self.failure_limit and self.kind in ("http", "websocket"):
+        if self.failure_limit and self.kind in PROBE_KINDS:
             raise _err(
                 "failure_limit",
                 f"failure_limit counts failing passes of logs and metric rules; a {self.kind} "
                 "rule runs once: tolerate failures with success_ratio instead",
                 "failure_limit",
             )
+        if not self.every_step and self.kind not in PROBE_KINDS:
+            raise _err(
+                "every_step",
+                f"every_step belongs to http and websocket rules (a probe may run only before "
+                f"the first step); logs and metric rules are judged at every step, on the "
+                f"traffic the candidate serves: drop every_step from this {self.kind} rule",
+                "every_step",
+            )
         return self
+
+    @property
+    def at_every_step(self) -> bool:
+        """True when ``deploy-guard rollout`` judges this rule in each traffic step."""
+        return self.every_step or self.kind not in PROBE_KINDS
 
     @property
     def spec(self) -> HttpSpec | WebSocketSpec | LogsSpec | MetricSpec:
@@ -861,19 +877,87 @@ class Rule(_Model):
 # --------------------------------------------------------------------------- rollout
 
 
+#: At most this many steps: each is a verified traffic write and a judged window.
+MAX_STEPS = 20
+#: Cloud Run shows a request metric point at most 180 s after sampling it (gcp-facts.md).
+DEFAULT_METRIC_LAG = 180.0
+#: A lag beyond an hour cannot be meant: no step could wait for its data.
+MAX_METRIC_LAG = 3600.0
+
+
+def _step_percent(value: Any) -> Any:
+    """Before int parsing: ``true`` is not 1 %, and ``10%`` says how to write it."""
+    if isinstance(value, bool):
+        raise _err("percent", f"{shown(value)} is not a whole number")
+    if isinstance(value, str) and value.strip().endswith("%"):
+        raise _err(
+            "percent",
+            f"{shown(value)} is not a whole number: write the percent without % (10, not 10%)",
+        )
+    return value
+
+
+def _percent_in_range(value: int) -> int:
+    if value < 1:
+        raise _err(
+            "percent",
+            f"{value}% gives the candidate no traffic to judge: a step's percent is 1 to 99",
+        )
+    if value > 99:
+        raise _err(
+            "percent",
+            f"{value}% is not a step: after its last step the rollout sends 100% to the "
+            "candidate itself; a step's percent is 1 to 99",
+        )
+    return value
+
+
+def _lag_at_most_an_hour(value: float) -> float:
+    if value > MAX_METRIC_LAG:
+        raise _err(
+            "metric_lag",
+            f"{format_duration(value)} is longer than 1h: Cloud Monitoring shows a Cloud Run "
+            "point at most 3m after sampling it, and no step could wait this long for its data "
+            "(the default, 3m, matches Cloud Run)",
+        )
+    return value
+
+
 class RolloutStep(_Model):
     """One traffic step of ``deploy-guard rollout``: the candidate's share and how long."""
 
-    percent: int = Field(ge=1, le=99)
+    percent: Annotated[
+        int,
+        BeforeValidator(_step_percent),
+        AfterValidator(_percent_in_range),
+        Field(json_schema_extra={"minimum": 1, "maximum": 99}),
+    ]
     duration: PositiveDuration
 
 
 class RolloutSpec(_Model):
-    """``rollout:``: the steps ``deploy-guard rollout`` walks before 100 %."""
+    """``rollout:``: the steps ``deploy-guard rollout`` walks before 100 %.
 
-    steps: list[RolloutStep] = Field(min_length=1, max_length=20)
+    Each step gives the candidate more traffic than the one before: a step that
+    went back down would judge less traffic than was already judged.
+    """
+
+    steps: list[RolloutStep] = Field(min_length=1, max_length=MAX_STEPS)
     #: How old a Cloud Monitoring point must be to count in a step (complete data).
-    metric_lag: Duration = 180.0
+    metric_lag: Annotated[Duration, AfterValidator(_lag_at_most_an_hour)] = DEFAULT_METRIC_LAG
+
+    @model_validator(mode="after")
+    def _steps_go_up(self) -> RolloutSpec:
+        for index in range(1, len(self.steps)):
+            before, step = self.steps[index - 1].percent, self.steps[index].percent
+            if step <= before:
+                raise _err(
+                    "steps_order",
+                    f"step {index + 1} ({step}%) is not above step {index} ({before}%): each "
+                    "step gives the candidate more traffic than the one before (10, 50, ...)",
+                    f"steps[{index}].percent",
+                )
+        return self
 
 
 # --------------------------------------------------------------------------- policy
@@ -905,6 +989,14 @@ def _log_query_chars(spec: LogsSpec) -> int:
     return size
 
 
+#: Why a rollout whose steps would gather no evidence is refused.
+NOTHING_AT_STEPS = (
+    "the rollout's steps would judge nothing: every rule is an http or websocket rule with "
+    "every_step: false, and missing evidence is never a pass; let a probe rule run at every "
+    "step (drop its every_step: false) or add a logs or metric rule"
+)
+
+
 class Policy(_Model):
     """One policy file: the services it covers, its rules and what to do with the verdict."""
 
@@ -934,6 +1026,9 @@ class Policy(_Model):
 
     _source: str | None = PrivateAttr(default=None)
     _name_at: tuple[int, int] = PrivateAttr(default=(1, 1))
+    #: Where each value was written (line and column from 1), by document path; set by the
+    #: loader so that warnings about a valid policy point at their place too.
+    _positions: dict[tuple[str | int, ...], tuple[int, int]] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _rules_coherent(self) -> Policy:
@@ -966,7 +1061,14 @@ class Policy(_Model):
                     f"{format_duration(self.timeout)}",
                     f"rules[{index}].websocket.hold",
                 )
+        if self.rollout is not None and not self.step_rules:
+            raise _err("rollout", NOTHING_AT_STEPS, "rollout")
         return self
+
+    @property
+    def step_rules(self) -> list[Rule]:
+        """The rules ``deploy-guard rollout`` judges in each traffic step."""
+        return [rule for rule in self.rules if rule.at_every_step]
 
     @property
     def source(self) -> str | None:
@@ -977,6 +1079,16 @@ class Policy(_Model):
     def name_at(self) -> tuple[int, int]:
         """Line and column (from 1) of ``name`` in the source file, for messages."""
         return self._name_at
+
+    def position(self, *loc: str | int) -> tuple[int, int]:
+        """Line and column of the value at ``loc`` (else of its nearest written parent).
+
+        ``(0, 0)`` when the policy was not loaded from a file: the whole document.
+        """
+        for end in range(len(loc), -1, -1):
+            if loc[:end] in self._positions:
+                return self._positions[loc[:end]]
+        return (0, 0)
 
     def applies_to(self, service: str) -> bool:
         """True when a ``services`` glob matches the service name (case-sensitive)."""

@@ -5,6 +5,12 @@ can compare them, and an editor integration could jump to them. Its text form
 is the compiler-style line editors and CI logs understand::
 
     policies/chat.yaml:14:7: rules[2].websocket.hold: "sixty" is not a duration (use 60s, 2m)
+
+A warning is a Problem too, of severity ``warning``: the policy is valid and
+loads, but part of it will not do what it seems to (a rollout step too short
+for its metric rules). Its line says so after the path, as compilers do::
+
+    policies/chat.yaml:9:31: rollout.steps[0].duration: warning: 2m is too short for ...
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from deploy_guard.errors import PolicyError
 
@@ -74,6 +81,8 @@ class Problem:
     #: Where inside the document: ``rules[2].websocket.hold``; "" for the whole document.
     path: str
     message: str
+    #: ``error``: the policy cannot be used; ``warning``: it can, but see the message.
+    severity: Literal["error", "warning"] = "error"
 
     def __str__(self) -> str:
         """One line, whatever the file name, path or message hold (see :func:`escaped`)."""
@@ -81,6 +90,8 @@ class Problem:
         if self.line:  # 0: about the whole file (missing, unreadable), no place in it
             where += f":{self.line}:{self.column}"
         message = _one_line(self.message)
+        if self.severity == "warning":
+            message = f"warning: {message}"
         return f"{where}: {_one_line(self.path)}: {message}" if self.path else f"{where}: {message}"
 
 

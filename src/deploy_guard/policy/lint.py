@@ -1,0 +1,28 @@
+"""Warnings: a valid policy that will not do what it seems to.
+
+An error stops a policy from loading; a warning does not. It is for settings
+that work but quietly judge less than their author expects, such as a rollout
+step too short for any Cloud Monitoring point to be complete: its metric
+rules have no data in that step, every time, and only ``missing_data`` says
+what that means. ``policy validate`` prints warnings beside the problems and
+still exits 0 for a valid policy.
+"""
+
+from __future__ import annotations
+
+from deploy_guard.policy.model import Policy
+from deploy_guard.policy.problems import Problem, format_path
+from deploy_guard.policy.rollout import short_steps
+
+
+def policy_warnings(policy: Policy) -> list[Problem]:
+    """Every warning about a loaded ``policy``, each at its place in the file."""
+    warnings: list[Problem] = []
+    if policy.rollout is not None:
+        for short in short_steps(policy, policy.rollout.steps, policy.rollout.metric_lag):
+            loc = ("rollout", "steps", short.index, "duration")
+            line, column = policy.position(*loc)
+            file = policy.source or "<policy>"
+            message = short.describe()
+            warnings.append(Problem(file, line, column, format_path(loc), message, "warning"))
+    return sorted(warnings)
