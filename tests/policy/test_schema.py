@@ -66,3 +66,37 @@ def test_send_steps_are_described_in_their_file_form() -> None:
     send = policy_schema()["$defs"]["SendStep"]
     assert send["required"] == ["send"]
     assert set(send["properties"]["send"]["properties"]) == {"text", "json"}
+
+
+ROLLOUT = (
+    "version: 1\nname: x\nservices: [s]\nrollout: %s\nrules: [{name: a, kind: logs, logs: {}}]\n"
+)
+
+
+def test_schema_and_loader_both_accept_a_rollout(
+    validator: jsonschema.Draft202012Validator,
+) -> None:
+    text = ROLLOUT % "{steps: [{percent: 10, duration: 5m}, {percent: 50, duration: 10m}]}"
+    assert list(validator.iter_errors(_yaml(text))) == []
+    assert parse_policy(text).rollout is not None
+    assert policy_schema()["$defs"]["RolloutSpec"]["properties"]["metric_lag"]["default"] == "3m"
+
+
+@pytest.mark.parametrize(
+    "rollout",
+    [
+        "{steps: [{percent: 100, duration: 5m}]}",
+        "{steps: [{percent: 0, duration: 5m}]}",
+        "{steps: [{percent: 10}]}",
+        "{steps: [{percent: 10, duration: 300}]}",
+        "{steps: []}",
+        "{steps: [" + ", ".join(f"{{percent: {n}, duration: 1m}}" for n in range(1, 22)) + "]}",
+        "{steps: [{percent: 10, duration: 5m}], lag: 3m}",
+    ],
+)
+def test_schema_and_loader_both_refuse_a_rollout(
+    validator: jsonschema.Draft202012Validator, rollout: str
+) -> None:
+    assert list(validator.iter_errors(_yaml(ROLLOUT % rollout)))
+    with pytest.raises(PolicyError):
+        parse_policy(ROLLOUT % rollout)

@@ -879,7 +879,8 @@ class Rule(_Model):
 
 #: At most this many steps: each is a verified traffic write and a judged window.
 MAX_STEPS = 20
-#: Cloud Run shows a request metric point at most 180 s after sampling it (gcp-facts.md).
+#: Cloud Run's request metrics: "Sampled every 60 seconds. After sampling, data is not
+#: visible for up to 180 seconds" (Cloud Monitoring's metric list; gcp-facts.md).
 DEFAULT_METRIC_LAG = 180.0
 #: A lag beyond an hour cannot be meant: no step could wait for its data.
 MAX_METRIC_LAG = 3600.0
