@@ -28,8 +28,9 @@ from deploy_guard.cli import cli
 from deploy_guard.errors import PolicyError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.policy import Policy, parse_policy
+from deploy_guard.policy.lint import policy_warnings
 from deploy_guard.policy.messages import model_at
-from deploy_guard.policy.problems import format_path
+from deploy_guard.policy.problems import Problem, format_path
 
 #: Every block of the language, every numeric field written with a valid value.
 FULL: dict[str, Any] = {
@@ -860,10 +861,12 @@ def test_mutated_policies_never_crash_the_loader_or_validate(
 ) -> None:
     text = _mutated(data)
     lines = text.count("\n") + 1
+    warnings: list[Problem] = []
     try:
         policy = parse_policy(text, "p.yaml")
         assert isinstance(policy, Policy)
         problems = []
+        warnings = policy_warnings(policy)
     except PolicyError as exc:
         problems = exc.problems
         assert problems
@@ -879,7 +882,7 @@ def test_mutated_policies_never_crash_the_loader_or_validate(
     assert result.exit_code == (ExitCode.USAGE if problems else ExitCode.PASS), result.output
     out = result.stdout.splitlines()
     assert "internal error" not in result.stdout
-    assert len(out) == len(problems) + 1, out
+    assert len(out) == len(problems) + len(warnings) + 1, out
     assert all(line.startswith(f"{file}:") for line in out[:-1]), out
 
 

@@ -213,7 +213,7 @@ def test_policies_that_agree_share_the_steps_and_the_largest_metric_lag() -> Non
 
 def test_a_policy_that_would_judge_nothing_at_a_step_is_refused_for_steps_too() -> None:
     """Without rollout: the policy loads (check can use it), but no rollout can."""
-    probes_once = policy("probes", rollout=None, rules=PROBES.replace("health}}", "health}}"))
+    probes_once = policy("probes", rollout=None, rules=PROBES)
     only_before = parse_policy(
         "version: 1\nname: once\nservices: [chat]\nrules:\n"
         "  - {name: up, kind: http, every_step: false, http: {}}\n",
