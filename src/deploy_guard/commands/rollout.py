@@ -65,24 +65,13 @@ Examples:
 def _steps(_ctx: click.Context, _param: click.Parameter, value: str | None) -> Any:
     if value is None:
         return None
-    from pydantic import ValidationError
+    from deploy_guard.errors import GuardError
+    from deploy_guard.policy.rollout import parse_steps
 
-    from deploy_guard.policy.model import RolloutSpec
-    from deploy_guard.policy.units import parse_duration
-
-    steps = []
-    for item in value.split(","):
-        percent, sep, duration = item.strip().partition(":")
-        try:
-            if not sep:
-                raise ValueError("expected PERCENT:DURATION")
-            steps.append({"percent": int(percent), "duration": parse_duration(duration)})
-        except (TypeError, ValueError) as exc:
-            raise click.BadParameter(f"{item.strip()!r}: {exc} (e.g. 10:2m,50:5m)") from exc
     try:
-        return tuple(RolloutSpec.model_validate({"steps": steps}).steps)
-    except ValidationError as exc:
-        raise click.BadParameter(str(exc.errors()[0]["msg"])) from exc
+        return tuple(parse_steps(value))
+    except GuardError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 @click.command(name="rollout", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})

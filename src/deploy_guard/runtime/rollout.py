@@ -33,6 +33,7 @@ from deploy_guard.analysis.sources import Scope
 from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
 from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, RolloutRecord, current, encode
 from deploy_guard.gcp.traffic import describe, served_split, step_split
+from deploy_guard.policy.rollout import RolloutPlan, plan_warnings, rollout_plan
 from deploy_guard.report.model import CheckReport, StepRecord, utc_now
 from deploy_guard.runtime.driver import Gate
 from deploy_guard.runtime.options import CheckOptions
@@ -58,8 +59,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 T = TypeVar("T")
 
-#: Probe rules: the kinds ``every_step: false`` leaves out of the steps.
-PROBES = ("http", "websocket")
 #: The cautious order of ``on_inconclusive`` (several policies: the most cautious wins).
 CAUTION = {"rollback": 2, "hold": 1, "pass": 0}
 
@@ -75,43 +74,9 @@ class RolloutOptions(CheckOptions):
     on_interrupt: Literal["rollback", "hold"] = "rollback"
 
 
-@dataclass(frozen=True)
-class Plan:
-    """The steps a rollout walks and how old a metric point must be to count."""
-
-    steps: tuple[RolloutStep, ...]
-    metric_lag: float
-
-
-def rollout_plan(policies: Sequence[Policy], override: Sequence[RolloutStep] | None) -> Plan:
-    """``--steps``, else the applicable policies' ``rollout:`` (which must agree)."""
-    lag = max((p.rollout.metric_lag for p in policies if p.rollout is not None), default=180.0)
-    if override:
-        return Plan(tuple(override), lag)
-    specs = [(p, p.rollout) for p in policies if p.rollout is not None]
-    if not specs:
-        names = ", ".join(p.name for p in policies)
-        raise ConfigError(
-            f"no rollout steps: add rollout.steps to policy {names} or pass --steps 10:2m,50:5m"
-        )
-    first_policy, first = specs[0]
-    for policy, spec in specs[1:]:
-        if spec.steps != first.steps:
-            raise ConfigError(
-                f"policies {first_policy.name} and {policy.name} give different rollout steps; "
-                "keep them in one policy or pass --steps"
-            )
-    return Plan(tuple(first.steps), lag)
-
-
 def step_policies(policies: Sequence[Policy]) -> list[Policy]:
     """The policies as a step judges them: probe rules with ``every_step: false`` left out."""
-    kept = []
-    for policy in policies:
-        rules = [r for r in policy.rules if r.every_step or r.kind not in PROBES]
-        if rules:
-            kept.append(policy.model_copy(update={"rules": rules}))
-    return kept
+    return [p.model_copy(update={"rules": p.step_rules}) for p in policies if p.step_rules]
 
 
 class RolloutGate(Gate):
@@ -132,14 +97,13 @@ class RolloutGate(Gate):
         self.report.policies = [p.name for p in policies]
         judges = judges_for(policies)
         steps_judge = step_policies(policies)
-        if not steps_judge:
-            raise ConfigError(
-                "every rule is a probe rule with every_step: false: the traffic steps would "
-                "judge nothing (missing evidence is never a pass)"
-            )
+        planned = rollout_plan(policies, list(opts.steps) if opts.steps is not None else None)
+        for warning in plan_warnings(policies, planned):  # --steps: no file was checked
+            self.report.notes.append(warning)
+            self._event("step_too_short", warning=warning)
         session.check_inputs()
         preflight, revision, before = await session.resolve()
-        plan, start, before_split = await self._start(before, rollout_plan(policies, opts.steps))
+        plan, start, before_split = await self._start(before, planned)
         self.report.traffic_before = dict(before_split)
         self.report.baseline = sorted(r for r in before_split if r != self.candidate)
         durations = sum(s.duration for s in plan.steps)
@@ -167,7 +131,9 @@ class RolloutGate(Gate):
             await walk.claim(current(before.annotations))
         return await walk.run([preflight])
 
-    async def _start(self, before: ServiceState, plan: Plan) -> tuple[Plan, int, dict[str, int]]:
+    async def _start(
+        self, before: ServiceState, plan: RolloutPlan
+    ) -> tuple[RolloutPlan, int, dict[str, int]]:
         """Where the rollout starts: a new one (stage 0), or ``--resume``'s recorded step."""
         opts, candidate, service = self.options, self.candidate, before.short
         try:
@@ -201,8 +167,8 @@ class RolloutGate(Gate):
         return plan, 0, split
 
     async def _resume(
-        self, before: ServiceState, record: RolloutRecord | None, plan: Plan
-    ) -> tuple[Plan, int, dict[str, int]]:
+        self, before: ServiceState, record: RolloutRecord | None, plan: RolloutPlan
+    ) -> tuple[RolloutPlan, int, dict[str, int]]:
         service, candidate = before.short, self.candidate
         if record is None:
             raise ConfigError(f"no rollout is recorded on {service}: nothing to resume")
@@ -227,7 +193,8 @@ class RolloutGate(Gate):
                 "nothing was changed"
             )
         self._event("rollout_resumed", step=record.step, by=record.by)
-        return Plan(steps, plan.metric_lag), record.step, dict(record.before)
+        resumed = RolloutPlan(steps, plan.metric_lag, f"the record on {service}")
+        return resumed, record.step, dict(record.before)
 
     def _bound(self, policies: Sequence[Policy]) -> float:
         opts = self.options
@@ -245,7 +212,7 @@ class _Walk:
         gate: RolloutGate,
         session: Session,
         strategy: RolloutStrategy,
-        plan: Plan,
+        plan: RolloutPlan,
         revision: RevisionState,
         before: ServiceState,
         before_split: dict[str, int],
