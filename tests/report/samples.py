@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deploy_guard.report.model import CheckReport, Timeline, TimelineEvent
+from deploy_guard.report.model import CheckReport, StepRecord, Timeline, TimelineEvent
 
 SECRET = "eyJhbGciOiJSUzI1NiJ9.c2VjcmV0.sig"
 BASE, CANDIDATE = "chat-00001-aaa", "chat-00002-bbb"
@@ -110,4 +110,103 @@ def check_report() -> CheckReport:
     report.notes = [f"rollback target {BASE}: the last known good revision"]
     report.api_calls = {"logging": {"ListLogEntries": 2}, "run": {"GetService": 4}}
     report.evidence_passes = {"logs": 2, "metrics": 1}
+    return report
+
+
+def rollout_report() -> CheckReport:
+    """A rollout of four stages stopped at its second traffic step and put back.
+
+    tag (probes through the tag URL) passed, 10 % for 2m passed, 50 % for 5m
+    failed after 41 s (fail_fast on the error rate) with a secret echoed in a
+    reason, promotion never reached.
+    """
+    clock = Clock()
+    before = {BASE: 100}
+    report = CheckReport(
+        revision=CANDIDATE,
+        project="p",
+        region="r",
+        service="chat",
+        policies=["chat-agent"],
+        command="rollout",
+        timeline=timeline(
+            clock,
+            [
+                (0.0, "rollout_started", {"steps": "10:2m,50:5m"}),
+                (9.0, "traffic_verified", {"step": 1, "traffic": f"{CANDIDATE} 10%"}),
+                (130.0, "traffic_verified", {"step": 2, "traffic": f"{CANDIDATE} 50%"}),
+                (171.0, "first_failure_seen", {"rule": "error-rate"}),
+                (171.6, "rollback_verified", {"traffic": f"{BASE} 100%"}),
+            ],
+        ),
+        started_at="2026-12-04T20:00:00+00:00",
+        finished_at="2026-12-04T20:02:52+00:00",
+    )
+    clock.now += 171.6
+    probes = [
+        rule("ws", "websocket", "pass", 1.0, "1011 closes <= 0", "5 of 5 sessions ok", "ok"),
+        rule("http", "http", "pass", 1.0, "success ratio >= 95%", "20 of 20 ok", "ok"),
+    ]
+    error_rate_ok = rule(
+        "error-rate", "metric", "pass", 0.002, "error rate <= 1%", "1 of 500 requests failed"
+    )
+    error_rate_bad = rule(
+        "error-rate",
+        "metric",
+        "fail",
+        0.041,
+        "error rate <= 1%",
+        "41 of 1000 requests failed",
+        "4.1% of requests to chat-00002-bbb failed, limit 1%",
+        ("POST /tool 500 x 38", f"GET /session?access_token={SECRET} 500"),
+    )
+    report.steps = [
+        StepRecord(
+            index=0,
+            phase="tag",
+            percent=0,
+            status="pass",
+            started_at="2026-12-04T20:00:00.000+00:00",
+            finished_at="2026-12-04T20:00:08.200+00:00",
+            rules=probes,
+        ),
+        StepRecord(
+            index=1,
+            phase="step",
+            percent=10,
+            duration_s=120.0,
+            status="pass",
+            traffic_written={BASE: 90, CANDIDATE: 10},
+            traffic_verified={BASE: 90, CANDIDATE: 10},
+            started_at="2026-12-04T20:00:09.000+00:00",
+            finished_at="2026-12-04T20:02:09.400+00:00",
+            rules=[probes[0], error_rate_ok],
+        ),
+        StepRecord(
+            index=2,
+            phase="step",
+            percent=50,
+            duration_s=300.0,
+            status="fail",
+            traffic_written={BASE: 50, CANDIDATE: 50},
+            traffic_verified={BASE: 50, CANDIDATE: 50},
+            started_at="2026-12-04T20:02:10.000+00:00",
+            finished_at="2026-12-04T20:02:51.000+00:00",
+            reasons=[
+                "error-rate: 41 of 1000 requests failed, limit 1%",
+                f"the app answered Authorization: Bearer {SECRET}",
+            ],
+            rules=[probes[0], error_rate_bad],
+            stopped="error-rate failed (fail_fast): traffic put back, verified",
+        ),
+        StepRecord(index=3, phase="promote", percent=100),
+    ]
+    report.verdict, report.action, report.exit_code = "fail", "rolled_back", 1
+    report.message = "fail at step 2/2 (50 %): error-rate 4.1%, limit 1% | traffic put back"
+    report.reasons = ["error-rate: 41 of 1000 requests failed, limit 1%"]
+    report.deciding = ["error-rate"]
+    report.traffic_before = dict(before)
+    report.traffic_after = dict(before)
+    report.baseline = [BASE]
+    report.api_calls = {"logging": {"ListLogEntries": 12}, "run": {"UpdateService": 3}}
     return report

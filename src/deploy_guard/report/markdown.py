@@ -12,6 +12,15 @@ from typing import Any
 
 from deploy_guard.report.json import write_atomic
 from deploy_guard.report.model import CheckReport, observed_text
+from deploy_guard.report.steps import (
+    how_long,
+    parse_time,
+    percent,
+    stage_names,
+    stop_line,
+    stopped_at,
+    traffic_check,
+)
 
 _ICON = {
     "pass": "✅",
@@ -21,6 +30,8 @@ _ICON = {
     "no_data": "❔",
     "error": "⛔",
     "pending": "⏳",
+    "running": "▶️",
+    "interrupted": "⏹️",
 }
 _ACTION_WORDS = {
     "none": "no traffic change",
@@ -30,6 +41,15 @@ _ACTION_WORDS = {
     "superseded": "refused: the service changed during the check",
     "failed": "the traffic change FAILED: act by hand",
     "unverified": "traffic change sent, NOT verified: check what the service serves",
+}
+
+
+#: A rollout's actions in its own words (a rollback restores the split from before it).
+_ROLLOUT_ACTION_WORDS = {
+    **_ACTION_WORDS,
+    "rolled_back": "traffic put back to the split from before the rollout",
+    "held": "held at its last verified step",
+    "superseded": "refused: the service changed during the rollout",
 }
 
 
@@ -51,10 +71,19 @@ def _split(split: dict[str, int]) -> str:
 
 def render_markdown(report: CheckReport) -> str:
     d = report.to_dict()
+    if report.command == "rollout":
+        return rollout_markdown(d)
+    lines = _head(d, "deploy-guard", _ACTION_WORDS.get(d["action"], d["action"]))
+    lines += _rules(d["rules"])
+    lines += _tail(d)
+    return "\n".join(lines) + "\n"
+
+
+def _head(d: dict[str, Any], title: str, action: str) -> list[str]:
+    """The verdict line and the facts under it (service, exit code, traffic, outcome)."""
     verdict = d["verdict"]
     lines = [
-        f"## deploy-guard: {_ICON.get(verdict, '')} {verdict.upper()} — "
-        f"`{d['revision']}` ({_ACTION_WORDS.get(d['action'], d['action'])})",
+        f"## {title}: {_ICON.get(verdict, '')} {verdict.upper()} — `{d['revision']}` ({action})",
         "",
         f"- **Service**: `{d['service']}` ({d['project']}, {d['region']})",
         f"- **Exit code**: {d['exit_code']}",
@@ -70,27 +99,40 @@ def render_markdown(report: CheckReport) -> str:
     if d["error"]:
         lines.append(f"- **Error**: {_cell(d['error'])}")
     lines += [f"- **Note**: {_cell(note)}" for note in d["notes"]]
-    lines += ["", "### Rules", ""]
-    if d["rules"]:
-        lines += [
-            "| | rule | kind | status | observed | threshold | counts | message |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in d["rules"]:
-            lines.append(
-                f"| {_ICON.get(r.get('status', ''), '')} | `{_cell(r.get('rule'))}` "
-                f"| {_cell(r.get('kind'))} | {_cell(r.get('status'))} "
-                f"| {_observed(r)} | {_cell(r.get('threshold'))} "
-                f"| {_cell(r.get('counts'))} | {_cell(r.get('message'))} |"
-            )
-        evidence = [(r["rule"], e) for r in d["rules"] for e in r.get("evidence", [])[:3]]
-        if evidence:
-            lines += ["", "<details><summary>Evidence</summary>", ""]
-            lines += [f"- `{rule}`: {_cell(e)}" for rule, e in evidence]
-            lines += ["", "</details>"]
-    else:
-        lines.append("(no rule was judged)")
+    return lines
+
+
+def _rules(rules: list[dict[str, Any]], title: str = "Rules") -> list[str]:
+    """The rule table (with every message) and the first evidence lines of each rule."""
+    lines = ["", f"### {title}", ""]
+    if not rules:
+        return [*lines, "(no rule was judged)"]
     lines += [
+        "| | rule | kind | status | observed | threshold | counts | message |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rules:
+        lines.append(
+            f"| {_ICON.get(r.get('status', ''), '')} | `{_cell(r.get('rule'))}` "
+            f"| {_cell(r.get('kind'))} | {_cell(r.get('status'))} "
+            f"| {_observed(r)} | {_cell(r.get('threshold'))} "
+            f"| {_cell(r.get('counts'))} | {_cell(r.get('message'))} |"
+        )
+    return lines + _evidence(rules)
+
+
+def _evidence(rules: list[dict[str, Any]]) -> list[str]:
+    evidence = [(r["rule"], e) for r in rules for e in r.get("evidence", [])[:3]]
+    if not evidence:
+        return []
+    lines = ["", "<details><summary>Evidence</summary>", ""]
+    lines += [f"- `{rule}`: {_cell(e)}" for rule, e in evidence]
+    return [*lines, "", "</details>"]
+
+
+def _tail(d: dict[str, Any]) -> list[str]:
+    """The timeline and the Cloud API calls (against Cloud Logging's read quota)."""
+    lines = [
         "",
         "### Timeline",
         "",
@@ -103,7 +145,111 @@ def render_markdown(report: CheckReport) -> str:
     lines += ["", f"### Cloud API calls ({d['api_calls_total']})", ""]
     for api, methods in d["api_calls"].items():
         lines.append(f"- {api}: " + ", ".join(f"{m} {n}" for m, n in sorted(methods.items())))
+    return lines
+
+
+def rollout_markdown(d: dict[str, Any]) -> str:
+    """A rollout's summary: the verdict, every stage, where it stopped and why, rule results.
+
+    ``d`` is the report's ``to_dict()`` (redacted). The rule table of a check
+    becomes one compact list per stage, and the evidence shown is that of the
+    stage where the rollout stopped (the one a person has to read).
+    """
+    steps: list[dict[str, Any]] = d.get("steps") or []
+    stop = stop_line(steps, d["action"])
+    action = _ROLLOUT_ACTION_WORDS.get(d["action"], d["action"])
+    if d["action"] == "held" and stop.startswith("held at"):
+        action = stop
+    lines = _head(d, "deploy-guard rollout", action)
+    lines += _steps(steps, parse_time(d["finished_at"]))
+    lines += ["", "### Where it stopped", "", *_where(d, steps, stop)]
+    if any(s.get("rules") for s in steps):
+        lines += _step_rules(steps)
+        at = stopped_at(steps)
+        lines += _evidence(steps[at]["rules"]) if at is not None else []
+    elif d["rules"]:
+        lines += _rules(d["rules"])
+    lines += _tail(d)
     return "\n".join(lines) + "\n"
+
+
+def _steps(steps: list[dict[str, Any]], until: Any) -> list[str]:
+    """One row per stage: planned share, traffic written and read back, status, time, reasons."""
+    lines = ["", "### Steps", ""]
+    if not steps:
+        return [*lines, "(the rollout stopped before its first stage)"]
+    lines += [
+        "| | stage | percent | traffic written | traffic verified | status | how long | reasons |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, step in zip(stage_names(steps), steps, strict=True):
+        status = str(step.get("status", ""))
+        lines.append(
+            f"| {_ICON.get(status, '')} | {name} | {percent(step)} "
+            f"| {_written(step)} | {_verified(step)} | {_cell(status)} "
+            f"| {_cell(how_long(step, until))} | {_cell('; '.join(step.get('reasons') or ()))} |"
+        )
+    return lines
+
+
+def _written(step: dict[str, Any]) -> str:
+    if step.get("phase") == "tag":
+        return "(none: tag URL only)"
+    return _split(step["traffic_written"]) if step.get("traffic_written") else ""
+
+
+def _verified(step: dict[str, Any]) -> str:
+    """The split read back, said against the one written (a mismatch is what to look at)."""
+    check = traffic_check(step)
+    if check == "verified":
+        return "✅ as written"
+    if check == "not verified":
+        return "**not verified**"
+    if check == "differs":
+        return f"⚠️ {_split(step['traffic_verified'])} (not as written)"
+    return ""
+
+
+def _where(d: dict[str, Any], steps: list[dict[str, Any]], stop: str) -> list[str]:
+    """The stage that ended the rollout, what the driver said, and the stage's reasons."""
+    at = stopped_at(steps)
+    if at is not None:
+        step, name = steps[at], stage_names(steps)[at]
+        status = str(step.get("status", ""))
+        said = f": {_cell(step['stopped'])}" if step.get("stopped") else ""
+        head = f"At **{name}** ({percent(step)}), {_ICON.get(status, '')} {status}{said}"
+        reasons = [f"- {_cell(r)}" for r in step.get("reasons") or ()]
+        return [head, "", *reasons] if reasons else [head]
+    if stop:
+        return [_cell(stop[0].upper() + stop[1:])]
+    if not steps:
+        return [_cell(d["error"] or d["message"] or "Before its first stage.")]
+    return ["It had not stopped: the report was written while it ran."]
+
+
+def _step_rules(steps: list[dict[str, Any]]) -> list[str]:
+    """Each stage's rule results, one line per rule: status, observed against threshold, counts."""
+    lines = ["", "### Rules at each stage"]
+    for name, step in zip(stage_names(steps), steps, strict=True):
+        if not step.get("rules"):
+            continue
+        status = str(step.get("status", ""))
+        lines += ["", f"**{name}** ({percent(step)}): {_ICON.get(status, '')} {status}", ""]
+        for r in step["rules"]:
+            rule_status = str(r.get("status", ""))
+            observed = _observed(r)
+            figure = (
+                f"{observed} ({_cell(r.get('threshold'))})"
+                if observed
+                else _cell(r.get("threshold"))
+            )
+            message = str(r.get("message") or "")
+            said = f": {_cell(message)}" if rule_status != "pass" and message else ""
+            lines.append(
+                f"- {_ICON.get(rule_status, '')} `{_cell(r.get('rule'))}` {rule_status}, "
+                f"{figure}; {_cell(r.get('counts'))}{said}"
+            )
+    return lines
 
 
 def write_markdown(report: CheckReport, path: str | Path) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console, Group
@@ -18,7 +19,17 @@ from rich.table import Table
 from rich.text import Text
 
 from deploy_guard.log import redact_data
-from deploy_guard.report.model import CheckReport
+from deploy_guard.report.model import CheckReport, utc_now
+from deploy_guard.report.steps import (
+    current,
+    how_long,
+    now_line,
+    percent,
+    stage_names,
+    stop_line,
+    stopped_at,
+    traffic_check,
+)
 
 MIN_REDRAW = 0.1
 _STYLE = {
@@ -29,6 +40,8 @@ _STYLE = {
     "no_data": "magenta",
     "error": "red",
     "pending": "dim",
+    "running": "bold cyan",
+    "interrupted": "yellow",
 }
 
 
@@ -39,24 +52,36 @@ def _label(report: CheckReport) -> tuple[str, str]:
     return report.verdict.upper(), _STYLE.get(report.verdict, "")
 
 
-def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
+def render(
+    report: CheckReport, *, events: int = 6, width: int = 100, now: datetime | None = None
+) -> Group:
     """The view as a rich renderable, from the report alone (easy to test).
 
     While the check runs, a ``pending`` rule shows only its counts (its message,
     "not enough data yet", would be noise); the final view shows every message.
     Event lines are cut to ``width`` so that a long detail never wraps the view.
+    A rollout's view (:func:`render_rollout`) adds its stages; ``now`` is the
+    wall clock its running stage is timed against (tests pass a fixed one).
     """
+    if report.command == "rollout":
+        return render_rollout(report, events=events, width=width, now=now or utc_now())
     done = bool(report.finished_at)
     # What is shown passes through the one redaction step (only what is shown: this runs
     # at every redraw, and the JSON report's to_dict() copies the whole timeline).
     rules = redact_data(report.rules)
-    recent = redact_data([asdict(e) for e in report.timeline.events[-events:]])
     head = Text.assemble(
         ("deploy-guard ", "bold"),
         (f"{report.service or '?'}/{report.revision}", "cyan"),
         f"  {report.timeline.elapsed():5.1f} s  ",
         _label(report) if done else ("running", "dim"),
     )
+    lines = _events(report, events, width)
+    if not report.rules:  # stopped before any evidence (an unknown revision): no empty table
+        return Group(head, lines)
+    return Group(head, _rules(rules, done), lines)
+
+
+def _rules(rules: list[dict[str, Any]], done: bool) -> Table:
     table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
     for col in ("rule", "kind", "status", "counts", "message"):
         table.add_column(col, overflow="fold", max_width=60 if col == "message" else None)
@@ -70,6 +95,12 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
             str(r.get("counts", "")),
             message,
         )
+    return table
+
+
+def _events(report: CheckReport, events: int, width: int) -> Text:
+    """The last ``events`` timeline events, one line each, cut (never wrapped) to ``width``."""
+    recent = redact_data([asdict(e) for e in report.timeline.events[-events:]])
     lines = Text()
     for ev in recent:
         head_text = f"{ev['t']:7.2f}s  {ev['event']}  "
@@ -79,13 +110,86 @@ def render(report: CheckReport, *, events: int = 6, width: int = 100) -> Group:
             detail = detail[: room - 1] + "…"
         lines.append(head_text, style="dim")
         lines.append(detail + "\n")
-    if not report.rules:  # stopped before any evidence (an unknown revision): no empty table
-        return Group(head, lines)
-    return Group(head, table, lines)
+    return lines
+
+
+def render_rollout(report: CheckReport, *, events: int, width: int, now: datetime) -> Group:
+    """A rollout: where it is now, every stage with its traffic and status, rules, events.
+
+    Live, the first line says the stage running and how far in it is ("step
+    2/3: 50 % for 5m, 1m12s in") and the rules are that stage's; the final view
+    says where the rollout stopped and why, and shows the rules of that stage.
+    """
+    done = bool(report.finished_at)
+    steps: list[dict[str, Any]] = redact_data([asdict(s) for s in report.steps])
+    head = Text.assemble(
+        ("deploy-guard rollout ", "bold"),
+        (f"{report.service or '?'}/{report.revision}", "cyan"),
+        f"  {report.timeline.elapsed():5.1f} s  ",
+        _label(report) if done else ("running", "dim"),
+    )
+    parts: list[Any] = [head]
+    where = stop_line(steps, report.action) if done else now_line(steps, now)
+    if where:
+        parts.append(Text(where, style=_label(report)[1] if done else "bold"))
+    if steps:
+        parts.append(_stages(steps, report.revision, now=None if done else now))
+    rules = redact_data(_rules_of(report, steps, done))
+    if rules:
+        parts.append(_rules(rules, done))
+    parts.append(_events(report, events, width))
+    return Group(*parts)
+
+
+def _stages(steps: list[dict[str, Any]], candidate: str, now: datetime | None) -> Table:
+    """One row per stage: the candidate's share written and read back, status, time, reasons."""
+    table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
+    for col in ("stage", "percent", "written", "verified", "status", "time", "reasons"):
+        table.add_column(col, overflow="fold", max_width=50 if col == "reasons" else None)
+    for name, step in zip(stage_names(steps), steps, strict=True):
+        status = str(step.get("status", ""))
+        written = step.get("traffic_written") or {}
+        table.add_row(
+            name,
+            percent(step),
+            f"{written.get(candidate, 0)} %" if written else "",
+            _verified(step, candidate),
+            Text(status, style=_STYLE.get(status, "")),
+            how_long(step, now),
+            "; ".join(str(r) for r in step.get("reasons") or ()),
+        )
+    return table
+
+
+def _verified(step: dict[str, Any], candidate: str) -> Text:
+    check = traffic_check(step)
+    if check == "not verified":
+        return Text("not verified", style="bold yellow")
+    verified = step.get("traffic_verified") or {}
+    share = f"{verified.get(candidate, 0)} %"
+    return (
+        Text(f"{share} ≠ written", style="bold red")
+        if check == "differs"
+        else Text(share if check else "")
+    )
+
+
+def _rules_of(report: CheckReport, steps: list[dict[str, Any]], done: bool) -> list[Any]:
+    """The rules worth a table: the running stage's (live) or the deciding stage's (final).
+
+    A stage's rules are filled when its analysis reports; until then, and for
+    a rollout that stopped before any stage, the report's own rules stand in.
+    """
+    at = stopped_at(steps) if done else current(steps)
+    if at is None and done:
+        at = next((i for i in reversed(range(len(steps))) if steps[i].get("rules")), None)
+    if at is not None and steps[at].get("rules"):
+        return list(steps[at]["rules"])
+    return list(report.rules)
 
 
 def summary(report: CheckReport) -> Text:
-    """The last lines: verdict, action, traffic after, exit code."""
+    """The last lines: verdict, action, traffic after, exit code (a rollout: where it stopped)."""
     label, style = _label(report)
     d = redact_data({"message": report.message, "notes": list(report.notes)})
     text = Text()
@@ -93,6 +197,9 @@ def summary(report: CheckReport) -> Text:
     text.append(f"  action={report.action}  exit={report.exit_code}\n")
     if d["message"]:
         text.append(d["message"] + "\n")
+    if report.command == "rollout":
+        stop = stop_line(redact_data([asdict(s) for s in report.steps]), report.action)
+        text.append(f"{stop}\n" if stop else "")
     if report.traffic_after:
         split = ", ".join(f"{k} {v}%" for k, v in report.traffic_after.items())
         text.append(f"traffic now: {split}\n")
