@@ -129,9 +129,9 @@ def render_rollout(report: CheckReport, *, events: int, width: int, now: datetim
         _label(report) if done else ("running", "dim"),
     )
     parts: list[Any] = [head]
-    where = stop_line(steps, report.action) if done else now_line(steps, now)
+    where = "" if done else now_line(steps, now)  # when done, summary() says where it stopped
     if where:
-        parts.append(Text(where, style=_label(report)[1] if done else "bold"))
+        parts.append(Text(where, style="bold"))
     if steps:
         parts.append(_stages(steps, report.revision, now=None if done else now))
     rules = redact_data(_rules_of(report, steps, done))
