@@ -88,12 +88,12 @@ def _rules(rules: list[dict[str, Any]], done: bool) -> Table:
     for r in rules:
         status = str(r.get("status", ""))
         message = "" if status == "pending" and not done else str(r.get("message", ""))
-        table.add_row(
-            str(r.get("rule", "")),
-            str(r.get("kind", "")),
+        table.add_row(  # Text, never markup: "[/]" in a message must not break the view
+            Text(str(r.get("rule", ""))),
+            Text(str(r.get("kind", ""))),
             Text(status, style=_STYLE.get(status, "")),
-            str(r.get("counts", "")),
-            message,
+            Text(str(r.get("counts", ""))),
+            Text(message),
         )
     return table
 
@@ -156,7 +156,7 @@ def _stages(steps: list[dict[str, Any]], candidate: str, now: datetime | None) -
             _verified(step, candidate),
             Text(status, style=_STYLE.get(status, "")),
             how_long(step, now),
-            "; ".join(str(r) for r in step.get("reasons") or ()),
+            Text("; ".join(str(r) for r in step.get("reasons") or ())),
         )
     return table
 
