@@ -147,9 +147,7 @@ def test_a_held_rollout_says_at_which_step() -> None:
     report.steps[2].status, report.steps[2].stopped = "inconclusive", "on_inconclusive: hold"
     report.steps[2].reasons = []
     report.verdict, report.action, report.exit_code = "inconclusive", "held", 3
-    assert "stopped at step 2/2 (50 %): inconclusive: on_inconclusive: hold" in screen(
-        summary(report)
-    )
+    assert "held at step 2/2 (50 %): inconclusive: on_inconclusive: hold" in screen(summary(report))
 
 
 def test_a_rollout_that_stopped_before_any_stage_shows_its_head_and_events() -> None:

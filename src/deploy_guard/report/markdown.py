@@ -13,6 +13,7 @@ from typing import Any
 from deploy_guard.report.json import write_atomic
 from deploy_guard.report.model import CheckReport, observed_text
 from deploy_guard.report.steps import (
+    held_at,
     how_long,
     parse_time,
     percent,
@@ -48,7 +49,6 @@ _ACTION_WORDS = {
 _ROLLOUT_ACTION_WORDS = {
     **_ACTION_WORDS,
     "rolled_back": "traffic put back to the split from before the rollout",
-    "held": "held at its last verified step",
     "superseded": "refused: the service changed during the rollout",
 }
 
@@ -158,8 +158,8 @@ def rollout_markdown(d: dict[str, Any]) -> str:
     steps: list[dict[str, Any]] = d.get("steps") or []
     stop = stop_line(steps, d["action"])
     action = _ROLLOUT_ACTION_WORDS.get(d["action"], d["action"])
-    if d["action"] == "held" and stop.startswith("held at"):
-        action = stop
+    if d["action"] == "held":
+        action = held_at(steps)
     lines = _head(d, "deploy-guard rollout", action)
     lines += _steps(steps, parse_time(d["finished_at"]))
     lines += ["", "### Where it stopped", "", *_where(d, steps, stop)]

@@ -136,22 +136,29 @@ def why(step: Step) -> str:
 def stop_line(steps: Sequence[Step], action: str = "") -> str:
     """Where the rollout stopped and why, in one sentence ("" while it has not).
 
-    ``stopped at step 2/3 (50 %): fail: error-rate 4.1% > 1%``; a rollout whose
-    promotion passed reads ``completed: 100 % on the candidate``.
+    ``stopped at step 2/3 (50 %): fail: error-rate 4.1% > 1%``; a held one says
+    where traffic stays (``held at step 2/3 (50 %): inconclusive: ...``); a
+    rollout whose promotion passed reads ``completed: 100 % on the candidate``.
     """
     names = stage_names(steps)
     at = stopped_at(steps)
     if at is not None:
         step = steps[at]
         reason = why(step)
-        head = f"stopped at {names[at]} ({percent(step)}): {step.get('status', '?')}"
+        where = held_at(steps) if action == "held" else f"stopped at {names[at]} ({percent(step)})"
+        head = f"{where}: {step.get('status', '?')}"
         return f"{head}: {reason}" if reason else head
     if steps and steps[-1].get("phase") == "promote" and steps[-1].get("status") == "pass":
         return "completed: 100 % on the candidate"
-    if action == "held":
-        last = last_verified(steps)
-        return f"held at {names[last]} ({percent(steps[last])})" if last is not None else "held"
-    return ""
+    return held_at(steps) if action == "held" else ""
+
+
+def held_at(steps: Sequence[Step]) -> str:
+    """``held at step 2/3 (50 %)``: the last stage whose traffic was verified (what serves)."""
+    last = last_verified(steps)
+    if last is None:
+        return "held before any traffic step"
+    return f"held at {stage_names(steps)[last]} ({percent(steps[last])})"
 
 
 def last_verified(steps: Sequence[Step]) -> int | None:
