@@ -2,7 +2,10 @@
 
 The document's top-level fields are an interface (pipelines read them):
 ``verdict``, ``action``, ``exit_code``, ``service``, ``revision``, ``baseline``,
-``traffic_before``, ``traffic_after``, ``rules``, ``api_calls``, ``timeline``.
+``traffic_before``, ``traffic_after``, ``rules``, ``api_calls``, ``timeline``;
+a rollout's document adds ``command`` and ``steps`` (one object per stage: traffic
+written and verified, status, reasons, rules, why it stopped there). Every field
+is described in ``docs/reports.md``.
 It is written atomically (a temporary file, then a rename), so a reader never
 sees half a report, even when the check is ended by a signal mid-write.
 """
