@@ -166,3 +166,12 @@ def test_bracketed_text_in_a_rule_is_shown_as_text_not_taken_as_markup() -> None
     report.rules[0]["message"] = "server said [/] then [bold]x[/bold]: Bearer [redacted]"
     text = screen(render(report), width=200)  # "[/]" as markup would raise MarkupError
     assert "server said [/] then [bold]x[/bold]: Bearer [redacted]" in text
+
+
+def test_stage_times_without_a_zone_are_read_as_utc_and_unreadable_ones_are_left_out() -> None:
+    report = running_at_step_two()
+    report.steps[1].started_at, report.steps[1].finished_at = "2026-12-04T20:00:09", "garbage"
+    report.steps[2].started_at = "2026-12-04T20:02:10"
+    text = screen(render(report, now=NOW))
+    assert "step 2/2: 50 % for 5m, 1m12s in" in text
+    assert rows(text)["step 1/2"] == "step 1/2 10 % 10 % 10 % pass"

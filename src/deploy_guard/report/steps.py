@@ -12,7 +12,7 @@ pass a fixed one).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from deploy_guard.policy.units import format_duration
@@ -47,20 +47,20 @@ def percent(step: Step) -> str:
 
 
 def parse_time(text: Any) -> datetime | None:
-    """An ISO 8601 stamp, or None when the stage has not got one (or it is unreadable)."""
+    """An ISO 8601 stamp (UTC when it names no zone), or None when there is none to read."""
     if not text:
         return None
     try:
         when = datetime.fromisoformat(str(text))
     except ValueError:
         return None
-    return when if when.tzinfo is not None else None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def elapsed(step: Step, until: datetime | None = None) -> float | None:
     """Seconds the stage ran: to its ``finished_at``, else to ``until`` (a running stage)."""
     start = parse_time(step.get("started_at"))
-    end = parse_time(step.get("finished_at")) or until
+    end = parse_time(step["finished_at"]) if step.get("finished_at") else until
     if start is None or end is None:
         return None
     return max(0.0, (end - start).total_seconds())
