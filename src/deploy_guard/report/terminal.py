@@ -4,6 +4,9 @@ Shown only when stderr is a terminal; in Cloud Build and pipes the check logs
 Cloud Logging-shaped JSON events instead (see :mod:`deploy_guard.log`). The view
 redraws at most every :data:`MIN_REDRAW` seconds, so a thousand probe snapshots
 a second cost nothing, and ends with a static summary that stays on screen.
+A rollout's view (the report's ``command`` is ``rollout``) adds where it is now
+and every stage; a check's view is drawn exactly as before rollouts existed.
+Cells are :class:`~rich.text.Text`, never markup: a server's ``[/]`` is text.
 """
 
 from __future__ import annotations
