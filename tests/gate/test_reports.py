@@ -1,10 +1,13 @@
-"""Report renderers from plain data: JSON fields, Markdown, the terminal view; no secrets."""
+"""Report renderers: JSON fields, Markdown, the terminal view, no secrets; a real rollout's too."""
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -188,3 +191,76 @@ def test_notes_reach_every_renderer_and_an_error_reads_as_error() -> None:
     report.verdict, report.exit_code = "error", 2
     console.print(summary(report))
     assert "ERROR  action=rolled_back  exit=2" in console.export_text()
+
+
+class Frames:
+    """A progress view that keeps every redraw as text, as the terminal would show it."""
+
+    def __init__(self) -> None:
+        self.frames: list[str] = []
+
+    def changed(self, report: CheckReport) -> None:
+        console = Console(file=io.StringIO(), width=120, color_system=None)
+        console.print(render(report, width=120))
+        self.frames.append(console.file.getvalue())  # type: ignore[attr-defined]
+
+
+async def test_a_real_rollouts_live_view_and_summary_show_every_stage(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    from deploy_guard.runtime.rollout import RolloutGate, RolloutOptions
+    from gates import build_gate
+
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    frames = Frames()
+    gate = build_gate(
+        gcp_clients,
+        emulator,
+        cand,
+        policy=Path(__file__).parent / "policies" / "chat-rollout.yaml",
+        progress=frames,
+        gate_class=RolloutGate,
+        options_class=RolloutOptions,
+    )
+    report = await gate.run()
+    assert (report.action, report.exit_code) == ("promoted", 0), report.message
+    # the live view followed the walk: each stage was shown running, with its clock
+    for line in (
+        "tag: probes through the tag URL",
+        "step 1/2: 10 % for 2s",
+        "step 2/2: 50 % for 2s",
+    ):
+        assert any(f"\n{line}" in frame for frame in frames.frames), line
+    assert any(re.search(r"step 1/2 +10 % +10 % +10 % +running", f) for f in frames.frames)
+    assert any(
+        re.search(r"\nstep 1/2 +10 % +10 % +10 % +pass +\S+ of 2s +\n", f) for f in frames.frames
+    )
+    text = render_markdown(report)
+    assert text.startswith(f"## deploy-guard rollout: ✅ PASS — `{cand}` (candidate promoted")
+    assert f"| promote | 100 % | `{cand}` 100% | ✅ as written | pass |" in text
+    assert f"| step 1/2 | 10 % | `{base}` 90%, `{cand}` 10% | ✅ as written | pass |" in text
+    assert "Completed: 100 % on the candidate" in text
+    assert "**step 2/2** (50 %): ✅ pass" in text
+
+
+def test_a_rollout_stopped_at_its_tag_stage_says_so_in_its_summary(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from deploy_guard.cli import cli
+
+    chat.first()
+    cand = chat.candidate({"CHAT_FAIL_1011_AFTER": "1"}, tag=None)
+    policy = Path(__file__).parent / "policies" / "chat-rollout.yaml"
+    summary_md = tmp_path / "summary.md"
+    args = ["rollout", "--revision", cand, "--policy", str(policy), "--summary", str(summary_md)]
+    result = CliRunner().invoke(cli, [*args, "--log-interval", "0.5s"], catch_exceptions=False)
+    assert result.exit_code == 1, result.output
+    text = summary_md.read_text()
+    assert "| ❌ | tag | 0 % | (none: tag URL only) |  | fail |" in text
+    assert "| ⏳ | step 1/2 | 10 % |  |  | pending | 2s planned |  |" in text
+    where = text.split("### Where it stopped\n\n")[1].splitlines()[0]
+    assert where.startswith("At **tag** (0 %), ❌ fail: ")
+    assert "`chat-golden-path` fail" in text

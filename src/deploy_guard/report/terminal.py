@@ -145,7 +145,8 @@ def render_rollout(report: CheckReport, *, events: int, width: int, now: datetim
 
 
 def _stages(steps: list[dict[str, Any]], candidate: str, now: datetime | None) -> Table:
-    """One row per stage: the candidate's share written and read back, status, time, reasons."""
+    """One row per stage: the candidate's share written and read back, status, time, and
+    the reasons of a stage that did not pass."""
     table = Table(box=None, pad_edge=False, show_edge=False, expand=False)
     for col in ("stage", "percent", "written", "verified", "status", "time", "reasons"):
         table.add_column(col, overflow="fold", max_width=50 if col == "reasons" else None)
@@ -159,7 +160,8 @@ def _stages(steps: list[dict[str, Any]], candidate: str, now: datetime | None) -
             _verified(step, candidate),
             Text(status, style=_STYLE.get(status, "")),
             how_long(step, now),
-            Text("; ".join(str(r) for r in step.get("reasons") or ())),
+            # a stage that passed lists every rule's counts: noise here (the rules table has them)
+            Text("" if status == "pass" else "; ".join(str(r) for r in step.get("reasons") or ())),
         )
     return table
 
