@@ -259,6 +259,7 @@ def launch(
     options_class: Any,
     *,
     gate_class: Any = None,
+    command: str = "check",
     **extra: Any,
 ) -> None:
     """Validate everything, run the gate (``gate_class``), write the reports, exit.
@@ -271,7 +272,9 @@ def launch(
     service, project, region = flags["service"], flags["project"], flags["region"]
     report_path, summary_path = flags["report_path"], flags["summary_path"]
     token_env, token_file, timeout = flags["token_env"], flags["token_file"], flags["timeout"]
-    report = CheckReport(revision=revision, project=project or "", region=region or "")
+    report = CheckReport(
+        revision=revision, project=project or "", region=region or "", command=command
+    )
     last_word = LastWord(report, report_path, summary_path)
     signals.on_second_signal(last_word)  # a second signal still writes the reports
     try:

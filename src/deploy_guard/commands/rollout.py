@@ -115,6 +115,7 @@ def rollout(
         flags,
         RolloutOptions,
         gate_class=RolloutGate,
+        command="rollout",
         steps=steps,
         resume=resume,
         on_interrupt=on_interrupt,

@@ -440,4 +440,4 @@ class _Walk:
 
 
 def _now() -> str:
-    return utc_now().isoformat(timespec="seconds")
+    return utc_now().isoformat(timespec="milliseconds")
