@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import grpc
 import pytest
 from click.testing import CliRunner
 
@@ -243,3 +244,223 @@ def test_with_nowhere_to_go_rollback_says_how_to_allow_a_rejected_revision_again
     assert f"{later} 100% serves now" in result.stderr
     assert f"({base} recorded as rejected: `deploy-guard status --service chat" in result.stderr
     assert "--clear-rejected REV` takes one off the list" in result.stderr
+
+
+# --- a rollout recorded on the service ---------------------------------------------
+
+STEPS = ((10, 120.0), (50, 300.0), (90, 60.0))
+
+
+def _record(cand: str, before: dict[str, int], *, live: bool, step: int = 2) -> Any:
+    from datetime import UTC, datetime, timedelta
+
+    from deploy_guard.gcp.rollouts import RolloutRecord
+
+    now = datetime.now(UTC)
+    return RolloutRecord(
+        revision=cand,
+        before=before,
+        step=step,
+        percent=STEPS[step - 1][0],
+        steps=STEPS,
+        by="builder-7:4242",
+        started=now - timedelta(minutes=10),
+        until=now + timedelta(minutes=5) if live else now - timedelta(minutes=1),
+    )
+
+
+def _at_step(chat: Any, split: dict[str, int], value: str) -> None:
+    """What a rollout's step write leaves: the split pinned by name and its record, one write."""
+    from google.cloud import run_v2
+
+    from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION
+
+    kind = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
+    svc = chat.get()
+    tags = [t for t in svc.traffic if t.tag]  # the deploy's `candidate` tag stays at 0 %
+    for t in tags:
+        t.percent = 0
+    svc.traffic = [
+        *(run_v2.TrafficTarget(type_=kind, revision=r, percent=p) for r, p in split.items()),
+        *tags,
+    ]
+    svc.annotations[ROLLOUT_ANNOTATION] = value
+    chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
+
+
+def _rollout_record(chat: Any) -> Any:
+    from deploy_guard.gcp.rollouts import current
+
+    return current(dict(chat.get().annotations))
+
+
+@pytest.mark.fault(
+    "traffic",
+    "`deploy-guard rollback` after a rollout's process died at a step",
+    "one write: the pre-rollout split back, candidate rejected, rollout record removed",
+)
+def test_rollback_undoes_a_rollout_whose_process_died_in_one_write(
+    chat: Any, emulator: Any, emulator_env: Any
+) -> None:
+    from deploy_guard.gcp.rollouts import encode
+
+    base = chat.first()
+    cand = chat.candidate()
+    _at_step(chat, {base: 50, cand: 50}, encode(_record(cand, {base: 100}, live=False)))
+    writes = emulator.faults.count(UPDATE)
+    result = rollback()
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert emulator.faults.count(UPDATE) == writes + 1  # traffic and annotations together
+    assert chat.serving() == {base: 100}
+    annotations = chat.get().annotations
+    assert _rollout_record(chat) is None
+    assert annotations["deploy-guard.dev/rejected"] == cand
+    assert annotations["deploy-guard.dev/rolled-back-to"] == base
+    assert "candidate" in chat.tags()  # the deploy's tag is kept, at 0 %
+    assert result.stdout.strip() == (
+        f"chat: traffic now {base} 100% (was {base} 50%, {cand} 50%): the split from before "
+        f"the rollout of {cand} (at step 2/3, 50 %); {cand} recorded as rejected and the "
+        "rollout record removed"
+    )
+    again = rollback()
+    assert again.exit_code == ExitCode.PASS, again.output
+    assert f"already rolled back to {base} (100 %); nothing changed" in again.stdout
+    assert emulator.faults.count(UPDATE) == writes + 1
+
+
+def test_rollback_puts_back_a_split_of_several_revisions_without_the_candidate(
+    chat: Any, emulator: Any, emulator_env: Any
+) -> None:
+    """A canary of the candidate served before the rollout: left out, 60:20 becomes 75:25."""
+    from deploy_guard.gcp.rollouts import encode
+
+    a = chat.first()
+    b = chat.candidate(tag=None, percent=20)
+    cand = chat.candidate()
+    before = {a: 60, b: 20, cand: 20}
+    _at_step(chat, {a: 30, b: 10, cand: 60}, encode(_record(cand, before, live=False)))
+    dry = rollback("--dry-run")
+    assert dry.exit_code == ExitCode.PASS, dry.output
+    assert f"to {a} 75%, {b} 25% (the split before it)" in dry.stdout
+    assert f"(without {cand}, which had 20% before it)" in dry.stdout
+    assert chat.serving() == {a: 30, b: 10, cand: 60}  # a dry run changes nothing
+    assert _rollout_record(chat) is not None
+
+    result = rollback()
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert chat.serving() == {a: 75, b: 25}
+    assert _rollout_record(chat) is None
+    assert chat.get().annotations["deploy-guard.dev/rejected"] == cand
+    # a second run sees the split it put back: nothing further back
+    writes = emulator.faults.count(UPDATE)
+    again = rollback()
+    assert again.exit_code == ExitCode.PASS, again.output
+    assert f"already rolled back to {a} 75%, {b} 25%; nothing changed" in again.stdout
+    assert emulator.faults.count(UPDATE) == writes
+
+
+def test_a_running_rollout_is_refused_unless_forced(
+    chat: Any, emulator: Any, emulator_env: Any
+) -> None:
+    from deploy_guard.gcp.rollouts import encode
+
+    base = chat.first()
+    cand = chat.candidate()
+    record = _record(cand, {base: 100}, live=True, step=1)
+    _at_step(chat, {base: 90, cand: 10}, encode(record))
+    writes = emulator.faults.count(UPDATE)
+    for args in ((), ("--to-revision", base)):
+        refused = rollback(*args)
+        assert refused.exit_code == ExitCode.ACTION_FAILED, refused.output
+        assert "a rollout is running (by builder-7:4242 until " in refused.stderr
+        assert "); stop it first" in refused.stderr
+        assert "--force" in refused.stderr
+    assert emulator.faults.count(UPDATE) == writes  # nothing written
+    assert chat.serving() == {base: 90, cand: 10}
+
+    forced = rollback("--force")
+    assert forced.exit_code == ExitCode.PASS, forced.output
+    assert chat.serving() == {base: 100}
+    assert _rollout_record(chat) is None
+    assert "at step 1/3, 10 %" in forced.stdout
+
+
+def test_rollback_to_a_named_revision_ends_a_stopped_rollout_too(
+    chat: Any, emulator_env: Any
+) -> None:
+    from deploy_guard.gcp.rollouts import encode
+
+    base = chat.first()
+    older = chat.candidate()
+    cand = chat.candidate()
+    _at_step(chat, {older: 50, cand: 50}, encode(_record(cand, {older: 100}, live=False)))
+    result = rollback("--to-revision", base)
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert chat.serving() == {base: 100}
+    assert _rollout_record(chat) is None
+    assert set(chat.get().annotations["deploy-guard.dev/rejected"].split(",")) == {older, cand}
+    assert f"ended the rollout of {cand} (at step 2/3, 50 %), {cand} recorded as rejected" in (
+        result.stdout
+    )
+
+
+def test_an_unreadable_rollout_record_needs_a_named_revision(
+    chat: Any, emulator: Any, emulator_env: Any
+) -> None:
+    base = chat.first()
+    cand = chat.candidate()
+    _at_step(chat, {base: 50, cand: 50}, '{"revision": "chat-0000')
+    writes = emulator.faults.count(UPDATE)
+    refused = rollback()
+    assert refused.exit_code == ExitCode.ACTION_FAILED, refused.output
+    assert "rollout record cannot be read" in refused.stderr
+    assert "--to-revision REV" in refused.stderr
+    assert emulator.faults.count(UPDATE) == writes
+    named = rollback("--to-revision", base)
+    assert named.exit_code == ExitCode.PASS, named.output
+    assert "removed the unreadable rollout record" in named.stdout
+    assert chat.serving() == {base: 100}
+    assert _rollout_record(chat) is None
+
+
+def test_a_rollout_whose_split_is_already_back_loses_only_its_record(
+    chat: Any, emulator: Any, emulator_env: Any
+) -> None:
+    """Someone put the traffic back by hand: one annotations write, no traffic write."""
+    from deploy_guard.gcp.rollouts import encode
+
+    base = chat.first()
+    cand = chat.candidate()
+    _at_step(chat, {base: 100}, encode(_record(cand, {base: 100}, live=False)))
+    result = rollback()
+    assert result.exit_code == ExitCode.PASS, result.output
+    assert "already serves" in result.stdout
+    assert _rollout_record(chat) is None
+    assert chat.get().annotations["deploy-guard.dev/rejected"] == cand
+    assert chat.serving() == {base: 100}
+
+
+@pytest.mark.fault(
+    "traffic",
+    "`deploy-guard rollback` of a stopped rollout: the write is refused or fails",
+    "exit 4 with the check's words (stale: nothing overwritten; failed: the gcloud to run)",
+)
+@pytest.mark.parametrize("code", [grpc.StatusCode.ABORTED, grpc.StatusCode.PERMISSION_DENIED])
+def test_a_refused_or_failed_undo_says_so_like_a_checks_rollback(
+    chat: Any, emulator: Any, emulator_env: Any, code: grpc.StatusCode
+) -> None:
+    from deploy_guard.gcp.rollouts import encode
+
+    base = chat.first()
+    cand = chat.candidate()
+    _at_step(chat, {base: 50, cand: 50}, encode(_record(cand, {base: 100}, live=False)))
+    emulator.faults.fail("UpdateService", code, nth=1)
+    result = rollback()
+    assert result.exit_code == ExitCode.ACTION_FAILED, result.output
+    if code == grpc.StatusCode.ABORTED:
+        assert "refused deploy-guard's change as stale" in result.stderr
+    else:  # the executor's message: how to do it by hand
+        assert "rollback failed: " in result.stderr
+        assert f"--to-revisions {base}=100" in result.stderr
+    assert chat.serving() == {base: 50, cand: 50}
+    assert _rollout_record(chat) is not None  # nothing written: still there to undo

@@ -286,3 +286,117 @@ def test_the_write_that_drops_the_temporary_tag_drops_its_record(
     assert temp_tags(chat) == set()
     assert json.loads(chat.get().annotations[TAGS_ANNOTATION]) == {}
     assert code in (ExitCode.PASS, ExitCode.FAIL)
+
+
+# --- a rollout recorded on the service ---------------------------------------------
+
+
+def _rollout(cand: str, before: dict[str, int], *, live: bool) -> Any:
+    from deploy_guard.gcp.rollouts import RolloutRecord
+
+    now = datetime.now(UTC)
+    return RolloutRecord(
+        revision=cand,
+        before=before,
+        step=2,
+        percent=50,
+        steps=((10, 120.0), (50, 300.0), (90, 60.0)),
+        by="builder-7:4242",
+        started=now - timedelta(minutes=10),
+        until=now + timedelta(minutes=5) if live else now - timedelta(minutes=1),
+    )
+
+
+@pytest.mark.parametrize("live", [True, False], ids=["running", "stopped"])
+def test_status_reports_a_rollout_running_or_stopped_halfway(
+    chat: Any, emulator_env: dict[str, str], live: bool
+) -> None:
+    from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, encode
+    from deploy_guard.gcp.tags import rfc3339
+
+    base = chat.first()
+    cand = chat.candidate(percent=50)
+    record = _rollout(cand, {base: 100}, live=live)
+    annotate(chat, ROLLOUT_ANNOTATION, encode(record))
+
+    doc = status_json()
+    shown = doc["rollout"]
+    assert shown["state"] == ("running" if live else "stopped")
+    assert (shown["revision"], shown["step"], shown["percent"]) == (cand, 2, 50)
+    assert shown["steps"] == [
+        {"percent": 10, "duration_s": 120.0},
+        {"percent": 50, "duration_s": 300.0},
+        {"percent": 90, "duration_s": 60.0},
+    ]
+    assert shown["before"] == {base: 100}
+    assert (shown["by"], shown["until"]) == ("builder-7:4242", rfc3339(record.until))
+    # where `rollback` goes: the split from before the rollout
+    assert doc["rollback_split"] == {base: 100}
+    assert doc["rollback_target"] == base
+    assert doc["rollback_why"].startswith(f"the split from before the rollout of {cand}")
+
+    text = status()
+    assert text.exit_code == ExitCode.PASS, text.output
+    if live:
+        assert (
+            f"rollout of {cand} in progress: step 2/3 at 50 %, by builder-7:4242, since "
+            f"{rfc3339(record.started)}"
+        ) in text.stdout
+        assert "refused while the rollout runs: stop it first, or pass --force" in text.stdout
+    else:
+        assert (
+            f"a rollout of {cand} stopped at step 2/3 (50 %) and its process is gone; continue "
+            "with `deploy-guard rollout --resume --service chat` or undo it with "
+            "`deploy-guard rollback --service chat`"
+        ) in text.stdout
+    assert f"rollback goes to  {base}: the split from before the rollout of {cand}" in text.stdout
+
+
+def test_status_after_a_rollout_was_undone_shows_no_rollout_and_the_split_put_back(
+    chat: Any, emulator_env: dict[str, str]
+) -> None:
+    from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, encode
+
+    a = chat.first()
+    b = chat.candidate(tag=None, percent=30)
+    cand = chat.candidate(percent=20)
+    annotate(chat, ROLLOUT_ANNOTATION, encode(_rollout(cand, {a: 70, b: 30}, live=False)))
+    assert status_json()["rollback_split"] == {a: 70, b: 30}
+    assert status_json()["rollback_target"] is None  # several revisions: no single target
+    assert f"rollback goes to  {a} 70%, {b} 30%: the split" in status().stdout
+    undone = CliRunner().invoke(cli, ["rollback", "--service", "chat"])
+    assert undone.exit_code == ExitCode.PASS, undone.output
+    doc = status_json()
+    assert doc["rollout"] is None
+    assert doc["serving"] == {a: 70, b: 30}
+    assert doc["rejected"] == [cand]
+    assert doc["rollback_why"].startswith(f"already rolled back to {a} 70%, {b} 30%")
+    assert f"last rollback to  {a} 70%, {b} 30%" in status().stdout
+
+
+def test_status_reports_an_unreadable_rollout_record(
+    chat: Any, emulator_env: dict[str, str]
+) -> None:
+    from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION
+
+    chat.first()
+    annotate(chat, ROLLOUT_ANNOTATION, '{"revision": 7}')
+    doc = status_json()
+    shown = doc["rollout"]
+    assert shown["state"] == "unreadable"
+    assert "unreadable deploy-guard.dev/rollout annotation" in shown["error"]
+    assert "--to-revision REV" in shown["text"]
+    assert doc["rollback_target"] is None
+    assert "needs --to-revision REV" in doc["rollback_why"]
+    text = status()
+    assert text.exit_code == ExitCode.PASS, text.output
+    assert "rollout           unreadable deploy-guard.dev/rollout annotation" in text.stdout
+
+
+def test_status_without_a_rollout_says_none(chat: Any, emulator_env: dict[str, str]) -> None:
+    base = chat.first()
+    doc = status_json()
+    assert doc["rollout"] is None
+    assert "rollout " not in status().stdout
+    assert doc["rollback_split"] == {}  # nowhere to go: the only revision serves
+    assert doc["serving"] == {base: 100}

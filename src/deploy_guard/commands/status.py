@@ -2,8 +2,9 @@
 
 Read-only by default: the serving split, every tag and its URL, what the guard
 recorded in the service's annotations (last known good, what served before the
-last promotion, the last rollback, the rejected list) and where a ``rollback``
-without ``--to-revision`` would go. Two flags change the service, each in one
+last promotion, the last rollback, the rejected list, a rollout in progress or
+one whose process died) and where a ``rollback`` without ``--to-revision``
+would go. Two flags change the service, each in one
 verified write: ``--remove-stale-tags`` removes temporary ``dg-`` tags no
 running check holds (see :mod:`deploy_guard.gcp.tags`), ``--clear-rejected
 REV`` takes a revision off the rejected list.
@@ -32,9 +33,19 @@ HELP = """Show what deploy-guard knows about SERVICE; remove leftover temporary 
 Shows: the traffic split served now; every tag and its URL; the temporary
 dg- tags checks add to reach an untagged revision (in use by a running check
 until a recorded time, or stale: left behind by a check that was killed or
-stopped with a second Ctrl-C); the last known good revision; what served
-before the last promotion; the last rollback; the rejected revisions (never
-chosen by `rollback` unless named); where `rollback` would go now.
+stopped with a second Ctrl-C); a rollout recorded on the service (running,
+or stopped halfway because its process is gone: resume it or roll it back);
+the last known good revision; what served before the last promotion; the
+last rollback; the rejected revisions (never chosen by `rollback` unless
+named); where `rollback` would go now.
+
+\b
+--json adds, for a rollout ("rollout": null when there is none):
+  {"state": "running"|"stopped"|"unreadable", "revision", "step" (the last
+   verified, 1-based), "steps": [{"percent", "duration_s"}], "percent",
+   "before" (the split a rollback restores), "by", "started", "until"
+   (past: its process is gone), "text"}; "unreadable" has only "error"
+  and "text". "rollback_split" is the split `rollback` would write.
 
 \b
 Changes something only when asked, in one verified write:
@@ -118,6 +129,10 @@ class Status:
     changed: list[str] = field(default_factory=list)
     #: dg- tags --remove-stale-tags left alone because a check may still use them.
     kept: list[str] = field(default_factory=list)
+    #: The rollout recorded on the service (see :func:`rollout_status`), or None.
+    rollout: dict[str, Any] | None = None
+    #: The split ``rollback`` would write (a rollout's undo can restore several revisions).
+    rollback_split: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,12 +149,14 @@ class Status:
             "rejected": list(self.rejected),
             "rollback_target": self.rollback_target or None,
             "rollback_why": self.rollback_why,
+            "rollback_split": dict(self.rollback_split),
+            "rollout": dict(self.rollout) if self.rollout is not None else None,
             "changed": list(self.changed),
             "kept": list(self.kept),
         }
 
     def text(self) -> str:
-        from deploy_guard.gcp.traffic import describe
+        from deploy_guard.gcp.traffic import decode_split, describe
 
         s = self.service
         rows: list[tuple[str, str]] = [
@@ -153,6 +170,8 @@ class Status:
             rows.append(("tags", "(none)"))
         for i, t in enumerate(self.temporary_tags):
             rows.append(("temporary tags" if i == 0 else "", t["text"]))
+        if self.rollout is not None:
+            rows.append(("rollout", self.rollout["text"]))
         rows.append(("last known good", self.last_known_good or "(none recorded)"))
         rows.append(
             (
@@ -163,16 +182,18 @@ class Status:
             )
         )
         if self.rolled_back_to:
-            rows.append(("last rollback to", self.rolled_back_to))
+            done = self.rolled_back_to  # a split after a rollout was undone
+            rows.append(("last rollback to", describe(decode_split(done)) if "=" in done else done))
         for i, rev in enumerate(self.rejected):
             rows.append(("rejected" if i == 0 else "", rev))
         if not self.rejected:
             rows.append(("rejected", "(none)"))
-        target = (
-            f"{self.rollback_target}: {self.rollback_why}"
-            if self.rollback_target
-            else f"nowhere: {self.rollback_why}"
-        )
+        if len(self.rollback_split) > 1:
+            target = f"{describe(self.rollback_split)}: {self.rollback_why}"
+        elif self.rollback_target:
+            target = f"{self.rollback_target}: {self.rollback_why}"
+        else:
+            target = f"nowhere: {self.rollback_why}"
         rows.append(("rollback goes to", target))
         width = max(len(k) for k, _ in rows)
         lines = [f"{k:<{width}}  {v}" for k, v in rows]
@@ -258,18 +279,77 @@ def _describe(project: str, region: str, state: Any) -> Status:
         served_before=decode_split(state.annotations.get(SERVED_BEFORE, "")),
         rolled_back_to=state.annotations.get(ROLLED_BACK_TO, ""),
         rejected=rejected(state.annotations),
+        rollout=rollout_status(state.annotations, state.short, datetime.now(UTC)),
     )
+
+
+def rollout_status(
+    annotations: dict[str, str], service: str, now: datetime
+) -> dict[str, Any] | None:
+    """The rollout recorded on the service, for the JSON and the text (None: none).
+
+    ``running`` while its holder's ``until`` has not passed; ``stopped`` after
+    (its process died halfway: resume it or roll it back); ``unreadable`` when
+    the record cannot be decoded (never trusted: only a named rollback ends it).
+    """
+    from deploy_guard.gcp import rollouts
+    from deploy_guard.gcp.tags import rfc3339
+
+    try:
+        record = rollouts.current(annotations)
+    except ValueError as exc:
+        return {
+            "state": "unreadable",
+            "error": str(exc),
+            "text": (
+                f"{exc}; deploy-guard cannot tell which rollout it records nor whether it "
+                f"still runs: `deploy-guard rollback --service {service} --to-revision REV` "
+                "puts all traffic on REV and removes the record"
+            ),
+        }
+    if record is None:
+        return None
+    of = f"{record.step}/{len(record.steps)}"
+    if record.live(now):
+        text = (
+            f"rollout of {record.revision} in progress: step {of} at {record.percent} %, "
+            f"by {record.by}, since {rfc3339(record.started)} (its next write is due by "
+            f"{rfc3339(record.until)})"
+        )
+    else:
+        text = (
+            f"a rollout of {record.revision} stopped at step {of} ({record.percent} %) and its "
+            f"process is gone; continue with `deploy-guard rollout --resume --service "
+            f"{service}` or undo it with `deploy-guard rollback --service {service}` (it ran "
+            f"as {record.by}; its record expired at {rfc3339(record.until)})"
+        )
+    return {
+        "state": "running" if record.live(now) else "stopped",
+        "revision": record.revision,
+        "step": record.step,
+        "steps": [{"percent": p, "duration_s": d} for p, d in record.steps],
+        "percent": record.percent,
+        "before": dict(record.before),
+        "by": record.by,
+        "started": rfc3339(record.started),
+        "until": rfc3339(record.until),
+        "text": text,
+    }
 
 
 async def _rollback_choice(router: Any, state: Any, found: Status) -> None:
     from deploy_guard.actions.target import pick_rollback_target
-    from deploy_guard.gcp.traffic import ROLLED_BACK_TO, served_split
+    from deploy_guard.commands.rollback import done_text, rolled_back_split
+    from deploy_guard.gcp.traffic import served_split
 
-    done = state.annotations.get(ROLLED_BACK_TO, "")
-    if done and served_split(state) == {done: 100}:
+    if found.rollout is not None:
+        await _rollout_undo_choice(router, state, found)
+        return
+    done = rolled_back_split(state.annotations)
+    if done and served_split(state) == done:
         # what `rollback` itself does then: nothing (a second run never goes further back)
         found.rollback_why = (
-            f"already rolled back to {done} (100 %): rollback changes nothing; "
+            f"already rolled back to {done_text(done)}: rollback changes nothing; "
             "pass --to-revision REV to go further back"
         )
         return
@@ -279,6 +359,35 @@ async def _rollback_choice(router: Any, state: Any, found: Status) -> None:
         found.rollback_why = str(exc)
         return
     found.rollback_target, found.rollback_why = target.short, why
+    found.rollback_split = {target.short: 100}
+
+
+async def _rollout_undo_choice(router: Any, state: Any, found: Status) -> None:
+    """Where ``rollback`` goes with a rollout recorded: the split from before it."""
+    from deploy_guard.gcp import rollouts
+
+    shown = found.rollout
+    assert shown is not None
+    if shown["state"] == "unreadable":
+        found.rollback_why = "it needs --to-revision REV: the rollout record cannot be read"
+        return
+    record = rollouts.current(state.annotations)
+    assert record is not None
+    ready = {r.short for r in await router.list_revisions(state.name) if r.ready}
+    split = rollouts.restore_split(record, ready)
+    if not split:
+        found.rollback_why = (
+            f"no Ready revision of the split before the rollout of {record.revision} is "
+            "left; pass --to-revision REV"
+        )
+        return
+    found.rollback_split = split
+    found.rollback_target = next(iter(split)) if len(split) == 1 else ""
+    found.rollback_why = f"the split from before the rollout of {record.revision}" + (
+        " (refused while the rollout runs: stop it first, or pass --force)"
+        if shown["state"] == "running"
+        else ""
+    )
 
 
 async def _clear_rejected(router: Any, state: Any, revision: str, changed: list[str]) -> Any:

@@ -17,11 +17,13 @@ total per resource); an unreadable value is reported, never trusted.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from deploy_guard.gcp.tags import rfc3339
+from deploy_guard.gcp.traffic import renormalise
 
 ROLLOUT_ANNOTATION = "deploy-guard.dev/rollout"
 
@@ -118,3 +120,31 @@ def current(annotations: dict[str, str]) -> RolloutRecord | None:
     if not text:
         return None
     return decode(text)
+
+
+def ended() -> dict[str, str]:
+    """The annotation value that ends a rollout's record, for the write that ends it.
+
+    An empty value: the guard's writes merge annotations into the service's
+    (they never drop a key), and :func:`current` reads an empty record as none.
+    Every write that ends a rollout (promotion, the split put back, ``rollback``)
+    sends this in the same UpdateService as its traffic, so the record goes
+    exactly when the rollout does.
+    """
+    return {ROLLOUT_ANNOTATION: ""}
+
+
+def restore_split(record: RolloutRecord, usable: Iterable[str] | None = None) -> dict[str, int]:
+    """The split a rollback puts back: ``before`` without the candidate, renormalised.
+
+    ``usable``: the revisions that may still get traffic (they exist and are
+    Ready); the others are left out too and the rest scaled to 100. Empty when
+    nothing is left (the candidate, or only gone revisions, served before).
+    """
+    keep = None if usable is None else set(usable)
+    rest = {
+        rev: pct
+        for rev, pct in record.before.items()
+        if rev != record.revision and pct > 0 and (keep is None or rev in keep)
+    }
+    return renormalise(rest)
