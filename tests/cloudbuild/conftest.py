@@ -155,6 +155,31 @@ class Pipeline:
             values = expanded
         return values
 
+    def start_step(
+        self, step_id: str, values: dict[str, str], workspace: Path, env: dict[str, str]
+    ) -> subprocess.Popen[str]:
+        """:meth:`run_step` without waiting: the running ``bash``, to signal it."""
+        script, step_env = self._prepared(step_id, values, workspace, env)
+        return subprocess.Popen(
+            ["bash", "-c", script],
+            cwd=workspace,
+            env=step_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def _prepared(
+        self, step_id: str, values: dict[str, str], workspace: Path, env: dict[str, str]
+    ) -> tuple[str, dict[str, str]]:
+        script = self.expand(self.script(step_id), values)
+        script = script.replace("/workspace", str(workspace))
+        step_env = dict(env)  # Cloud Build adds the step's `env` entries, substituted
+        for entry in self.step(step_id).get("env", []):
+            key, _, value = self.expand(str(entry), values).partition("=")
+            step_env[key] = value
+        return script, step_env
+
     def run_step(
         self,
         step_id: str,
@@ -169,12 +194,7 @@ class Pipeline:
         bash in ``workspace``; ``env`` is the whole environment (PATH decides which
         ``gcloud`` or ``deploy-guard`` it finds), plus the step's own ``env`` entries.
         """
-        script = self.expand(self.script(step_id), values)
-        script = script.replace("/workspace", str(workspace))
-        step_env = dict(env)  # Cloud Build adds the step's `env` entries, substituted
-        for entry in self.step(step_id).get("env", []):
-            key, _, value = self.expand(str(entry), values).partition("=")
-            step_env[key] = value
+        script, step_env = self._prepared(step_id, values, workspace, env)
         return subprocess.run(
             ["bash", "-c", script],
             cwd=workspace,

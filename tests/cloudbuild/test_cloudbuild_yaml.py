@@ -31,6 +31,12 @@ CHECK_FLAGS = {
     "--dry-run", "--report", "--summary", "--timeout", "--log-settle",
 }  # fmt: skip
 
+#: `deploy-guard rollout`'s flags as the rollout design gives them (issue 11).
+ROLLOUT_FLAGS = {
+    "--revision", "--service", "--region", "--project", "--policy", "--steps",
+    "--report", "--summary",
+}  # fmt: skip
+
 
 def to_build(doc: dict[str, Any]) -> Any:
     """Parse like the Cloud Build API does; unknown or misspelled fields raise."""
@@ -65,7 +71,9 @@ def test_the_file_is_a_valid_cloud_build_build_message(pipeline: Any) -> None:
     build = to_build(pipeline.doc)
     assert [s.id for s in build.steps] == [s["id"] for s in pipeline.steps]
     assert build.options.dynamic_substitutions is True
-    assert build.timeout.seconds >= 20 * 60  # room for a 10-minute check plus the deploy
+    # room for a 10-minute check plus the deploy, or a rollout's steps (the field is a
+    # Duration: Cloud Build never substitutes it, so the file must hold enough)
+    assert build.timeout.seconds >= 60 * 60
 
 
 @pytest.mark.parametrize(
@@ -116,7 +124,7 @@ def test_steps_run_one_after_another_in_file_order(pipeline: Any) -> None:
     for before, step in itertools.pairwise(steps):
         # Exactly the previous step: no step can start early and race the deploy.
         assert step.get("waitFor") == [before["id"]], step["id"]
-    assert ids == ["build", "push", "deploy", "read-revision", "check", "keep-report", "verdict"]
+    assert ids == ["build", "push", "deploy", "read-revision", "guard", "keep-report", "verdict"]
 
 
 def test_the_deployed_image_is_the_one_built_and_pushed(pipeline: Any) -> None:
@@ -151,11 +159,12 @@ def test_the_revision_is_read_from_the_service_not_from_the_commit(pipeline: Any
 
 
 def test_the_guard_checks_the_revision_written_by_the_deploy_steps(pipeline: Any) -> None:
-    step = pipeline.step("check")
+    step = pipeline.step("guard")
     assert step["name"] == "${_GUARD_IMAGE}"
-    script = pipeline.expand(pipeline.script("check"), pipeline.values())
+    script = pipeline.expand(pipeline.script("guard"), pipeline.values())
+    assert 'revision="$(cat /workspace/revision)"' in script
     words = command(script, "deploy-guard", "check")
-    assert flag(words, "--revision") == "$(cat /workspace/revision)"
+    assert flag(words, "--revision") == "$revision"
     assert "--promote" in words
     assert "--dry-run" not in words
     assert flag(words, "--report") == "/workspace/deploy-guard/report.json"
@@ -163,6 +172,37 @@ def test_the_guard_checks_the_revision_written_by_the_deploy_steps(pipeline: Any
     assert flag(words, "--policy") == pipeline.values()["_POLICY"]
     unknown = {w for w in words if w.startswith("--")} - CHECK_FLAGS
     assert not unknown, f"flags deploy-guard check does not have: {unknown}"
+
+
+def test_the_rollout_mode_rolls_out_the_same_revision_with_the_same_policy(
+    pipeline: Any,
+) -> None:
+    script = pipeline.expand(pipeline.script("guard"), pipeline.values())
+    check = command(script, "deploy-guard", "check")
+    words = command(script, "deploy-guard", "rollout")
+    for name in ("--revision", "--service", "--region", "--project", "--policy"):
+        assert flag(words, name) == flag(check, name), name
+    assert flag(words, "--report") == "/workspace/deploy-guard/report.json"
+    assert flag(words, "--summary") == "/workspace/deploy-guard/summary.md"
+    assert "--promote" not in words  # a rollout ends at 100 % by itself
+    assert "--dry-run" not in words
+    unknown = {w for w in words if w.startswith("--")} - ROLLOUT_FLAGS
+    assert not unknown, f"flags deploy-guard rollout does not have: {unknown}"
+    # _ROLLOUT_STEPS reaches --steps through the step's env, never the script's text
+    assert '"$${steps[@]}"' in pipeline.script("guard")
+    assert pipeline.step("guard")["env"] == [
+        "GUARD_MODE=${_GUARD_MODE}",
+        "ROLLOUT_STEPS=${_ROLLOUT_STEPS}",
+    ]
+
+
+def test_the_default_mode_is_check_and_the_default_steps_are_the_policys(
+    pipeline: Any,
+) -> None:
+    """Copying the file keeps today's behaviour; a rollout is asked for by name."""
+    values = pipeline.values()
+    assert values["_GUARD_MODE"] == "check"
+    assert values["_ROLLOUT_STEPS"] == ""
 
 
 @pytest.mark.fault(
@@ -176,28 +216,29 @@ def test_the_check_waits_for_late_log_entries_before_its_last_logging_pass(
     """docs/cloud-build.md recommends 5 s to 10 s of --log-settle; the pipeline uses it."""
     from deploy_guard.policy.units import parse_duration
 
-    script = pipeline.expand(pipeline.script("check"), pipeline.values())
+    script = pipeline.expand(pipeline.script("guard"), pipeline.values())
     settle = flag(command(script, "deploy-guard", "check"), "--log-settle")
     assert 5 <= parse_duration(settle) <= 10, settle
     guide = (REPO_ROOT / "docs" / "cloud-build.md").read_text(encoding="utf-8")
     assert "`5s` to `10s`" in guide
 
 
-def test_the_check_uses_only_flags_the_real_command_accepts(pipeline: Any) -> None:
-    check_module = pytest.importorskip(
-        "deploy_guard.commands.check", reason="deploy-guard check (issue 5) not built yet"
+@pytest.mark.parametrize("name", ["check", "rollout"])
+def test_the_guard_uses_only_flags_the_real_command_accepts(pipeline: Any, name: str) -> None:
+    module = pytest.importorskip(
+        f"deploy_guard.commands.{name}", reason=f"deploy-guard {name} not built yet"
     )
-    accepted = {opt for p in check_module.check.params for opt in p.opts}
-    words = command(pipeline.script("check"), "deploy-guard", "check")
+    accepted = {opt for p in getattr(module, name).params for opt in p.opts}
+    words = command(pipeline.script("guard"), "deploy-guard", name)
     used = {w for w in words if w.startswith("--")}
-    assert used <= accepted, f"not accepted by deploy-guard check: {used - accepted}"
+    assert used <= accepted, f"not accepted by deploy-guard {name}: {used - accepted}"
 
 
 def test_the_build_fails_with_the_guards_exit_code_after_keeping_the_report(
     pipeline: Any,
 ) -> None:
-    check = pipeline.script("check")
-    assert 'echo "$$?" > /workspace/deploy-guard/exit-code' in check
+    guard = pipeline.script("guard")
+    assert 'echo "$$code" > /workspace/deploy-guard/exit-code' in guard
     verdict = pipeline.script("verdict")
     assert "/workspace/deploy-guard/exit-code" in verdict
     assert 'exit "$$code"' in verdict

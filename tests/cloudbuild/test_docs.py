@@ -47,6 +47,25 @@ def test_deploy_guard_commands_in_the_guide_use_real_flags(name: str, guide: str
         assert used <= accepted, f"{line!r}: unknown flags {used - accepted}"
 
 
+@pytest.mark.parametrize("name", ["status", "rollout"])
+def test_the_rollout_commands_in_the_cloud_build_guide_use_real_flags(name: str) -> None:
+    module = pytest.importorskip(
+        f"deploy_guard.commands.{name}", reason=f"deploy-guard {name} not built yet"
+    )
+    command = getattr(module, name)
+    accepted = {opt for param in command.params for opt in param.opts}
+    guide = (DOCS / "cloud-build.md").read_text(encoding="utf-8")
+    every = [
+        line[line.index(f"deploy-guard {name}") :]
+        for line in guide.splitlines()
+        if f"deploy-guard {name} " in line
+    ]
+    assert every, f"the guide shows no 'deploy-guard {name}' command"
+    for line in every:
+        used = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", line.split("`")[0]))
+        assert used <= accepted, f"{line!r}: unknown flags {used - accepted}"
+
+
 def test_every_substitution_in_the_guide_exists_in_cloudbuild_yaml(pipeline: Any) -> None:
     guide = (DOCS / "cloud-build.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"^\| `(_[A-Z_]+)` \|", guide, flags=re.MULTILINE))

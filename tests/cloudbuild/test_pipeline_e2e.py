@@ -3,11 +3,12 @@
 The deploy and read-revision steps call ``gcloud``, which is not here: they are
 mirrored with the official ``run_v2`` client making the Admin API calls that
 ``gcloud run deploy --no-traffic --tag`` and ``gcloud run services describe`` make.
-The ``check``, ``keep-report`` and ``verdict`` steps are the pipeline's own shell
+The ``guard``, ``keep-report`` and ``verdict`` steps are the pipeline's own shell
 scripts, taken from ``cloudbuild.yaml``, substituted the way Cloud Build does, and run
-with bash: ``deploy-guard check`` is the real CLI in a subprocess, pointed at the
-emulator with ``DEPLOY_GUARD_EMULATOR_HOST``. Only ``gcloud storage cp`` (the upload of
-a failed check's report) is a stand-in script that records its arguments.
+with bash: ``deploy-guard check`` (or ``rollout``, with ``_GUARD_MODE=rollout``) is the
+real CLI in a subprocess, pointed at the emulator with ``DEPLOY_GUARD_EMULATOR_HOST``.
+Only ``gcloud storage cp`` (the upload of a failed check's report) is a stand-in script
+that records its arguments.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def served_split(clients: Any, parent: str) -> dict[str, int]:
 class Build:
     """One pipeline run's /workspace, substitutions and environment."""
 
-    def __init__(self, pipeline: Any, emulator: Any, tmp_path: Path) -> None:
+    def __init__(self, pipeline: Any, emulator: Any, tmp_path: Path, **values: str) -> None:
         project, region = emulator.parent.split("/")[1::2]
         self.pipeline = pipeline
         self.workspace = tmp_path / "workspace"
@@ -119,6 +120,7 @@ class Build:
             _REGION=region,
             _POLICY=str(POLICY),
             _CHECK_TIMEOUT="60s",
+            **values,
         )
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
@@ -161,21 +163,22 @@ def run_pipeline(
     polling: Any,
     tmp_path: Path,
     candidate_env: dict[str, str],
+    **values: str,
 ) -> tuple[Build, str, str]:
-    """Baseline deployed by hand, then the pipeline: deploy, read, check, keep, verdict."""
+    """Baseline deployed by hand, then the pipeline: deploy, read, guard, keep, verdict."""
     parent = emulator.parent
     gcloud_run_deploy(clients, parent, {}, "candidate", polling)  # the first deploy
     baseline = latest_created_revision(clients, parent)
-    build = Build(pipeline, emulator, tmp_path)
+    build = Build(pipeline, emulator, tmp_path, **values)
     gcloud_run_deploy(clients, parent, candidate_env, build.values["_TAG"], polling)
     candidate = latest_created_revision(clients, parent)
     assert candidate != baseline
     assert served_split(clients, parent) == {baseline: 100}, "--no-traffic moved traffic"
     (build.workspace / "revision").write_text(candidate + "\n")
 
-    check = build.run_step("check")
-    build.check_output = check.stdout + check.stderr  # shown when an assertion fails
-    assert check.returncode == 0, build.check_output  # the step itself never fails the build
+    guard = build.run_step("guard")
+    build.check_output = guard.stdout + guard.stderr  # shown when an assertion fails
+    assert guard.returncode == 0, build.check_output  # the step itself never fails the build
     keep = build.run_step("keep-report")
     assert keep.returncode == 0, keep.stderr
     verdict = build.run_step("verdict")
@@ -221,3 +224,25 @@ def test_the_pipeline_fails_a_1011_revision_and_traffic_stays_on_the_baseline(
     assert sorted(Path(p).name for p in upload[2:-1]) == ["report.json", "summary.md"]
     region_project = emulator.parent.split("/")[1]
     assert upload[-1] == f"gs://{region_project}-deploy-guard/deploy-guard/{SERVICE}/b-42/"
+
+
+def test_the_pipeline_in_rollout_mode_walks_a_healthy_revision_to_all_traffic(
+    pipeline: Any, emulator: Any, gcp_clients: Any, fast_polling: Any, tmp_path: Path
+) -> None:
+    pytest.importorskip("deploy_guard.commands.rollout", reason="deploy-guard rollout not built")
+    build, _baseline, candidate = run_pipeline(
+        pipeline,
+        emulator,
+        gcp_clients,
+        fast_polling,
+        tmp_path,
+        {"CHAT_REVISION_NOTE": "2"},
+        _GUARD_MODE="rollout",
+        _ROLLOUT_STEPS="50:3s",
+    )
+    assert build.exit_code == 0, build.check_output
+    report = build.report()
+    assert (report["command"], report["verdict"]) == ("rollout", "pass"), report["message"]
+    assert served_split(gcp_clients, emulator.parent) == {candidate: 100}
+    assert [s["percent"] for s in report["steps"] if s["phase"] == "step"] == [50]
+    assert build.uploads() == []

@@ -1,16 +1,22 @@
-"""The shell logic of the pipeline's gcloud steps, run with bash.
+"""The shell logic of the pipeline's steps, run with bash.
 
 The ``deploy`` step decides between ``--no-traffic`` (an existing service) and a plain
 first deploy (no service yet). Getting that wrong sends 100 % of users to an unchecked
 revision, so the decision is tested here with the step's own script. ``gcloud`` is a
 small stand-in program on PATH that answers from a table and records every call: the
 seam is the process boundary, where the real pipeline calls the real CLI.
+
+The ``guard`` step runs ``deploy-guard check --promote`` or ``deploy-guard rollout`` as
+``_GUARD_MODE`` says, keeps its exit code for the ``verdict`` step, and passes a
+cancelled build's SIGTERM on to it; a recording ``deploy-guard`` stands in at the same
+boundary (the real one runs in ``test_pipeline_e2e.py``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import sys
 from pathlib import Path
@@ -171,3 +177,144 @@ def test_the_verdict_is_the_guards_exit_code(steps: Steps, code: int) -> None:
     assert steps.run("verdict", {}).returncode == code
     uploaded = [c for c in steps.calls() if c[:2] == ["storage", "cp"]]
     assert not uploaded, "no files exist: nothing to upload, and no failure because of it"
+
+
+# --- guard: check or rollout ---------------------------------------------------------
+
+#: Stands in for the guard's own CLI at the same process boundary: records its words,
+#: says it started, exits with FAKE_GUARD_CODE; on SIGTERM it notes it and exits 3 (what
+#: deploy-guard does after putting traffic back).
+FAKE_GUARD = """\
+import json, os, signal, sys, time
+args = sys.argv[1:]
+with open(os.environ["FAKE_GUARD_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+def stop(signum, frame):
+    open(os.environ["FAKE_GUARD_LOG"] + ".signal", "w").write(str(signum))
+    sys.exit(3)
+signal.signal(signal.SIGTERM, stop)
+if os.environ.get("FAKE_GUARD_HOLD"):
+    open(os.environ["FAKE_GUARD_LOG"] + ".started", "w").write("")
+    time.sleep(60)
+sys.exit(int(os.environ.get("FAKE_GUARD_CODE", "0")))
+"""
+
+
+class Guard:
+    """Runs the ``guard`` step with a recording ``deploy-guard`` on PATH."""
+
+    def __init__(self, steps: Steps, tmp_path: Path) -> None:
+        self.steps = steps
+        guard = tmp_path / "bin" / "deploy-guard"
+        guard.write_text(f"#!{sys.executable}\n{FAKE_GUARD}")
+        guard.chmod(0o755)
+        self.log = tmp_path / "guard.jsonl"
+        (steps.workspace / "revision").write_text("chat-agent-00007-abc\n")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        return dict(self.steps.env, FAKE_GUARD_LOG=str(self.log), **extra)
+
+    def values(self, **values: str) -> dict[str, str]:
+        return dict(self.steps.values, **values)
+
+    def run(self, code: int = 0, **values: str) -> Any:
+        env = self.env(FAKE_GUARD_CODE=str(code))
+        pipeline, workspace = self.steps.pipeline, self.steps.workspace
+        return pipeline.run_step("guard", self.values(**values), workspace, env, timeout=30)
+
+    def calls(self) -> list[list[str]]:
+        if not self.log.exists():
+            return []
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def exit_code(self) -> str:
+        return (self.steps.workspace / "deploy-guard" / "exit-code").read_text().strip()
+
+
+@pytest.fixture
+def guard(steps: Steps, tmp_path: Path) -> Guard:
+    return Guard(steps, tmp_path)
+
+
+def _flag(words: list[str], name: str) -> str:
+    return words[words.index(name) + 1]
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 4])
+def test_the_check_mode_runs_check_promote_and_keeps_its_code(guard: Guard, code: int) -> None:
+    result = guard.run(code)
+    assert result.returncode == 0, result.stderr  # the step itself never fails the build
+    (call,) = guard.calls()
+    assert call[0] == "check"
+    assert "--promote" in call
+    assert _flag(call, "--revision") == "chat-agent-00007-abc"
+    assert guard.exit_code() == str(code)
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 4])
+def test_the_rollout_mode_runs_rollout_with_the_policys_steps(guard: Guard, code: int) -> None:
+    result = guard.run(code, _GUARD_MODE="rollout")
+    assert result.returncode == 0, result.stderr
+    (call,) = guard.calls()
+    assert call[0] == "rollout"
+    assert _flag(call, "--revision") == "chat-agent-00007-abc"
+    assert _flag(call, "--service") == "chat-agent"
+    assert _flag(call, "--project") == "acme"
+    assert _flag(call, "--policy") == "policies/chat-agent.yaml"
+    assert "--steps" not in call  # _ROLLOUT_STEPS empty: the policy's rollout.steps
+    assert "--promote" not in call
+    assert "--timeout" not in call
+    assert guard.exit_code() == str(code)
+
+
+def test_rollout_steps_are_passed_as_one_word(guard: Guard) -> None:
+    result = guard.run(_GUARD_MODE="rollout", _ROLLOUT_STEPS="10:2m,50:5m")
+    assert result.returncode == 0, result.stderr
+    (call,) = guard.calls()
+    assert _flag(call, "--steps") == "10:2m,50:5m"
+
+
+def test_steps_from_a_trigger_cannot_inject_shell(guard: Guard, tmp_path: Path) -> None:
+    hostile = "10:2m; touch PWNED $(touch PWNED2)"
+    assert guard.run(_GUARD_MODE="rollout", _ROLLOUT_STEPS=hostile).returncode == 0
+    (call,) = guard.calls()
+    assert _flag(call, "--steps") == hostile  # one word, never run
+    assert not list(tmp_path.rglob("PWNED*"))
+
+
+def test_an_unknown_mode_is_a_usage_error_and_runs_nothing(guard: Guard) -> None:
+    result = guard.run(_GUARD_MODE="canary")
+    assert result.returncode == 0
+    assert guard.calls() == []
+    assert guard.exit_code() == "2"
+    assert "_GUARD_MODE is 'canary'; use check or rollout" in result.stderr
+
+
+@pytest.mark.fault(
+    "signals",
+    "SIGTERM to the Cloud Build pipeline's guard step (a cancelled build)",
+    "passed on to deploy-guard, which cleans up; its own exit code is kept, not bash's 143",
+)
+@pytest.mark.parametrize("mode", ["check", "rollout"])
+def test_a_cancelled_build_stops_the_guard_cleanly_and_keeps_its_code(
+    guard: Guard, mode: str
+) -> None:
+    """SIGTERM to the step's bash reaches deploy-guard, whose own exit code is kept."""
+    from waiting import wait_until
+
+    env = guard.env(FAKE_GUARD_HOLD="1")
+    values = guard.values(_GUARD_MODE=mode)
+    proc = guard.steps.pipeline.start_step("guard", values, guard.steps.workspace, env)
+    try:
+        started = Path(str(guard.log) + ".started")
+        wait_until(lambda: started.exists() or proc.poll() is not None, within=30)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert Path(str(guard.log) + ".signal").read_text() == str(int(signal.SIGTERM))
+    assert guard.exit_code() == "3"  # deploy-guard's code, not bash's 143
