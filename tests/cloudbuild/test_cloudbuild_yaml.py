@@ -34,7 +34,7 @@ CHECK_FLAGS = {
 #: `deploy-guard rollout`'s flags as the rollout design gives them (issue 11).
 ROLLOUT_FLAGS = {
     "--revision", "--service", "--region", "--project", "--policy", "--steps",
-    "--report", "--summary",
+    "--report", "--summary", "--timeout", "--log-settle",
 }  # fmt: skip
 
 
@@ -180,7 +180,8 @@ def test_the_rollout_mode_rolls_out_the_same_revision_with_the_same_policy(
     script = pipeline.expand(pipeline.script("guard"), pipeline.values())
     check = command(script, "deploy-guard", "check")
     words = command(script, "deploy-guard", "rollout")
-    for name in ("--revision", "--service", "--region", "--project", "--policy"):
+    same = ("--revision", "--service", "--region", "--project", "--policy", "--timeout")
+    for name in (*same, "--log-settle"):
         assert flag(words, name) == flag(check, name), name
     assert flag(words, "--report") == "/workspace/deploy-guard/report.json"
     assert flag(words, "--summary") == "/workspace/deploy-guard/summary.md"
@@ -193,6 +194,7 @@ def test_the_rollout_mode_rolls_out_the_same_revision_with_the_same_policy(
     assert pipeline.step("guard")["env"] == [
         "GUARD_MODE=${_GUARD_MODE}",
         "ROLLOUT_STEPS=${_ROLLOUT_STEPS}",
+        "BUILD_ID=${BUILD_ID}",  # `status` names the build that holds a rollout or a tag
     ]
 
 
@@ -217,8 +219,9 @@ def test_the_check_waits_for_late_log_entries_before_its_last_logging_pass(
     from deploy_guard.policy.units import parse_duration
 
     script = pipeline.expand(pipeline.script("guard"), pipeline.values())
-    settle = flag(command(script, "deploy-guard", "check"), "--log-settle")
-    assert 5 <= parse_duration(settle) <= 10, settle
+    for mode in ("check", "rollout"):  # a rollout's settle is before each step's last pass
+        settle = flag(command(script, "deploy-guard", mode), "--log-settle")
+        assert 5 <= parse_duration(settle) <= 10, settle
     guide = (REPO_ROOT / "docs" / "cloud-build.md").read_text(encoding="utf-8")
     assert "`5s` to `10s`" in guide
 

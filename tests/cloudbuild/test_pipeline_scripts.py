@@ -263,7 +263,8 @@ def test_the_rollout_mode_runs_rollout_with_the_policys_steps(guard: Guard, code
     assert _flag(call, "--policy") == "policies/chat-agent.yaml"
     assert "--steps" not in call  # _ROLLOUT_STEPS empty: the policy's rollout.steps
     assert "--promote" not in call
-    assert "--timeout" not in call
+    assert _flag(call, "--timeout") == "10m"
+    assert _flag(call, "--log-settle") == "5s"
     assert guard.exit_code() == str(code)
 
 

@@ -464,3 +464,65 @@ def test_a_refused_or_failed_undo_says_so_like_a_checks_rollback(
         assert f"--to-revisions {base}=100" in result.stderr
     assert chat.serving() == {base: 50, cand: 50}
     assert _rollout_record(chat) is not None  # nothing written: still there to undo
+
+
+@pytest.mark.fault(
+    "signals",
+    "a real `deploy-guard rollout` SIGKILLed mid-step (no clean-up at all)",
+    "status shows it running until its record expires; rollback refuses it, --force undoes it",
+)
+def test_a_killed_rollout_is_reported_and_undone_with_force(
+    chat: Any, emulator: Any, emulator_env: Any, tmp_path: Any
+) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from waiting import wait_until
+
+    policy = Path(__file__).parent / "policies" / "chat-rollout.yaml"
+    base = chat.first()
+    cand = chat.candidate()
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy_guard", "rollout", "--revision", cand),
+            *("--policy", str(policy), "--steps", "10:60s,50:60s", "--log-interval", "0.5s"),
+        ],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: _rollout_record(chat) is not None or proc.poll() is not None, 60)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert chat.serving() == {base: 90, cand: 10}
+
+    shown = json.loads(CliRunner().invoke(cli, ["status", "--service", "chat", "--json"]).stdout)[
+        "rollout"
+    ]
+    assert (shown["state"], shown["revision"], shown["step"]) == ("running", cand, 1)
+    assert str(proc.pid) in shown["by"]
+    assert shown["before"] == {base: 100}
+
+    writes = emulator.faults.count(UPDATE)
+    refused = rollback()
+    assert refused.exit_code == ExitCode.ACTION_FAILED, refused.output
+    assert f"a rollout is running (by {shown['by']} until {shown['until']}); stop it" in (
+        refused.stderr
+    )
+    assert emulator.faults.count(UPDATE) == writes
+    forced = rollback("--force")
+    assert forced.exit_code == ExitCode.PASS, forced.output
+    assert chat.serving() == {base: 100}
+    assert _rollout_record(chat) is None
+    assert cand in chat.get().annotations["deploy-guard.dev/rejected"].split(",")

@@ -330,6 +330,7 @@ def test_status_reports_a_rollout_running_or_stopped_halfway(
     ]
     assert shown["before"] == {base: 100}
     assert (shown["by"], shown["until"]) == ("builder-7:4242", rfc3339(record.until))
+    assert shown["stopped"] is None
     # where `rollback` goes: the split from before the rollout
     assert doc["rollback_split"] == {base: 100}
     assert doc["rollback_target"] == base
@@ -400,3 +401,22 @@ def test_status_without_a_rollout_says_none(chat: Any, emulator_env: dict[str, s
     assert "rollout " not in status().stdout
     assert doc["rollback_split"] == {}  # nowhere to go: the only revision serves
     assert doc["serving"] == {base: 100}
+
+
+def test_status_says_why_a_rollout_stopped_on_purpose(
+    chat: Any, emulator_env: dict[str, str]
+) -> None:
+    """A held rollout marks its record stopped (``until`` now) and says why."""
+    from dataclasses import replace
+
+    from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, encode
+
+    base = chat.first()
+    cand = chat.candidate(percent=50)
+    record = replace(
+        _rollout(cand, {base: 100}, live=False), extra={"stopped": "inconclusive: held"}
+    )
+    annotate(chat, ROLLOUT_ANNOTATION, encode(record))
+    shown = status_json()["rollout"]
+    assert (shown["state"], shown["stopped"]) == ("stopped", "inconclusive: held")
+    assert shown["text"].endswith("; it said why it stopped: inconclusive: held")

@@ -44,8 +44,9 @@ named); where `rollback` would go now.
   {"state": "running"|"stopped"|"unreadable", "revision", "step" (the last
    verified, 1-based), "steps": [{"percent", "duration_s"}], "percent",
    "before" (the split a rollback restores), "by", "started", "until"
-   (past: its process is gone), "text"}; "unreadable" has only "error"
-  and "text". "rollback_split" is the split `rollback` would write.
+   (past: its process is gone), "stopped" (why, when it stopped on
+   purpose), "text"}; "unreadable" has only "error" and "text".
+  "rollback_split" is the split `rollback` would write.
 
 \b
 Changes something only when asked, in one verified write:
@@ -310,6 +311,8 @@ def rollout_status(
     if record is None:
         return None
     of = f"{record.step}/{len(record.steps)}"
+    # a rollout that stopped on purpose (held, a failed write) said why in its record
+    why = str(record.extra.get("stopped") or "")[:500]
     if record.live(now):
         text = (
             f"rollout of {record.revision} in progress: step {of} at {record.percent} %, "
@@ -323,6 +326,8 @@ def rollout_status(
             f"{service}` or undo it with `deploy-guard rollback --service {service}` (it ran "
             f"as {record.by}; its record expired at {rfc3339(record.until)})"
         )
+        if why:
+            text += f"; it said why it stopped: {why}"
     return {
         "state": "running" if record.live(now) else "stopped",
         "revision": record.revision,
@@ -333,6 +338,7 @@ def rollout_status(
         "by": record.by,
         "started": rfc3339(record.started),
         "until": rfc3339(record.until),
+        "stopped": why or None,
         "text": text,
     }
 
