@@ -10,6 +10,7 @@ logs, by revision and response class, read with the official clients.
 
 from __future__ import annotations
 
+import json
 import socket
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -328,6 +329,49 @@ def test_sessions_still_open_are_closed_cleanly_when_users_stop(shop: Any, basel
     assert set(ws[baseline]) == {"ws:1000"}
     assert ws[baseline]["ws:1000"] >= 3
     assert users.open_sessions() == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "code", "outcomes"),
+    [
+        (
+            "healthy.yaml",
+            {},
+            3,  # every probe and log passes; the metric has no real traffic to judge yet
+            {"home": "pass", "ws-session": "pass", "no-crash-logs": "pass"}
+            | {"error-rate": "no_data"},
+        ),
+        ("error-rate.yaml", TOOL, 3, {"home": "pass", "error-rate": "no_data"}),
+        ("ws-1011.yaml", {"APP_WS_CLOSE": "1011"}, 1, {"ws-session": "fail"}),
+    ],
+)
+def test_the_policies_probes_through_the_tag_url(
+    shop: Any,
+    baseline: str,
+    emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    name: str,
+    env: dict[str, str],
+    code: int,
+    outcomes: dict[str, str],
+) -> None:
+    """What the rollout's "tag" analysis sees (as ``check`` does): only ws-1011 stops there."""
+    from click.testing import CliRunner
+
+    from deploy_guard.cli import cli
+
+    monkeypatch.setenv("DEPLOY_GUARD_EMULATOR_HOST", emulator.address)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", emulator.project)
+    monkeypatch.setenv("CLOUDSDK_RUN_REGION", emulator.region)
+    cand = shop.candidate(env)
+    report = tmp_path / "report.json"
+    args = ["check", "--revision", cand, "--policy", str(POLICIES / name), "--report", str(report)]
+    result = CliRunner().invoke(cli, [*args, "--log-interval", "0.5s"], catch_exceptions=False)
+    doc = json.loads(report.read_text())
+    seen = {r["rule"]: r["status"] for r in doc["rules"]}
+    assert result.exit_code == code, seen
+    assert {rule: seen[rule] for rule in outcomes} == outcomes
 
 
 @pytest.mark.parametrize("name", ["healthy.yaml", "error-rate.yaml", "ws-1011.yaml"])
