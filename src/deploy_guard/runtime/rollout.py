@@ -74,6 +74,21 @@ class RolloutOptions(CheckOptions):
     on_interrupt: Literal["rollback", "hold"] = "rollback"
 
 
+def tag_policies(policies: Sequence[Policy]) -> list[Policy]:
+    """The policies as the stage before traffic judges them: metric rules left out.
+
+    Through the tag URL only the probes reach the candidate: Cloud Monitoring
+    would show no user traffic (no data, an inconclusive hold for nothing), so
+    metric rules are judged at the steps, on real users.
+    """
+    kept = []
+    for policy in policies:
+        rules = [r for r in policy.rules if r.kind != "metric"]
+        if rules:
+            kept.append(policy.model_copy(update={"rules": rules}))
+    return kept
+
+
 def step_policies(policies: Sequence[Policy]) -> list[Policy]:
     """The policies as a step judges them: probe rules with ``every_step: false`` left out."""
     return [p.model_copy(update={"rules": p.step_rules}) for p in policies if p.step_rules]
@@ -95,7 +110,7 @@ class RolloutGate(Gate):
         )
         policies = await session.applicable(self.policies)
         self.report.policies = [p.name for p in policies]
-        judges = judges_for(policies)
+        judges = judges_for(tag_policies(policies)) if tag_policies(policies) else None
         steps_judge = step_policies(policies)
         planned = rollout_plan(policies, list(opts.steps) if opts.steps is not None else None)
         for warning in plan_warnings(policies, planned):  # --steps: no file was checked
@@ -204,7 +219,7 @@ class RolloutGate(Gate):
 class _Walk:
     """One rollout's walk through its stages (the strategy's moves, made)."""
 
-    judges: Judges
+    judges: Judges | None
     step_judges: list[Policy]
 
     def __init__(
@@ -387,7 +402,12 @@ class _Walk:
             self.target = await self.session.reach(
                 self.executor.expected or self.before, self.revision, self.session.policies[0]
             )
-        if stage == 0:
+        if stage == 0 and self.judges is None:  # metric rules only: nothing to probe
+            why = "no probe or log rules to judge before traffic (metric rules judge the steps)"
+            record.status, record.finished_at, record.reasons = "pass", _now(), [why]
+            gate._event("stage_judged", stage=0, percent=0, status="pass", note=why)
+            return StageJudged(0, "pass", (why,))
+        if self.judges is not None and stage == 0:
             analysis = gate._analysis(self.judges, self.target, self.revision)
         else:
             analysis = self._step_analysis(stage, self.target)
