@@ -1,6 +1,6 @@
 """The outcome a check reports is the one the gate decided, whichever layer ends it.
 
-``deploy-guard check`` runs the gate under :func:`deploy_guard.commands.check._main`,
+``deploy-guard check`` runs the gate under :func:`deploy_guard.commands.launch._main`,
 which maps an error that ends the check to the report and the exit code. These
 tests go through that seam (the one the command uses) against the emulator, so
 an outcome the gate gives (``unverified``) cannot be renamed on the way out.
@@ -16,7 +16,7 @@ import grpc
 import pytest
 import websockets
 
-from deploy_guard.commands.check import _main
+from deploy_guard.commands.launch import _main
 from deploy_guard.gcp.cloudrun import CloudRun
 from deploy_guard.gcp.errors import ApiCalls
 from deploy_guard.gcp.logs import CloudLogging

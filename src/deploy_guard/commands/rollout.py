@@ -11,7 +11,8 @@ from typing import Any
 
 import click
 
-from deploy_guard.commands.check import evidence_options, launch
+from deploy_guard.commands.check import evidence_options
+from deploy_guard.commands.launch import launch
 
 HELP = """Move traffic to REVISION in steps, judging each on real users; then 100 %.
 
