@@ -11,9 +11,13 @@ and the OR of every logs rule's clause::
     AND timestamp>="2026-11-25T18:00:00Z"
     AND ((severity>=ERROR AND (textPayload=~"close code 1011" OR jsonPayload.message=~...)) OR ...)
 
-and then counts each rule's patterns client-side. Passes are incremental: each
-one re-reads only the last minute before the newest entry already seen (Cloud
-Logging's ingestion delay) and de-duplicates by ``insertId``.
+and then counts each rule's patterns client-side, in a
+:class:`~deploy_guard.analysis.window.WindowCounter` (pure, bounded memory: a
+step or a long watch keeps a bounded number of buckets and ids). Passes are
+incremental: each one re-reads only the last minute before the newest entry
+already seen (Cloud Logging's ingestion delay), and the counter counts each
+``insertId`` once. The baseline revisions (for ``relative_to_baseline``) are in
+the same query, so they are counted over the same window as the candidate.
 
 Cloud Logging may answer a page with no entries and a ``next_page_token``: "the
 search found no log entries so far but it did not have time to search all the
@@ -35,10 +39,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from deploy_guard.analysis.window import WindowCounter
 from deploy_guard.errors import GuardError
 from deploy_guard.gcp.clients import Clients
 from deploy_guard.gcp.errors import call
@@ -141,11 +146,16 @@ class Entry:
     doc: dict[str, Any] | None = None
 
 
-@dataclass
-class _RuleCounts:
-    matches: dict[str, int]
-    baseline: dict[str, int]
-    samples: list[dict[str, Any]] = field(default_factory=list)
+class Tally(NamedTuple):
+    """What one count is of: a rule's pattern (``*``: its filter), on one side."""
+
+    rule: str
+    pattern: str
+    baseline: bool
+
+
+#: The candidate's entries the query returned, whatever rule they matched.
+SCANNED = Tally("", "", False)
 
 
 def severity_name(value: Any) -> str:
@@ -209,20 +219,14 @@ class CloudLogging(RevisionSource):
         self.page_size = min(page_size, 1000)
         self.max_pages = max_pages
         self.max_empty_pages = max_empty_pages
-        self._seen: set[str] = set()
+        #: Every entry counted once, by ``insertId``, in buckets from the window's start.
+        self.counter: WindowCounter[Tally] = WindowCounter(origin=self.since.timestamp())
         self._newest: datetime | None = None
-        self._scanned = 0
+        self._samples: dict[str, list[dict[str, Any]]] = {r.name: [] for r in self.rules}
         self._truncated = False
         #: The last pass stopped at a bound with a next_page_token left: its search
         #: had not finished (too many entries, or pages the search left empty).
         self._unfinished = False
-        self._counts = {
-            r.name: _RuleCounts(
-                matches={p: 0 for p in self._patterns(r)},
-                baseline={p: 0 for p in self._patterns(r)},
-            )
-            for r in self.rules
-        }
         self._compiled = {
             r.name: [(p, re.compile(p)) for p in (r.logs.patterns if r.logs else [])]
             for r in self.rules
@@ -336,27 +340,28 @@ class CloudLogging(RevisionSource):
         )
 
     def _count(self, entry: Entry) -> None:
-        if entry.key in self._seen:
-            return
-        self._seen.add(entry.key)
-        if self._newest is None or entry.timestamp > self._newest:
-            self._newest = entry.timestamp
         is_candidate = entry.revision == self.revision or not entry.revision
-        if is_candidate:
-            self._scanned += 1
+        tallies = [SCANNED] if is_candidate else []
+        matched: list[str] = []  # the rules the entry counts for
         for rule in self.rules:
-            assert rule.logs is not None
             own = self._own_filter[rule.name]
             if own is not None and entry.doc is not None and not own.matches(entry.doc):
                 continue
-            counts = self._counts[rule.name]
-            target = counts.matches if is_candidate else counts.baseline
             compiled = self._compiled[rule.name]
             hits = [p for p, rx in compiled if rx.search(entry.text)] if compiled else ["*"]
-            for p in hits:
-                target[p] = target.get(p, 0) + 1
-            if hits and is_candidate and len(counts.samples) < SAMPLES_PER_RULE:
-                counts.samples.append(
+            tallies.extend(Tally(rule.name, p, not is_candidate) for p in hits)
+            if hits:
+                matched.append(rule.name)
+        if not self.counter.add(entry.key, entry.timestamp.timestamp(), tallies):
+            return  # counted in an earlier pass
+        if self._newest is None or entry.timestamp > self._newest:
+            self._newest = entry.timestamp
+        if not is_candidate:
+            return
+        for name in matched:
+            samples = self._samples[name]
+            if len(samples) < SAMPLES_PER_RULE:
+                samples.append(
                     {
                         "timestamp": entry.timestamp.isoformat(),
                         "severity": entry.severity,
@@ -365,16 +370,19 @@ class CloudLogging(RevisionSource):
                 )
 
     def _snapshot(self, rule: Rule, *, complete: bool, error: str | None = None) -> LogMeasurement:
-        counts = self._counts[rule.name]
+        counts = self.counter.counts()  # everything since the window's start
+        patterns = self._patterns(rule)
         window = max(0.0, (self.now() - self.since).total_seconds())
         return LogMeasurement(
             rule=rule.name,
-            entries_scanned=self._scanned,
-            matches=dict(counts.matches),
+            entries_scanned=counts[SCANNED],
+            matches={p: counts[Tally(rule.name, p, False)] for p in patterns},
             window_seconds=window,
-            baseline_matches=dict(counts.baseline) if self.baseline else None,
+            baseline_matches=(
+                {p: counts[Tally(rule.name, p, True)] for p in patterns} if self.baseline else None
+            ),
             baseline_window_seconds=window if self.baseline else None,
-            samples=tuple(counts.samples),
+            samples=tuple(self._samples[rule.name]),
             complete=complete,
             error=error,
         )
