@@ -17,6 +17,7 @@ Logging API enabled in project P?").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 #: Names of the failure causes a probe attempt may end with. A probe may add
@@ -134,6 +135,12 @@ class MetricMeasurement:
     error: str | None = None
     #: The candidate revision's name, so "no data" messages can name it.
     revision: str | None = None
+    #: The interval read, candidate and baseline alike (None: nothing was read).
+    start: datetime | None = None
+    end: datetime | None = None
+    #: Why ``value`` is None when the source knows better than "no requests"
+    #: (a rollout step too young for complete Monitoring data).
+    note: str = ""
 
 
 Measurement = ProbeMeasurement | LogMeasurement | MetricMeasurement

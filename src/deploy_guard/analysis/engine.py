@@ -13,14 +13,20 @@ passes keep the probes' pace), pumped into one queue; :meth:`Engine._decide`
 feeds the judge and stops as soon as it has an early verdict (fail-fast) or
 every source is done. A source that raises never escapes: its open rules
 become errors that say why.
+
+A rollout step's analysis has a ``duration``: its window. The log and metric
+passes go on until the window is over (the duration passed *and* the probes
+ended), then make their last complete pass; until the window is over nothing
+but a fail-fast failure ends the analysis, so a step never passes early, even
+when its probes finish in seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from deploy_guard.analysis.sources import Scope, SourceFactory, Sources
@@ -41,14 +47,36 @@ if TYPE_CHECKING:  # pragma: no cover
 COMPLETION_BOUND = 5.0
 
 
-def judges_for(policies: Sequence[Policy]) -> Judges:
-    """The judges of ``policies``; two policies naming a rule alike is exit 2."""
+def judges_for(policies: Sequence[Policy], *, keep: Callable[[Rule], bool] | None = None) -> Judges:
+    """The judges of ``policies``; two policies naming a rule alike is exit 2.
+
+    ``keep`` leaves out the rules it says False for: they are not judged, not
+    measured and not in the analysis' results at all (not even pending).
+    """
     twice = duplicate_rule(policies)
     if twice is not None:
         raise ConfigError(
             f"rule name {twice!r} appears in two policies that apply to this service; rename one"
         )
+    if keep is not None:
+        policies = [
+            p.model_copy(update={"rules": [r for r in p.rules if keep(r)]}) for p in policies
+        ]
     return Judges(policies)
+
+
+def on_every_step(rule: Rule) -> bool:
+    """A rule a rollout step judges: all but probe rules that say ``every_step: false``."""
+    return rule.kind not in ("http", "websocket") or rule.every_step
+
+
+def step_judges(policies: Sequence[Policy]) -> Judges:
+    """The judges of a rollout step: probe rules with ``every_step: false`` left out.
+
+    Those probe only before the first step, through the tag URL. A policy
+    left with no rules keeps its judge: it passes, and still says what to do.
+    """
+    return judges_for(policies, keep=on_every_step)
 
 
 @dataclass(frozen=True)
@@ -93,9 +121,13 @@ class Engine:
 
     async def run(self, analysis: Analysis) -> AnalysisResult:
         """Every source concurrently until the judge decides, all complete, or time is up."""
-        judges, rules = analysis.judges, list(analysis.scope.rules)
+        judges, scope = analysis.judges, analysis.scope
+        if any(r.name not in judges.owner for r in scope.rules):
+            # A rule the judges left out (every_step: false) is not measured either.
+            scope = replace(scope, rules=tuple(r for r in scope.rules if r.name in judges.owner))
+        rules = list(scope.rules)
         report = self.recorder.report
-        sources = self.sources(analysis.scope)
+        sources = self.sources(scope)
         bound = analysis.bound
         result = AnalysisResult(
             verdict=judges.final(),
@@ -137,15 +169,15 @@ class Engine:
             ),
         ]
         tasks = [asyncio.create_task(self._pump(s, pace, queue)) for s in streams]
-
-        def probes_finished(_task: object) -> None:  # the probes set the pollers' pace
-            pace.started.set()
-            pace.done.set()
-
-        tasks[0].add_done_callback(probes_finished)
+        window = _Window(pace, analysis.duration, queue)
+        if analysis.duration is not None:  # one more "source": the step's clock
+            tasks.append(asyncio.create_task(window.run(analysis.duration)))
+        tasks[0].add_done_callback(window.probes_ended)
         try:
             async with asyncio.timeout(bound):
-                result.verdict = await self._decide(result, queue, running=len(tasks))
+                result.verdict = await self._decide(
+                    result, queue, running=len(tasks), over=window.over
+                )
         except TimeoutError:
             result.verdict = with_reason(judges.final(), f"the check timed out after {bound:g} s")
             result.timed_out = True
@@ -190,23 +222,32 @@ class Engine:
             queue.put_nowait(source_failed(rule.name, rule.kind, error, metric=metric))
 
     async def _decide(
-        self, result: AnalysisResult, queue: asyncio.Queue[Measurement | None], *, running: int
+        self,
+        result: AnalysisResult,
+        queue: asyncio.Queue[Measurement | None],
+        *,
+        running: int,
+        over: asyncio.Event,
     ) -> Verdict:
+        """Feed the judge until fail-fast, or an early verdict once the window is ``over``."""
         judges = result.judges
         while running:
             m = await queue.get()
             if m is None:
                 running -= 1
-                continue
-            rule = judges.observe(m)
-            if rule is None:
-                continue
-            self._on_result(rule)
+            else:
+                rule = judges.observe(m)
+                if rule is None:
+                    continue
+                self._on_result(rule)
             early = judges.early()
-            if early is not None and (judges.fail_fast or early.status != "fail"):
-                if early.status == "fail":
-                    self.recorder.event("fail_fast", deciding=list(early.deciding))
-                    result.cut_short = bool(judges.waiting_for_sources())
+            if early is None:
+                continue
+            if early.status == "fail" and judges.fail_fast:
+                self.recorder.event("fail_fast", deciding=list(early.deciding))
+                result.cut_short = bool(judges.waiting_for_sources())
+                return early
+            if early.status != "fail" and over.is_set():
                 return early
         return judges.final()
 
@@ -277,3 +318,42 @@ class Engine:
                 completed[observed.rule] = observed.status
         self.recorder.sync()
         event("evidence_completed", rules=completed)
+
+
+class _Window:
+    """When an analysis' window is over: its probes ended, and its duration (if any) passed.
+
+    Sets the pace's ``started`` when the probes end (the pollers need not wait
+    for a first report that will never come) and its ``done`` when the window
+    is over. With a duration, :meth:`run` is the clock, pumped like a source: it
+    puts ``None`` on the queue when the duration has passed, so the engine
+    looks again at a verdict it held back until then.
+    """
+
+    def __init__(
+        self, pace: Pace, duration: float | None, queue: asyncio.Queue[Measurement | None]
+    ) -> None:
+        self.pace, self.queue = pace, queue
+        self.over = asyncio.Event()
+        self._probes_ended = False
+        self._elapsed = duration is None
+        self._update()
+
+    def probes_ended(self, _task: object) -> None:
+        self.pace.started.set()
+        self._probes_ended = True
+        self._update()
+
+    async def run(self, duration: float) -> None:
+        try:
+            await asyncio.sleep(duration)
+            self._elapsed = True
+            self._update()
+        finally:
+            self.queue.put_nowait(None)
+
+    def _update(self) -> None:
+        if self._elapsed:
+            self.over.set()
+        if self._elapsed and self._probes_ended:
+            self.pace.done.set()

@@ -86,7 +86,11 @@ def cloud_sources(clients: Any, calls: Any, *, retry_deadline: float = 30.0) -> 
         return Sources(
             probes=RunnerProbes(),
             logs=CloudLogging(clients, **common) if has_logs else NoLogs(),
-            metrics=CloudMonitoring(clients, **common) if has_metrics else NoMetrics(),
+            metrics=(
+                CloudMonitoring(clients, metric_lag=scope.metric_lag, **common)
+                if has_metrics
+                else NoMetrics()
+            ),
         )
 
     return build

@@ -3,7 +3,9 @@
 Probes stream by nature; Cloud Logging and Cloud Monitoring are read in passes
 (each read costs quota, and points arrive late), so :class:`PolledStream`
 turns passes into a stream with the probes' rhythm: a pass every interval while
-the probes run, then one last complete pass after them. The engine pumps every
+the window lasts (the probes run, and a rollout step's duration has not passed),
+then one last complete pass after it. A poller never reads more often than its
+interval, whenever the probes end: Cloud Logging's read quota is shared. The engine pumps every
 :class:`Source` the same way and turns a source that raises into errors on its
 open rules, whatever kind it is.
 """
@@ -30,7 +32,12 @@ POLL_GRACE = 0.5
 
 @dataclass
 class Pace:
-    """When the probes report and end: the rhythm the polled sources keep."""
+    """The rhythm the polled sources keep.
+
+    ``started``: the probes reported (or ended): the first pass may run.
+    ``done``: the window is over, the probes ended and (a rollout step) its
+    duration passed: the last, complete pass may run.
+    """
 
     started: asyncio.Event
     done: asyncio.Event
@@ -77,11 +84,13 @@ class ProbeStream:
 
 
 class PolledStream:
-    """Passes of a log or metric source, every ``interval`` s while the probes run.
+    """Passes of a log or metric source, every ``interval`` s until the window is over.
 
     The first pass waits until the probes report (at most :data:`POLL_GRACE`
-    s); the last, complete one starts ``settle`` s after the probes end (at
-    once by default). ``counted`` hears of every pass that measured something
+    s); the last, complete one starts ``settle`` s after ``pace.done`` (at
+    once by default). Until then a pass starts ``interval`` s after the one
+    before it ended, however early the probes end: the last pass is the only one
+    that may follow its predecessor sooner. ``counted`` hears of every pass that measured something
     (the report counts Cloud Logging reads against the quota).
     """
 

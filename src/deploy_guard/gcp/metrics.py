@@ -14,6 +14,14 @@ aggregation done server-side so one number comes back:
 Cloud Monitoring samples every 60 s and shows points up to 180 s late, and a
 WebSocket is counted only when it closes: a short check often sees no points.
 That is ``value=None`` (no data), never zero and never a pass.
+
+A rollout step judges real traffic, where a window read too early is not just
+empty but *partial* (some of the last minutes' points, not all), which could
+pass or fail a comparison on half the data. So a step's source has a
+``metric_lag``: it reads ``[max(since, end - window), end]`` with
+``end = now - metric_lag``, candidate and baseline over that same interval, and
+until ``end`` is past the step's start there is nothing complete to read: the
+rule gets ``value=None`` with a note saying so, and no query is spent.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from deploy_guard.errors import GuardError
+from deploy_guard.gcp.clients import Clients
 from deploy_guard.gcp.errors import call
 from deploy_guard.gcp.source import RevisionSource
 from deploy_guard.measurements import MetricMeasurement
@@ -88,9 +97,31 @@ def _point_value(point: Any) -> float:
 
 
 class CloudMonitoring(RevisionSource):
-    """:class:`MetricSource` over ``MetricServiceClient.list_time_series``."""
+    """:class:`MetricSource` over ``MetricServiceClient.list_time_series``.
+
+    Takes :class:`RevisionSource`'s arguments, plus ``metric_lag``: seconds a
+    point must be old to count (0, a check's: everything up to now).
+    """
 
     spec_field = "metric"
+
+    def __init__(self, clients: Clients, *, metric_lag: float = 0.0, **scope: Any) -> None:
+        super().__init__(clients, **scope)
+        if metric_lag < 0:
+            raise ValueError("metric_lag must not be negative")
+        self.metric_lag = metric_lag
+
+    def interval(self, rule: Rule) -> tuple[datetime, datetime] | None:
+        """The interval a pass reads for ``rule`` now; None when nothing complete exists yet.
+
+        ``[max(since, end - window), end]`` with ``end = now - metric_lag``.
+        """
+        spec = rule.metric
+        assert spec is not None
+        end = self.now() - timedelta(seconds=self.metric_lag)
+        if self.metric_lag > 0 and end <= self.since:
+            return None
+        return max(self.since, end - timedelta(seconds=spec.window)), end
 
     async def measure(
         self, *, complete: bool, deadline: float | None = None
@@ -110,13 +141,27 @@ class CloudMonitoring(RevisionSource):
     ) -> MetricMeasurement:
         spec = rule.metric
         assert spec is not None
-        end = self.now()
-        start = max(self.since, end - timedelta(seconds=spec.window))
+        read = self.interval(rule)
+        if read is None:
+            return MetricMeasurement(
+                rule=rule.name,
+                metric=spec.type,
+                value=None,
+                complete=complete,
+                revision=self.revision,
+                note=(
+                    "no complete Monitoring data yet: points younger than metric_lag "
+                    f"({self.metric_lag:g} s) are not counted, and this window began less "
+                    "than that long ago"
+                ),
+            )
+        start, end = read
         window = max(0.0, (end - start).total_seconds())
         try:
             cand = self._figure(rule, self.revision, start, end, deadline)
             base = Figure(None, 0)
             if spec.baseline is not None and self.baseline:
+                # the same interval as the candidate's: a comparison of like with like
                 base = self._combined_baseline(rule, start, end, deadline)
         except GuardError as exc:
             return MetricMeasurement(
@@ -127,6 +172,8 @@ class CloudMonitoring(RevisionSource):
                 complete=complete,
                 error=str(exc),
                 revision=self.revision,
+                start=start,
+                end=end,
             )
         return MetricMeasurement(
             rule=rule.name,
@@ -138,6 +185,8 @@ class CloudMonitoring(RevisionSource):
             window_seconds=window,
             complete=complete,
             revision=self.revision,
+            start=start,
+            end=end,
         )
 
     def _combined_baseline(

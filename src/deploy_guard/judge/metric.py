@@ -75,6 +75,15 @@ def assess_metric(rule: Rule, m: MetricMeasurement) -> Assessment:
     window = format_measured(m.window_seconds) if m.window_seconds else format_duration(spec.window)
     where = f"revision {m.revision}" if m.revision else "the candidate revision"
     value = m.value
+    if value is None and m.note:  # the source knows why there is nothing (yet)
+        return Assessment(
+            "no_data",
+            m.complete,
+            None,
+            threshold,
+            f"nothing read for {where}",
+            message=m.note,
+        )
     if value is None or m.requests < spec.min_requests:
         counts = f"{m.requests} requests in {window}; min_requests {spec.min_requests}"
         seconds = m.window_seconds or spec.window
