@@ -138,7 +138,10 @@ class Engine:
         # Every rule is in the report (and the live view) from the start, pending, in
         # policy order: a rule whose first snapshot comes late (a 60 s hold) still shows.
         report.set_rules(judges.results())
-        self.recorder.event("evidence_started", rules=[r.name for r in rules], timeout_s=bound)
+        window_s = {} if analysis.duration is None else {"duration_s": analysis.duration}
+        self.recorder.event(
+            "evidence_started", rules=[r.name for r in rules], timeout_s=bound, **window_s
+        )
         queue: asyncio.Queue[Measurement | None] = asyncio.Queue()
         pace = Pace(started=asyncio.Event(), done=asyncio.Event())
         passes = report.evidence_passes

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -281,7 +282,10 @@ class CloudLogging(RevisionSource):
         try:
             entries = await asyncio.to_thread(self._fetch, flt, deadline)
         except GuardError as exc:
-            return [self._snapshot(r, complete=complete, error=str(exc)) for r in self.rules]
+            counts = self.counter.counts()
+            return [
+                self._snapshot(r, counts, complete=complete, error=str(exc)) for r in self.rules
+            ]
         for entry in entries:
             self._count(entry)
         error = None
@@ -292,7 +296,8 @@ class CloudLogging(RevisionSource):
                 "time, or more entries matched than a pass reads), so the counts are "
                 "incomplete; run the check again, or narrow the rules' filters"
             )
-        return [self._snapshot(r, complete=complete, error=error) for r in self.rules]
+        counts = self.counter.counts()  # everything since the window's start
+        return [self._snapshot(r, counts, complete=complete, error=error) for r in self.rules]
 
     def _fetch(self, flt: str, deadline: float | None = None) -> list[Entry]:
         client = self.clients.logging()
@@ -369,8 +374,9 @@ class CloudLogging(RevisionSource):
                     }
                 )
 
-    def _snapshot(self, rule: Rule, *, complete: bool, error: str | None = None) -> LogMeasurement:
-        counts = self.counter.counts()  # everything since the window's start
+    def _snapshot(
+        self, rule: Rule, counts: Counter[Tally], *, complete: bool, error: str | None = None
+    ) -> LogMeasurement:
         patterns = self._patterns(rule)
         window = max(0.0, (self.now() - self.since).total_seconds())
         return LogMeasurement(
