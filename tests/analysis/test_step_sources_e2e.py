@@ -213,3 +213,47 @@ async def test_before_any_complete_data_a_step_reads_nothing_and_says_why(
     assert result is not None
     assert result.status == "no_data"
     assert "points younger than metric_lag" in result.message
+
+
+async def test_logs_relative_to_baseline_count_both_sides_over_the_same_window_once(
+    emulator: Any, gcp_clients: Any
+) -> None:
+    now = datetime.now(UTC)
+    since = now - timedelta(minutes=5)
+
+    def logged(revision: str, seconds_ago: float, n: int) -> None:
+        ref = RevisionRef(emulator.project, emulator.region, "chat", revision, "chat")
+        for i in range(n):
+            line = '{"severity": "ERROR", "message": "close code 1011"}'
+            emulator.logs.revision_output(
+                ref, "stderr", line, now - timedelta(seconds=seconds_ago + i)
+            )
+
+    logged(BASE, 600, 5)  # before the step: not in its window
+    logged(BASE, 100, 6)
+    logged(CAND, 120, 3)
+    rule = Rule.model_validate(
+        {
+            "name": "no-more-1011",
+            "kind": "logs",
+            "logs": {"patterns": ["1011"], "relative_to_baseline": 1.0},
+        }
+    )
+    judges = step_judges([Policy(name="p", services=["chat"], rules=[rule])])
+    scope = Scope(emulator.project, "chat", CAND, (BASE,), since, (rule,))
+    source = cloud_sources(gcp_clients, ApiCalls())(scope).logs
+    [first] = await source.measure(complete=False)
+    [again] = await source.measure(complete=False)  # re-reads the last minute: no double count
+    for m in (first, again):
+        assert m.error is None, m.error
+        assert m.matches == {"1011": 3}
+        assert m.baseline_matches == {"1011": 6}
+        assert m.window_seconds == m.baseline_window_seconds
+    assert judges.observe(again) is not None
+    logged(CAND, 30, 5)  # now 8 against 6: over 1.0 x baseline
+    [last] = await source.measure(complete=True)
+    assert last.matches == {"1011": 8}
+    assert last.baseline_matches == {"1011": 6}
+    result = judges.observe(last)
+    assert result is not None
+    assert result.status == "fail", result
