@@ -67,7 +67,7 @@ def judges_for(policies: Sequence[Policy], *, keep: Callable[[Rule], bool] | Non
 
 def on_every_step(rule: Rule) -> bool:
     """A rule a rollout step judges: all but probe rules that say ``every_step: false``."""
-    return rule.kind not in ("http", "websocket") or rule.every_step
+    return rule.at_every_step
 
 
 def step_judges(policies: Sequence[Policy]) -> Judges:
