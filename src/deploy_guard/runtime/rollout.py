@@ -28,7 +28,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from deploy_guard import signals
-from deploy_guard.analysis.engine import Analysis, AnalysisResult, Engine, judges_for
+from deploy_guard.analysis.engine import (
+    Analysis,
+    AnalysisResult,
+    Engine,
+    judges_for,
+    step_judges,
+)
 from deploy_guard.analysis.sources import Scope
 from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
 from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, RolloutRecord, current, encode
@@ -54,7 +60,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.actions.result import ActionResult
     from deploy_guard.gcp.traffic import RevisionState, ServiceState
     from deploy_guard.judge.combine import Judges
-    from deploy_guard.policy.model import Policy, RolloutStep
+    from deploy_guard.policy.model import Policy, RolloutStep, Rule
     from deploy_guard.probes.target import Target
 
 T = TypeVar("T")
@@ -74,24 +80,14 @@ class RolloutOptions(CheckOptions):
     on_interrupt: Literal["rollback", "hold"] = "rollback"
 
 
-def tag_policies(policies: Sequence[Policy]) -> list[Policy]:
-    """The policies as the stage before traffic judges them: metric rules left out.
+def before_traffic(rule: Rule) -> bool:
+    """A rule the stage before traffic judges: all but metric rules.
 
     Through the tag URL only the probes reach the candidate: Cloud Monitoring
     would show no user traffic (no data, an inconclusive hold for nothing), so
     metric rules are judged at the steps, on real users.
     """
-    kept = []
-    for policy in policies:
-        rules = [r for r in policy.rules if r.kind != "metric"]
-        if rules:
-            kept.append(policy.model_copy(update={"rules": rules}))
-    return kept
-
-
-def step_policies(policies: Sequence[Policy]) -> list[Policy]:
-    """The policies as a step judges them: probe rules with ``every_step: false`` left out."""
-    return [p.model_copy(update={"rules": p.step_rules}) for p in policies if p.step_rules]
+    return rule.kind != "metric"
 
 
 class RolloutGate(Gate):
@@ -110,8 +106,8 @@ class RolloutGate(Gate):
         )
         policies = await session.applicable(self.policies)
         self.report.policies = [p.name for p in policies]
-        judges = judges_for(tag_policies(policies)) if tag_policies(policies) else None
-        steps_judge = step_policies(policies)
+        probed = any(before_traffic(r) for p in policies for r in p.rules)
+        judges = judges_for(policies, keep=before_traffic) if probed else None
         planned = rollout_plan(policies, list(opts.steps) if opts.steps is not None else None)
         for warning in plan_warnings(policies, planned):  # --steps: no file was checked
             self.report.notes.append(warning)
@@ -141,7 +137,7 @@ class RolloutGate(Gate):
         for record in self.report.steps[: start + 1 if start else 0]:
             record.status = "pass" if record.index < start else "pending"
         walk = _Walk(self, session, strategy, plan, revision, before, before_split)
-        walk.judges, walk.step_judges = judges, steps_judge
+        walk.judges = judges
         if start and preflight.ready:
             await walk.claim(current(before.annotations))
         return await walk.run([preflight])
@@ -220,7 +216,6 @@ class _Walk:
     """One rollout's walk through its stages (the strategy's moves, made)."""
 
     judges: Judges | None
-    step_judges: list[Policy]
 
     def __init__(
         self,
@@ -426,7 +421,7 @@ class _Walk:
     def _step_analysis(self, stage: int, target: Target) -> Analysis:
         gate, opts = self.gate, self.gate.options
         step = self.plan.steps[stage - 1]
-        judges = judges_for(self.step_judges)
+        judges = step_judges(self.session.policies)
         bound = gate._bound(self.session.policies)
         scope = Scope(
             project=opts.project,
