@@ -250,7 +250,7 @@ class _Walk:
                 gate._decision(decision)
             if isinstance(move, Finish):
                 self._stopped(history, move.message)
-                if move.action in ("held", "failed"):
+                if move.action != "superseded":  # never write over someone else's change
                     await self._release(move.message)
                 verdict = move.verdict or self.report.verdict
                 report = gate._finish(verdict, move.action, move.exit_code, move.message)
@@ -330,9 +330,12 @@ class _Walk:
         if isinstance(move, Shift):
             return Shifted(move.stage, await self._finished(self._shift(move)))
         if isinstance(move, RollBack):
-            return await self._finished(
+            restored = await self._finished(
                 self.executor.restore(self.before_split, candidate, move.reason, reject=move.reject)
             )
+            if restored.action in ("rolled_back", "none"):
+                self.record = None  # the write that restored the split cleared it
+            return restored
         promoted = self.report.steps[-1]
         promoted.status, promoted.started_at = "running", _now()
         result = await self._finished(
@@ -340,6 +343,8 @@ class _Walk:
         )
         promoted.finished_at = _now()
         promoted.status = "pass" if result.action == "promoted" else "error"
+        if result.action == "promoted":
+            self.record = None  # cleared in the same write
         promoted.traffic_written = {candidate: 100}
         promoted.traffic_verified = dict(self.report.traffic_after)
         return result
