@@ -294,3 +294,68 @@ def test_sigterm_mid_step_puts_traffic_back_and_exits_3(
     assert doc["error"] == "interrupted by SIGTERM"
     assert [s["status"] for s in doc["steps"]][:2] == ["pass", "interrupted"]
     assert out.startswith("inconclusive: interrupted by SIGTERM at step 1/2 (10%)")
+
+
+@pytest.mark.fault(
+    "signals",
+    "second signal while a rollout puts the split back after the first",
+    "stops at once; report: action unverified, how to look; exit 130",
+)
+def test_a_second_signal_while_the_split_is_put_back_says_the_write_is_unverified(
+    chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    chat.first()
+    cand = chat.candidate(tag=None)
+    report = tmp_path / "report.json"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy_guard", "rollout", "--revision", cand),
+            *("--policy", str(ROLLOUT), "--steps", "10:30s,50:30s", "--report", str(report)),
+            *("--log-interval", "0.5s"),
+        ],
+        env={**os.environ, **emulator_env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        wait_until(lambda: chat.serving().get(cand) == 10 or proc.poll() is not None, within=30)
+        assert proc.poll() is None
+        writes = emulator.faults.count("UpdateService")
+        emulator.faults.delay("UpdateService", 60.0, nth=1)  # the write that puts it back hangs
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: emulator.faults.count("UpdateService") > writes, within=30)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)  # long before the held write is answered
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    doc = json.loads(report.read_text())
+    assert (doc["action"], doc["exit_code"]) == ("unverified", 130)
+    assert "the rollback traffic write was sent and not verified" in doc["error"]
+    assert "gcloud run services describe chat" in doc["error"]
+
+
+def test_a_check_on_a_service_a_rollout_left_part_way_says_so(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    svc = chat.get()
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    record = RolloutRecord(cand, {base: 100}, 1, 10, ((10, 60.0),), "gone/1", past, past)
+    svc.annotations = {**svc.annotations, ROLLOUT_ANNOTATION: encode(record)}
+    chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
+    report = tmp_path / "check.json"
+    args = ["check", "--revision", cand, "--policy", str(POLICIES / "chat-fast.yaml")]
+    result = CliRunner().invoke(cli, [*args, "--report", str(report), "--log-interval", "0.5s"])
+    assert result.exit_code == 0, result.output
+    notes = json.loads(report.read_text())["notes"]
+    assert any(n.startswith("a rollout stopped part-way on chat: ") for n in notes), notes

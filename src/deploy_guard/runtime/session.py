@@ -286,6 +286,7 @@ class Session:
         if stale:
             event("stale_tags_found", tags=[t.tag for t in stale])
             notes.append(stale_note(service, stale))
+        self._rollout_notice(before)
         in_use = [t for t in tags if t.in_use]
         if in_use:
             event("tags_in_use", tags=[t.tag for t in in_use])
@@ -295,6 +296,28 @@ class Session:
                 + ": "
                 + "; ".join(t.describe() for t in in_use)
             )
+
+    def _rollout_notice(self, before: ServiceState) -> None:
+        """A check on a service that a rollout is walking (or left part-way): say so."""
+        from deploy_guard.gcp.rollouts import current
+
+        report = self.recorder.report
+        if report.command != "check":  # a rollout refuses or resumes it itself
+            return
+        try:
+            record = current(before.annotations)
+        except ValueError as exc:
+            report.notes.append(str(exc))
+            return
+        if record is None:
+            return
+        state = "is running" if record.live(datetime.now(UTC)) else "stopped part-way"
+        self.recorder.event("rollout_found", revision=record.revision, step=record.step)
+        report.notes.append(
+            f"a rollout {state} on {before.short}: {record.describe()}; a traffic write of "
+            "this check is refused if the rollout moves traffic meanwhile (`deploy-guard "
+            f"status --service {before.short}` shows it)"
+        )
 
     def _unsettled(self, state: ServiceState) -> str:
         """Why a service still reconciling (or that failed to) is not judged."""
