@@ -169,6 +169,11 @@ class RolloutGate(Gate):
         if opts.resume:
             return await self._resume(before, record, plan)
         split = served_split(before)
+        if split.get(candidate, 0) == 100:
+            raise ConfigError(
+                f"{candidate} already serves all of {service}'s traffic: nothing to roll out "
+                "(deploy a new revision with `--no-traffic`, then roll that out)"
+            )
         if not step_split(split, candidate, plan.steps[0].percent):
             raise ConfigError(
                 f"{candidate} is the only revision serving {service} ({describe(split)}): "
