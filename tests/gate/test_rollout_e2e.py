@@ -359,3 +359,26 @@ def test_a_check_on_a_service_a_rollout_left_part_way_says_so(
     assert result.exit_code == 0, result.output
     notes = json.loads(report.read_text())["notes"]
     assert any(n.startswith("a rollout stopped part-way on chat: ") for n in notes), notes
+
+
+def test_rolling_out_the_revision_that_serves_everything_is_a_usage_error(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = chat.first()
+    code, doc, out = rollout(tmp_path, base)
+    assert code == 2
+    assert "already serves all of chat's traffic: nothing to roll out" in doc["error"]
+    assert (doc["command"], doc["verdict"]) == ("rollout", "error")
+    assert chat.serving() == {base: 100}
+
+
+def test_a_rollout_without_steps_is_a_usage_error_before_any_call(
+    chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)
+    before = emulator.faults.count("UpdateService")
+    code, doc, _out = rollout(tmp_path, cand, policy="chat-fast.yaml")
+    assert code == 2
+    assert doc["error"].startswith("no rollout steps: add rollout.steps to policy")
+    assert emulator.faults.count("UpdateService") == before
