@@ -1,8 +1,8 @@
 """Cloud Run Admin v2: read services and revisions, change traffic, verify by re-reading.
 
-The GAPIC clients are synchronous; every call runs in a worker thread
-(:func:`asyncio.to_thread`) so the check's event loop keeps probing while an
-``UpdateService`` operation completes.
+The reads, the conversion into snapshots and the polls live in
+:mod:`deploy_guard.gcp.run_reads`; this module is the write path and the
+helpers every command opens a service with.
 
 Writes follow four rules:
 
@@ -50,10 +50,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from deploy_guard.errors import (
     ActionError,
@@ -65,37 +64,31 @@ from deploy_guard.errors import (
     UnverifiedError,
 )
 from deploy_guard.gcp.clients import Clients
-from deploy_guard.gcp.errors import ApiCalls, call
+from deploy_guard.gcp.run_reads import (
+    RunReads,
+    service_of,
+    short_name,
+    to_revision_state,
+    to_service_state,
+    to_targets,
+)
 from deploy_guard.gcp.traffic import (
     Allocation,
     RevisionState,
     ServiceState,
     describe,
-    failed_reconcile,
     same_spec,
     served_split,
-    settled,
     shows,
     spec_text,
     superseded_reason,
 )
 from deploy_guard.log import get_logger
 
-T = TypeVar("T")
 log = get_logger("deploy_guard.gcp.cloudrun")
 
 #: The only fields a guard write sends: the rest of the service is never touched.
 WRITE_MASK = ("traffic", "annotations")
-
-#: ``chat-00002-xyz`` -> ``chat``: how Cloud Run names revisions of a service.
-_REVISION_NAME = re.compile(r"^(?P<service>[a-z](?:[a-z0-9-]*[a-z0-9])?)-\d{5}-[a-z0-9]{2,}$")
-
-
-def service_of(revision: str) -> str | None:
-    """The service a revision belongs to, from its name (None when it does not say)."""
-    short = revision.rsplit("/", 1)[-1]
-    match = _REVISION_NAME.match(short)
-    return match.group("service") if match else None
 
 
 class TrafficRouter(Protocol):
@@ -117,207 +110,8 @@ class TrafficRouter(Protocol):
     ) -> ServiceState: ...
 
 
-def _short(name: str) -> str:
-    return name.rsplit("/", 1)[-1]
-
-
-def _allocation(target: Any, *, with_uri: bool) -> Allocation:
-    latest = "LATEST" in str(getattr(target.type_, "name", target.type_))
-    return Allocation(
-        revision=None if latest and not target.revision else (target.revision or None),
-        percent=int(target.percent),
-        tag=target.tag,
-        uri=getattr(target, "uri", "") if with_uri else "",
-    )
-
-
-def to_service_state(svc: Any) -> ServiceState:
-    """Turn a ``run_v2.Service`` into the plain snapshot the plans work on."""
-    from google.cloud import run_v2
-
-    terminal: Any = getattr(svc, "terminal_condition", None)
-    failed = terminal is not None and terminal.state == run_v2.Condition.State.CONDITION_FAILED
-    return ServiceState(
-        name=svc.name,
-        short=_short(svc.name),
-        generation=int(svc.generation),
-        latest_created_revision=_short(svc.latest_created_revision),
-        latest_ready_revision=_short(svc.latest_ready_revision),
-        traffic=tuple(_allocation(t, with_uri=False) for t in svc.traffic),
-        traffic_statuses=tuple(_allocation(t, with_uri=True) for t in svc.traffic_statuses),
-        uri=svc.uri,
-        reconciling=bool(svc.reconciling),
-        annotations=dict(svc.annotations),
-        terminal_message=(terminal.message or "failed") if failed else "",
-        observed_generation=int(svc.observed_generation),
-    )
-
-
-def to_revision_state(rev: Any) -> RevisionState:
-    """Turn a ``run_v2.Revision`` into a snapshot; Ready from its ``Ready`` condition."""
-    from google.cloud import run_v2
-
-    ready: bool | None = None
-    message = ""
-    for cond in rev.conditions:
-        if cond.type_ != "Ready":
-            continue
-        if cond.state == run_v2.Condition.State.CONDITION_SUCCEEDED:
-            ready = True
-        elif cond.state == run_v2.Condition.State.CONDITION_FAILED:
-            ready = False
-            message = cond.message or "the revision failed to become Ready"
-    created = rev.create_time.timestamp() if rev.create_time else 0.0
-    timeout = rev.timeout.total_seconds() if rev.timeout else 0.0
-    return RevisionState(
-        name=rev.name,
-        short=_short(rev.name),
-        service=_short(rev.service),
-        ready=ready,
-        message=str(message or ""),
-        create_time=float(created),
-        request_timeout=float(timeout) if timeout > 0 else 300.0,  # unset: Cloud Run's default
-    )
-
-
-def _to_targets(spec: Sequence[Allocation]) -> list[Any]:
-    from google.cloud import run_v2
-
-    kinds: Any = run_v2.TrafficTargetAllocationType
-    out = []
-    for a in spec:
-        target: Any = run_v2.TrafficTarget(percent=a.percent, tag=a.tag)
-        if a.revision is None:
-            target.type_ = kinds.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
-        else:
-            target.type_ = kinds.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
-            target.revision = a.revision
-        out.append(target)
-    return out
-
-
-class CloudRun:
+class CloudRun(RunReads):
     """:class:`TrafficRouter` over the official clients (see the module docstring)."""
-
-    def __init__(
-        self,
-        clients: Clients,
-        project: str,
-        region: str,
-        *,
-        calls: ApiCalls | None = None,
-        verify_timeout: float = 120.0,
-        poll_initial: float = 0.05,
-        poll_max: float = 1.0,
-        retry_deadline: float = 30.0,
-    ) -> None:
-        self.clients = clients
-        self.project = project
-        self.region = region
-        self.calls = calls if calls is not None else ApiCalls()
-        self.verify_timeout = verify_timeout
-        self.poll_initial = poll_initial
-        self.poll_max = poll_max
-        self.retry_deadline = retry_deadline
-
-    # -- names ---------------------------------------------------------------
-    def service_name(self, service: str) -> str:
-        if service.startswith("projects/"):
-            return service
-        return f"projects/{self.project}/locations/{self.region}/services/{service}"
-
-    def revision_name(self, service: str, revision: str) -> str:
-        if revision.startswith("projects/"):
-            return revision
-        return f"{self.service_name(service)}/revisions/{revision}"
-
-    async def _run(self, fn: Callable[..., T], *args: Any, method: str, what: str, **kw: Any) -> T:
-        def invoke() -> T:
-            return call(
-                fn,
-                *args,
-                api="run",
-                what=what,
-                calls=self.calls,
-                method=method,
-                deadline=self.retry_deadline,
-                **kw,
-            )
-
-        return await asyncio.to_thread(invoke)
-
-    # -- reads ---------------------------------------------------------------
-    async def _get_service_raw(self, service: str) -> Any:
-        name = self.service_name(service)
-        return await self._run(
-            self.clients.services().get_service,
-            request={"name": name},
-            method="GetService",
-            what=f"reading service {_short(name)}",
-        )
-
-    async def get_service(self, service: str) -> ServiceState:
-        return to_service_state(await self._get_service_raw(service))
-
-    async def get_revision(self, service: str, revision: str) -> RevisionState:
-        name = self.revision_name(service, revision)
-        rev = await self._run(
-            self.clients.revisions().get_revision,
-            request={"name": name},
-            method="GetRevision",
-            what=f"reading revision {_short(name)} of service {_short(service)}",
-        )
-        return to_revision_state(rev)
-
-    async def list_revisions(self, service: str) -> list[RevisionState]:
-        """Every revision of a service, oldest first by ``create_time``."""
-        parent = self.service_name(service)
-
-        def fetch(retry: Any) -> list[Any]:
-            pager = self.clients.revisions().list_revisions(
-                request={"parent": parent, "page_size": 100}, retry=retry
-            )
-            return list(pager)
-
-        revs = await self._run(
-            fetch,
-            method="ListRevisions",
-            what=f"listing revisions of {_short(parent)}",
-        )
-        return sorted((to_revision_state(r) for r in revs), key=lambda r: r.create_time)
-
-    async def wait_ready(self, service: str, revision: str, bound: float) -> RevisionState:
-        """Poll the revision until Ready succeeds or fails, at most ``bound`` seconds.
-
-        A revision that failed to start comes back with ``ready=False`` and its
-        condition's message; one still starting at the bound comes back with
-        ``ready=None``. Both are verdicts for the gate, not exceptions.
-        """
-        deadline = time.monotonic() + bound
-        delay = self.poll_initial
-        while True:
-            state = await self.get_revision(service, revision)
-            if state.ready is not None or time.monotonic() >= deadline:
-                return state
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, self.poll_max)
-
-    async def wait_settled(self, service: str, bound: float) -> ServiceState:
-        """Poll the service until it is no longer reconciling, at most ``bound`` seconds.
-
-        Returns the last state read, settled or not (the caller decides what an
-        unsettled service means). A reconciliation that failed for good
-        (:func:`~deploy_guard.gcp.traffic.failed_reconcile`) ends the wait at
-        once: its ``observed_generation`` never catches up.
-        """
-        deadline = time.monotonic() + bound
-        delay = self.poll_initial
-        while True:
-            state = await self.get_service(service)
-            if settled(state) or failed_reconcile(state) or time.monotonic() >= deadline:
-                return state
-            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(delay * 2, self.poll_max)
 
     # -- writes --------------------------------------------------------------
     async def set_traffic(
@@ -396,7 +190,7 @@ class CloudRun:
         request.annotations = {**dict(raw.annotations), **annotations}
         paths = ["annotations"]
         if spec is not None:
-            request.traffic = _to_targets(spec)
+            request.traffic = to_targets(spec)
             paths.insert(0, "traffic")
         try:
             return await self._update(request, what=what, paths=paths)
@@ -512,7 +306,7 @@ class CloudRun:
             from deploy_guard.log import redact_text
 
             detail = redact_text(str(exc)).rstrip(".")
-            short = _short(service.name)
+            short = short_name(service.name)
             last = getattr(op, "operation", None)
             if last is None or not last.done or not last.HasField("error"):
                 # a timeout or an API error while polling: the write is out of sight
@@ -679,3 +473,16 @@ def need_service(service: str | None, revision: str) -> str:
             "could belong to any service its name starts with); pass --service"
         )
     return derived
+
+
+__all__ = [
+    "WRITE_MASK",
+    "CloudRun",
+    "TrafficRouter",
+    "need_service",
+    "open_service",
+    "service_missing",
+    "service_of",
+    "to_revision_state",
+    "to_service_state",
+]
