@@ -53,40 +53,43 @@ Not supported (a filter using them is INVALID_ARGUMENT, or, for a function,
 
 Missing fields: a comparison on a field the entry lacks is false, so
 ``NOT x=1`` and ``x!=1`` (which is defined as ``NOT x=1``) match it.
+
+How a parsed filter judges an entry (type rules, missing fields, lists) is
+:mod:`deploy_guard.logfilter_eval`; this module is the lexer and the parser
+that build its predicates, and the names callers import.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Final
+from datetime import datetime
+from typing import Final
 from urllib.parse import quote
 
 from deploy_guard.errors import EmulatorError
+from deploy_guard.logfilter_eval import (
+    SEVERITY_RANK,
+    Entry,
+    Predicate,
+    Want,
+    all_of,
+    always,
+    any_of,
+    compare_value,
+    global_match,
+    leaves,
+    parse_time,
+    resolve,
+    severity_rank,
+    text_of,
+)
 
-#: LogSeverity numbers; names compare by these ranks.
-SEVERITY_RANK: Final = {
-    "DEFAULT": 0,
-    "DEBUG": 100,
-    "INFO": 200,
-    "NOTICE": 300,
-    "WARNING": 400,
-    "ERROR": 500,
-    "CRITICAL": 600,
-    "ALERT": 700,
-    "EMERGENCY": 800,
-}
-_TIME_FIELDS: Final = frozenset({"timestamp", "receiveTimestamp"})
 _OPERATORS: Final = ("=~", "!~", "!=", "<=", ">=", "=", "<", ">", ":")
 _KEYWORDS: Final = frozenset({"AND", "OR", "NOT"})
 _WORD_STOP: Final = frozenset('()"=!<>:,~') | frozenset(" \t\r\n")
 MAX_FILTER_LENGTH: Final = 20_000
 _ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
-
-Entry = dict[str, Any]
-Predicate = Callable[[Entry], bool]
 
 
 class FilterError(EmulatorError):
@@ -179,148 +182,6 @@ def _syntax_error(text: str, pos: int, token: str, why: str = "") -> FilterError
     return FilterError(msg, line, col)
 
 
-# ---------------------------------------------------------------- values
-
-
-def severity_rank(value: Any) -> int | None:
-    """A severity name or number as its LogSeverity rank (None if it is neither)."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return int(value)
-    text = str(value).strip().upper()
-    if text in SEVERITY_RANK:
-        return SEVERITY_RANK[text]
-    try:
-        return int(text)
-    except ValueError:
-        return None
-
-
-def parse_time(value: str) -> datetime | None:
-    """RFC 3339 (``Z`` or an offset, any fraction digits) as an aware datetime."""
-    text = value.strip()
-    m = re.fullmatch(r"(\d{4}-\d\d-\d\d)(?:[Tt ](\d\d:\d\d(?::\d\d)?)(\.\d+)?)?(.*)", text)
-    if m is None:
-        return None
-    date, clock, frac, zone = m.groups()
-    frac = (frac or "")[:7].ljust(7, "0") if frac else ""
-    zone = zone.strip()
-    if zone in ("Z", "z"):
-        zone = "+00:00"
-    try:
-        when = datetime.fromisoformat(f"{date}T{clock or '00:00:00'}{frac}{zone}")
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
-
-
-def _as_number(value: Any) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(str(value).removesuffix("s")) if str(value).strip() else None
-    except ValueError:
-        return None
-
-
-def _leaves(value: Any) -> Iterator[Any]:
-    """Every scalar inside a JSON value (dicts and lists flattened)."""
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _leaves(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _leaves(v)
-    else:
-        yield value
-
-
-def _resolve(entry: Entry, path: tuple[str, ...]) -> list[Any]:
-    """The values at ``path``; lists fan out (any element may match)."""
-    node: Any = entry
-    for key in path:  # fast path: dicts all the way down (nearly every lookup)
-        if not isinstance(node, dict):
-            break
-        if key not in node:
-            return []
-        node = node[key]
-    else:
-        return [node]
-    current: list[Any] = [entry]
-    for key in path:
-        nxt: list[Any] = []
-        for node in current:
-            items = node if isinstance(node, list) else [node]
-            for item in items:
-                if isinstance(item, dict) and key in item:
-                    nxt.append(item[key])
-        current = nxt
-        if not current:
-            break
-    return current
-
-
-@dataclass(frozen=True)
-class _Want:
-    """A comparison's right-hand side, read once in every type it may compare as."""
-
-    text: str
-    lower: str
-    number: float | None
-    rank: int | None  # severity fields only
-    when: datetime | None  # time fields only
-
-    @classmethod
-    def of(cls, field: str, text: str) -> _Want:
-        return cls(
-            text=text,
-            lower=text.lower(),
-            number=_as_number(text),
-            rank=severity_rank(text) if field == "severity" else None,
-            when=parse_time(text) if field in _TIME_FIELDS else None,
-        )
-
-
-def _compare(actual: Any, op: str, want: _Want) -> bool:
-    """One scalar comparison with the language's type rules."""
-    if op == ":":
-        return any(want.lower in _str(leaf).lower() for leaf in _leaves(actual))
-    if isinstance(actual, dict | list):
-        return any(_compare(leaf, op, want) for leaf in _leaves(actual))
-    if want.rank is not None:
-        rank = severity_rank(actual)
-        if rank is not None:
-            return _ordered(rank, op, want.rank)
-    if want.when is not None:
-        when = parse_time(_str(actual))
-        if when is not None:
-            return _ordered(when, op, want.when)
-    if want.number is not None:
-        number = _as_number(actual)
-        if number is not None:
-            return _ordered(number, op, want.number)
-    return _ordered(_str(actual).lower(), op, want.lower)
-
-
-def _str(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "" if value is None else str(value)
-
-
-def _ordered(a: Any, op: str, b: Any) -> bool:
-    if op == "=":
-        return bool(a == b)
-    if op == "<":
-        return bool(a < b)
-    if op == "<=":
-        return bool(a <= b)
-    if op == ">":
-        return bool(a > b)
-    return bool(a >= b)  # ">="
-
-
 # ---------------------------------------------------------------- parser
 
 
@@ -339,10 +200,6 @@ class Filter:
 
     def matches(self, entry: Entry) -> bool:
         return self.predicate(entry)
-
-
-def _always(_entry: Entry) -> bool:
-    return True
 
 
 class _Parser:
@@ -388,12 +245,12 @@ class _Parser:
     # -- grammar
     def parse(self) -> Filter:
         if self.peek().kind == "EOF":
-            return Filter(self.text, _always, (None, True, None, True), frozenset())
+            return Filter(self.text, always, (None, True, None, True), frozenset())
         terms = self.and_terms(top=True)
         tok = self.peek()
         if tok.kind != "EOF":
             raise self.error(tok)
-        pred = terms[0] if len(terms) == 1 else _all_of(terms)
+        pred = terms[0] if len(terms) == 1 else all_of(terms)
         bounds = (self.lower, self.lower_inc, self.upper, self.upper_inc)
         return Filter(self.text, pred, bounds, frozenset(self.fields))
 
@@ -417,7 +274,7 @@ class _Parser:
             terms.append(self.unary())
         if top and len(terms) == 1:
             self.note_time_bound(first_index)
-        return terms[0] if len(terms) == 1 else _any_of(terms)
+        return terms[0] if len(terms) == 1 else any_of(terms)
 
     def unary(self) -> Predicate:
         self.split_minus()
@@ -433,7 +290,7 @@ class _Parser:
         if tok.kind == "(":
             terms = self.and_terms()
             self.expect(")")
-            return terms[0] if len(terms) == 1 else _all_of(terms)
+            return terms[0] if len(terms) == 1 else all_of(terms)
         if tok.kind == "WORD" and self.peek().kind == "(" and not self.peek().spaced:
             return self.function(tok)
         if tok.kind in ("WORD", "STR"):
@@ -442,7 +299,7 @@ class _Parser:
             if nxt.kind == "OP":
                 self.take()
                 return self.comparison(path, nxt)
-            return _global(tok.text if len(path) == 1 else ".".join(path))
+            return global_match(tok.text if len(path) == 1 else ".".join(path))
         raise self.error(tok)
 
     def path(self, first: _Token) -> tuple[str, ...]:
@@ -489,14 +346,14 @@ class _Parser:
             if self.peek().kind == "AND":
                 self.take()
             terms.append(self.value_or(op, path))
-        return terms[0] if len(terms) == 1 else _all_of(terms)
+        return terms[0] if len(terms) == 1 else all_of(terms)
 
     def value_or(self, op: str, path: tuple[str, ...]) -> Predicate:
         terms = [self.value_expr(op, path)]
         while self.peek().kind == "OR":
             self.take()
             terms.append(self.value_expr(op, path))
-        return terms[0] if len(terms) == 1 else _any_of(terms)
+        return terms[0] if len(terms) == 1 else any_of(terms)
 
     def function(self, name_tok: _Token) -> Predicate:
         self.expect("(")
@@ -516,10 +373,10 @@ class _Parser:
         if name == "SEARCH" and len(args) in (1, 2):
             needle = args[-1].text.lower()
             if len(args) == 1:
-                return _global(needle)
+                return global_match(needle)
             path = tuple(args[0].text.split("."))
             return lambda e: any(
-                needle in _str(leaf).lower() for v in _resolve(e, path) for leaf in _leaves(v)
+                needle in text_of(leaf).lower() for v in resolve(e, path) for leaf in leaves(v)
             )
         raise self.error(name_tok, f"unsupported function {name}/{len(args)}")
 
@@ -546,7 +403,7 @@ def _field_test(
     """The predicate for ``path OP want``; regexes compile now, so errors have positions."""
     field = ".".join(path)
     if op == ":" and want == "*" and tok.kind == "WORD":
-        return lambda e: bool(_resolve(e, path))
+        return lambda e: bool(resolve(e, path))
     if op in ("=~", "!~"):
         try:
             rx = re.compile(want)
@@ -556,36 +413,23 @@ def _field_test(
 
         def regex(e: Entry) -> bool:
             hit = any(
-                rx.search(_str(leaf)) is not None for v in _resolve(e, path) for leaf in _leaves(v)
+                rx.search(text_of(leaf)) is not None for v in resolve(e, path) for leaf in leaves(v)
             )
             return hit if positive else not hit
 
         return regex
-    target = _Want.of(field, want)
+    target = Want.of(field, want)
     test_op = "=" if op == "!=" else op
 
     def compare(e: Entry) -> bool:
-        values = _resolve(e, path)
+        values = resolve(e, path)
         if len(values) == 1:  # the common case, without a generator
-            hit = _compare(values[0], test_op, target)
+            hit = compare_value(values[0], test_op, target)
         else:
-            hit = any(_compare(v, test_op, target) for v in values)
+            hit = any(compare_value(v, test_op, target) for v in values)
         return not hit if op == "!=" else hit
 
     return compare
-
-
-def _global(text: str) -> Predicate:
-    needle = text.lower()
-    return lambda e: any(needle in _str(leaf).lower() for leaf in _leaves(e))
-
-
-def _all_of(terms: list[Predicate]) -> Predicate:
-    return lambda e: all(t(e) for t in terms)
-
-
-def _any_of(terms: list[Predicate]) -> Predicate:
-    return lambda e: any(t(e) for t in terms)
 
 
 def parse(text: str) -> Filter:
@@ -601,3 +445,17 @@ def parse(text: str) -> Filter:
 def log_name(project: str, log_id: str) -> str:
     """``projects/P/logs/ID`` with the ID URL-encoded, as Cloud Logging spells it."""
     return f"projects/{project}/logs/{quote(log_id, safe='')}"
+
+
+__all__ = [
+    "MAX_FILTER_LENGTH",
+    "SEVERITY_RANK",
+    "Entry",
+    "Filter",
+    "FilterError",
+    "Predicate",
+    "log_name",
+    "parse",
+    "parse_time",
+    "severity_rank",
+]
