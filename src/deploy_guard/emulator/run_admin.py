@@ -1,12 +1,10 @@
 """Cloud Run Admin API v2 (``google.cloud.run.v2.Services`` and ``.Revisions``).
 
-Writes follow Cloud Run: Create/Update/Delete return a long-running operation.
-A template change creates a revision (``SERVICE-0000N-xyz``) whose process is
-started in the background; the operation is done when it listens (the service
-then serves the new traffic split) or when it failed (the operation carries
-the error, ``traffic_statuses`` keep the last serving state and
-``terminal_condition`` says why). A traffic-only change creates no revision
-and is applied before the call returns.
+Writes return a long-running operation, as on Cloud Run; the write path
+(validation, reconciliation, operations) is
+:mod:`deploy_guard.emulator.run_reconcile`; the revisions' processes and
+routes are :mod:`deploy_guard.emulator.run_revisions`. This module is the
+gRPC servicer on top of them: the RPCs, lookups, deletes and audit entries.
 
 Every request is validated completely before anything changes, so a refused
 request leaves the state exactly as it was.
@@ -15,168 +13,27 @@ request leaves the state exactly as it was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from google.cloud import run_v2
 from google.longrunning import operations_pb2
-from google.protobuf import field_mask_pb2, json_format
+from google.protobuf import json_format
 
 from deploy_guard.emulator import state as st
 from deploy_guard.emulator import traffic
-from deploy_guard.emulator.contracts import Backend, LogSink, RevisionRef, Route, RouterApi
-from deploy_guard.emulator.names import (
-    Location,
-    check_request_timeout,
-    check_revision_id,
-    check_service_id,
-    new_revision_id,
-    request_timeout_s,
-    short_name,
-)
-from deploy_guard.emulator.operations import OperationStore
+from deploy_guard.emulator.names import check_service_id, short_name
 from deploy_guard.emulator.paging import page
-from deploy_guard.emulator.processes import RevisionProcess, StartFailure
 from deploy_guard.emulator.rpc import ServiceHandler, generic_handler
+from deploy_guard.emulator.run_reconcile import Reconciler, copy_writable, merge
+from deploy_guard.emulator.run_revisions import log, svc_key
 from deploy_guard.errors import EmulatorError
-from deploy_guard.log import get_logger
 
-log = get_logger("deploy_guard.emulator.run_admin")
-State = run_v2.Condition.State
 #: grpc.aio.ServicerContext (grpc ships no type stubs).
 Ctx: TypeAlias = Any
 
-#: Service fields a caller may write; everything else is output-only.
-_WRITABLE = (
-    "description",
-    "labels",
-    "annotations",
-    "client",
-    "client_version",
-    "ingress",
-    "launch_stage",
-    "binary_authorization",
-    "template",
-    "traffic",
-    "scaling",
-    "invoker_iam_disabled",
-    "default_uri_disabled",
-    "custom_audiences",
-)
 
-
-def _copy_writable(src: run_v2.Service, dst: run_v2.Service) -> None:
-    for name in _WRITABLE:
-        setattr(dst, name, getattr(src, name))
-
-
-def _merge(src: run_v2.Service, dst: run_v2.Service, paths: list[str]) -> None:
-    """Write ``src`` into ``dst``: the fields ``paths`` name, or every writable one.
-
-    ``paths`` is the request's ``update_mask`` (``traffic``, ``template``,
-    ``template.containers``, ``labels``...), with FieldMask semantics: a named
-    message or list is replaced, not merged. A path that is not a writable
-    field of Service is INVALID_ARGUMENT, and nothing changes.
-    """
-    if not paths:
-        _copy_writable(src, dst)
-        return
-    mask = field_mask_pb2.FieldMask(paths=paths)
-    for path in paths:
-        top = path.split(".", 1)[0]
-        if top not in _WRITABLE or not field_mask_pb2.FieldMask(paths=[path]).IsValidForDescriptor(
-            run_v2.Service.pb().DESCRIPTOR
-        ):
-            raise EmulatorError(
-                "INVALID_ARGUMENT",
-                f"update_mask path {path!r} is not a writable field of Service; "
-                f"use one of {', '.join(_WRITABLE)} (or a sub-field), or no mask to "
-                "replace every writable field",
-            )
-    mask.MergeMessage(
-        run_v2.Service.pb(src),
-        run_v2.Service.pb(dst),
-        replace_message_field=True,
-        replace_repeated_field=True,
-    )
-
-
-#: Set by Cloud Run itself; a template may not set them.
-_RESERVED_ENV = ("PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION")
-
-
-def _check_container(container: run_v2.Container) -> None:
-    """Refuse what no process could be started with, naming the field."""
-    where = "template.containers[0]"
-    reserved = [e.name for e in container.env if e.name in _RESERVED_ENV]
-    if reserved:
-        raise EmulatorError(
-            "INVALID_ARGUMENT",
-            f"{where}.env: the following reserved env names were provided: "
-            f"{', '.join(reserved)}. These values are automatically set by the system.",
-        )
-    for i, env in enumerate(container.env):
-        if not env.name or "=" in env.name or "\0" in env.name or "\0" in env.value:
-            raise EmulatorError(
-                "INVALID_ARGUMENT",
-                f"{where}.env[{i}]: name {env.name!r} is invalid: it must be non-empty "
-                "without '=' and neither name nor value may contain a NUL character",
-            )
-    for field in ("command", "args"):
-        for i, word in enumerate(getattr(container, field)):
-            if "\0" in word:
-                raise EmulatorError(
-                    "INVALID_ARGUMENT", f"{where}.{field}[{i}] contains a NUL character"
-                )
-
-
-@dataclass(frozen=True)
-class _Failure:
-    """A reconciliation that failed for another reason than a revision not starting."""
-
-    message: str
-    status: str  # the operation's gRPC status name
-    reason: Any  # run_v2.Condition.CommonReason
-
-
-def _svc_key(service_id: str) -> str:
-    return f"svc:{service_id}"
-
-
-def _tag_key(service_id: str, tag: str) -> str:
-    return f"tag:{service_id}:{tag}"
-
-
-class RunAdmin:
+class RunAdmin(Reconciler):
     """The services and revisions of one project and region, and their processes."""
-
-    def __init__(
-        self,
-        location: Location,
-        router: RouterApi,
-        logs: LogSink,
-        operations: OperationStore,
-        *,
-        startup_timeout_s: float = 30.0,
-        workdir: str | None = None,
-        route_delay_s: float = 0.0,
-    ) -> None:
-        self.location = location
-        self.router = router
-        self.logs = logs
-        self.operations = operations
-        self.startup_timeout_s = startup_timeout_s
-        #: Seconds between a new revision becoming Ready and the service routing to it
-        #: (the service stays ``reconciling`` with its old ``traffic_statuses`` meanwhile).
-        self.route_delay_s = route_delay_s
-        self.workdir = workdir
-        #: Refuse an UpdateService whose ``service.etag`` is stale (AIP-154). Whether
-        #: Cloud Run itself does is unverified: tests turn it off to show the guard
-        #: is safe either way.
-        self.enforce_etag = True
-        self.services: dict[str, st.ServiceEntry] = {}
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -194,15 +51,6 @@ class RunAdmin:
         if entry is None or rev is None:
             raise EmulatorError("NOT_FOUND", f"Resource '{name}' was not found")
         return entry, rev
-
-    def pids(self) -> list[int]:
-        """Process ids of every revision process still running (for tests and tools)."""
-        return [
-            rev.process.pid
-            for entry in self.services.values()
-            for rev in entry.revisions.values()
-            if rev.process is not None and rev.process.running and rev.process.pid
-        ]
 
     # -- Services --------------------------------------------------------------------------
 
@@ -227,7 +75,7 @@ class RunAdmin:
         self, name: str, spec: run_v2.Service, validate_only: bool, method: str
     ) -> operations_pb2.Operation:
         resource = run_v2.Service(name=name)
-        _copy_writable(spec, resource)
+        copy_writable(spec, resource)
         entry = st.ServiceEntry(resource=resource)
         plan = self._plan(entry, resource.template, resource.traffic, creating=True)
         if validate_only:
@@ -236,7 +84,7 @@ class RunAdmin:
         resource.create_time = resource.update_time = st.now()
         resource.creator = resource.last_modifier = st.LOCAL_USER
         self.services[entry.service_id] = entry
-        url = await self.router.open_endpoint(_svc_key(entry.service_id))
+        url = await self.router.open_endpoint(svc_key(entry.service_id))
         resource.uri = url
         resource.urls = [url]
         self._audit(entry, method, spec)
@@ -274,12 +122,12 @@ class RunAdmin:
             )
         merged = run_v2.Service(entry.resource)
         paths = list(request.update_mask.paths)
-        _merge(spec, merged, paths)
+        merge(spec, merged, paths)
         self._check_named_revision(entry, merged, paths)
         plan = self._plan(entry, merged.template, merged.traffic, creating=False)
         if request.validate_only:
             return self.operations.done_now(merged)
-        _copy_writable(merged, entry.resource)
+        copy_writable(merged, entry.resource)
         entry.resource.last_modifier = st.LOCAL_USER
         entry.resource.update_time = st.now()
         self._audit(entry, "UpdateService", spec)
@@ -302,8 +150,8 @@ class RunAdmin:
         if not name or not sends_template or name not in entry.revisions:
             return
         wanted, current = run_v2.Service(), run_v2.Service()
-        _copy_writable(merged, wanted)
-        _copy_writable(entry.resource, current)
+        copy_writable(merged, wanted)
+        copy_writable(entry.resource, current)
         changed = run_v2.Service.pb(wanted) != run_v2.Service.pb(current)
         if changed:
             raise EmulatorError(
@@ -327,7 +175,7 @@ class RunAdmin:
         await asyncio.gather(*entry.tasks, return_exceptions=True)
         async with entry.lock:
             await self._close_endpoints(entry, keep_tags=set())
-            await self.router.close_endpoint(_svc_key(entry.service_id))
+            await self.router.close_endpoint(svc_key(entry.service_id))
             await self._stop_processes(entry.revisions.values())
         entry.resource.delete_time = st.now()
         self._audit(entry, "DeleteService", run_v2.Service(name=request.name))
@@ -393,387 +241,7 @@ class RunAdmin:
             names.add(latest)
         return names - {""}
 
-    # -- writes and reconciliation -----------------------------------------------------------
-
-    def _plan(
-        self,
-        entry: st.ServiceEntry,
-        template: run_v2.RevisionTemplate,
-        targets: Any,
-        *,
-        creating: bool,
-    ) -> str | None:
-        """Validate a write; return the id of the revision it will create, if any."""
-        old = entry.resource.template
-        changed = creating or run_v2.RevisionTemplate.pb(old) != run_v2.RevisionTemplate.pb(
-            template
-        )
-        revision_id: str | None = None
-        if changed:
-            if not template.containers:
-                raise EmulatorError(
-                    "INVALID_ARGUMENT", "template.containers: at least one container is required"
-                )
-            check_request_timeout(template)
-            probe = template.containers[0].startup_probe
-            if min(probe.initial_delay_seconds, probe.period_seconds, probe.failure_threshold) < 0:
-                raise EmulatorError(
-                    "INVALID_ARGUMENT",
-                    "template.containers[0].startup_probe: initial_delay_seconds, "
-                    "period_seconds and failure_threshold must not be negative",
-                )
-            _check_container(template.containers[0])
-            if not template.containers[0].command:
-                raise EmulatorError(
-                    "INVALID_ARGUMENT",
-                    "template.containers[0].command is empty: the emulator runs "
-                    "command + args as a local process (the image is not pulled)",
-                )
-            if template.revision:
-                check_revision_id(entry.service_id, template.revision)
-                if template.revision in entry.revisions:
-                    raise EmulatorError(
-                        "ALREADY_EXISTS",
-                        f"Revision named '{template.revision}' with different configuration "
-                        "already exists.",
-                    )
-                revision_id = template.revision
-            else:
-                revision_id = new_revision_id(entry.service_id, entry.next_revision_number)
-        known = set(entry.revisions) | ({revision_id} if revision_id else set())
-        # A revision deleted since the caller read the service passes here and fails
-        # inside the operation, as on Cloud Run (see _broken_target).
-        known |= entry.deleted_revisions
-        traffic.validate(targets, known, service_id=entry.service_id)
-        return revision_id
-
-    async def _write(
-        self, entry: st.ServiceEntry, revision_id: str | None
-    ) -> operations_pb2.Operation:
-        svc = entry.resource
-        svc.generation += 1
-        svc.etag = st.new_etag()
-        rev: st.RevisionEntry | None = None
-        if revision_id is not None:
-            rev = st.RevisionEntry(st.revision_from_template(svc, svc.template, revision_id))
-            entry.revisions[revision_id] = rev
-            entry.next_revision_number += 1
-            svc.latest_created_revision = rev.resource.name
-        generation = svc.generation
-        entry.pending.add(generation)
-        svc.reconciling = True
-        svc.terminal_condition = st.condition(
-            "Ready", State.CONDITION_RECONCILING, "Deploying revision." if rev else ""
-        )
-        svc.conditions = [
-            st.condition("RoutesReady", State.CONDITION_RECONCILING),
-            st.condition(
-                "ConfigurationsReady",
-                State.CONDITION_RECONCILING if rev else State.CONDITION_SUCCEEDED,
-            ),
-        ]
-        op = self.operations.start(run_v2.Service(svc))
-        if rev is None:
-            # A traffic-only change starts nothing: apply it before the call returns.
-            await self._reconcile(entry, generation, None, op.name)
-            return self.operations.get(op.name)
-        task = asyncio.get_running_loop().create_task(
-            self._reconcile(entry, generation, rev, op.name)
-        )
-        entry.tasks.add(task)
-        task.add_done_callback(entry.tasks.discard)
-        return op
-
-    async def _reconcile(
-        self,
-        entry: st.ServiceEntry,
-        generation: int,
-        rev: st.RevisionEntry | None,
-        op_name: str,
-    ) -> None:
-        failure: StartFailure | _Failure | None = None
-        try:
-            if rev is not None:
-                failure = await self._start(entry, rev)
-                if failure is None and self.route_delay_s > 0:
-                    await asyncio.sleep(self.route_delay_s)  # Ready, not yet routed
-            async with entry.lock:
-                if entry.deleted:
-                    self.operations.finish(
-                        op_name, error=EmulatorError("ABORTED", "the service was deleted")
-                    )
-                    return
-                entry.pending.discard(generation)
-                if failure is None:
-                    failure = self._broken_target(entry, generation)
-                self._finish(entry, generation, rev, failure, op_name)
-                if failure is None:
-                    await self._apply_traffic(entry)
-                    self.operations.finish(op_name, response=run_v2.Service(entry.resource))
-        except asyncio.CancelledError:
-            if rev is not None and rev.process is not None:
-                await rev.process.stop()
-            with contextlib.suppress(EmulatorError):
-                if not self.operations.get(op_name).done:
-                    self.operations.finish(
-                        op_name,
-                        error=EmulatorError(
-                            "ABORTED", "cancelled: the service was deleted or the emulator stopped"
-                        ),
-                    )
-            raise
-        except Exception as exc:  # never lose the operation: report what went wrong
-            log.exception("emulator_reconcile_failed", service=entry.service_id)
-            entry.pending.discard(generation)
-            entry.resource.reconciling = bool(entry.pending)
-            self.operations.finish(op_name, error=EmulatorError("INTERNAL", str(exc)))
-
-    @staticmethod
-    def _broken_target(entry: st.ServiceEntry, generation: int) -> _Failure | None:
-        """A traffic target naming a revision deleted after the write was accepted.
-
-        Cloud Run accepts such a write and fails its operation with code 13
-        "Revision '...' does not exist or is deleted"; the spec keeps the broken
-        split while ``traffic_statuses`` keep serving the old one.
-        """
-        if generation != entry.resource.generation:
-            return None  # a newer write decides what the spec is
-        for target in entry.resource.traffic:
-            if not traffic.is_latest(target) and target.revision not in entry.revisions:
-                return _Failure(
-                    f"Revision '{target.revision}' does not exist or is deleted.",
-                    status="INTERNAL",
-                    reason=run_v2.Condition.CommonReason.INTERNAL,
-                )
-        return None
-
-    def _finish(
-        self,
-        entry: st.ServiceEntry,
-        generation: int,
-        rev: st.RevisionEntry | None,
-        failure: StartFailure | _Failure | None,
-        op_name: str,
-    ) -> None:
-        """Record the outcome on the service resource (and fail the operation).
-
-        A failure leaves ``observed_generation``, ``latest_ready_revision`` and
-        ``traffic_statuses`` at the last serving state, as Cloud Run does
-        ("If reconciliation failed, ... will have the state of the last serving
-        revision"): only ``terminal_condition`` says what happened.
-        """
-        svc = entry.resource
-        if failure is None:
-            svc.observed_generation = max(svc.observed_generation, generation)
-        svc.reconciling = bool(entry.pending)
-        if failure is None and rev is not None and self._newer(entry, rev):
-            svc.latest_ready_revision = rev.resource.name
-        status = failure.status if isinstance(failure, _Failure) else "FAILED_PRECONDITION"
-        reason = (
-            failure.reason
-            if isinstance(failure, _Failure)
-            else run_v2.Condition.CommonReason.REVISION_FAILED
-        )
-        if generation < entry.outcome_generation:
-            # A newer write already reported its outcome: this one is history.
-            if failure is not None:
-                self.operations.finish(op_name, error=EmulatorError(status, failure.message))
-            return
-        entry.outcome_generation = generation
-        if failure is None:
-            if generation == svc.generation or not entry.pending:
-                svc.terminal_condition = st.condition("Ready", State.CONDITION_SUCCEEDED)
-                svc.conditions = [
-                    st.condition("RoutesReady", State.CONDITION_SUCCEEDED),
-                    st.condition("ConfigurationsReady", State.CONDITION_SUCCEEDED),
-                ]
-            return
-        served = bool(svc.traffic_statuses)
-        routing = isinstance(failure, _Failure)  # the traffic failed, not a revision
-        svc.terminal_condition = st.condition(
-            "Ready", State.CONDITION_FAILED, failure.message, reason=reason
-        )
-        svc.conditions = [
-            st.condition(
-                "RoutesReady",
-                State.CONDITION_FAILED if routing or not served else State.CONDITION_SUCCEEDED,
-                failure.message if routing or not served else "",
-                **({"reason": reason} if routing else {}),
-            ),
-            st.condition(
-                "ConfigurationsReady",
-                State.CONDITION_SUCCEEDED if routing else State.CONDITION_FAILED,
-                "" if routing else failure.message,
-                **({} if routing else {"reason": reason}),
-            ),
-        ]
-        self.operations.finish(op_name, error=EmulatorError(status, failure.message))
-
-    @staticmethod
-    def _newer(entry: st.ServiceEntry, rev: st.RevisionEntry) -> bool:
-        """Is ``rev`` created after the current latest ready revision?
-
-        Two deploys can start at once and finish in any order; LATEST must
-        end on the newest one that became ready.
-        """
-        order = list(entry.revisions)
-        current = short_name(entry.resource.latest_ready_revision)
-        if current not in entry.revisions or rev.short not in entry.revisions:
-            return True
-        return order.index(rev.short) > order.index(current)
-
-    async def _start(self, entry: st.ServiceEntry, rev: st.RevisionEntry) -> StartFailure | None:
-        """Run the revision's container command and wait until it listens."""
-        resource = rev.resource
-        container = resource.containers[0]
-        ref = self._ref(entry, rev.short)
-        env: Mapping[str, str] = {e.name: e.value for e in container.env if e.name}
-        rev.process = RevisionProcess(
-            ref,
-            [*container.command, *container.args],
-            env,
-            self.logs,
-            cwd=container.working_dir or self.workdir,
-        )
-        failure = await rev.process.start(self._startup_timeout(resource))
-        resource.reconciling = False
-        resource.update_time = st.now()
-        if failure is None:
-            rev.ready = True
-            resource.conditions = [
-                st.condition("Ready", State.CONDITION_SUCCEEDED),
-                st.condition("ContainerHealthy", State.CONDITION_SUCCEEDED),
-                st.condition("ResourcesAvailable", State.CONDITION_SUCCEEDED),
-            ]
-            log.info("emulator_revision_ready", revision=rev.short, port=rev.process.port)
-            watcher = asyncio.get_running_loop().create_task(self._watch(entry, rev))
-            entry.tasks.add(watcher)
-            watcher.add_done_callback(entry.tasks.discard)
-            return None
-        reasons: dict[str, Any] = {
-            "revision_reason": run_v2.Condition.RevisionReason.HEALTH_CHECK_CONTAINER_ERROR
-        }
-        if failure.reason == "HealthCheckFailed":
-            reasons = {"reason": run_v2.Condition.CommonReason.PROGRESS_DEADLINE_EXCEEDED}
-        resource.conditions = [
-            st.condition("Ready", State.CONDITION_FAILED, failure.message, **reasons),
-            st.condition("ContainerHealthy", State.CONDITION_FAILED, failure.message, **reasons),
-            st.condition("ResourcesAvailable", State.CONDITION_SUCCEEDED),
-        ]
-        log.warning("emulator_revision_failed", revision=rev.short, reason=failure.reason)
-        return failure
-
-    async def _watch(self, entry: st.ServiceEntry, rev: st.RevisionEntry) -> None:
-        """Notice a Ready revision's process dying, as Cloud Run's front end would.
-
-        The process is not restarted (Cloud Run would start a new instance).
-        The revision keeps its Ready condition, as on Cloud Run, but its share
-        of traffic is answered 503 (logged and counted against it) and a
-        ``Container called exit(N).`` entry goes to its system log.
-        """
-        assert rev.process is not None
-        code = await rev.process.died()
-        if code is None or entry.deleted:
-            return
-        message = (
-            f"Container called exit({code})."
-            if code >= 0
-            else f"Container terminated on signal {-code}."
-        )
-        self.logs.system(rev.process.ref, "WARNING", message, st.now())
-        log.warning("emulator_revision_process_died", revision=rev.short, status=code)
-        async with entry.lock:
-            if not entry.deleted:
-                self._set_routes(entry, entry.resource.traffic_statuses)
-
-    def _startup_timeout(self, revision: run_v2.Revision) -> float:
-        """How long the revision gets to listen on $PORT.
-
-        Its first container's ``startup_probe`` decides, as on Cloud Run
-        (``initial_delay_seconds + failure_threshold * period_seconds``, with
-        Cloud Run's defaults 3 and 10 s); else the emulator's
-        ``--startup-timeout``. Only "the port accepts a connection" is checked,
-        whatever the probe's kind. The revision's ``timeout`` is its *request*
-        timeout and plays no part here, as on Cloud Run.
-        """
-        container = revision.containers[0]
-        if "startup_probe" in container:
-            probe = container.startup_probe
-            return float(
-                probe.initial_delay_seconds
-                + (probe.failure_threshold or 3) * (probe.period_seconds or 10)
-            )
-        return self.startup_timeout_s
-
-    def _ref(self, entry: st.ServiceEntry, revision: str) -> RevisionRef:
-        return RevisionRef(
-            project=self.location.project,
-            location=self.location.region,
-            service=entry.service_id,
-            revision=revision,
-            configuration=entry.service_id,
-        )
-
-    def _route(self, entry: st.ServiceEntry, revision: str, percent: int) -> Route:
-        """``percent`` of an endpoint's traffic to ``revision`` (503s if it is not serving)."""
-        rev = entry.revisions.get(revision)
-        ref = self._ref(entry, revision) if rev is not None else None
-        if rev is None or not rev.ready or rev.process is None or not rev.process.running:
-            return Route(None, percent, ref)
-        backend = Backend(
-            rev.process.ref, rev.process.host, rev.process.port, request_timeout_s(rev.resource)
-        )
-        return Route(backend, percent, ref)
-
-    def _set_routes(self, entry: st.ServiceEntry, served: Any) -> dict[str, str]:
-        """Point the service URL and each tag URL at what ``served`` says; tag -> revision."""
-        latest = short_name(entry.resource.latest_ready_revision)
-        split = traffic.serving_split(served, latest)
-        self.router.set_routes(
-            _svc_key(entry.service_id),
-            [self._route(entry, r, pct) for r, pct in split.items()],
-        )
-        tags = traffic.tag_targets(served, latest)
-        for tag, revision in tags.items():
-            self.router.set_routes(
-                _tag_key(entry.service_id, tag), [self._route(entry, revision, 100)]
-            )
-        return tags
-
-    async def _apply_traffic(self, entry: st.ServiceEntry) -> None:
-        """Serve the current spec: routes, tag endpoints, ``traffic_statuses``."""
-        svc = entry.resource
-        served = traffic.statuses(svc.traffic)
-        tags = self._set_routes(entry, served)
-        urls: dict[str, str] = {}
-        for tag in tags:
-            urls[tag] = await self.router.open_endpoint(_tag_key(entry.service_id, tag))
-        await self._close_endpoints(entry, keep_tags=set(tags))
-        entry.open_tags = set(tags)
-        for status in served:
-            if status.tag:
-                status.uri = urls[status.tag]
-        svc.traffic_statuses = served
-
-    async def _close_endpoints(self, entry: st.ServiceEntry, keep_tags: set[str]) -> None:
-        for tag in entry.open_tags - keep_tags:
-            await self.router.close_endpoint(_tag_key(entry.service_id, tag))
-
-    async def _stop_processes(self, revisions: Any) -> None:
-        await asyncio.gather(
-            *(r.process.stop() for r in revisions if r.process is not None),
-            return_exceptions=True,
-        )
-
-    async def close(self) -> None:
-        """Stop every revision process and pending reconciliation (emulator shutdown)."""
-        entries = list(self.services.values())
-        for entry in entries:
-            for task in entry.tasks:
-                task.cancel()
-        for entry in entries:
-            await asyncio.gather(*entry.tasks, return_exceptions=True)
-            await self._stop_processes(entry.revisions.values())
+    # -- audit -----------------------------------------------------------------------------
 
     def _audit(
         self, entry: st.ServiceEntry, method: str, request: Any, *, revisions: bool = False
@@ -792,7 +260,7 @@ class RunAdmin:
         except Exception:  # an audit sink bug must not fail the write
             log.exception("emulator_audit_failed", service=entry.service_id)
 
-    # -- gRPC ----------------------------------------------------------------------------------
+    # -- gRPC ------------------------------------------------------------------------------
 
     def handlers(self) -> list[ServiceHandler]:
         """``google.cloud.run.v2.Services`` and ``.Revisions`` as generic handlers."""
@@ -828,3 +296,6 @@ class RunAdmin:
                 ],
             ),
         ]
+
+
+__all__ = ["Ctx", "RunAdmin"]
