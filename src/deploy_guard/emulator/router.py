@@ -13,7 +13,9 @@ so the router can hand a revision's close code and reason to the client
 verbatim. The ``websockets`` library would need a separate HTTP layer for
 plain requests, with no streaming request bodies.
 
-What the router promises (the points a deploy gate depends on):
+What the router promises (the points a deploy gate depends on; the HTTP relay
+is :mod:`deploy_guard.emulator.router_http`, the WebSocket relay
+:mod:`deploy_guard.emulator.router_ws`):
 
 - **Traffic split by smooth weighted round-robin** (nginx's algorithm), not
   random draws: over any run of 100 new connections a 50/50 split sends 50 to
@@ -61,27 +63,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
-from aiohttp import WSMsgType, hdrs, web
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from aiohttp import web
 
-from deploy_guard.emulator.contracts import (
-    Backend,
-    LogSink,
-    MetricSink,
-    RequestRecord,
-    RevisionRef,
-    Route,
+from deploy_guard.emulator.contracts import LogSink, MetricSink, RequestRecord, Route
+from deploy_guard.emulator.router_http import (
+    NO_AUTO_HEADERS,
+    TIMEOUT_MESSAGE,
+    record_of,
+    relay_http,
+    unavailable,
 )
-from deploy_guard.log import get_logger, redact_text
+from deploy_guard.emulator.router_ws import (
+    WsState,
+    drop_client,
+    drop_revision,
+    is_websocket,
+    relay_websocket,
+)
+from deploy_guard.log import get_logger
 
 _log = get_logger("deploy_guard.emulator.router")
 
@@ -115,60 +121,8 @@ class _OneLineHttpLog(logging.Logger):
 
 _HTTP_LOG = _OneLineHttpLog()
 
-#: Headers that belong to one hop (RFC 9110 section 7.6.1): never forwarded.
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        # The router answers ``Expect: 100-continue`` itself (see _relay_http).
-        "expect",
-    }
-)
-#: The client's WebSocket handshake headers: the router makes its own handshake.
-_WS_HANDSHAKE = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "sec-websocket-accept",
-    }
-)
-#: Headers aiohttp's client would add on its own; the revision must see only the client's.
-_NO_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
-
-#: What Google's front end answers when no instance can take a request.
-_UNAVAILABLE_BODY = (
-    "<html><head><title>503 Service Unavailable</title></head><body>"
-    "<h1>Error: Service Unavailable</h1>"
-    "<h2>The service you requested is not available yet. "
-    "Please try again in 30 seconds.</h2></body></html>\n"
-)
-#: What Cloud Run answers (and logs) when a request reaches the service's request timeout.
-TIMEOUT_MESSAGE = (
-    "The request has been terminated because it has reached the maximum request timeout. "
-    "To change this limit, see https://cloud.google.com/run/docs/configuring/request-timeout"
-)
-_BAD_GATEWAY_BODY = (
-    "<html><head><title>502 Bad Gateway</title></head><body>"
-    "<h1>Error: Bad Gateway</h1>"
-    "<h2>The server encountered a temporary error and could not complete your request.</h2>"
-    "</body></html>\n"
-)
-
-#: How long the router waits for the other side's close frame when it closes one.
-_WS_CLOSE_TIMEOUT_S = 10.0
 #: How long ``stop()`` lets in-flight requests finish before cancelling them.
 _STOP_GRACE_S = 1.0
-
-_DATA = (WSMsgType.TEXT, WSMsgType.BINARY)
 
 
 class _Picker:
@@ -198,25 +152,6 @@ class _Picker:
                 best = i
         self._scores[best] -= self._total
         return self._routes[best]
-
-
-@dataclass(eq=False)
-class _WsState:
-    """What one relayed WebSocket knows about how it is ending."""
-
-    downstream: web.WebSocketResponse[Literal[False]]
-    upstream: aiohttp.ClientWebSocketResponse[Literal[False]]
-    request: web.BaseRequest
-    #: Who started the close: the first side to act wins, the other just finishes.
-    closer: (
-        Literal["client", "revision", "client-dropped", "revision-dropped", "router", "timeout"]
-        | None
-    ) = None
-    #: The close code the revision sent (or answered with); None if it sent none.
-    revision_code: int | None = None
-    bytes_up: int = 0
-    bytes_down: int = 0
-    done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 @dataclass(eq=False)
@@ -250,7 +185,7 @@ class Router:
         #: Closed endpoints whose in-flight requests may still be running.
         self._draining: list[web.ServerRunner] = []
         self._pickers: dict[str, _Picker] = {}
-        self._sockets: set[_WsState] = set()
+        self._sockets: set[WsState] = set()
         self._open_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------------
@@ -265,7 +200,7 @@ class Router:
             # A body passes through as the revision encoded it.
             auto_decompress=False,
             cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=_NO_AUTO_HEADERS,
+            skip_auto_headers=NO_AUTO_HEADERS,
             # Cloud Run's request timeout is the revision's business, not the router's.
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
         )
@@ -302,7 +237,7 @@ class Router:
                     # as a server that is gone would.
                     if request.transport is not None:
                         request.transport.close()
-                    return _unavailable()
+                    return unavailable()
                 return await self._handle(key, request)
 
             server = web.Server(handle, access_log=None, logger=_HTTP_LOG)
@@ -353,20 +288,23 @@ class Router:
         picker = self._pickers.get(key)
         route = picker.pick() if picker is not None else None
         if route is None:
-            return _unavailable()
+            return unavailable()
         if route.backend is None:
             if route.ref is not None:  # a revision that stopped serving: its 503
                 started, t0 = datetime.now(UTC), time.perf_counter()
                 self._report(
-                    _record(
+                    record_of(
                         route.ref, request, protocol="HTTP/1.1", status=503, started=started, t0=t0
                     ),
                     reached_container=False,
                 )
-            return _unavailable()
-        if _is_websocket(request):
-            return await self._relay_websocket(route.backend, request)
-        return await self._relay_http(route.backend, request)
+            return unavailable()
+        assert self._session is not None
+        if is_websocket(request):
+            return await relay_websocket(
+                self._session, route.backend, request, self._report, self._sockets
+            )
+        return await relay_http(self._session, route.backend, request, self._report)
 
     def _report(self, record: RequestRecord, *, reached_container: bool = True) -> None:
         """Hand a finished request to both sinks; a failing sink is logged, never raised.
@@ -383,200 +321,7 @@ class Router:
             except Exception as exc:  # a sink bug must not break proxying
                 _log.warning("request_sink_failed", sink=name, error=repr(exc))
 
-    # -- HTTP ------------------------------------------------------------------
-
-    async def _relay_http(self, backend: Backend, request: web.BaseRequest) -> web.StreamResponse:
-        assert self._session is not None
-        started, t0 = datetime.now(UTC), time.perf_counter()
-        counter = _Counter()
-        if request.headers.get(hdrs.EXPECT, "").lower() == "100-continue":
-            # aiohttp's low-level server leaves this to the handler. Answering
-            # here lets the client send its body while the router connects.
-            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = _count(request.content, counter) if request.body_exists else None
-        status = 502
-        response_size = 0
-        message = ""
-        reached = True
-        out: web.StreamResponse | None = None
-        try:
-            async with asyncio.timeout(backend.timeout_s):
-                async with self._session.request(
-                    request.method,
-                    _backend_url(backend, request),
-                    headers=_forward_headers(request),
-                    data=body,
-                    allow_redirects=False,
-                ) as upstream:
-                    status = upstream.status
-                    out = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-                    out.headers.extend(_response_headers(upstream.headers))
-                    try:
-                        await out.prepare(request)
-                        async for chunk in upstream.content.iter_any():
-                            response_size += len(chunk)
-                            await out.write(chunk)
-                        await out.write_eof()
-                    except (ConnectionError, aiohttp.ClientError) as exc:
-                        # The client left, or the revision broke off mid-body: the
-                        # status is already sent, so the only honest signal left
-                        # is to cut the client's connection.
-                        _log.debug("http_relay_broken", error=repr(exc))
-                        _cut(out, request)
-                    return out
-        except TimeoutError:
-            # Cloud Run's request timeout: 504 when nothing was answered yet; an
-            # answer already under way is cut (the client has its status already).
-            status, message = 504, TIMEOUT_MESSAGE
-            _log.warning(
-                "request_timed_out", revision=backend.ref.revision, timeout_s=backend.timeout_s
-            )
-            if out is not None and out.prepared:
-                _cut(out, request)
-                return out
-            return web.Response(status=504, text=TIMEOUT_MESSAGE + "\n")
-        except aiohttp.ClientConnectorError as exc:
-            status, reached = 503, False  # no instance took it: not counted
-            _log.warning(
-                "backend_unreachable", revision=backend.ref.revision, error=redact_text(str(exc))
-            )
-            return _unavailable()
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            _log.warning(
-                "backend_http_failed", revision=backend.ref.revision, error=redact_text(repr(exc))
-            )
-            return web.Response(status=502, text=_BAD_GATEWAY_BODY, content_type="text/html")
-        finally:
-            self._report(
-                _record(
-                    backend.ref,
-                    request,
-                    protocol="HTTP/1.1",
-                    status=status,
-                    started=started,
-                    t0=t0,
-                    request_size=counter.n,
-                    response_size=response_size,
-                    message=message,
-                ),
-                reached_container=reached,
-            )
-
-    # -- WebSocket -------------------------------------------------------------
-
-    async def _relay_websocket(
-        self, backend: Backend, request: web.BaseRequest
-    ) -> web.StreamResponse:
-        assert self._session is not None
-        started, t0 = datetime.now(UTC), time.perf_counter()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + backend.timeout_s  # the handshake counts, as on Cloud Run
-        if not web.WebSocketResponse().can_prepare(request).ok:
-            return web.Response(status=400, text="Bad WebSocket handshake\n")
-
-        def record(
-            status: int,
-            code: int | None = None,
-            up: int = 0,
-            down: int = 0,
-            message: str = "",
-            reached: bool = True,
-        ) -> None:
-            self._report(
-                _record(
-                    backend.ref,
-                    request,
-                    protocol="websocket" if status == 101 else "HTTP/1.1",
-                    status=status,
-                    started=started,
-                    t0=t0,
-                    request_size=up,
-                    response_size=down,
-                    ws_close_code=code,
-                    message=message,
-                ),
-                reached_container=reached,
-            )
-
-        try:
-            async with asyncio.timeout_at(deadline):
-                upstream = await self._session.ws_connect(
-                    _backend_url(backend, request),
-                    protocols=_offered_protocols(request),
-                    headers=_forward_headers(request, websocket=True),
-                    autoclose=False,
-                    autoping=False,
-                    max_msg_size=0,
-                    compress=0,
-                    decode_text=False,
-                    timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=_WS_CLOSE_TIMEOUT_S),
-                )
-        except TimeoutError:  # the revision never finished its handshake
-            _log.warning(
-                "request_timed_out", revision=backend.ref.revision, timeout_s=backend.timeout_s
-            )
-            record(504, message=TIMEOUT_MESSAGE)
-            return web.Response(status=504, text=TIMEOUT_MESSAGE + "\n")
-        except aiohttp.WSServerHandshakeError as exc:
-            # The revision answered the upgrade with something other than 101:
-            # the client gets that status, as it would from Cloud Run.
-            status = exc.status if exc.status not in (0, 101) else 502
-            record(status)
-            return _refused_upgrade(status, exc.headers)
-        except aiohttp.ClientConnectorError as exc:
-            _log.warning(
-                "backend_unreachable", revision=backend.ref.revision, error=redact_text(str(exc))
-            )
-            record(503, reached=False)  # no instance took it: not counted
-            return _unavailable()
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            _log.warning(
-                "backend_ws_failed", revision=backend.ref.revision, error=redact_text(repr(exc))
-            )
-            record(502)
-            return web.Response(status=502, text=_BAD_GATEWAY_BODY, content_type="text/html")
-
-        # The client is offered exactly the subprotocol the revision chose.
-        downstream: web.WebSocketResponse[Literal[False]] = web.WebSocketResponse(
-            protocols=(upstream.protocol,) if upstream.protocol else (),
-            autoclose=False,
-            autoping=False,
-            compress=False,
-            max_msg_size=0,
-            decode_text=False,
-            timeout=_WS_CLOSE_TIMEOUT_S,
-        )
-        state = _WsState(downstream, upstream, request)
-        try:
-            await downstream.prepare(request)
-        except (ConnectionError, aiohttp.ClientError):
-            await upstream.close(code=1001)
-            record(499)
-            return downstream
-        self._sockets.add(state)
-        # One timer per session (nothing per frame): Cloud Run's request timeout.
-        expiry = loop.call_at(deadline, _expire, state, backend)
-        pump_up = asyncio.create_task(_client_to_revision(state))
-        try:
-            await _revision_to_client(state)
-            await pump_up
-        finally:
-            expiry.cancel()
-            if not pump_up.done():
-                pump_up.cancel()
-            self._sockets.discard(state)
-            state.done.set()
-            timed_out = state.closer == "timeout"
-            record(
-                101,
-                state.revision_code,
-                state.bytes_up,
-                state.bytes_down,
-                message=TIMEOUT_MESSAGE if timed_out else "",
-            )
-        return downstream
-
-    async def _shutdown_socket(self, state: _WsState) -> None:
+    async def _shutdown_socket(self, state: WsState) -> None:
         """Close one relayed WebSocket with 1001 on both sides (router stopping)."""
         if state.closer is None:
             state.closer = "router"
@@ -585,249 +330,12 @@ class Router:
                     await state.downstream.close(code=1001, message=b"router stopping")
                     await state.upstream.close(code=1001, message=b"router stopping")
             except TimeoutError:  # a side that does not answer is hung up on
-                _drop_client(state.request)
-                _drop_revision(state.upstream)
+                drop_client(state.request)
+                drop_revision(state.upstream)
             code = state.upstream.close_code
             state.revision_code = code if code not in (None, 1006) else None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(state.done.wait(), _STOP_GRACE_S)
 
 
-# -- WebSocket pumps ---------------------------------------------------------------
-
-
-async def _revision_to_client(state: _WsState) -> None:
-    """Relay frames from the revision until it closes, vanishes, or we close it."""
-    down, up = state.downstream, state.upstream
-    try:
-        while True:
-            msg = await up.receive()
-            kind = msg.type
-            if kind in _DATA:
-                state.bytes_down += len(msg.data)
-                await down.send_frame(msg.data, kind)
-            elif kind is WSMsgType.PING:
-                await down.ping(msg.data)
-            elif kind is WSMsgType.PONG:
-                await down.pong(msg.data)
-            elif kind is WSMsgType.CLOSE:
-                if state.closer is None:
-                    state.closer = "revision"
-                    code = msg.data or 1000
-                    state.revision_code = code
-                    reason = msg.extra.encode() if msg.extra else b""
-                    await down.close(code=code, message=reason)
-                    await up.close(code=code, message=reason)  # answer the revision
-                return
-            elif kind is WSMsgType.CLOSING:
-                return  # we are closing the revision side from the other pump
-            else:  # CLOSED or ERROR: the revision's connection ended with no close frame
-                if state.closer is None:
-                    state.closer = "revision-dropped"
-                    _drop_client(state.request)
-                return
-    except (ConnectionError, aiohttp.ClientError):
-        # Writing to the client failed: it is gone; the other pump sees that too.
-        if state.closer is None:
-            state.closer = "client-dropped"
-            _drop_revision(up)
-
-
-async def _client_to_revision(state: _WsState) -> None:
-    """Relay frames from the client until it closes, vanishes, or we close it."""
-    down, up = state.downstream, state.upstream
-    try:
-        while True:
-            msg = await down.receive()
-            kind = msg.type
-            if kind in _DATA:
-                state.bytes_up += len(msg.data)
-                await up.send_frame(msg.data, kind)
-            elif kind is WSMsgType.PING:
-                await up.ping(msg.data)
-            elif kind is WSMsgType.PONG:
-                await up.pong(msg.data)
-            elif kind is WSMsgType.CLOSE:
-                if state.closer is None:
-                    state.closer = "client"
-                    code = msg.data or 1000
-                    reason = msg.extra.encode() if msg.extra else b""
-                    await up.close(code=code, message=reason)  # waits for the revision's answer
-                    answered = up.close_code
-                    state.revision_code = answered if answered not in (None, 1006) else None
-                    await down.close(code=state.revision_code or code)
-                return
-            elif kind is WSMsgType.CLOSING:
-                return  # the other pump is closing the client side
-            else:  # CLOSED or ERROR: the client's connection ended with no close frame
-                if state.closer is None:
-                    state.closer = "client-dropped"
-                    _drop_revision(up)
-                return
-    except (ConnectionError, aiohttp.ClientError):
-        if state.closer is None:
-            state.closer = "revision-dropped"
-            _drop_client(state.request)
-
-
-def _expire(state: _WsState, backend: Backend) -> None:
-    """The session reached the request timeout: cut both sides, no close frame (1006)."""
-    if state.closer is not None:
-        return  # already closing: let that finish
-    state.closer = "timeout"
-    _log.warning("websocket_timed_out", revision=backend.ref.revision, timeout_s=backend.timeout_s)
-    _drop_client(state.request)
-    _drop_revision(state.upstream)
-
-
-def _cut(out: web.StreamResponse, request: web.BaseRequest) -> None:
-    """End an HTTP answer that is under way by closing the client's connection."""
-    out.force_close()
-    if request.transport is not None:
-        request.transport.close()
-
-
-def _drop_client(request: web.BaseRequest) -> None:
-    """End the client's TCP connection without a close frame: it sees 1006.
-
-    ``close()`` (not ``abort()``) so frames already queued still reach it.
-    """
-    if request.transport is not None:
-        request.transport.close()
-
-
-def _drop_revision(ws: aiohttp.ClientWebSocketResponse[Literal[False]]) -> None:
-    """End the revision's TCP connection without a close frame: it sees 1006.
-
-    aiohttp has no public call for this; its response object owns the
-    connection. Failing that, a 1001 close is the nearest honest signal.
-    """
-    response: Any = getattr(ws, "_response", None)
-    if response is not None:
-        response.close()
-    else:  # pragma: no cover - aiohttp internals changed
-        asyncio.get_running_loop().create_task(ws.close(code=1001))
-
-
-# -- helpers -----------------------------------------------------------------------
-
-
-class _Counter:
-    __slots__ = ("n",)
-
-    def __init__(self) -> None:
-        self.n = 0
-
-
-async def _count(stream: aiohttp.StreamReader, counter: _Counter) -> AsyncIterator[bytes]:
-    """Stream a request body to the revision, counting its bytes on the way."""
-    async for chunk in stream.iter_any():
-        counter.n += len(chunk)
-        yield chunk
-
-
-def _is_websocket(request: web.BaseRequest) -> bool:
-    return (
-        request.method == hdrs.METH_GET
-        and request.headers.get(hdrs.UPGRADE, "").lower() == "websocket"
-    )
-
-
-def _backend_url(backend: Backend, request: web.BaseRequest) -> URL:
-    """The revision's URL for this request: same raw path and query, byte for byte."""
-    return URL(f"http://{backend.host}:{backend.port}{request.raw_path}", encoded=True)
-
-
-def _connection_tokens(headers: CIMultiDictProxy[str]) -> set[str]:
-    """Header names the client listed in ``Connection``: hop-by-hop too (RFC 9110 7.6.1)."""
-    return {
-        token.strip().lower()
-        for value in headers.getall(hdrs.CONNECTION, ())
-        for token in value.split(",")
-        if token.strip()
-    }
-
-
-def _forward_headers(request: web.BaseRequest, *, websocket: bool = False) -> CIMultiDict[str]:
-    """The client's headers minus hop-by-hop ones, plus the front end's own."""
-    drop = _HOP_BY_HOP | _connection_tokens(request.headers)
-    if websocket:
-        drop |= _WS_HANDSHAKE
-    headers: CIMultiDict[str] = CIMultiDict(
-        (name, value) for name, value in request.headers.items() if name.lower() not in drop
-    )
-    remote = request.remote or ""
-    previous = headers.get(hdrs.X_FORWARDED_FOR)
-    headers[hdrs.X_FORWARDED_FOR] = f"{previous}, {remote}" if previous else remote
-    headers[hdrs.X_FORWARDED_PROTO] = request.scheme
-    if "X-Cloud-Trace-Context" not in headers:
-        span = int.from_bytes(secrets.token_bytes(8), "big") >> 1
-        headers["X-Cloud-Trace-Context"] = f"{secrets.token_hex(16)}/{span};o=1"
-    return headers
-
-
-def _response_headers(headers: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The revision's response headers minus hop-by-hop ones (duplicates kept)."""
-    drop = _HOP_BY_HOP | _connection_tokens(headers)
-    return CIMultiDict((n, v) for n, v in headers.items() if n.lower() not in drop)
-
-
-def _offered_protocols(request: web.BaseRequest) -> tuple[str, ...]:
-    """The subprotocols the client offered, in its order of preference."""
-    return tuple(
-        p.strip()
-        for value in request.headers.getall(hdrs.SEC_WEBSOCKET_PROTOCOL, ())
-        for p in value.split(",")
-        if p.strip()
-    )
-
-
-def _unavailable() -> web.Response:
-    return web.Response(status=503, text=_UNAVAILABLE_BODY, content_type="text/html")
-
-
-def _refused_upgrade(status: int, headers: Any) -> web.Response:
-    """Answer the client with the status the revision refused its upgrade with."""
-    out = web.Response(
-        status=status,
-        text=f"The revision refused the WebSocket upgrade with HTTP {status}.\n",
-    )
-    if headers is not None:
-        for name, value in headers.items():
-            lname = name.lower()
-            if lname in _HOP_BY_HOP or lname in ("content-length", "content-type"):
-                continue
-            out.headers.add(name, value)
-    return out
-
-
-def _record(
-    ref: RevisionRef,
-    request: web.BaseRequest,
-    *,
-    protocol: Literal["HTTP/1.1", "websocket"],
-    status: int,
-    started: datetime,
-    t0: float,
-    request_size: int = 0,
-    response_size: int = 0,
-    ws_close_code: int | None = None,
-    message: str = "",
-) -> RequestRecord:
-    latency = time.perf_counter() - t0
-    return RequestRecord(
-        ref=ref,
-        method=request.method,
-        url=str(request.url),
-        protocol=protocol,
-        status=status,
-        latency_s=latency,
-        start_time=started,
-        end_time=datetime.now(UTC),
-        request_size=request_size,
-        response_size=response_size,
-        user_agent=request.headers.get(hdrs.USER_AGENT, ""),
-        remote_ip=request.remote or "",
-        ws_close_code=ws_close_code,
-        message=message,
-    )
+__all__ = ["TIMEOUT_MESSAGE", "Router"]
