@@ -365,7 +365,7 @@ def test_rolling_out_the_revision_that_serves_everything_is_a_usage_error(
     chat: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
     base = chat.first()
-    code, doc, out = rollout(tmp_path, base)
+    code, doc, _out = rollout(tmp_path, base)
     assert code == 2
     assert "already serves all of chat's traffic: nothing to roll out" in doc["error"]
     assert (doc["command"], doc["verdict"]) == ("rollout", "error")
