@@ -17,18 +17,21 @@ are applied. The CLI form (:func:`parse_spec`) is ``METHOD=ACTION[WHEN]``:
 - ACTION: a gRPC status code (``UNAVAILABLE``: the call fails, nothing is
   done), ``delay:DURATION`` (the call is served late), or ``lost[:CODE]`` (the
   call is served, then the client gets CODE, UNAVAILABLE unless told:
-  a response lost on the way back);
+  a response lost on the way back), or ``break:N[:CODE]`` (a streaming call,
+  ``TailLogEntries``, sends N responses, then ends with CODE, UNAVAILABLE
+  unless told: a stream broken mid-way; on a unary method it is ``lost``);
 - WHEN: nothing (every call), ``xN`` (the next N calls) or ``@N`` (only the
   N-th call from now, ``@1`` being the next one; the calls before it pass).
 
 For example ``ListLogEntries=UNAVAILABLEx2``, ``UpdateService=ABORTED``,
 ``ListTimeSeries=delay:2s``, ``UpdateService=delay:3s@2``,
-``UpdateService=lost@1``, ``GetService=UNAVAILABLE@3``.
+``UpdateService=lost@1``, ``GetService=UNAVAILABLE@3``, ``TailLogEntries=break:2``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 from collections import Counter
@@ -49,19 +52,21 @@ def _log() -> Any:
 
 
 #: What a rule does to a call it fires on.
-FAIL, DELAY, LOST = "fail", "delay", "lost"
+FAIL, DELAY, LOST, BREAK = "fail", "delay", "lost", "break"
 
 
 @dataclass
 class _Rule:
     method: str
-    kind: str  # FAIL, DELAY or LOST
-    code: grpc.StatusCode | None  # the status a FAIL or LOST call ends with
+    kind: str  # FAIL, DELAY, LOST or BREAK
+    code: grpc.StatusCode | None  # the status a FAIL, LOST or BREAK call ends with
     remaining: int | None  # calls it still fires on (None: always)
     message: str
     delay_s: float = 0.0
     #: Matching calls to let pass before it fires (``@N``: N - 1).
     skip: int = 0
+    #: BREAK: responses a stream sends before it is broken.
+    after: int = 0
 
     def applies(self, full_method: str) -> bool:
         return _matches(self.method, full_method)
@@ -85,13 +90,16 @@ class FaultSpec:
     nth: int | None = None
     #: The call is served, then its answer is replaced by ``code``.
     lost: bool = False
+    #: A stream is broken with ``code`` after this many responses (None: not a break).
+    break_after: int | None = None
 
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m)?$")
 #: ``ACTION`` then an optional ``xN`` or ``@N``.
 _WHEN = re.compile(r"^(?P<action>.+?)(?:(?P<times>[xX]\d+)|@(?P<nth>\d+))?$")
 _GRAMMAR = (
-    "use METHOD=CODE, METHOD=delay:DURATION or METHOD=lost[:CODE], optionally followed by "
+    "use METHOD=CODE, METHOD=delay:DURATION, METHOD=lost[:CODE] or METHOD=break:N[:CODE], "
+    "optionally followed by "
     "xN (the next N calls) or @N (only the N-th call from now), e.g. "
     "ListLogEntries=UNAVAILABLEx2, UpdateService=delay:3s@2, UpdateService=lost@1"
 )
@@ -135,6 +143,12 @@ def parse_spec(spec: str) -> FaultSpec:
     if kind.lower() == "lost":
         code = _status(spec, arg) if arg else grpc.StatusCode.UNAVAILABLE
         return FaultSpec(method, code=code, times=times, nth=nth, lost=True)
+    if kind.lower() == "break":
+        count, _, name = arg.partition(":")
+        if not count.strip().isdigit():
+            raise ConfigError(f"fault {spec!r}: break needs a count of responses, e.g. break:3")
+        code = _status(spec, name) if name else grpc.StatusCode.UNAVAILABLE
+        return FaultSpec(method, code=code, times=times, nth=nth, break_after=int(count))
     if arg:
         raise ConfigError(f"fault {spec!r} is invalid: {_GRAMMAR}")
     return FaultSpec(method, code=_status(spec, kind), times=times, nth=nth)
@@ -146,7 +160,7 @@ class _Decision:
 
     delay_s: float = 0.0
     fail: _Rule | None = None  # fails the call instead of serving it
-    lost: _Rule | None = None  # serves the call, then answers with its code
+    lost: _Rule | None = None  # serves the call (a BREAK: N responses), then answers its code
 
     @property
     def idle(self) -> bool:
@@ -236,10 +250,34 @@ class FaultInjector(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         text = f"fault injected by the emulator: {code.name} (the call was applied)"
         self._add(_Rule(method, LOST, code, remaining, text, skip=skip))
 
+    def break_stream(
+        self,
+        method: str,
+        after: int,
+        code: grpc.StatusCode = grpc.StatusCode.UNAVAILABLE,
+        times: int | None = None,
+        *,
+        nth: int | None = None,
+    ) -> None:
+        """Let a streaming call of ``method`` send ``after`` responses, then end it with
+        ``code``: a stream broken mid-way (a unary call: the same as :meth:`lose`).
+
+        A stream that ends by itself before that many responses ends as served.
+        """
+        if after < 0:
+            raise ConfigError("after must be 0 or more (responses sent before the break)")
+        remaining, skip = self._when(times, nth)
+        text = f"fault injected by the emulator: {code.name} (the stream was broken)"
+        self._add(_Rule(method, BREAK, code, remaining, text, skip=skip, after=after))
+
     def apply(self, spec: FaultSpec | str) -> None:
         """Apply a parsed (or textual) CLI spec."""
         parsed = parse_spec(spec) if isinstance(spec, str) else spec
-        if parsed.lost and parsed.code is not None:
+        if parsed.break_after is not None and parsed.code is not None:
+            self.break_stream(
+                parsed.method, parsed.break_after, parsed.code, parsed.times, nth=parsed.nth
+            )
+        elif parsed.lost and parsed.code is not None:
             self.lose(parsed.method, parsed.code, parsed.times, nth=parsed.nth)
         elif parsed.code is not None:
             self.fail(parsed.method, parsed.code, parsed.times, nth=parsed.nth)
@@ -285,7 +323,8 @@ class FaultInjector(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 due.append(rule)
             delays = [r for r in due if r.kind == DELAY]
             fail = next((r for r in due if r.kind == FAIL), None)
-            lost = None if fail is not None else next((r for r in due if r.kind == LOST), None)
+            ends = (r for r in due if r.kind in (LOST, BREAK))
+            lost = None if fail is not None else next(ends, None)
             for rule in [*delays, *(r for r in (fail, lost) if r is not None)]:
                 if rule.remaining is not None:
                     rule.remaining -= 1
@@ -310,6 +349,7 @@ class FaultInjector(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             code=rule.code.name if rule is not None and rule.code is not None else None,
             delay_s=decision.delay_s,
             lost=decision.lost is not None,
+            **({"after": rule.after} if rule is not None and rule.kind == BREAK else {}),
         )
         return _wrap(handler, decision)
 
@@ -353,16 +393,27 @@ def _wrap(handler: grpc.RpcMethodHandler, decision: _Decision) -> Any:
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
     streaming = handler.unary_stream or handler.stream_stream
+    broken = decision.lost if decision.lost is not None and decision.lost.kind == BREAK else None
 
     async def stream_out(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await before(context)
         result = streaming(request, context)
         if hasattr(result, "__aiter__"):
-            async for item in result:
-                yield item
+            # aclosing: a break ends the handler's generator now (its finally runs),
+            # not whenever it is collected.
+            async with contextlib.aclosing(result):
+                sent = 0
+                if broken is not None and broken.code is not None and broken.after == 0:
+                    await context.abort(broken.code, broken.message)
+                async for item in result:
+                    yield item
+                    sent += 1
+                    if broken is not None and broken.code is not None and sent >= broken.after:
+                        await context.abort(broken.code, broken.message)
         else:  # a coroutine handler that writes with context.write()
             await result
-        await after(context)
+        if broken is None:  # a stream that ended before its break ends as served
+            await after(context)
 
     if handler.unary_stream is not None:
         return grpc.unary_stream_rpc_method_handler(stream_out, **codec)

@@ -21,10 +21,10 @@ Served with a generic handler (no generated servicer): the official
   with it the valid entries are written and the call still answers
   INVALID_ARGUMENT naming the bad ones (the real API does the same, with
   details in the status).
-- ``TailLogEntries``: the first request's ``resource_names`` and ``filter``
-  select entries that arrive after the call starts; each batch the store
-  receives is streamed as one response. ``buffer_window`` is accepted and
-  ignored (entries are not reordered; they are sent as they arrive).
+- ``TailLogEntries``: the first request's ``resource_names``, ``filter`` and
+  ``buffer_window`` select and order entries that arrive after the call
+  starts, at most 10 sessions per project, memory bounded per session with
+  ``suppression_info`` for what is dropped: see :mod:`tail`.
 - ``ListLogs``: the log names a project has entries in.
 
 Scans run in a worker thread: a filter over 200k entries must not stall the
@@ -36,17 +36,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
 
+from deploy_guard.emulator import tail
 from deploy_guard.emulator.logstore import DEFAULT_RETENTION, Entry, LogStore, StoredEntry
-from deploy_guard.emulator.rpc import ServiceHandler, generic_handler, status_code
+from deploy_guard.emulator.rpc import ServiceHandler, generic_handler
+from deploy_guard.emulator.tail import TailHub
 from deploy_guard.errors import EmulatorError
 from deploy_guard.logfilter import Filter, parse, parse_time
 
@@ -233,9 +233,16 @@ def _timestamp_problem(stamp: Any, now: datetime, retention: timedelta) -> str |
     return None
 
 
-def handlers(store: LogStore) -> ServiceHandler:
-    """The generic handler serving ``google.logging.v2.LoggingServiceV2`` from ``store``."""
+def handlers(store: LogStore, tails: TailHub | None = None) -> ServiceHandler:
+    """The generic handler serving ``google.logging.v2.LoggingServiceV2`` from ``store``.
+
+    ``tails`` holds the live-tailing sessions (a new :class:`TailHub` on ``store``
+    when not given; pass one to reach its sessions or lower its limits).
+    """
     from google.cloud.logging_v2 import types
+
+    if tails is None:
+        tails = TailHub(store)
 
     async def list_log_entries(request: Any, _ctx: grpc.aio.ServicerContext) -> Any:
         def work() -> Any:
@@ -271,38 +278,6 @@ def handlers(store: LogStore) -> ServiceHandler:
         chunk, token = page(names, request.page_size, request.page_token)
         return types.ListLogsResponse(log_names=chunk, next_page_token=token)
 
-    async def tail_log_entries(
-        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[Any]:
-        try:
-            first = await anext(requests)
-            projects = projects_of(list(first.resource_names))
-            flt = parse(first.filter)
-        except StopAsyncIteration:
-            return
-        except EmulatorError as exc:
-            await context.abort(status_code(exc.status), exc.message)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[list[StoredEntry]] = asyncio.Queue()
-
-        def listener(batch: list[StoredEntry]) -> None:
-            with contextlib.suppress(RuntimeError):  # a closed loop: the stream is gone
-                loop.call_soon_threadsafe(queue.put_nowait, batch)
-
-        unsubscribe = store.subscribe(listener)
-        try:
-            while True:
-                batch = await queue.get()
-                matched = [
-                    item.proto()
-                    for item in batch
-                    if item.project in projects and flt.matches(item.data)
-                ]
-                if matched:
-                    yield types.TailLogEntriesResponse(entries=matched)
-        finally:
-            unsubscribe()
-
     return generic_handler(
         SERVICE,
         [
@@ -323,7 +298,7 @@ def handlers(store: LogStore) -> ServiceHandler:
         streams=[
             (
                 "TailLogEntries",
-                tail_log_entries,
+                tail.stream_handler(tails, projects_of),
                 types.TailLogEntriesRequest,
                 types.TailLogEntriesResponse,
             )

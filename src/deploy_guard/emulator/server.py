@@ -37,6 +37,7 @@ from deploy_guard.emulator.operations import OperationStore
 from deploy_guard.emulator.realism import Realism
 from deploy_guard.emulator.router import Router
 from deploy_guard.emulator.run_admin import RunAdmin
+from deploy_guard.emulator.tail import TailHub
 from deploy_guard.errors import ConfigError
 from deploy_guard.log import get_logger
 
@@ -142,6 +143,8 @@ class Emulator:
                 min_report_lag_s=profile.metric_min_lag_s,
                 seed=profile.seed,
             )
+        #: Cloud Logging's live-tailing sessions (``TailLogEntries``) on ``logs``.
+        self.tails = TailHub(self.logs)
         self.router = Router(self.logs, self.metrics, host=host)
         self.operations = OperationStore(self.location.parent)
         self.admin = RunAdmin(
@@ -156,7 +159,7 @@ class Emulator:
         self._handlers = [
             *self.admin.handlers(),
             self.operations.handler(),
-            logging_api.handlers(self.logs),
+            logging_api.handlers(self.logs, self.tails),
             monitoring_api.handlers(self.metrics),
         ]
         self.faults = FaultInjector(name for h in self._handlers for name in h.method_names)
@@ -287,6 +290,10 @@ class EmulatorThread:
     @property
     def logs(self) -> LogStore:
         return self.emulator.logs
+
+    @property
+    def tails(self) -> TailHub:
+        return self.emulator.tails
 
     @property
     def metrics(self) -> MetricStore:
