@@ -44,11 +44,13 @@ URLs are loopback addresses in the Service's uri and traffic_statuses[].uri.
 Faults: --fault METHOD=ACTION[xN|@N], repeatable. ACTION is a gRPC status
 (the call fails), delay:DURATION (served late) or lost[:CODE] (served, then
 the client gets CODE, UNAVAILABLE by default: an answer lost on the way, so
-the client retries a write that landed). Nothing after it: every call; xN:
-the next N calls; @N: only the N-th call from the start (@1: the first).
+the client retries a write that landed) or break:N[:CODE] (a stream such as
+TailLogEntries sends N responses, then ends with CODE). Nothing after it: every
+call; xN: the next N calls; @N: only the N-th call from the start (@1: the first).
   --fault ListLogEntries=UNAVAILABLEx2   --fault UpdateService=ABORTED
   --fault ListTimeSeries=delay:2s        --fault UpdateService=delay:3s@2
   --fault UpdateService=lost@1           --fault GetService=UNAVAILABLE@3
+  --fault TailLogEntries=break:3
 As slow as Google Cloud (log ingestion delay, metric points minutes late,
 empty log pages with a token), repeatable: --realistic --seed 7
 Stop it with Ctrl-C, SIGTERM or SIGHUP: every revision process stops with it.
