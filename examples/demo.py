@@ -164,13 +164,17 @@ def check(
     *extra: str,
     folder: Path = REPORTS,
     quiet: bool = False,
+    command: str = "check",
 ) -> int:
-    """Run ``deploy-guard check`` as a subprocess, the way users and Cloud Build run it."""
+    """Run ``deploy-guard check`` as a subprocess, the way users and Cloud Build run it.
+
+    ``command="rollout"`` runs ``deploy-guard rollout`` the same way (the benchmark's).
+    """
     args = [
         sys.executable,
         "-m",
         "deploy_guard",
-        "check",
+        command,
         "--revision",
         revision,
         "--policy",
