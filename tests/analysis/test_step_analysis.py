@@ -115,7 +115,12 @@ class Step:
         return Sources(probes=self.probes, logs=self.logs, metrics=NoMetrics())
 
     async def run(
-        self, *, duration: float | None, bound: float = 30.0, rules: Sequence[Rule] | None = None
+        self,
+        *,
+        duration: float | None,
+        bound: float = 30.0,
+        rules: Sequence[Rule] | None = None,
+        paced: bool = False,
     ) -> tuple[AnalysisResult, float]:
         """The result, and the loop time it came at, counted from the analysis' start."""
         recorder = Recorder(self.report, fields=dict, calls=dict, changed=lambda _r: None)
@@ -135,6 +140,7 @@ class Step:
             log_interval=0.05,
             metric_interval=0.05,
             duration=duration,
+            paced=paced,
         )
         loop = asyncio.get_running_loop()
         start = loop.time()
@@ -237,3 +243,29 @@ async def test_a_step_with_nothing_to_measure_ends_with_its_window(duration: flo
     result, after = await step.run(duration=duration)
     assert result.verdict.status == "pass"
     assert after >= duration - EARLY
+
+
+async def test_a_paced_step_reads_once_per_interval_from_its_start_to_its_complete_pass() -> None:
+    """A rollout's quota: the first pass one interval in (the previous stage read just
+    before), the passes aligned on the window's end, the complete one an interval after."""
+    step = Step(judges_for([policy(http("health"), logs("no-1011"))]))
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    result, _after = await step.run(duration=0.27, paced=True)
+    assert result.verdict.status == "pass"
+    assert step.logs is not None
+    times = [at - start for at, _ in step.logs.passes]
+    kinds = [complete for _, complete in step.logs.passes]
+    assert kinds[-1]
+    assert not any(kinds[:-1])
+    assert 2 <= len(times) <= 5  # 4 regular passes on time; a late loop makes fewer, not more
+    assert times[0] >= 0.05 - EARLY  # not half a second in, as a check reads
+    assert all(b - a >= 0.05 - EARLY for a, b in pairwise(times)), times  # the complete one too
+
+
+async def test_a_paced_stage_without_a_window_reads_only_its_complete_pass_when_short() -> None:
+    step = Step(judges_for([policy(http("health"), logs("no-1011"))]))
+    result, _after = await step.run(duration=None, paced=True)
+    assert result.verdict.status == "pass"
+    assert step.logs is not None
+    assert [complete for _, complete in step.logs.passes] == [True]

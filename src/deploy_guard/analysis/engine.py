@@ -95,6 +95,11 @@ class Analysis:
     #: seconds have passed (and the probes ended), then one last complete pass.
     #: None: a check's analysis, which ends when the probes end.
     duration: float | None = None
+    #: Every pass of a source at least its interval after the one before, the last
+    #: (complete) one included when the window allows: a rollout reads Cloud Logging
+    #: at most once per ``log_interval`` across all its stages (its quota), where a
+    #: check reads early (half a second in) to catch a failure while it probes.
+    paced: bool = False
 
 
 @dataclass
@@ -143,7 +148,9 @@ class Engine:
             "evidence_started", rules=[r.name for r in rules], timeout_s=bound, **window_s
         )
         queue: asyncio.Queue[Measurement | None] = asyncio.Queue()
-        pace = Pace(started=asyncio.Event(), done=asyncio.Event())
+        pace = Pace(
+            started=asyncio.Event(), done=asyncio.Event(), began=asyncio.get_running_loop().time()
+        )
         passes = report.evidence_passes
 
         def counted(source: str) -> None:
@@ -162,6 +169,7 @@ class Engine:
                 interval=analysis.log_interval,
                 settle=analysis.log_settle,
                 counted=counted,
+                paced=(analysis.duration or 0.0) if analysis.paced else None,
             ),
             PolledStream(
                 "metrics",
@@ -169,6 +177,7 @@ class Engine:
                 [r for r in rules if r.kind == "metric"],
                 interval=analysis.metric_interval,
                 counted=counted,
+                paced=(analysis.duration or 0.0) if analysis.paced else None,
             ),
         ]
         tasks = [asyncio.create_task(self._pump(s, pace, queue)) for s in streams]

@@ -41,6 +41,8 @@ class Pace:
 
     started: asyncio.Event
     done: asyncio.Event
+    #: Loop time the analysis began (its window's clock starts then); None: unknown.
+    began: float | None = None
 
 
 class Source(Protocol):
@@ -92,6 +94,12 @@ class PolledStream:
     before it ended, however early the probes end: the last pass is the only one
     that may follow its predecessor sooner. ``counted`` hears of every pass that measured something
     (the report counts Cloud Logging reads against the quota).
+
+    ``paced`` (a rollout's stages: the window's duration, 0 for one without):
+    no early first pass; the passes fall at ``duration - k * interval`` from the
+    start, so the first is at least one interval after the stage began (after
+    the previous stage's last pass) and the complete one at the window's end is
+    one interval after the last: at most one read per interval across stages.
     """
 
     def __init__(
@@ -103,17 +111,54 @@ class PolledStream:
         interval: float,
         settle: float = 0.0,
         counted: Callable[[str], None] = lambda _name: None,
+        paced: float | None = None,
     ) -> None:
         self.name, self.measure = name, measure
         self.rules: Sequence[Rule] = tuple(rules)
         self.interval, self.settle, self.counted = interval, settle, counted
+        self.paced = paced
 
     async def stream(self, pace: Pace) -> AsyncIterator[Measurement]:
+        if self.paced is not None:
+            async for m in self._paced(pace, self.paced):
+                yield m
+            return
         await _wait(pace.started, min(self.interval, POLL_GRACE))
         while not pace.done.is_set():
             for m in await self._pass(complete=False):
                 yield m
             await _wait(pace.done, self.interval)
+        async for m in self._last(pace):
+            yield m
+
+    async def _paced(self, pace: Pace, duration: float) -> AsyncIterator[Measurement]:
+        loop = asyncio.get_running_loop()
+        start, interval = pace.began if pace.began is not None else loop.time(), self.interval
+        end = start + duration
+        whole = int(duration // interval) if interval > 0 else 0
+        last = start  # the previous stage's last pass came just before this one began
+        for at in [duration - k * interval for k in range(whole - 1, 0, -1)]:
+            when = max(start + at, last + interval)  # a late loop shifts passes, never packs
+            if when + interval > end + 1e-6:  # no room left before the complete pass
+                break
+            await _wait(pace.done, when - loop.time())
+            if pace.done.is_set() or loop.time() + interval > end + 1e-6:  # late: skip it
+                break
+            last = loop.time()
+            for m in await self._pass(complete=False):
+                yield m
+        while not pace.done.is_set():  # probes outlasting the window, or no window
+            # never at the window's end itself: the window closing then is the complete pass
+            await _wait(pace.done, max(last, end) + interval - loop.time())
+            if pace.done.is_set():
+                break
+            last = loop.time()
+            for m in await self._pass(complete=False):
+                yield m
+        async for m in self._last(pace):
+            yield m
+
+    async def _last(self, _pace: Pace) -> AsyncIterator[Measurement]:
         if self.settle > 0:
             await asyncio.sleep(self.settle)
         for m in await self._pass(complete=True):

@@ -412,8 +412,10 @@ class _Walk:
             record.status, record.finished_at, record.reasons = "pass", _now(), [why]
             gate._event("stage_judged", stage=0, percent=0, status="pass", note=why)
             return StageJudged(0, "pass", (why,))
-        if self.judges is not None and stage == 0:
-            analysis = gate._analysis(self.judges, self.target, self.revision)
+        if self.judges is not None and stage == 0:  # the check's analysis, read at the pace
+            analysis = replace(  # of the steps (one Logging read per interval at most)
+                gate._analysis(self.judges, self.target, self.revision), paced=True
+            )
         else:
             analysis = self._step_analysis(stage, self.target)
         result = await self.engine.run(analysis)
@@ -451,6 +453,7 @@ class _Walk:
             log_settle=opts.log_settle,
             metric_interval=opts.metric_interval,
             duration=step.duration,
+            paced=True,
         )
 
     def _stopped(self, history: Sequence[Event], message: str) -> None:
