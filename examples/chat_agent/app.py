@@ -23,8 +23,9 @@ import json
 import math
 import os
 import sys
+import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -54,6 +55,9 @@ class ChatConfig:
     crash_after: float | None = None
     #: Each agent run ends in an exception that escapes to the server's stderr.
     tracebacks: bool = False
+    #: Seconds of the process's life after which it turns bad (None: never): every
+    #: session opened from then on dies with 1011 after its first agent event.
+    bad_after: float | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> ChatConfig:
@@ -65,6 +69,7 @@ class ChatConfig:
 
         after = e.get("CHAT_FAIL_1011_AFTER", "").strip()
         crash = e.get("CHAT_CRASH_AFTER", "").strip()
+        bad = e.get("CHAT_BAD_AFTER", "").strip()
         return cls(
             revision=e.get("K_REVISION", "local"),
             event_delay=num("CHAT_EVENT_DELAY", 0.01),
@@ -78,6 +83,7 @@ class ChatConfig:
             health_status=int(num("CHAT_HEALTH_STATUS", 200)),
             crash_after=float(crash) if crash else None,
             tracebacks=e.get("CHAT_TRACEBACKS", "") not in ("", "0", "false"),
+            bad_after=float(bad) if bad else None,
         )
 
 
@@ -102,6 +108,19 @@ class ChatState:
     sessions_started: int = 0
     connections_total: int = 0
     crash_timer: asyncio.TimerHandle | None = None
+    #: Seconds, monotonic; tests pass a clock they move by hand.
+    clock: Callable[[], float] = time.monotonic
+    born: float = field(init=False)
+    #: Sessions that opened after the process turned bad (``bad_after``).
+    bad_sessions: int = 0
+
+    def __post_init__(self) -> None:
+        self.born = self.clock()
+
+    def turned_bad(self) -> bool:
+        """The process has lived ``bad_after`` seconds: new sessions are broken from now on."""
+        after = self.config.bad_after
+        return after is not None and self.clock() - self.born >= after
 
     def event_order(self) -> list[str]:
         order = [e for e in EVENTS if e != self.config.drop_event]
@@ -119,11 +138,12 @@ class ChatState:
 STATE = web.AppKey("state", ChatState)
 
 
-async def _close_1011(ws: web.WebSocketResponse, why: str) -> None:
+async def _close_1011(ws: web.WebSocketResponse, why: str, **fields: Any) -> None:
     log(
         "ERROR",
         f"{why}; closing websocket with close code 1011",
         error="AttributeError",
+        **fields,
     )
     await ws.close(code=1011, message=b"internal error")
 
@@ -137,8 +157,18 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response(body, status=status)
 
 
-async def _run_agent(state: ChatState, ws: web.WebSocketResponse, msg: dict[str, Any]) -> None:
-    """Stream the agent's events for one message (to everyone, if users leak)."""
+ORCHESTRATOR_NONE = "orchestrator is None: 'NoneType' object has no attribute 'run'"
+
+
+async def _run_agent(
+    state: ChatState, ws: web.WebSocketResponse, msg: dict[str, Any], *, bad: bool = False
+) -> None:
+    """Stream the agent's events for one message (to everyone, if users leak).
+
+    ``bad``: the session opened after the process turned bad, so the run dies as
+    the incident's did: ``agent_started`` goes out, then setting up the agent's
+    orchestrator reaches the shared one, still None, and the socket closes with 1011.
+    """
     state.sessions_started += 1
     index = state.sessions_started
     user, session = msg.get("user_id"), msg.get("session_id")
@@ -149,8 +179,8 @@ async def _run_agent(state: ChatState, ws: web.WebSocketResponse, msg: dict[str,
     for seq, name in enumerate(state.event_order(), start=1):
         if delay:
             await asyncio.sleep(delay)
-        if seq == 3 and state.session_fails(index):
-            await _close_1011(ws, "orchestrator is None: 'NoneType' object has no attribute 'run'")
+        if (seq == 3 and state.session_fails(index)) or (seq == 2 and bad):
+            await _close_1011(ws, ORCHESTRATOR_NONE, user_id=user, session_id=session)
             return
         event = {"type": name, "user_id": user, "session_id": session, "seq": seq}
         targets = list(state.sockets) if cfg.leak_users else [ws]
@@ -192,11 +222,15 @@ async def chat(request: web.Request) -> web.WebSocketResponse:
     tasks: set[asyncio.Task[None]] = set()  # agent runs: cancelled when the socket ends
     closers: set[asyncio.Task[None]] = set()  # the 1011 close: never cancelled half-way
     timer: asyncio.TimerHandle | None = None
+    # Decided when the session opens: sessions opened before the process turned bad
+    # keep working (Cloud Run never moves an open WebSocket), every new one is broken.
+    bad = state.turned_bad()
+    if bad:
+        state.bad_sessions += 1
     if state.config.fail_1011_after is not None:
-        why = "orchestrator is None: 'NoneType' object has no attribute 'run'"
 
         def fire() -> None:
-            t = loop.create_task(_close_1011(ws, why))
+            t = loop.create_task(_close_1011(ws, ORCHESTRATOR_NONE))
             closers.add(t)
             t.add_done_callback(closers.discard)
 
@@ -211,7 +245,7 @@ async def chat(request: web.Request) -> web.WebSocketResponse:
                 await ws.send_json({"type": "error", "error": "not JSON"})
                 continue
             if isinstance(msg, dict) and msg.get("type") == "message":
-                t = loop.create_task(_run_agent(state, ws, msg))
+                t = loop.create_task(_run_agent(state, ws, msg, bad=bad))
                 tasks.add(t)
                 t.add_done_callback(tasks.discard)
     finally:
@@ -225,9 +259,12 @@ async def chat(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
-def make_app(config: ChatConfig | None = None) -> web.Application:
+def make_app(
+    config: ChatConfig | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """The service; ``clock`` (monotonic seconds) is what ``CHAT_BAD_AFTER`` counts on."""
     app = web.Application()
-    app[STATE] = ChatState(config or ChatConfig.from_env())
+    app[STATE] = ChatState(config or ChatConfig.from_env(), clock=clock)
     app.router.add_get("/health", health)
     app.router.add_get("/ws/chat", chat)
     return app
