@@ -149,7 +149,7 @@ async def test_streamed_entries_are_judged_over_a_sliding_window(live: Any) -> N
     assert wide.total == 0  # it slides: nothing in the last minute
     assert len(tail.filters) == 1  # ONE stream for both rules, one filter naming both
     assert 'revision_name="chat-00002-new"' in tail.filters[0]
-    assert tail.filters[0].count("textPayload=~\"close code 1011\"") == 2  # once per rule
+    assert tail.filters[0].count('textPayload=~"close code 1011"') == 2  # once per rule
 
 
 async def test_baseline_revisions_are_counted_in_the_same_window(live: Any) -> None:
