@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -148,9 +148,31 @@ async def test_a_stream_that_breaks_is_reopened(
     assert 4 <= counted <= len(lines)  # each line once, however many streams and reads
 
 
-@contextlib.contextmanager
-def streams_open(clients: Clients, project: str, n: int) -> Iterator[list[asyncio.Task[None]]]:
-    """``n`` other live tails on the project, consumed in the background."""
+@pytest.mark.fault(
+    "logs",
+    "the emulator breaks the live tail after its first response (break:1)",
+    "falls back to polling with the break named, reopens, and the counts go on",
+)
+async def test_a_stream_the_server_breaks_falls_back_and_is_reopened(
+    live: Any, emulator: EmulatorThread
+) -> None:
+    emulator.faults.apply("TailLogEntries=break:1x1")
+    source = live()
+    await source.start()
+    await bad_lines_until(emulator, source, 3)  # the break comes as the 2nd response would
+    await eventually(lambda: source.status().fallbacks == 1, what="the break")
+    assert "UNAVAILABLE" in (source.status().last_fallback_reason or "")
+    await eventually(lambda: source.mode == "tail", within=15, what="reopened")
+    counted = source.measure(RULE, datetime.now(UTC)).matches["close code 1011"]
+    await bad_lines_until(emulator, source, counted + 2)
+    assert emulator.faults.count("TailLogEntries") == 2
+
+
+@contextlib.asynccontextmanager
+async def streams_open(
+    clients: Clients, project: str, n: int
+) -> AsyncIterator[list[asyncio.Task[None]]]:
+    """``n`` other live tails on the project, consumed in the background, closed at the end."""
 
     async def consume() -> None:
         async for _batch in GrpcTail(clients, project)("severity>=ERROR", False):
@@ -162,6 +184,7 @@ def streams_open(clients: Clients, project: str, n: int) -> Iterator[list[asynci
     finally:
         for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 @pytest.mark.fault(
@@ -172,7 +195,7 @@ def streams_open(clients: Clients, project: str, n: int) -> Iterator[list[asynci
 async def test_the_eleventh_live_session_on_a_project_polls_instead(
     live: Any, emulator: EmulatorThread, gcp_clients: Clients
 ) -> None:
-    with streams_open(gcp_clients, emulator.project, TAIL_SESSIONS_PER_PROJECT) as others:
+    async with streams_open(gcp_clients, emulator.project, TAIL_SESSIONS_PER_PROJECT) as others:
         await eventually(
             lambda: emulator.faults.count("TailLogEntries") >= TAIL_SESSIONS_PER_PROJECT
         )
@@ -187,5 +210,3 @@ async def test_the_eleventh_live_session_on_a_project_polls_instead(
         assert source.mode == "poll"
         assert "RESOURCE_EXHAUSTED" in (source.fallback_reason or "")
         assert not any(t.done() for t in others)
-        await source.stop()
-        await asyncio.gather(*others, return_exceptions=True)

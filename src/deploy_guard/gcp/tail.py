@@ -104,6 +104,8 @@ class LiveStatus:
     fallback_reason: str | None
     #: Times it fell back to polling.
     fallbacks: int
+    #: Why it last fell back (kept after it tails again, for the report).
+    last_fallback_reason: str | None
     #: Streams opened (each a TailLogEntries call).
     tail_opens: int
     #: ListLogEntries passes made (catch-ups and polls).
@@ -152,6 +154,7 @@ class LiveLogs(RevisionSource):
         self.counts = LiveCounts(self.rules, origin=self.since.timestamp(), window=window)
         self._mode: Mode = "tail"
         self.fallback_reason: str | None = None
+        self._last_fallback: str | None = None
         self._fallbacks = self._opens = self._reads = self._suppressed = 0
         self._read_error: str | None = None
         self._catch_up = True  # the first read fills the window's past
@@ -172,6 +175,7 @@ class LiveLogs(RevisionSource):
             mode=self._mode,
             fallback_reason=self.fallback_reason,
             fallbacks=self._fallbacks,
+            last_fallback_reason=self._last_fallback,
             tail_opens=self._opens,
             reads=self._reads,
             suppressed=self._suppressed,
@@ -296,7 +300,7 @@ class LiveLogs(RevisionSource):
     def _fall_back(self, why: str, retry_in: float) -> None:
         """Poll until the next try; the switch is a warning, a retry refused again is not."""
         first = self._mode == "tail"
-        self._mode, self.fallback_reason = "poll", why
+        self._mode, self.fallback_reason, self._last_fallback = "poll", why, why
         fields = {"reason": why, "retry_tail_in_s": round(retry_in, 1), "revision": self.revision}
         if first:
             self._fallbacks += 1
