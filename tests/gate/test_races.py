@@ -108,9 +108,14 @@ async def test_a_signal_during_the_clean_up_changes_neither_verdict_nor_exit_cod
     chat.first()
     cand = chat.candidate(tag=None)
     emulator.faults.delay("UpdateService", 1.0)  # the tag removal takes a while too
+    emulator.faults.reset_counts()
     gate = build_gate(gcp_clients, emulator, cand)
     task = asyncio.ensure_future(gate.run())
     await eventually(lambda: "decision" in _events(gate.report), within=30, what="a verdict")
+    # the second write (the first added the tag) is the removal: held in the emulator now
+    await eventually(
+        lambda: emulator.faults.count("UpdateService") >= 2, within=30, what="the tag removal"
+    )
     task.cancel()  # the gate is removing its tag now
     report = await task  # no CancelledError: the decided check ends as decided
     assert report.verdict == "pass"
