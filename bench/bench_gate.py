@@ -39,10 +39,11 @@ def _demo() -> Any:
     return module
 
 
-def _first_1011(deployer: Any, revision: str) -> datetime | None:
+def first_entry(deployer: Any, revision: str, clause: str) -> datetime | None:
+    """When the revision first logged an entry matching ``clause`` (a Logging filter term)."""
     flt = (
         f'resource.type="cloud_run_revision" AND resource.labels.revision_name="{revision}" '
-        'AND jsonPayload.message=~"close code 1011" AND timestamp>="2000-01-01T00:00:00Z"'
+        f'AND {clause} AND timestamp>="2000-01-01T00:00:00Z"'
     )
     entries = deployer.clients.logging().list_log_entries(
         request={
@@ -55,6 +56,10 @@ def _first_1011(deployer: Any, revision: str) -> datetime | None:
     for entry in entries:
         return entry.timestamp  # type: ignore[no-any-return]
     return None
+
+
+def _first_1011(deployer: Any, revision: str) -> datetime | None:
+    return first_entry(deployer, revision, 'jsonPayload.message=~"close code 1011"')
 
 
 def _report(folder: Path, name: str) -> dict[str, Any]:

@@ -200,21 +200,9 @@ def step_overhead(demo: Any, folder: Path) -> None:
 
 def _crash_logged(deployer: Any, revision: str) -> datetime | None:
     """When Cloud Run logged the candidate's process dying (its system log entry)."""
-    flt = (
-        f'resource.type="cloud_run_revision" AND resource.labels.revision_name="{revision}" '
-        'AND textPayload:"Container called exit" AND timestamp>="2000-01-01T00:00:00Z"'
-    )
-    entries = deployer.clients.logging().list_log_entries(
-        request={
-            "resource_names": ["projects/local-project"],
-            "filter": flt,
-            "order_by": "timestamp asc",
-            "page_size": 1,
-        }
-    )
-    for entry in entries:
-        return entry.timestamp  # type: ignore[no-any-return]
-    return None
+    from bench.bench_gate import first_entry
+
+    return first_entry(deployer, revision, 'textPayload:"Container called exit"')
 
 
 def failure_to_rollback(demo: Any, folder: Path, step: int, crash_after: float) -> None:

@@ -38,6 +38,7 @@ import pytest
 
 from deploy_guard.emulator.server import EmulatorThread
 from deploy_guard.gcp.clients import Clients
+from emulators import running_emulator
 
 APPS = Path(__file__).parent / "apps"
 
@@ -60,13 +61,8 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorThread]:
     parametrisation: ``@pytest.mark.parametrize("emulator", [{"realistic":
     Realism(...)}], indirect=True)``.
     """
-    options = {"startup_timeout": 10.0, **getattr(request, "param", {})}
-    emu = EmulatorThread(**options)
-    emu.start()
-    try:
+    with running_emulator(**getattr(request, "param", {})) as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 @pytest.fixture

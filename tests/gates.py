@@ -6,10 +6,14 @@ Importable from any test (``from gates import build_gate``): pytest puts ``tests
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
+
 from deploy_guard.analysis.sources import cloud_sources
+from deploy_guard.cli import cli
 from deploy_guard.gcp.cloudrun import CloudRun
 from deploy_guard.gcp.errors import ApiCalls
 from deploy_guard.policy import load_file
@@ -17,7 +21,8 @@ from deploy_guard.report.model import CheckReport
 from deploy_guard.runtime.driver import Gate
 from deploy_guard.runtime.options import CheckOptions
 
-CHAT_HOLD = Path(__file__).parent / "gate" / "policies" / "chat-hold.yaml"
+POLICIES = Path(__file__).parent / "gate" / "policies"
+CHAT_HOLD = POLICIES / "chat-hold.yaml"
 
 
 def build_gate(
@@ -49,3 +54,19 @@ def build_gate(
         CheckReport(revision=revision),
         progress=progress,
     )
+
+
+def run_guard(
+    command: str, tmp_path: Path, revision: str, *flags: str, policy: str
+) -> tuple[int, dict[str, Any], str]:
+    """``deploy-guard COMMAND --revision REV --policy tests/gate/policies/POLICY`` in-process.
+
+    Returns the exit code, the JSON report ({} when none was written) and the output.
+    """
+    name = revision.rsplit("/", 1)[-1]
+    report = tmp_path / f"{command}-{name}-{len(list(tmp_path.iterdir()))}.json"
+    args = [command, "--revision", revision, "--policy", str(POLICIES / policy)]
+    args += ["--report", str(report), "--log-interval", "0.5s", *flags]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    doc = json.loads(report.read_text()) if report.exists() else {}
+    return result.exit_code, doc, result.output

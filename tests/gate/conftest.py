@@ -9,7 +9,6 @@ runs it, and returns its exit code and JSON report.
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 
-from deploy_guard.cli import cli
 from deploy_guard.gcp.clients import Clients
+from gates import run_guard
 
 ROOT = Path(__file__).resolve().parents[2]
 CHAT_APP = ROOT / "examples" / "chat_agent" / "app.py"
@@ -158,22 +156,7 @@ def check(emulator_env: dict[str, str], tmp_path: Path) -> CheckFn:
     def run(
         revision: str, *flags: str, policy: str = "chat-fast.yaml"
     ) -> tuple[int, dict[str, Any]]:
-        name = revision.rsplit("/", 1)[-1]
-        report = tmp_path / f"report-{name}-{len(list(tmp_path.iterdir()))}.json"
-        args = [
-            "check",
-            "--revision",
-            revision,
-            "--policy",
-            str(POLICIES / policy),
-            "--report",
-            str(report),
-            "--log-interval",
-            "0.5s",
-            *flags,
-        ]
-        result = CliRunner().invoke(cli, args, catch_exceptions=False)
-        doc = json.loads(report.read_text()) if report.exists() else {}
-        return result.exit_code, doc
+        code, doc, _output = run_guard("check", tmp_path, revision, *flags, policy=policy)
+        return code, doc
 
     return run

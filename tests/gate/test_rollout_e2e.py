@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, RolloutRecord, current
 from deploy_guard.gcp.traffic import REJECTED
 from deploy_guard.policy.model import RolloutStep
 from deploy_guard.runtime.rollout import RolloutGate, RolloutOptions
-from gates import build_gate
+from gates import build_gate, run_guard
 from waiting import eventually, wait_until
 
 POLICIES = Path(__file__).parent / "policies"
@@ -51,22 +55,21 @@ def rollout_gate(gcp_clients: Any, emulator: Any, revision: str, **options: Any)
 def rollout(
     tmp_path: Path, revision: str, *flags: str, policy: str = "chat-rollout.yaml"
 ) -> tuple[int, dict[str, Any], str]:
-    report = tmp_path / f"rollout-{len(list(tmp_path.iterdir()))}.json"
-    args = [
-        "rollout",
-        "--revision",
-        revision,
-        "--policy",
-        str(POLICIES / policy),
-        "--report",
-        str(report),
-        "--log-interval",
-        "0.5s",
-        *flags,
-    ]
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
-    doc = json.loads(report.read_text()) if report.exists() else {}
-    return result.exit_code, doc, result.output
+    return run_guard("rollout", tmp_path, revision, *flags, policy=policy)
+
+
+def start_rollout(env: dict[str, str], revision: str, *flags: str) -> subprocess.Popen[str]:
+    """``deploy-guard rollout`` as a subprocess (as Cloud Build runs it), stderr dropped."""
+    return subprocess.Popen(
+        [
+            *(sys.executable, "-m", "deploy_guard", "rollout", "--revision", revision),
+            *("--policy", str(ROLLOUT), "--log-interval", "0.5s", *flags),
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def test_a_healthy_candidate_walks_every_step_to_100(
@@ -259,35 +262,20 @@ async def test_resume_continues_a_dead_rollout_from_its_last_verified_step(
 def test_sigterm_mid_step_puts_traffic_back_and_exits_3(
     chat: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-
     base = chat.first()
     cand = chat.candidate(tag=None)
     report = tmp_path / "report.json"
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "deploy_guard", "rollout", "--revision", cand),
-            *("--policy", str(ROLLOUT), "--steps", "10:30s,50:30s", "--report", str(report)),
-            *("--log-interval", "0.5s"),
-        ],
-        env={**os.environ, **emulator_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_rollout(emulator_env, cand, "--steps", "10:30s,50:30s", "--report", str(report))
     try:
         wait_until(lambda: chat.serving().get(cand) == 10 or proc.poll() is not None, within=30)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, _err = proc.communicate(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 3, err
+    assert proc.returncode == 3, out
     assert chat.serving() == {base: 100}
     doc = json.loads(report.read_text())
     assert (doc["verdict"], doc["action"], doc["exit_code"]) == ("inconclusive", "rolled_back", 3)
@@ -304,25 +292,10 @@ def test_sigterm_mid_step_puts_traffic_back_and_exits_3(
 def test_a_second_signal_while_the_split_is_put_back_says_the_write_is_unverified(
     chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-
     chat.first()
     cand = chat.candidate(tag=None)
     report = tmp_path / "report.json"
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "deploy_guard", "rollout", "--revision", cand),
-            *("--policy", str(ROLLOUT), "--steps", "10:30s,50:30s", "--report", str(report)),
-            *("--log-interval", "0.5s"),
-        ],
-        env={**os.environ, **emulator_env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    proc = start_rollout(emulator_env, cand, "--steps", "10:30s,50:30s", "--report", str(report))
     try:
         wait_until(lambda: chat.serving().get(cand) == 10 or proc.poll() is not None, within=30)
         assert proc.poll() is None

@@ -42,6 +42,7 @@ from click.testing import CliRunner
 from deploy_guard.cli import cli
 from deploy_guard.emulator.server import EmulatorThread
 from deploy_guard.gcp.clients import Clients
+from emulators import running_emulator
 from gate.conftest import Chat
 
 APPS = Path(__file__).resolve().parents[1] / "apps"
@@ -53,17 +54,9 @@ METRICS_DELAY_S = 0.5
 @pytest.fixture
 def emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorThread]:
     """A fresh emulator whose metric points show :data:`METRICS_DELAY_S` late."""
-    options = {
-        "startup_timeout": 10.0,
-        "metrics_delay": METRICS_DELAY_S,
-        **getattr(request, "param", {}),
-    }
-    emu = EmulatorThread(**options)
-    emu.start()
-    try:
+    options = {"metrics_delay": METRICS_DELAY_S, **getattr(request, "param", {})}
+    with running_emulator(**options) as emu:
         yield emu
-    finally:
-        emu.stop()
 
 
 @dataclass

@@ -195,16 +195,7 @@ class Executor:
             **(self._tag_record_dropped() if spec else {}),
         }
         if spec is None:
-            self.recorder.event("rollback_not_needed", reason="the candidate held no traffic")
-            if record:
-                await self._record_rejection(candidate, record)
-            return ActionResult(
-                "rollback",
-                "none",
-                int(ExitCode.FAIL),
-                f"{reason}; the candidate held no traffic: nothing to move",
-                verdict="fail",
-            )
+            return await self._nothing_to_move(candidate, reason, record)
         result = await self.write(
             spec, reason, kind="rollback", done_action="rolled_back", annotations=record
         )
@@ -257,16 +248,7 @@ class Executor:
             message = f"{reason}; no split from before the rollout to restore"
             return ActionResult("rollback", "failed", int(ExitCode.ACTION_FAILED), message)
         if served_split(expected).get(candidate, 0) == 0:
-            self.recorder.event("rollback_not_needed", reason="the candidate held no traffic")
-            if record:
-                await self._record_rejection(candidate, record)
-            return ActionResult(
-                "rollback",
-                "none",
-                int(ExitCode.FAIL),
-                f"{reason}; the candidate held no traffic: nothing to move",
-                verdict="fail",
-            )
+            return await self._nothing_to_move(candidate, reason, record)
         spec = plan(rest, tags_without(expected.traffic, drop_tags=[self.temp_tag]))
         result = await self.write(
             spec, reason, kind="rollback", done_action="rolled_back", annotations=record
@@ -274,6 +256,21 @@ class Executor:
         if REJECTED in record and result.action == "rolled_back":
             self.recorder.event("rejection_recorded", revision=candidate)
         return result
+
+    async def _nothing_to_move(
+        self, candidate: str, reason: str, record: dict[str, str]
+    ) -> ActionResult:
+        """The candidate serves nothing: no traffic write; the records on their own."""
+        self.recorder.event("rollback_not_needed", reason="the candidate held no traffic")
+        if record:
+            await self._record_rejection(candidate, record)
+        return ActionResult(
+            "rollback",
+            "none",
+            int(ExitCode.FAIL),
+            f"{reason}; the candidate held no traffic: nothing to move",
+            verdict="fail",
+        )
 
     async def promote(
         self,

@@ -179,13 +179,23 @@ class Gate:
             await asyncio.sleep(TICK)
             self.progress.changed(self.report)
 
-    async def _check(self, service: str, executor: Executor) -> CheckReport:
-        opts = self.options
+    async def _session(self, service: str, executor: Executor) -> tuple[Session, list[Policy]]:
+        """The run's session with the service, and the policies that apply to it."""
         session = Session(
-            self.router, opts, self.recorder, executor, service=service, candidate=self.candidate
+            self.router,
+            self.options,
+            self.recorder,
+            executor,
+            service=service,
+            candidate=self.candidate,
         )
         policies = await session.applicable(self.policies)
         self.report.policies = [p.name for p in policies]
+        return session, policies
+
+    async def _check(self, service: str, executor: Executor) -> CheckReport:
+        opts = self.options
+        session, policies = await self._session(service, executor)
         judges = judges_for(policies)
         session.check_inputs()
         preflight, revision, before = await session.resolve()

@@ -101,11 +101,7 @@ class RolloutGate(Gate):
 
     async def _check(self, service: str, executor: Executor) -> CheckReport:
         opts = self.options
-        session = Session(
-            self.router, opts, self.recorder, executor, service=service, candidate=self.candidate
-        )
-        policies = await session.applicable(self.policies)
-        self.report.policies = [p.name for p in policies]
+        session, policies = await self._session(service, executor)
         probed = any(before_traffic(r) for p in policies for r in p.rules)
         judges = judges_for(policies, keep=before_traffic) if probed else None
         planned = rollout_plan(policies, list(opts.steps) if opts.steps is not None else None)
