@@ -28,7 +28,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _demo() -> Any:
+def load_demo() -> Any:
     """The demo's helpers (emulator start/stop, deployer, check runner)."""
     spec = importlib.util.spec_from_file_location("deploy_guard_demo", ROOT / "examples/demo.py")
     assert spec is not None
@@ -150,7 +150,7 @@ def api_calls_of_a_60s_check(demo: Any, folder: Path) -> None:
 
 
 def main() -> None:
-    demo = _demo()
+    demo = load_demo()
     with tempfile.TemporaryDirectory(prefix="bench-gate-") as tmp:
         folder = Path(tmp)
         rollback_latency(demo, folder)

@@ -26,10 +26,8 @@ report (its timeline and ``api_calls``). Issue 11's targets:
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -44,17 +42,6 @@ HOLD = "3s"
 SHORT_STEPS = ((10, 10.0), (50, 10.0))
 #: Section 3's steps: a rollout of about two minutes.
 MINUTE_STEPS = ((10, 60.0), (50, 60.0))
-
-
-def _demo() -> Any:
-    """The demo's helpers (emulator start/stop, deployer, the CLI as a subprocess)."""
-    spec = importlib.util.spec_from_file_location("deploy_guard_demo", ROOT / "examples/demo.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _steps_flag(steps: tuple[tuple[int, float], ...]) -> str:
@@ -318,7 +305,9 @@ def logging_reads(demo: Any, folder: Path, interval: float = 10.0) -> None:
 
 
 def main() -> None:
-    demo = _demo()
+    from bench.bench_gate import load_demo
+
+    demo = load_demo()
     with tempfile.TemporaryDirectory(prefix="bench-rollout-") as tmp:
         folder = Path(tmp)
         step_overhead(demo, folder)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,26 @@ def rollout_gate(gcp_clients: Any, emulator: Any, revision: str, **options: Any)
         options_class=RolloutOptions,
         **options,
     )
+
+
+@dataclass
+class Walking:
+    """A rollout running in the background, at its first step: the test interferes now."""
+
+    base: str
+    candidate: str
+    gate: Any
+    task: asyncio.Future[Any]
+
+
+async def at_first_step(chat: Any, gcp_clients: Any, emulator: Any, **options: Any) -> Walking:
+    """Deploy a baseline and a candidate, start a rollout of it, wait until step 1 runs."""
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG, **options)
+    task = asyncio.ensure_future(gate.run())
+    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    return Walking(base, cand, gate, task)
 
 
 def rollout(
@@ -116,11 +137,8 @@ def test_a_candidate_failing_with_1011_through_its_tag_url_never_gets_traffic(
 async def test_a_deploy_landing_mid_step_stops_the_rollout_without_writing(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
-    base = chat.first()
-    cand = chat.candidate(tag=None)
-    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG)
-    task = asyncio.ensure_future(gate.run())
-    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    walk = await at_first_step(chat, gcp_clients, emulator)
+    base, cand, task = walk.base, walk.candidate, walk.task
     other = await asyncio.to_thread(chat.candidate, {"OTHER": "1"}, tag="other")
     report = await task
     assert (report.action, report.exit_code) == ("superseded", 4)
@@ -133,11 +151,8 @@ async def test_a_deploy_landing_mid_step_stops_the_rollout_without_writing(
 async def test_a_signal_mid_step_puts_the_split_from_before_back(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
-    base = chat.first()
-    cand = chat.candidate(tag=None)
-    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG)
-    task = asyncio.ensure_future(gate.run())
-    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    walk = await at_first_step(chat, gcp_clients, emulator)
+    base, cand, task = walk.base, walk.candidate, walk.task
     task.cancel()
     report = await task
     assert (report.action, report.exit_code) == ("rolled_back", 3)
@@ -152,11 +167,8 @@ async def test_a_signal_mid_step_puts_the_split_from_before_back(
 async def test_a_signal_with_on_interrupt_hold_keeps_the_step_and_its_record(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
-    base = chat.first()
-    cand = chat.candidate(tag=None)
-    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG, on_interrupt="hold")
-    task = asyncio.ensure_future(gate.run())
-    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    walk = await at_first_step(chat, gcp_clients, emulator, on_interrupt="hold")
+    base, cand, task = walk.base, walk.candidate, walk.task
     task.cancel()
     report = await task
     assert (report.action, report.exit_code) == ("held", 3)
@@ -175,11 +187,8 @@ async def test_a_signal_with_on_interrupt_hold_keeps_the_step_and_its_record(
 async def test_a_step_write_that_fails_stops_at_the_last_verified_step(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
-    base = chat.first()
-    cand = chat.candidate(tag=None)
-    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG)
-    task = asyncio.ensure_future(gate.run())
-    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    walk = await at_first_step(chat, gcp_clients, emulator)
+    base, cand, task = walk.base, walk.candidate, walk.task
     emulator.faults.fail("UpdateService", grpc.StatusCode.INTERNAL, nth=1)  # step 2's write
     report = await task
     assert (report.action, report.exit_code) == ("failed", 4)
@@ -199,11 +208,8 @@ async def test_a_step_write_that_fails_stops_at_the_last_verified_step(
 async def test_a_step_write_answered_unavailable_once_is_retried_and_goes_on(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
-    chat.first()
-    cand = chat.candidate(tag=None)
-    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG)
-    task = asyncio.ensure_future(gate.run())
-    await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
+    walk = await at_first_step(chat, gcp_clients, emulator)
+    cand, task = walk.candidate, walk.task
     emulator.faults.fail("UpdateService", grpc.StatusCode.UNAVAILABLE, nth=1)
     report = await task
     assert (report.action, report.exit_code) == ("promoted", 0)
