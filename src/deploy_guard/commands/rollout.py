@@ -20,9 +20,10 @@ HELP = """Move traffic to REVISION in steps, judging each on real users; then 10
 What it does, in order:
   1. everything `deploy-guard check` does before acting: validates every
      --policy, waits for the revision to be Ready, records the split;
-  2. runs the policy's probe rules through the tag URL (a temporary 0 % dg-
-     tag if it has none), before any user sees it: a failure there rejects
-     it with no traffic moved;
+  2. judges the policy's probe and log rules through the tag URL (a
+     temporary 0 % dg- tag if it has none) before any user sees it: a
+     failure there rejects it with no traffic moved (metric rules need
+     real users: they are judged at the steps);
   3. for each step (policy `rollout.steps`, or --steps): writes the split
      (the revisions that served before keep the rest, in their proportions),
      verifies it by re-reading, and judges the step's window: probe rules
