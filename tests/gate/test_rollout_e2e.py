@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from deploy_guard.cli import cli
-from deploy_guard.errors import ActionError
+from deploy_guard.errors import ActionError, ConfigError
 from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, RolloutRecord, current, encode
 from deploy_guard.gcp.traffic import REJECTED
 from deploy_guard.policy.model import RolloutStep
@@ -233,9 +233,11 @@ async def test_a_second_rollout_on_the_same_service_is_refused(
     assert chat.serving() == {base: 100}
 
 
+@pytest.mark.parametrize("policy", ["chat-rollout.yaml", "chat-fast.yaml"])
 async def test_resume_continues_a_dead_rollout_from_its_last_verified_step(
-    chat: Any, gcp_clients: Any, emulator: Any
+    chat: Any, gcp_clients: Any, emulator: Any, policy: str
 ) -> None:
+    """The recorded steps are walked, whatever the policy says (chat-fast has no rollout:)."""
     from google.cloud import run_v2
 
     base = chat.first()
@@ -251,7 +253,15 @@ async def test_resume_continues_a_dead_rollout_from_its_last_verified_step(
     record = RolloutRecord(cand, {base: 100}, 1, 10, ((10, 1.0), (50, 1.0)), "gone/1", past, past)
     svc.annotations = {**svc.annotations, ROLLOUT_ANNOTATION: encode(record)}
     chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
-    gate = rollout_gate(gcp_clients, emulator, cand, resume=True)
+    gate = build_gate(
+        gcp_clients,
+        emulator,
+        cand,
+        policy=POLICIES / policy,
+        gate_class=RolloutGate,
+        options_class=RolloutOptions,
+        resume=True,
+    )
     report = await gate.run()
     assert (report.action, report.exit_code) == ("promoted", 0), report.message
     assert chat.serving() == {cand: 100}
@@ -361,3 +371,12 @@ def test_a_rollout_without_steps_is_a_usage_error_before_any_call(
     assert code == 2
     assert doc["error"].startswith("no rollout steps: add rollout.steps to policy")
     assert emulator.faults.count("UpdateService") == before
+
+
+async def test_resume_refuses_new_steps(chat: Any, gcp_clients: Any, emulator: Any) -> None:
+    chat.first()
+    cand = chat.candidate(tag=None)
+    gate = rollout_gate(gcp_clients, emulator, cand, resume=True, steps=LONG)
+    with pytest.raises(ConfigError, match="leave out --steps"):
+        await gate.run()
+    assert gate.report.exit_code == 2

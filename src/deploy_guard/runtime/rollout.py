@@ -104,13 +104,19 @@ class RolloutGate(Gate):
         session, policies = await self._session(service, executor)
         probed = any(before_traffic(r) for p in policies for r in p.rules)
         judges = judges_for(policies, keep=before_traffic) if probed else None
-        planned = rollout_plan(policies, list(opts.steps) if opts.steps is not None else None)
-        for warning in plan_warnings(policies, planned):  # --steps: no file was checked
-            self.report.notes.append(warning)
-            self._event("step_too_short", warning=warning)
+        planned = None  # --resume: the steps recorded on the service, read below
+        if opts.resume and opts.steps is not None:
+            raise ConfigError(
+                "--resume continues the steps recorded on the service: leave out --steps"
+            )
+        if not opts.resume:
+            planned = rollout_plan(policies, list(opts.steps) if opts.steps else None)
+            for warning in plan_warnings(policies, planned):  # --steps: no file checked them
+                self.report.notes.append(warning)
+                self._event("step_too_short", warning=warning)
         session.check_inputs()
         preflight, revision, before = await session.resolve()
-        plan, start, before_split = await self._start(before, planned)
+        plan, start, before_split = await self._start(before, planned, policies)
         self.report.traffic_before = dict(before_split)
         self.report.baseline = sorted(r for r in before_split if r != self.candidate)
         durations = sum(s.duration for s in plan.steps)
@@ -139,7 +145,7 @@ class RolloutGate(Gate):
         return await walk.run([preflight])
 
     async def _start(
-        self, before: ServiceState, plan: RolloutPlan
+        self, before: ServiceState, plan: RolloutPlan | None, policies: Sequence[Policy]
     ) -> tuple[RolloutPlan, int, dict[str, int]]:
         """Where the rollout starts: a new one (stage 0), or ``--resume``'s recorded step."""
         opts, candidate, service = self.options, self.candidate, before.short
@@ -163,7 +169,8 @@ class RolloutGate(Gate):
                 f"with `deploy-guard rollback --service {service}`; nothing was changed"
             )
         if opts.resume:
-            return await self._resume(before, record, plan)
+            return await self._resume(before, record, policies)
+        assert plan is not None
         split = served_split(before)
         if split.get(candidate, 0) == 100:
             raise ConfigError(
@@ -179,7 +186,7 @@ class RolloutGate(Gate):
         return plan, 0, split
 
     async def _resume(
-        self, before: ServiceState, record: RolloutRecord | None, plan: RolloutPlan
+        self, before: ServiceState, record: RolloutRecord | None, policies: Sequence[Policy]
     ) -> tuple[RolloutPlan, int, dict[str, int]]:
         service, candidate = before.short, self.candidate
         if record is None:
@@ -205,7 +212,8 @@ class RolloutGate(Gate):
                 "nothing was changed"
             )
         self._event("rollout_resumed", step=record.step, by=record.by)
-        resumed = RolloutPlan(steps, plan.metric_lag, f"the record on {service}")
+        # the recorded steps, checked as --steps are, with the policies' metric_lag
+        resumed = replace(rollout_plan(policies, list(steps)), source=f"the record on {service}")
         return resumed, record.step, dict(record.before)
 
     def _bound(self, policies: Sequence[Policy]) -> float:
