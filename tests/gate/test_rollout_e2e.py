@@ -380,3 +380,46 @@ async def test_resume_refuses_new_steps(chat: Any, gcp_clients: Any, emulator: A
     with pytest.raises(ConfigError, match="leave out --steps"):
         await gate.run()
     assert gate.report.exit_code == 2
+
+
+@pytest.mark.fault(
+    "signals",
+    "a signal while the rollout's promotion write is in flight",
+    "the promotion is finished and verified and stands: exit 0, never undone",
+)
+async def test_a_signal_during_the_promotion_leaves_it_promoted(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    walk = await at_first_step(chat, gcp_clients, emulator)
+    gate, task = walk.gate, walk.task
+    await eventually(lambda: events(gate.report).count("step_started") == 2, within=30)
+    emulator.faults.reset_counts()
+    emulator.faults.delay("UpdateService", 1.5, nth=1)  # the next write: the promotion
+    await eventually(lambda: emulator.faults.count("UpdateService") >= 1, within=30)
+    task.cancel()  # the promotion is held in the emulator now
+    report = await task
+    assert (report.action, report.exit_code) == ("promoted", 0), report.message
+    assert chat.serving() == {walk.candidate: 100}
+    assert "rollback_requested" not in events(report)
+    assert "during the last traffic write" in (report.error or "")
+
+
+@pytest.mark.fault(
+    "secrets",
+    "a probe URL's query value in the reason a rollout stopped",
+    "redacted before it is written to the service's annotation",
+)
+def test_the_reason_a_rollout_stopped_is_kept_on_the_service_without_secrets() -> None:
+    from deploy_guard.log import register_secret
+    from deploy_guard.runtime.rollout import stopped_record
+
+    register_secret("tok3n-from-env")
+    now = datetime.now(UTC)
+    record = RolloutRecord("svc-2", {"svc-1": 100}, 1, 10, ((10, 1.0),), "h/1", now, now)
+    why = "no requests finished; is /health?key=s3cr3tvalue reachable? token tok3n-from-env"
+    text = stopped_record(record, why)
+    assert "s3cr3tvalue" not in text
+    assert "tok3n-from-env" not in text
+    stopped = current({ROLLOUT_ANNOTATION: text})
+    assert stopped is not None
+    assert "is /health?key=" in stopped.extra["stopped"]

@@ -166,3 +166,21 @@ def test_a_candidate_still_starting_is_held() -> None:
     move = STEPS.next([Preflight(ready=None, why="starting")])
     assert isinstance(move, Finish)
     assert (move.action, move.exit_code) == ("held", 3)
+
+
+def test_a_signal_heard_during_the_promotion_leaves_it_promoted() -> None:
+    history: list[Event] = [READY, passed(0), shifted(1), passed(1), shifted(2), passed(2)]
+    history.append(ActionResult("promote", "promoted", 0, "all traffic"))
+    history.append(Interrupted("SIGTERM"))  # it came while the write was finishing
+    final = STEPS.next(history)
+    assert isinstance(final, Finish)
+    assert (final.action, final.exit_code) == ("promoted", 0)
+
+
+def test_a_signal_heard_during_a_failed_candidates_rollback_keeps_exit_1() -> None:
+    history: list[Event] = [READY, passed(0), shifted(1), StageJudged(1, "fail", ("bad",))]
+    history.append(ActionResult("rollback", "rolled_back", int(ExitCode.FAIL), "put back"))
+    history.append(Interrupted("SIGINT"))
+    final = STEPS.next(history)
+    assert isinstance(final, Finish)
+    assert (final.action, final.exit_code) == ("rolled_back", int(ExitCode.FAIL))

@@ -100,9 +100,10 @@ class Executor:
             state = await asyncio.shield(write)
         except asyncio.CancelledError:
             # The write runs on in its worker thread: let it land, so the clean-up
-            # removes the tag it adds instead of racing it (and missing it).
+            # removes the tag it adds instead of racing it (and missing it), and so the
+            # guard's next write is made against it (not refused as someone else's).
             with contextlib.suppress(Exception):
-                await write
+                self.expected = await write
             raise
         self.expected = state
         found = find_tag_uri(state, revision)

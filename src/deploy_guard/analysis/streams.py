@@ -142,7 +142,7 @@ class PolledStream:
             if when + interval > end + 1e-6:  # no room left before the complete pass
                 break
             await _wait(pace.done, when - loop.time())
-            if pace.done.is_set() or loop.time() + interval > end + 1e-6:  # late: skip it
+            if pace.done.is_set():
                 break
             last = loop.time()
             for m in await self._pass(complete=False):
@@ -155,6 +155,8 @@ class PolledStream:
             last = loop.time()
             for m in await self._pass(complete=False):
                 yield m
+        if last > start:  # the complete pass too comes an interval after the one before
+            await asyncio.sleep(max(0.0, last + interval - loop.time()))
         async for m in self._last(pace):
             yield m
 

@@ -312,7 +312,10 @@ def rollout_status(
         return None
     of = f"{record.step}/{len(record.steps)}"
     # a rollout that stopped on purpose (held, a failed write) said why in its record
-    why = str(record.extra.get("stopped") or "")[:500]
+    # (redacted again here: a record written by an older guard, or by hand, may carry one)
+    from deploy_guard.log import redact_text
+
+    why = redact_text(str(record.extra.get("stopped") or ""))[:500]
     if record.live(now):
         text = (
             f"rollout of {record.revision} in progress: step {of} at {record.percent} %, "

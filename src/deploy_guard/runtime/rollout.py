@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from deploy_guard import signals
+from deploy_guard.actions.result import ActionResult
 from deploy_guard.analysis.engine import (
     Analysis,
     AnalysisResult,
@@ -39,6 +40,7 @@ from deploy_guard.analysis.sources import Scope
 from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
 from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, RolloutRecord, current, encode
 from deploy_guard.gcp.traffic import describe, served_split, step_split
+from deploy_guard.log import redact_text
 from deploy_guard.policy.rollout import RolloutPlan, plan_warnings, rollout_plan
 from deploy_guard.report.model import CheckReport, StepRecord, utc_now
 from deploy_guard.runtime.driver import Gate
@@ -57,7 +59,6 @@ from deploy_guard.strategies.rollout import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.actions.executor import Executor
-    from deploy_guard.actions.result import ActionResult
     from deploy_guard.gcp.traffic import RevisionState, ServiceState
     from deploy_guard.judge.combine import Judges
     from deploy_guard.policy.model import Policy, RolloutStep, Rule
@@ -88,6 +89,17 @@ def before_traffic(rule: Rule) -> bool:
     metric rules are judged at the steps, on real users.
     """
     return rule.kind != "metric"
+
+
+def stopped_record(record: RolloutRecord, why: str) -> str:
+    """The record of a rollout that stopped part-way: ``until`` now, and why (redacted:
+    anyone who can describe the service reads its annotations)."""
+    stopped = replace(
+        record,
+        until=datetime.now(UTC),
+        extra={**record.extra, "stopped": redact_text(why)[:500]},
+    )
+    return encode(stopped)
 
 
 class RolloutGate(Gate):
@@ -252,6 +264,8 @@ class _Walk:
 
     async def run(self, history: list[Event]) -> CheckReport:
         gate = self.gate
+        if self.heard:  # a signal during --resume's claim of the record
+            self._interrupt(history)
         while True:
             move = self.strategy.next(history)
             decision = getattr(move, "decision", None)
@@ -278,7 +292,12 @@ class _Walk:
                 continue
             history.append(event)
             if self.heard and not self.interrupted:  # a signal that waited for the write
-                self._interrupt(history)
+                if isinstance(event, ActionResult):  # the last move: it stands, and says so
+                    self.report.error = "a stop signal came during the last traffic write, "
+                    self.report.error += "which was finished and verified first"
+                    self.interrupted = True
+                else:
+                    self._interrupt(history)
 
     async def claim(self, found: RolloutRecord | None) -> None:
         """``--resume``: the dead rollout's record becomes this process's (one writer)."""
@@ -291,10 +310,10 @@ class _Walk:
         claimed = replace(found, by=tag_holder(), until=until, extra={})
         expected = self.executor.expected
         assert expected is not None
-        self.executor.expected = await self.gate.router.set_annotations(
-            expected, {ROLLOUT_ANNOTATION: encode(claimed)}
+        self.record = claimed  # a signal during the claim: released like any stop
+        self.executor.expected = await self._finished(
+            self.gate.router.set_annotations(expected, {ROLLOUT_ANNOTATION: encode(claimed)})
         )
-        self.record = claimed
         record = self.report.steps[stage]
         record.traffic_written = step_split(self.before_split, self.gate.candidate, found.percent)
         record.traffic_verified = served_split(self.executor.expected)
@@ -308,15 +327,14 @@ class _Walk:
         record = self.record
         if record is None:
             return
-        stopped = replace(
-            record, until=datetime.now(UTC), extra={**record.extra, "stopped": why[:500]}
-        )
         expected = self.executor.expected
         if expected is None:
             return
         try:
-            self.executor.expected = await self.gate.router.set_annotations(
-                expected, {ROLLOUT_ANNOTATION: encode(stopped)}
+            self.executor.expected = await self._finished(
+                self.gate.router.set_annotations(
+                    expected, {ROLLOUT_ANNOTATION: stopped_record(record, why)}
+                )
             )
             self.gate._event("rollout_record_released", step=record.step)
         except GuardError as exc:
@@ -394,7 +412,7 @@ class _Walk:
         )
         where = self.strategy.where(move.stage)
         result = await self.executor.shift(split, step=where, record=encode(annotation))
-        if result.action in ("shifted", "unverified"):
+        if result.action == "shifted":  # an unverified write may not have landed
             self.record = annotation
         if result.action == "shifted":
             record.traffic_verified = dict(self.report.traffic_after)

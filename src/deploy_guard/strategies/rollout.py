@@ -95,9 +95,12 @@ class RolloutStrategy:
     def next(self, history: Sequence[Event]) -> Move:
         if not history or not isinstance(history[0], Preflight):
             return Finish(None, "none", int(ExitCode.INCONCLUSIVE), "the rollout did not start")
-        first, last = history[0], history[-1]
-        if isinstance(last, ActionResult):
-            return self._after_action(last, history)
+        first = history[0]
+        # a rollback or promotion is the last move: a signal heard during it changes nothing
+        acted = next((e for e in reversed(history) if isinstance(e, ActionResult)), None)
+        if acted is not None:
+            return self._after_action(acted, history)
+        last = history[-1]
         if first.ready is None or (first.ready and not first.settled):
             decision = Decision("inconclusive", "hold", reason=first.why)
             return Finish("inconclusive", "held", int(ExitCode.INCONCLUSIVE), first.why, decision)
@@ -194,8 +197,9 @@ class RolloutStrategy:
 
     def _after_action(self, acted: ActionResult, history: Sequence[Event]) -> Move:
         """The rollback's or promotion's outcome is the rollout's."""
-        judged = [e for e in history if isinstance(e, StageJudged)]
-        cautious = any(isinstance(e, Interrupted) for e in history) or (
+        before = list(history[: list(history).index(acted)])  # what led to the action
+        judged = [e for e in before if isinstance(e, StageJudged)]
+        cautious = any(isinstance(e, Interrupted) for e in before) or (
             judged and judged[-1].status == "inconclusive"
         )
         if cautious and acted.kind == "rollback":  # the candidate was not found bad
