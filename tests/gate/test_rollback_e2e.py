@@ -333,17 +333,19 @@ def test_rollback_puts_back_a_split_of_several_revisions_without_the_candidate(
 ) -> None:
     """A canary of the candidate served before the rollout: left out, 60:20 becomes 75:25."""
     from deploy_guard.gcp.rollouts import encode
+    from deploy_guard.gcp.traffic import step_split
 
     a = chat.first()
     b = chat.candidate(tag=None, percent=20)
     cand = chat.candidate()
     before = {a: 60, b: 20, cand: 20}
-    _at_step(chat, {a: 30, b: 10, cand: 60}, encode(_record(cand, before, live=False)))
+    at_step = step_split(before, cand, 50)  # step 2 of STEPS: 50 % on the candidate
+    _at_step(chat, at_step, encode(_record(cand, before, live=False)))
     dry = rollback("--dry-run")
     assert dry.exit_code == ExitCode.PASS, dry.output
     assert f"to {a} 75%, {b} 25% (the split before it)" in dry.stdout
     assert f"(without {cand}, which had 20% before it)" in dry.stdout
-    assert chat.serving() == {a: 30, b: 10, cand: 60}  # a dry run changes nothing
+    assert chat.serving() == at_step  # a dry run changes nothing
     assert _rollout_record(chat) is not None
 
     result = rollback()
@@ -526,3 +528,25 @@ def test_a_killed_rollout_is_reported_and_undone_with_force(
     assert chat.serving() == {base: 100}
     assert _rollout_record(chat) is None
     assert cand in chat.get().annotations["deploy-guard.dev/rejected"].split(",")
+
+
+@pytest.mark.fault(
+    "traffic",
+    "`deploy-guard rollback` of a dead rollout after someone else changed the traffic",
+    "refused (exit 4), nothing written: the record's split is not put over their change",
+)
+def test_a_dead_rollout_is_not_undone_over_a_later_change(
+    chat: Any, emulator: Any, emulator_env: Any
+) -> None:
+    from deploy_guard.gcp.rollouts import encode
+
+    base = chat.first()
+    cand = chat.candidate()
+    # the rollout died at step 2 (50 %); then someone moved traffic by hand to 70/30
+    _at_step(chat, {base: 70, cand: 30}, encode(_record(cand, {base: 100}, live=False)))
+    writes = emulator.faults.count(UPDATE)
+    result = rollback()
+    assert result.exit_code == ExitCode.ACTION_FAILED, result.output
+    assert "someone changed its traffic since; nothing was changed" in result.output
+    assert emulator.faults.count(UPDATE) == writes
+    assert chat.serving() == {base: 70, cand: 30}

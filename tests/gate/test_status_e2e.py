@@ -356,12 +356,16 @@ def test_status_reports_a_rollout_running_or_stopped_halfway(
 def test_status_after_a_rollout_was_undone_shows_no_rollout_and_the_split_put_back(
     chat: Any, emulator_env: dict[str, str]
 ) -> None:
-    from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, encode
+    from deploy_guard.gcp.rollouts import encode
+    from deploy_guard.gcp.traffic import step_split
+    from gate.test_rollback_e2e import _at_step
 
     a = chat.first()
     b = chat.candidate(tag=None, percent=30)
-    cand = chat.candidate(percent=20)
-    annotate(chat, ROLLOUT_ANNOTATION, encode(_rollout(cand, {a: 70, b: 30}, live=False)))
+    cand = chat.candidate()
+    # the rollout died at its step 2 (50 %): that split and its record, in one write
+    record = encode(_rollout(cand, {a: 70, b: 30}, live=False))
+    _at_step(chat, step_split({a: 70, b: 30}, cand, 50), record)
     assert status_json()["rollback_split"] == {a: 70, b: 30}
     assert status_json()["rollback_target"] is None  # several revisions: no single target
     assert f"rollback goes to  {a} 70%, {b} 30%: the split" in status().stdout

@@ -28,7 +28,7 @@ from typing import Any
 import click
 
 from deploy_guard.commands import location_options, run_or_exit
-from deploy_guard.errors import ActionError, ConfigError, NotFoundError
+from deploy_guard.errors import ActionError, ConfigError, NotFoundError, SupersededError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.log import get_logger
 
@@ -318,6 +318,7 @@ async def _undo_rollout(
         encode_split,
         plan,
         served_split,
+        step_split,
         tags_without,
         with_rejected,
     )
@@ -336,6 +337,14 @@ async def _undo_rollout(
     if record.before.get(cand):
         extra += f" (without {cand}, which had {record.before[cand]}% before it)"
     now = served_split(state)
+    step = step_split(record.before, cand, record.percent) if record.step else {}
+    if now not in (split, step):  # someone deployed after the rollout stopped: not ours
+        raise SupersededError(
+            f"{service} serves {describe(now)}, neither step {record.step}'s "
+            f"{describe(step)} of {where} nor the split from before it: someone changed its "
+            "traffic since; nothing was changed. Choose with --to-revision REV (which also "
+            "ends the rollout's record)"
+        )
     annotations = {
         **rollouts.ended(),
         REJECTED: with_rejected(state.annotations, cand),
