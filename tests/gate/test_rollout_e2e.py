@@ -127,6 +127,9 @@ def test_a_candidate_failing_with_1011_through_its_tag_url_never_gets_traffic(
     assert cand in chat.get().annotations.get(REJECTED, "")
     assert doc["steps"][0]["stopped"]  # where it stopped, and why
     assert chat.tags() == set()
+    # the log rules fail-fast left open are filled in by the report-only pass, on the stage too
+    top = {r["rule"]: r["status"] for r in doc["rules"]}
+    assert {r["rule"]: r["status"] for r in doc["steps"][0]["rules"]} == top
 
 
 @pytest.mark.fault(
@@ -423,3 +426,39 @@ def test_the_reason_a_rollout_stopped_is_kept_on_the_service_without_secrets() -
     stopped = current({ROLLOUT_ANNOTATION: text})
     assert stopped is not None
     assert "is /health?key=" in stopped.extra["stopped"]
+
+
+async def test_a_record_overtaken_by_another_change_does_not_block_a_new_rollout(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    """A rollout refused mid-step (someone deployed) leaves its record live; the service no
+    longer serves that step, so the next rollout replaces it instead of waiting for it."""
+    walk = await at_first_step(chat, gcp_clients, emulator)
+    other = await asyncio.to_thread(chat.candidate, {"OTHER": "1"}, tag=None, percent=20)
+    report = await walk.task
+    assert report.action == "superseded"
+    record = current(dict(chat.get().annotations))
+    assert record is not None
+    assert record.live(datetime.now(UTC))  # its holder never wrote again: the service moved
+    gate = rollout_gate(gcp_clients, emulator, other, steps=LONG)
+    second = await gate.run()
+    assert (second.action, second.exit_code) == ("promoted", 0), second.message
+    assert any(n.startswith("the rollout record of ") for n in second.notes)
+    assert chat.serving() == {other: 100}
+    assert chat.get().annotations.get(ROLLOUT_ANNOTATION, "") == ""
+
+
+def test_check_promote_ends_a_held_rollouts_record(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    svc = chat.get()
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    record = RolloutRecord(cand, {base: 100}, 1, 10, ((10, 60.0),), "gone/1", past, past)
+    svc.annotations = {**svc.annotations, ROLLOUT_ANNOTATION: encode(record)}
+    chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
+    code, doc, out = run_guard("check", tmp_path, cand, "--promote", policy="chat-fast.yaml")
+    assert code == 0, out
+    assert doc["action"] == "promoted"
+    assert chat.get().annotations.get(ROLLOUT_ANNOTATION, "") == ""  # nothing left to block

@@ -293,6 +293,10 @@ class Executor:
         if not served_before and previous and previous != candidate:
             served_before = {previous: 100}  # it already had all the traffic: the one before
         record = {LAST_KNOWN_GOOD: candidate, **self._tag_record_dropped(), **(also or {})}
+        from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION
+
+        if expected.annotations.get(ROLLOUT_ANNOTATION):  # a rollout left part-way ends here:
+            record[ROLLOUT_ANNOTATION] = ""  # 100 % elsewhere, its record would only block
         if candidate in rejected(expected.annotations):  # it passed now: no longer refused
             record[REJECTED] = with_rejected(expected.annotations, clear=candidate)
         if served_before:  # else keep what an earlier promotion recorded

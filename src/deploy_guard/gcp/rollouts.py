@@ -148,3 +148,16 @@ def restore_split(record: RolloutRecord, usable: Iterable[str] | None = None) ->
         if rev != record.revision and pct > 0 and (keep is None or rev in keep)
     }
     return renormalise(rest)
+
+
+def overtaken(record: RolloutRecord, served: dict[str, int]) -> bool:
+    """The service no longer serves the record's step (nor the split from before it):
+    someone changed its traffic since, so the rollout cannot go on and its holder's next
+    write will be refused. Such a record blocks nothing."""
+    from deploy_guard.gcp.traffic import renormalise, step_split
+
+    if record.step <= 0:
+        return False
+    at_step = step_split(record.before, record.revision, record.percent)
+    restored = renormalise({r: p for r, p in record.before.items() if r != record.revision})
+    return served not in (at_step, restored)

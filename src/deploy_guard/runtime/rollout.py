@@ -38,7 +38,13 @@ from deploy_guard.analysis.engine import (
 )
 from deploy_guard.analysis.sources import Scope
 from deploy_guard.errors import ActionError, ConfigError, GuardError, SupersededError
-from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, RolloutRecord, current, encode
+from deploy_guard.gcp.rollouts import (
+    ROLLOUT_ANNOTATION,
+    RolloutRecord,
+    current,
+    encode,
+    overtaken,
+)
 from deploy_guard.gcp.traffic import describe, served_split, step_split
 from deploy_guard.log import redact_text
 from deploy_guard.policy.rollout import RolloutPlan, plan_warnings, rollout_plan
@@ -139,6 +145,7 @@ class RolloutGate(Gate):
             on_inconclusive=max((p.on_inconclusive for p in policies), key=lambda v: CAUTION[v]),
             on_interrupt=opts.on_interrupt,
             start_stage=start,
+            service=service,
         )
         self.report.steps = [
             StepRecord(index=0, phase="tag", percent=0, status="pending"),
@@ -169,6 +176,15 @@ class RolloutGate(Gate):
                 "before a rollout"
             ) from None
         now = datetime.now(UTC)
+        if record is not None and not opts.resume and overtaken(record, served_split(before)):
+            note = (
+                f"the rollout record of {record.revision} on {service} is stale: the service "
+                f"no longer serves its step {record.step} (someone changed its traffic since); "
+                "this rollout replaces it"
+            )
+            self.report.notes.append(note)
+            self._event("stale_rollout_record", revision=record.revision, step=record.step)
+            record = None
         if record is not None and not opts.resume:
             if record.live(now):
                 raise ActionError(
@@ -259,6 +275,7 @@ class _Walk:
         #: A signal landed while a write was finishing: heard once the write is in history.
         self.heard = False
         self.cut_short: AnalysisResult | None = None
+        self.cut_stage = 0
         #: The rollout's record as last written (or found, on ``--resume``).
         self.record: RolloutRecord | None = None
 
@@ -279,6 +296,9 @@ class _Walk:
                 report = gate._finish(verdict, move.action, move.exit_code, move.message)
                 if self.cut_short is not None:
                     await self.engine.complete(self.cut_short)
+                    # the report-only pass filled in rules fail-fast left open: the stage
+                    # where it stopped shows them too (not "never measured")
+                    self.report.steps[self.cut_stage].rules = [dict(r) for r in self.report.rules]
                 return report
             try:
                 event = await self._make(move)
@@ -442,7 +462,7 @@ class _Walk:
             analysis = self._step_analysis(stage, self.target)
         result = await self.engine.run(analysis)
         if result.cut_short:
-            self.cut_short = result
+            self.cut_short, self.cut_stage = result, stage
         judged = gate._judged(result)
         record.status, record.finished_at = judged.status, _now()
         record.reasons = list(judged.reasons)

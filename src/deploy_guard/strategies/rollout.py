@@ -91,6 +91,8 @@ class RolloutStrategy:
     on_interrupt: Literal["rollback", "hold"] = "rollback"
     #: ``--resume``: the step whose traffic is already written and verified (0: a new rollout).
     start_stage: int = 0
+    #: The service, for the commands a message tells a person to run.
+    service: str = "SERVICE"
 
     def next(self, history: Sequence[Event]) -> Move:
         if not history or not isinstance(history[0], Preflight):
@@ -116,6 +118,13 @@ class RolloutStrategy:
         if isinstance(last, StageJudged):
             return self._judged(last)
         return AnalyseStage(self.start_stage)
+
+    def _next_steps(self) -> str:
+        flag = f"--service {self.service}"
+        return (
+            f"`deploy-guard rollout --resume {flag}` continues, "
+            f"`deploy-guard rollback {flag}` undoes it"
+        )
 
     def percent(self, stage: int) -> int:
         """The candidate's share at ``stage`` (0 before the first step)."""
@@ -162,9 +171,7 @@ class RolloutStrategy:
             decision = Decision("inconclusive", "hold", deciding=judged.deciding)
             held = "held" if stage > 0 or self.start_stage > 0 else "none"
             message = f"{reason}; held {where}" + (
-                ": `deploy-guard rollout --resume` continues, `deploy-guard rollback` undoes it"
-                if held == "held"
-                else ": no traffic was moved"
+                f": {self._next_steps()}" if held == "held" else ": no traffic was moved"
             )
             return Finish("inconclusive", held, int(ExitCode.INCONCLUSIVE), message, decision)
         if stage < len(self.percents):
@@ -180,7 +187,7 @@ class RolloutStrategy:
         if self.on_interrupt == "hold":
             message = (
                 f"interrupted by {signal} at {where}; traffic held there (--on-interrupt hold): "
-                "`deploy-guard rollout --resume` continues, `deploy-guard rollback` undoes it"
+                f"{self._next_steps()}"
             )
             decision = Decision("inconclusive", "hold", reason=f"interrupted by {signal}")
             return Finish("inconclusive", "held", int(ExitCode.INCONCLUSIVE), message, decision)
