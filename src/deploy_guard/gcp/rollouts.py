@@ -161,3 +161,28 @@ def overtaken(record: RolloutRecord, served: dict[str, int]) -> bool:
     at_step = step_split(record.before, record.revision, record.percent)
     restored = renormalise({r: p for r, p in record.before.items() if r != record.revision})
     return served not in (at_step, restored)
+
+
+def holder_gone(record: RolloutRecord, *, host: str | None = None) -> bool:
+    """The record's holder ran on this host (``host/pid``) and that process is gone.
+
+    A rollout killed on the machine that asks (a laptop, one build VM) need not wait
+    for its ``until``; a holder on another host is judged by ``until`` alone.
+    """
+    import os
+    import re
+    import socket
+
+    found = re.search(r"([^\s(/]+)/(\d+)\)?$", record.by)
+    if found is None or found.group(1) != (host or socket.gethostname()):
+        return False
+    pid = int(found.group(2))
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, someone else's
+        return False
+    return False

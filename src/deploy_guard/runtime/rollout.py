@@ -43,6 +43,7 @@ from deploy_guard.gcp.rollouts import (
     RolloutRecord,
     current,
     encode,
+    holder_gone,
     overtaken,
 )
 from deploy_guard.gcp.traffic import describe, served_split, step_split
@@ -186,7 +187,7 @@ class RolloutGate(Gate):
             self._event("stale_rollout_record", revision=record.revision, step=record.step)
             record = None
         if record is not None and not opts.resume:
-            if record.live(now):
+            if record.live(now) and not holder_gone(record):
                 raise ActionError(
                     f"a rollout is already running on {service}: {record.describe()}, until "
                     f"{record.until.isoformat(timespec='seconds')}; nothing was changed"
@@ -223,10 +224,12 @@ class RolloutGate(Gate):
             raise ConfigError(
                 f"the rollout recorded on {service} is of {record.revision}, not {candidate}"
             )
-        if record.live(datetime.now(UTC)):
+        if record.live(datetime.now(UTC)) and not holder_gone(record):
             raise ActionError(
                 f"the rollout on {service} is still running ({record.describe()}); "
-                "nothing was changed"
+                "nothing was changed (if its process is gone on another machine, wait for "
+                f"{record.until.isoformat(timespec='seconds')} or undo it with "
+                f"`deploy-guard rollback --service {service} --force`)"
             )
         from deploy_guard.policy.model import RolloutStep
 
