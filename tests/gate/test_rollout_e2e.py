@@ -73,6 +73,18 @@ async def at_first_step(chat: Any, gcp_clients: Any, emulator: Any, **options: A
     return Walking(base, cand, gate, task)
 
 
+def left_part_way(chat: Any) -> str:
+    """A baseline, a candidate, and the record of a rollout of it whose process died."""
+    base = chat.first()
+    cand = chat.candidate(tag=None)
+    svc = chat.get()
+    past = datetime.now(UTC) - timedelta(minutes=5)
+    record = RolloutRecord(cand, {base: 100}, 1, 10, ((10, 60.0),), "gone/1", past, past)
+    svc.annotations = {**svc.annotations, ROLLOUT_ANNOTATION: encode(record)}
+    chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
+    return cand
+
+
 def rollout(
     tmp_path: Path, revision: str, *flags: str, policy: str = "chat-rollout.yaml"
 ) -> tuple[int, dict[str, Any], str]:
@@ -338,13 +350,7 @@ def test_a_second_signal_while_the_split_is_put_back_says_the_write_is_unverifie
 def test_a_check_on_a_service_a_rollout_left_part_way_says_so(
     chat: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
-    base = chat.first()
-    cand = chat.candidate(tag=None)
-    svc = chat.get()
-    past = datetime.now(UTC) - timedelta(minutes=5)
-    record = RolloutRecord(cand, {base: 100}, 1, 10, ((10, 60.0),), "gone/1", past, past)
-    svc.annotations = {**svc.annotations, ROLLOUT_ANNOTATION: encode(record)}
-    chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
+    cand = left_part_way(chat)
     report = tmp_path / "check.json"
     args = ["check", "--revision", cand, "--policy", str(POLICIES / "chat-fast.yaml")]
     result = CliRunner().invoke(cli, [*args, "--report", str(report), "--log-interval", "0.5s"])
@@ -451,13 +457,7 @@ async def test_a_record_overtaken_by_another_change_does_not_block_a_new_rollout
 def test_check_promote_ends_a_held_rollouts_record(
     chat: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
-    base = chat.first()
-    cand = chat.candidate(tag=None)
-    svc = chat.get()
-    past = datetime.now(UTC) - timedelta(minutes=5)
-    record = RolloutRecord(cand, {base: 100}, 1, 10, ((10, 60.0),), "gone/1", past, past)
-    svc.annotations = {**svc.annotations, ROLLOUT_ANNOTATION: encode(record)}
-    chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
+    cand = left_part_way(chat)
     code, doc, out = run_guard("check", tmp_path, cand, "--promote", policy="chat-fast.yaml")
     assert code == 0, out
     assert doc["action"] == "promoted"
