@@ -35,6 +35,9 @@ POLICIES = Path(__file__).parent / "policies"
 ROLLOUT = POLICIES / "chat-rollout.yaml"
 #: Steps long enough for a test to act while one runs.
 LONG = (RolloutStep(percent=10, duration=3.0), RolloutStep(percent=50, duration=3.0))
+#: Long enough for another deploy (a revision to start) to land within step 1, even on a
+#: loaded machine.
+DEPLOY_ROOM = (RolloutStep(percent=10, duration=10.0), RolloutStep(percent=50, duration=3.0))
 
 
 def events(report: Any) -> list[str]:
@@ -63,11 +66,13 @@ class Walking:
     task: asyncio.Future[Any]
 
 
-async def at_first_step(chat: Any, gcp_clients: Any, emulator: Any, **options: Any) -> Walking:
+async def at_first_step(
+    chat: Any, gcp_clients: Any, emulator: Any, *, steps: Any = LONG, **options: Any
+) -> Walking:
     """Deploy a baseline and a candidate, start a rollout of it, wait until step 1 runs."""
     base = chat.first()
     cand = chat.candidate(tag=None)
-    gate = rollout_gate(gcp_clients, emulator, cand, steps=LONG, **options)
+    gate = rollout_gate(gcp_clients, emulator, cand, steps=steps, **options)
     task = asyncio.ensure_future(gate.run())
     await eventually(lambda: "step_started" in events(gate.report), within=30, what="step 1")
     return Walking(base, cand, gate, task)
@@ -152,7 +157,7 @@ def test_a_candidate_failing_with_1011_through_its_tag_url_never_gets_traffic(
 async def test_a_deploy_landing_mid_step_stops_the_rollout_without_writing(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
-    walk = await at_first_step(chat, gcp_clients, emulator)
+    walk = await at_first_step(chat, gcp_clients, emulator, steps=DEPLOY_ROOM)
     base, cand, task = walk.base, walk.candidate, walk.task
     other = await asyncio.to_thread(chat.candidate, {"OTHER": "1"}, tag="other")
     report = await task
@@ -439,7 +444,7 @@ async def test_a_record_overtaken_by_another_change_does_not_block_a_new_rollout
 ) -> None:
     """A rollout refused mid-step (someone deployed) leaves its record live; the service no
     longer serves that step, so the next rollout replaces it instead of waiting for it."""
-    walk = await at_first_step(chat, gcp_clients, emulator)
+    walk = await at_first_step(chat, gcp_clients, emulator, steps=DEPLOY_ROOM)
     other = await asyncio.to_thread(chat.candidate, {"OTHER": "1"}, tag=None, percent=20)
     report = await walk.task
     assert report.action == "superseded"
