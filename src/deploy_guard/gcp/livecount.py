@@ -15,14 +15,18 @@ differ (one server-side filter brought in the entries of all of them).
 from __future__ import annotations
 
 import math
-import re
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from deploy_guard.analysis.window import WindowCounter
-from deploy_guard.gcp.logs import INGESTION_OVERLAP, SAMPLES_PER_RULE, Entry
-from deploy_guard.logfilter import Filter, parse
+from deploy_guard.gcp.logs import (
+    INGESTION_OVERLAP,
+    SAMPLES_PER_RULE,
+    Entry,
+    RuleMatcher,
+    entry_sample,
+)
 from deploy_guard.measurements import LogMeasurement
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -66,50 +70,29 @@ class LiveCounts:
             bucket=bucket, horizon=horizon, id_horizon=horizon, max_ids=max_ids, origin=origin
         )
         self.rules = list(rules)
-        self._compiled = {
-            r.name: [(p, re.compile(p)) for p in (r.logs.patterns if r.logs else [])]
-            for r in self.rules
-        }
-        # Rules with different fragments: each re-checks its own on every entry (as logs.py).
-        fragments = {(r.logs.filter or "").strip() if r.logs else "" for r in self.rules}
-        self._own: dict[str, Filter | None] = {
-            r.name: parse(r.logs.filter)
-            if len(fragments) > 1 and r.logs and r.logs.filter
-            else None
-            for r in self.rules
-        }
+        self.matcher = RuleMatcher(self.rules)
         #: The few newest matching entries per (rule, revision): (time, sample).
         self._samples: dict[tuple[str, str], deque[tuple[float, dict[str, Any]]]] = {}
 
     @property
     def keep_doc(self) -> bool:
         """Whether entries must carry their filter-language form (a rule filters client-side)."""
-        return any(self._own.values())
+        return self.matcher.keep_doc
 
     def add(self, entry: Entry) -> bool:
         """Count ``entry`` (False: already counted, or too old to tell)."""
         at = entry.timestamp.timestamp()
         labels = [_scanned(entry.revision)]
         matched: list[str] = []
-        for rule in self.rules:
-            own = self._own[rule.name]
-            if own is not None and entry.doc is not None and not own.matches(entry.doc):
-                continue
-            compiled = self._compiled[rule.name]
-            hits = [p for p, rx in compiled if rx.search(entry.text)] if compiled else ["*"]
-            labels.extend(Label(rule.name, p, entry.revision) for p in hits)
+        for name, hits in self.matcher.hits(entry):
+            labels.extend(Label(name, p, entry.revision) for p in hits)
             if hits:
-                matched.append(rule.name)
+                matched.append(name)
         if not self.counter.add(entry.key, at, labels):
             return False
         for name in matched:
             kept = self._samples.setdefault((name, entry.revision), deque(maxlen=SAMPLES_PER_RULE))
-            sample = {
-                "timestamp": entry.timestamp.isoformat(),
-                "severity": entry.severity,
-                "text": entry.text[:300],
-            }
-            kept.append((at, sample))
+            kept.append((at, entry_sample(entry)))
         return True
 
     def forget_revisions(self, keep: Sequence[str]) -> None:

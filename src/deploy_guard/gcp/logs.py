@@ -195,6 +195,60 @@ def to_entry(raw: Any, *, keep_doc: bool = False) -> Entry:
     )
 
 
+class RuleMatcher:
+    """Which logs rules an entry counts for, and by which of their patterns.
+
+    One query serves every rule, so a rule whose own filter fragment differs
+    from the others' re-checks it on each entry (``keep_doc``: entries must
+    carry their filter-language form). Shared by the pass-by-pass source here
+    and the live one (:mod:`deploy_guard.gcp.livecount`).
+    """
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = list(rules)
+        self._compiled = {
+            r.name: [(p, re.compile(p)) for p in (r.logs.patterns if r.logs else [])]
+            for r in self.rules
+        }
+        fragments = {(r.logs.filter or "").strip() if r.logs else "" for r in self.rules}
+        self._own: dict[str, Filter | None] = {
+            r.name: parse(r.logs.filter)
+            if len(fragments) > 1 and r.logs and r.logs.filter
+            else None
+            for r in self.rules
+        }
+
+    @property
+    def keep_doc(self) -> bool:
+        return any(self._own.values())
+
+    def hits(self, entry: Entry) -> list[tuple[str, list[str]]]:
+        """(rule, the patterns it matched: ``*`` for a rule without patterns) per rule
+        whose own filter takes the entry; a rule with no hit has an empty list."""
+        out: list[tuple[str, list[str]]] = []
+        for rule in self.rules:
+            own = self._own[rule.name]
+            if own is not None and entry.doc is not None and not own.matches(entry.doc):
+                continue
+            compiled = self._compiled[rule.name]
+            out.append(
+                (
+                    rule.name,
+                    [p for p, rx in compiled if rx.search(entry.text)] if compiled else ["*"],
+                )
+            )
+        return out
+
+
+def entry_sample(entry: Entry) -> dict[str, Any]:
+    """What a report shows of a matching entry."""
+    return {
+        "timestamp": entry.timestamp.isoformat(),
+        "severity": entry.severity,
+        "text": entry.text[:300],
+    }
+
+
 class CloudLogging(RevisionSource):
     """:class:`LogSource` over ``LoggingServiceV2Client.list_log_entries``.
 
@@ -228,18 +282,7 @@ class CloudLogging(RevisionSource):
         #: The last pass stopped at a bound with a next_page_token left: its search
         #: had not finished (too many entries, or pages the search left empty).
         self._unfinished = False
-        self._compiled = {
-            r.name: [(p, re.compile(p)) for p in (r.logs.patterns if r.logs else [])]
-            for r in self.rules
-        }
-        # Rules with different fragments: each re-checks its own on every entry.
-        fragments = {(r.logs.filter or "").strip() if r.logs else "" for r in self.rules}
-        self._own_filter: dict[str, Filter | None] = {
-            r.name: parse(r.logs.filter)
-            if len(fragments) > 1 and r.logs and r.logs.filter
-            else None
-            for r in self.rules
-        }
+        self.matcher = RuleMatcher(self.rules)
         #: Filter text of every pass, for tests and ``--log-level debug``.
         self.filters: list[str] = []
 
@@ -316,7 +359,7 @@ class CloudLogging(RevisionSource):
             out: list[Entry] = []
             self._truncated = self._unfinished = False
             full = empty = 0
-            keep_doc = any(self._own_filter.values())
+            keep_doc = self.matcher.keep_doc
             for n, page in enumerate(pager.pages):
                 if n:
                     self.calls.add("logging", "ListLogEntries")
@@ -348,15 +391,10 @@ class CloudLogging(RevisionSource):
         is_candidate = entry.revision == self.revision or not entry.revision
         tallies = [SCANNED] if is_candidate else []
         matched: list[str] = []  # the rules the entry counts for
-        for rule in self.rules:
-            own = self._own_filter[rule.name]
-            if own is not None and entry.doc is not None and not own.matches(entry.doc):
-                continue
-            compiled = self._compiled[rule.name]
-            hits = [p for p, rx in compiled if rx.search(entry.text)] if compiled else ["*"]
-            tallies.extend(Tally(rule.name, p, not is_candidate) for p in hits)
+        for name, hits in self.matcher.hits(entry):
+            tallies.extend(Tally(name, p, not is_candidate) for p in hits)
             if hits:
-                matched.append(rule.name)
+                matched.append(name)
         if not self.counter.add(entry.key, entry.timestamp.timestamp(), tallies):
             return  # counted in an earlier pass
         if self._newest is None or entry.timestamp > self._newest:
@@ -366,13 +404,7 @@ class CloudLogging(RevisionSource):
         for name in matched:
             samples = self._samples[name]
             if len(samples) < SAMPLES_PER_RULE:
-                samples.append(
-                    {
-                        "timestamp": entry.timestamp.isoformat(),
-                        "severity": entry.severity,
-                        "text": entry.text[:300],
-                    }
-                )
+                samples.append(entry_sample(entry))
 
     def _snapshot(
         self, rule: Rule, counts: Counter[Tally], *, complete: bool, error: str | None = None
