@@ -128,7 +128,7 @@ class PolledStream:
             for m in await self._pass(complete=False):
                 yield m
             await _wait(pace.done, self.interval)
-        async for m in self._last(pace):
+        async for m in self._last():
             yield m
 
     async def _paced(self, pace: Pace, duration: float) -> AsyncIterator[Measurement]:
@@ -157,10 +157,10 @@ class PolledStream:
                 yield m
         if last > start:  # the complete pass too comes an interval after the one before
             await asyncio.sleep(max(0.0, last + interval - loop.time()))
-        async for m in self._last(pace):
+        async for m in self._last():
             yield m
 
-    async def _last(self, _pace: Pace) -> AsyncIterator[Measurement]:
+    async def _last(self) -> AsyncIterator[Measurement]:
         if self.settle > 0:
             await asyncio.sleep(self.settle)
         for m in await self._pass(complete=True):

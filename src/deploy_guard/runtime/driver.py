@@ -219,12 +219,15 @@ class Gate:
             await engine.complete(result)
         return report
 
+    def _bound(self, policies: Sequence[Policy]) -> float:
+        """Seconds an analysis may take: ``--timeout``, else the smallest policy timeout."""
+        opts = self.options
+        return opts.timeout if opts.timeout is not None else min(p.timeout for p in policies)
+
     def _analysis(self, judges: Judges, target: Target, revision: RevisionState) -> Analysis:
         """The check's one analysis: every rule, from the rollout (or the window) on."""
         opts = self.options
-        bound = (
-            opts.timeout if opts.timeout is not None else min(p.timeout for p in judges.policies)
-        )
+        bound = self._bound(judges.policies)
         # Evidence starts at the rollout, and never further back than the window.
         window = min(p.evidence_window for p in judges.policies)
         now = datetime.now(UTC)

@@ -247,10 +247,6 @@ class RolloutGate(Gate):
         resumed = replace(rollout_plan(policies, list(steps)), source=f"the record on {service}")
         return resumed, record.step, dict(record.before)
 
-    def _bound(self, policies: Sequence[Policy]) -> float:
-        opts = self.options
-        return opts.timeout if opts.timeout is not None else min(p.timeout for p in policies)
-
 
 class _Walk:
     """One rollout's walk through its stages (the strategy's moves, made)."""
@@ -292,7 +288,7 @@ class _Walk:
             if decision is not None:
                 gate._decision(decision)
             if isinstance(move, Finish):
-                self._stopped(history, move.message)
+                self._stopped(move.message)
                 if move.action != "superseded":  # never write over someone else's change
                     await self._release(move.message)
                 verdict = move.verdict or self.report.verdict
@@ -501,7 +497,7 @@ class _Walk:
             paced=True,
         )
 
-    def _stopped(self, history: Sequence[Event], message: str) -> None:
+    def _stopped(self, message: str) -> None:
         """Say on the stage where the rollout ended why it ended there."""
         done = [r for r in self.report.steps if r.status not in ("pending",)]
         last = done[-1] if done else self.report.steps[0]
