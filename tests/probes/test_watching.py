@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from aiohttp import WSMsgType, web
 from probe_helpers import ChatFactory, http_rule, load_chat_app, serve, ws_rule
+from structlog.testing import capture_logs
 
 from deploy_guard.errors import ConfigError
 from deploy_guard.judge.probe import assess_probe
@@ -257,14 +258,29 @@ async def test_a_success_ends_the_back_off(aiohttp_server: Serve) -> None:
     url = await aiohttp_server(flaky.app())
     clock = Clock()
     canary = CanaryUser(held("0.05s"), Target(url), window=60, clock=clock, backoff=QUICK)
-    await canary.start()
-    await eventually(lambda: canary.sessions >= 3)
-    await canary.stop()
+    with capture_logs() as events:
+        await canary.start()
+        await eventually(lambda: canary.sessions >= 3)
+        await canary.stop()
     assert canary.failures_in_row == 0
     assert canary.first_failure_at == 1000.0  # stays until retarget() or reset()
     m = canary.measurement()
     assert m.close_codes[1011] == 2
     assert m.first_failure_after == 0.0
+    logged = [e for e in events if e["event"].startswith("canary_")]
+    assert [e["event"] for e in logged] == [
+        "canary_started",
+        "canary_session_failed",  # once per run of failures, not per failed session
+        "canary_recovered",
+        "canary_stopped",
+    ]
+    failed = logged[1]
+    assert (failed["log_level"], failed["cause"], failed["close_code"]) == (
+        "warning",
+        "close_code",
+        1011,
+    )
+    assert logged[2]["after"] == 2
 
 
 async def test_retarget_sends_the_next_session_elsewhere_and_forgets_the_window(
