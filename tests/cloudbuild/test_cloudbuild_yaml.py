@@ -17,6 +17,8 @@ import pytest
 from google.cloud.devtools.cloudbuild_v1.types import Build
 from google.protobuf import json_format
 
+import watch_cli
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Fields that Cloud Build fills in itself: a config that sets them is wrong.
@@ -36,6 +38,7 @@ ROLLOUT_FLAGS = {
     "--revision", "--service", "--region", "--project", "--policy", "--steps",
     "--report", "--summary", "--timeout", "--log-settle",
 }  # fmt: skip
+
 
 
 def to_build(doc: dict[str, Any]) -> Any:
@@ -124,7 +127,9 @@ def test_steps_run_one_after_another_in_file_order(pipeline: Any) -> None:
     for before, step in itertools.pairwise(steps):
         # Exactly the previous step: no step can start early and race the deploy.
         assert step.get("waitFor") == [before["id"]], step["id"]
-    assert ids == ["build", "push", "deploy", "read-revision", "guard", "keep-report", "verdict"]
+    assert ids == [
+        "build", "push", "deploy", "read-revision", "guard", "bake", "keep-report", "verdict",
+    ]  # fmt: skip
 
 
 def test_the_deployed_image_is_the_one_built_and_pushed(pipeline: Any) -> None:
@@ -226,15 +231,47 @@ def test_the_check_waits_for_late_log_entries_before_its_last_logging_pass(
     assert "`5s` to `10s`" in guide
 
 
-@pytest.mark.parametrize("name", ["check", "rollout"])
-def test_the_guard_uses_only_flags_the_real_command_accepts(pipeline: Any, name: str) -> None:
+@pytest.mark.parametrize(
+    ("step", "name"), [("guard", "check"), ("guard", "rollout"), ("bake", "watch")]
+)
+def test_the_guard_uses_only_flags_the_real_command_accepts(
+    pipeline: Any, step: str, name: str
+) -> None:
     module = pytest.importorskip(
         f"deploy_guard.commands.{name}", reason=f"deploy-guard {name} not built yet"
     )
     accepted = {opt for p in getattr(module, name).params for opt in p.opts}
-    words = command(pipeline.script("guard"), "deploy-guard", name)
+    words = command(pipeline.script(step), "deploy-guard", name)
     used = {w for w in words if w.startswith("--")}
     assert used <= accepted, f"not accepted by deploy-guard {name}: {used - accepted}"
+
+
+def test_the_bake_watches_the_guarded_service_with_the_same_policy(pipeline: Any) -> None:
+    """The bake judges what the guard promoted, by the same policy, for _WATCH_FOR."""
+    step = pipeline.step("bake")
+    assert step["name"] == "${_GUARD_IMAGE}"
+    script = pipeline.expand(pipeline.script("bake"), pipeline.values(_WATCH_FOR="30m"))
+    check = command(
+        pipeline.expand(pipeline.script("guard"), pipeline.values()), "deploy-guard", "check"
+    )
+    words = command(script, "deploy-guard", "watch")
+    for name in ("--service", "--region", "--project", "--policy"):
+        assert flag(words, name) == flag(check, name), name
+    assert flag(words, "--for") == "${WATCH_FOR}"
+    # its own report files: the guard's stay as they were
+    assert flag(words, "--report") == "/workspace/deploy-guard/watch-report.json"
+    assert flag(words, "--summary") == "/workspace/deploy-guard/watch-summary.md"
+    assert "--keep-watching" not in words  # a bake ends: a fail ends it with 1
+    unknown = {w for w in words if w.startswith("--")} - watch_cli.accepted()
+    assert not unknown, f"flags deploy-guard watch does not have: {unknown}"
+    # _WATCH_FOR reaches --for through the step's env, never the script's text
+    assert step["env"] == ["WATCH_FOR=${_WATCH_FOR}"]
+    assert "${_WATCH_FOR}" not in pipeline.script("bake")
+
+
+def test_there_is_no_bake_unless_asked_for(pipeline: Any) -> None:
+    """Copying the file keeps today's pipeline: the bake is opt-in."""
+    assert pipeline.values()["_WATCH_FOR"] == ""
 
 
 def test_the_build_fails_with_the_guards_exit_code_after_keeping_the_report(

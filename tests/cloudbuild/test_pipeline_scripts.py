@@ -9,7 +9,8 @@ seam is the process boundary, where the real pipeline calls the real CLI.
 The ``guard`` step runs ``deploy-guard check --promote`` or ``deploy-guard rollout`` as
 ``_GUARD_MODE`` says, keeps its exit code for the ``verdict`` step, and passes a
 cancelled build's SIGTERM on to it; a recording ``deploy-guard`` stands in at the same
-boundary (the real one runs in ``test_pipeline_e2e.py``).
+boundary (the real one runs in ``test_pipeline_e2e.py``). The ``bake`` step runs
+``deploy-guard watch --for _WATCH_FOR`` after a guard that passed, the same way.
 """
 
 from __future__ import annotations
@@ -217,10 +218,10 @@ class Guard:
     def values(self, **values: str) -> dict[str, str]:
         return dict(self.steps.values, **values)
 
-    def run(self, code: int = 0, **values: str) -> Any:
+    def run(self, code: int = 0, step: str = "guard", **values: str) -> Any:
         env = self.env(FAKE_GUARD_CODE=str(code))
         pipeline, workspace = self.steps.pipeline, self.steps.workspace
-        return pipeline.run_step("guard", self.values(**values), workspace, env, timeout=30)
+        return pipeline.run_step(step, self.values(**values), workspace, env, timeout=30)
 
     def calls(self) -> list[list[str]]:
         if not self.log.exists():
@@ -229,6 +230,12 @@ class Guard:
 
     def exit_code(self) -> str:
         return (self.steps.workspace / "deploy-guard" / "exit-code").read_text().strip()
+
+    def guarded(self, code: int) -> None:
+        """What the guard step leaves for the bake: its exit code."""
+        folder = self.steps.workspace / "deploy-guard"
+        folder.mkdir(exist_ok=True)
+        (folder / "exit-code").write_text(f"{code}\n")
 
 
 @pytest.fixture
@@ -319,3 +326,106 @@ def test_a_cancelled_build_stops_the_guard_cleanly_and_keeps_its_code(
     assert proc.returncode == 0, err
     assert Path(str(guard.log) + ".signal").read_text() == str(int(signal.SIGTERM))
     assert guard.exit_code() == "3"  # deploy-guard's code, not bash's 143
+
+
+# --- bake: deploy-guard watch after a passing guard ------------------------------------
+
+
+def test_no_bake_unless_watch_for_is_set(guard: Guard) -> None:
+    guard.guarded(0)
+    result = guard.run(step="bake")  # _WATCH_FOR defaults to empty
+    assert result.returncode == 0, result.stderr
+    assert guard.calls() == []
+    assert guard.exit_code() == "0"  # the guard's verdict stands
+    assert "no bake" in result.stdout
+
+
+@pytest.mark.parametrize("code", ["1", "3", "4", None])
+def test_no_bake_after_a_guard_that_did_not_pass(guard: Guard, code: str | None) -> None:
+    if code is not None:
+        guard.guarded(int(code))
+    result = guard.run(step="bake", _WATCH_FOR="30m")
+    assert result.returncode == 0, result.stderr
+    assert guard.calls() == [], "baked a revision the guard did not pass"
+    if code is not None:
+        assert guard.exit_code() == code  # the guard's code is the build's
+    else:  # the guard never finished: the verdict's 4 still applies
+        assert not (guard.steps.workspace / "deploy-guard" / "exit-code").exists()
+
+
+@pytest.mark.parametrize("code", [0, 1, 3, 4])
+def test_the_bake_watches_for_watch_for_and_its_code_is_the_builds(guard: Guard, code: int) -> None:
+    guard.guarded(0)
+    result = guard.run(code, step="bake", _WATCH_FOR="30m")
+    assert result.returncode == 0, result.stderr  # the step itself never fails the build
+    (call,) = guard.calls()
+    assert call[0] == "watch"
+    assert _flag(call, "--service") == "chat-agent"
+    assert _flag(call, "--region") == "europe-west1"
+    assert _flag(call, "--project") == "acme"
+    assert _flag(call, "--policy") == "policies/chat-agent.yaml"
+    assert _flag(call, "--for") == "30m"
+    assert _flag(call, "--report") == str(
+        guard.steps.workspace / "deploy-guard" / "watch-report.json"
+    )
+    assert _flag(call, "--summary") == str(
+        guard.steps.workspace / "deploy-guard" / "watch-summary.md"
+    )
+    assert "--revision" not in call  # it watches whatever serves the service
+    assert guard.exit_code() == str(code)
+    assert guard.steps.run("verdict", {}).returncode == code
+
+
+def test_watch_for_from_a_trigger_cannot_inject_shell(guard: Guard, tmp_path: Path) -> None:
+    guard.guarded(0)
+    hostile = "30m; touch PWNED $(touch PWNED2)"
+    assert guard.run(step="bake", _WATCH_FOR=hostile).returncode == 0
+    (call,) = guard.calls()
+    assert _flag(call, "--for") == hostile  # one word, for deploy-guard to refuse (exit 2)
+    assert not list(tmp_path.rglob("PWNED*"))
+
+
+def test_the_bakes_report_is_kept_whatever_its_outcome(guard: Guard) -> None:
+    """A passing build's ``artifacts`` hold the guard's files only; keep-report adds the
+    bake's, and on a fail the guard's too."""
+    folder = guard.steps.workspace / "deploy-guard"
+    guard.guarded(0)
+    for name in ("report.json", "summary.md", "watch-report.json", "watch-summary.md"):
+        (folder / name).write_text("{}")
+    assert guard.steps.run("keep-report", {}).returncode == 0
+    (upload,) = guard.steps.calls()
+    assert [Path(p).name for p in upload[2:-1]] == ["watch-report.json", "watch-summary.md"]
+    (folder / "exit-code").write_text("1\n")  # the bake rolled back
+    assert guard.steps.run("keep-report", {}).returncode == 0
+    upload = guard.steps.calls()[-1]
+    assert [Path(p).name for p in upload[2:-1]] == [
+        "report.json", "summary.md", "watch-report.json", "watch-summary.md",
+    ]  # fmt: skip
+    assert upload[-1] == "gs://acme-deploy-guard/deploy-guard/chat-agent/b-7/"
+
+
+@pytest.mark.fault(
+    "signals",
+    "SIGTERM to the Cloud Build pipeline's bake step (a cancelled build during a watch)",
+    "passed on to deploy-guard watch, which stops with its report; its exit code is kept",
+)
+def test_a_cancelled_build_stops_the_bake_cleanly_and_keeps_its_code(guard: Guard) -> None:
+    from waiting import wait_until
+
+    guard.guarded(0)
+    env = guard.env(FAKE_GUARD_HOLD="1")
+    values = guard.values(_WATCH_FOR="30m")
+    proc = guard.steps.pipeline.start_step("bake", values, guard.steps.workspace, env)
+    try:
+        started = Path(str(guard.log) + ".started")
+        wait_until(lambda: started.exists() or proc.poll() is not None, within=30)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert Path(str(guard.log) + ".signal").read_text() == str(int(signal.SIGTERM))
+    assert guard.exit_code() == "3"  # watch stopped before --for elapsed, not bash's 143
