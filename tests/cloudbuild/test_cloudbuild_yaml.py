@@ -40,7 +40,6 @@ ROLLOUT_FLAGS = {
 }  # fmt: skip
 
 
-
 def to_build(doc: dict[str, Any]) -> Any:
     """Parse like the Cloud Build API does; unknown or misspelled fields raise."""
     return json_format.ParseDict(doc, Build.pb(Build()), ignore_unknown_fields=False)

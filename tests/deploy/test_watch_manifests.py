@@ -1,45 +1,37 @@
-"""The manifests of ``deploy/watch/`` are what Cloud Run, Logging and Monitoring accept.
+"""The Cloud Run manifests of ``deploy/watch/`` have the shape gcloud accepts, and do the watch.
 
-No Google project is reachable from here, so each file is held to the shape of the API it is
-for, strictly: the Cloud Run ones (``gcloud run jobs replace``, ``run services replace``,
-``beta run worker-pools replace``) to an explicit schema per kind, written from the Admin API
-v1 discovery document (a misspelled or unknown key fails, as it would in a team's first
-``replace``); the log-based metric and the alert policy to the real ``LogMetric`` and
-``AlertPolicy`` messages of google-cloud-logging and google-cloud-monitoring. Then what the
-watch needs of them: the watcher's command line parses, a job's task outlives ``--for``, a
-fleet has one task per service, a forever-watcher has one instance and CPU between requests,
-and no secret is written inline.
+No Google project is reachable from here, so each manifest is held to an explicit schema per
+kind (``gcloud run jobs replace``, ``run services replace``, ``beta run worker-pools
+replace``), written from the Cloud Run Admin API v1 discovery document: a misspelled or
+unknown key fails here, as it would in a team's first ``replace``. Then what the watch needs
+of them: the watcher's command line parses, a job's task outlives ``--for``, a fleet has one
+task per service, a forever-watcher has one instance and CPU between requests, and no secret
+is written inline. Every file of the folder says how to apply it. The metric and the alert
+are in test_watch_alerting.py, roles.sh in test_watch_roles.py.
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import json_format
-from ruamel.yaml import YAML
 
 import watch_cli
+from watch_deploy import (
+    PLACEHOLDER,
+    PLACEHOLDERS,
+    WATCH,
+    body,
+    containers,
+    header,
+    the_document,
+    the_value,
+    values_of,
+    watch_args,
+)
 
-REPO = Path(__file__).resolve().parents[2]
-WATCH = REPO / "deploy" / "watch"
-
-#: Placeholder -> a concrete value, as `envsubst` fills them in before `replace`.
-PLACEHOLDERS = {
-    "PROJECT_ID": "acme-prod",
-    "REGION": "europe-west1",
-    "SERVICE": "chat-agent",
-    "IMAGE": "europe-west1-docker.pkg.dev/acme-prod/cloud-run/deploy-guard-policies:0.1.0",
-    "WATCHER_SA": "deploy-guard-watch@acme-prod.iam.gserviceaccount.com",
-}
 CLOUD_RUN = ("job.yaml", "fleet-job.yaml", "worker-pool.yaml", "service.yaml")
 #: How each file is applied: its header comment must show this command.
 APPLIED_WITH = {
@@ -54,9 +46,6 @@ APPLIED_WITH = {
 MAX_TASK_TIMEOUT_S = 168 * 3600
 #: Room after --for for the last window, the report and a rollback before the task is killed.
 TASK_TIMEOUT_MARGIN_S = 10 * 60
-HEARTBEAT_METRIC = "deploy-guard-watch-heartbeat"
-#: What a heartbeat carries besides its event name (the watch design).
-HEARTBEAT_FIELDS = ("service", "revision", "status", "mode", "degraded")
 
 
 # --- a schema per kind: nested dicts of allowed keys ---------------------------------
@@ -234,69 +223,6 @@ EXPECTED_KIND = {
 }
 
 
-# --- loading -------------------------------------------------------------------------
-
-
-_PLACEHOLDER = re.compile(r"\$\{([A-Z_]+)\}")
-
-
-def header(name: str) -> str:
-    """The leading comment block of a file: how to apply it."""
-    lines = (WATCH / name).read_text(encoding="utf-8").splitlines()
-    return "\n".join(line for line in lines[: next(
-        (i for i, line in enumerate(lines) if line and not line.startswith("#")), len(lines)
-    )])  # fmt: skip
-
-
-def body(name: str) -> str:
-    """The file without its comments (what `envsubst` and then `replace` read)."""
-    text = (WATCH / name).read_text(encoding="utf-8")
-    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
-
-
-def substitute(text: str) -> str:
-    return _PLACEHOLDER.sub(lambda m: PLACEHOLDERS[m.group(1)], text)
-
-
-def documents(name: str) -> list[dict[str, Any]]:
-    """Every YAML document of a file, placeholders filled in."""
-    yaml = YAML(typ="safe", pure=True)
-    docs = [d for d in yaml.load_all(substitute(body(name))) if d is not None]
-    assert docs, f"{name} holds no document"
-    return docs
-
-
-def the_document(name: str) -> dict[str, Any]:
-    (doc,) = documents(name)
-    return doc
-
-
-def containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = doc["spec"]["template"]["spec"]
-    if doc["kind"] == "Job":
-        spec = spec["template"]["spec"]
-    return list(spec["containers"])
-
-
-def watch_args(doc: dict[str, Any]) -> list[str]:
-    """The words after ``watch`` of the manifest's one container."""
-    (container,) = containers(doc)
-    words = [*container.get("command", []), *container["args"]]
-    if words[:1] == ["deploy-guard"]:  # the image's entrypoint written out
-        words = words[1:]
-    assert words[:1] == ["watch"], f"the container does not run `deploy-guard watch`: {words}"
-    return [str(w) for w in words[1:]]
-
-
-def values_of(words: list[str], name: str) -> list[str]:
-    return [words[i + 1] for i, w in enumerate(words) if w == name]
-
-
-def the_value(words: list[str], name: str) -> str:
-    (value,) = values_of(words, name)
-    return value
-
-
 # --- the files -------------------------------------------------------------------------
 
 
@@ -311,7 +237,7 @@ def test_each_file_says_how_to_apply_it(name: str) -> None:
     text = header(name)
     assert text, f"{name} has no header comment"
     assert APPLIED_WITH[name] in text.replace("\\\n#", " ").replace("  ", " ")
-    used = set(_PLACEHOLDER.findall(body(name)))
+    used = set(PLACEHOLDER.findall(body(name)))
     assert used <= set(PLACEHOLDERS), (
         f"{name}: undocumented placeholders {used - set(PLACEHOLDERS)}"
     )
@@ -319,7 +245,7 @@ def test_each_file_says_how_to_apply_it(name: str) -> None:
     if used:
         listed = set(re.findall(r"envsubst '([^']*)'", text))
         (names,) = listed
-        assert set(_PLACEHOLDER.findall(names)) == used, name
+        assert set(PLACEHOLDER.findall(names)) == used, name
         for placeholder in used:
             assert f"export {placeholder}=" in text or f" {placeholder}=" in text, placeholder
 
@@ -486,215 +412,3 @@ def test_no_secret_values_inline(name: str) -> None:
 def test_the_secret_check_catches_an_inline_token() -> None:
     assert _SECRET_VALUE.search('value: "Bearer abc.def"')
     assert _SECRET_NAME.search("CHAT_API_TOKEN")
-
-
-# --- the heartbeat metric and the alert on it ------------------------------------------
-
-
-def heartbeat_entry() -> dict[str, Any]:
-    """A heartbeat as Cloud Logging stores it from a watcher on Cloud Run.
-
-    The JSON line is deploy-guard's own (its Cloud Logging renderer); the Logging agent then
-    moves ``severity`` and ``time`` out of the payload and keeps the rest as jsonPayload.
-    """
-    from deploy_guard import log as guard_log
-
-    out = io.StringIO()
-    guard_log.configure(json=True, level="info", stream=out)
-    try:
-        guard_log.get_logger("deploy_guard.watch").info(
-            "watch_heartbeat",
-            service="chat-agent",
-            revision="chat-agent-00007-abc",
-            status="pass",
-            mode="tail",
-            degraded=False,
-        )
-    finally:
-        guard_log.configure(json=None, level="info")
-    (line,) = out.getvalue().splitlines()
-    payload = json.loads(line)
-    severity = payload.pop("severity")
-    timestamp = payload.pop("time")
-    return {
-        "logName": "projects/acme-prod/logs/run.googleapis.com%2Fstderr",
-        "resource": {"type": "cloud_run_worker_pool", "labels": {"location": "europe-west1"}},
-        "severity": severity,
-        "timestamp": timestamp,
-        "jsonPayload": payload,
-    }
-
-
-def test_the_heartbeat_metric_is_a_log_metric_that_counts_heartbeats() -> None:
-    from google.cloud.logging_v2.types import LogMetric
-
-    from deploy_guard.logfilter import parse
-
-    doc = the_document("heartbeat-metric.yaml")
-    metric = json_format.ParseDict(doc, LogMetric.pb(LogMetric()), ignore_unknown_fields=False)
-    assert metric.metric_descriptor.metric_kind == metric.metric_descriptor.MetricKind.DELTA
-    assert metric.metric_descriptor.value_type == metric.metric_descriptor.ValueType.INT64
-    entry = heartbeat_entry()
-    heartbeats = parse(metric.filter)
-    assert heartbeats.matches(entry), (metric.filter, entry)
-    other = json.loads(json.dumps(entry))
-    other["jsonPayload"]["message"] = other["jsonPayload"]["event"] = "rollback_completed"
-    assert not heartbeats.matches(other)
-    # one label per extractor, each read from a field the heartbeat has
-    labels = {label.key for label in metric.metric_descriptor.labels}
-    assert labels == set(metric.label_extractors) >= {"service"}
-    for extractor in metric.label_extractors.values():
-        (path,) = re.findall(r"^EXTRACT\(jsonPayload\.(\w+)\)$", extractor)
-        assert path in HEARTBEAT_FIELDS, extractor
-        assert path in entry["jsonPayload"], extractor
-
-
-def test_the_bad_shapes_are_refused_by_the_real_messages() -> None:
-    from google.cloud.logging_v2.types import LogMetric
-    from google.cloud.monitoring_v3.types import AlertPolicy
-
-    with pytest.raises(json_format.ParseError, match="labelExtractor"):
-        json_format.ParseDict({"labelExtractor": {}}, LogMetric.pb(LogMetric()))
-    with pytest.raises(json_format.ParseError, match="conditionAbsence"):
-        json_format.ParseDict(
-            {"conditions": [{"conditionAbsence": {}}]}, AlertPolicy.pb(AlertPolicy())
-        )
-
-
-def test_the_alert_fires_on_a_silent_long_lived_watcher() -> None:
-    from google.cloud.monitoring_v3.types import Aggregation, AlertPolicy
-
-    doc = the_document("alert-policy.yaml")
-    policy = json_format.ParseDict(doc, AlertPolicy.pb(AlertPolicy()), ignore_unknown_fields=False)
-    assert policy.enabled.value
-    assert policy.conditions
-    resource_types = set()
-    for condition in policy.conditions:
-        assert condition.WhichOneof("condition") == "condition_absent", condition.display_name
-        absent = condition.condition_absent
-        assert f'metric.type="logging.googleapis.com/user/{HEARTBEAT_METRIC}"' in absent.filter
-        # Monitoring refuses a filter without a resource.type restriction
-        (resource_type,) = re.findall(r'resource\.type="([a-z_]+)"', absent.filter)
-        resource_types.add(resource_type)
-        # heartbeats come every minute: minutes of silence, not one late entry
-        assert 5 * 60 <= absent.duration.seconds <= 30 * 60
-        (aggregation,) = absent.aggregations
-        # per watched service, whatever revision or instance of the watcher logged it
-        assert list(aggregation.group_by_fields) == ["metric.label.service"]
-        assert aggregation.cross_series_reducer == Aggregation.Reducer.REDUCE_SUM
-    # the two forever-watchers; a job stops by design when --for ends
-    assert resource_types == {"cloud_run_worker_pool", "cloud_run_revision"}
-    assert "${metric.label.service}" in policy.documentation.content
-
-
-# --- roles.sh -----------------------------------------------------------------------------
-
-FAKE_GCLOUD = """\
-import json, os, sys
-args = sys.argv[1:]
-with open(os.environ["FAKE_GCLOUD_LOG"], "a") as log:
-    log.write(json.dumps(args) + "\\n")
-if args[:3] == ["run", "services", "describe"]:
-    sys.stdout.write({"chat-agent": "chat-runtime@acme-prod.iam.gserviceaccount.com\\n"}
-                     .get(args[3], "") )
-elif args[:2] == ["projects", "describe"]:
-    sys.stdout.write("123456789\\n")
-elif args[:3] == ["iam", "service-accounts", "describe"]:
-    sys.exit(1)  # not there yet: the script creates it
-"""
-
-
-def run_roles(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[str], list[Any]]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    gcloud = bin_dir / "gcloud"
-    gcloud.write_text(f"#!{sys.executable}\n{FAKE_GCLOUD}")
-    gcloud.chmod(0o755)
-    log = tmp_path / "gcloud.jsonl"
-    result = subprocess.run(
-        ["bash", str(WATCH / "roles.sh")],
-        env={
-            "PATH": os.pathsep.join([str(bin_dir), "/usr/bin", "/bin"]),
-            "FAKE_GCLOUD_LOG": str(log),
-            **env,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return result, calls
-
-
-def grants(calls: list[list[str]]) -> set[tuple[str, str, str]]:
-    """(what, resource, role) of every add-iam-policy-binding call."""
-    found = set()
-    for call in calls:
-        if "add-iam-policy-binding" in call:
-            at = call.index("add-iam-policy-binding")
-            what = " ".join(call[:at])
-            found.add((what, call[at + 1], call[call.index("--role") + 1]))
-    return found
-
-
-def test_roles_sh_grants_the_watcher_the_least_it_needs(tmp_path: Path) -> None:
-    result, calls = run_roles(
-        tmp_path, PROJECT_ID="acme-prod", REGION="europe-west1", SERVICES="chat-agent search-api"
-    )
-    assert result.returncode == 0, result.stderr
-    watcher = "serviceAccount:deploy-guard-watch@acme-prod.iam.gserviceaccount.com"
-    assert calls[1][:4] == ["iam", "service-accounts", "create", "deploy-guard-watch"]
-    for call in calls:
-        if "add-iam-policy-binding" in call:
-            assert call[call.index("--member") + 1] == watcher
-    assert grants(calls) == {
-        ("projects", "acme-prod", "roles/logging.viewer"),
-        ("projects", "acme-prod", "roles/monitoring.viewer"),
-        ("run services", "chat-agent", "roles/run.developer"),
-        ("run services", "search-api", "roles/run.developer"),
-        # each service's own runtime identity; none set means the default compute one
-        ("iam service-accounts", "chat-runtime@acme-prod.iam.gserviceaccount.com",
-         "roles/iam.serviceAccountUser"),
-        ("iam service-accounts", "123456789-compute@developer.gserviceaccount.com",
-         "roles/iam.serviceAccountUser"),
-    }  # fmt: skip
-
-
-def test_roles_sh_adds_invoker_deployer_and_starter_only_when_asked(tmp_path: Path) -> None:
-    result, calls = run_roles(
-        tmp_path,
-        PROJECT_ID="acme-prod",
-        REGION="europe-west1",
-        SERVICES="chat-agent",
-        PRIVATE="1",
-        DEPLOYER="user:you@example.com",
-        STARTER="serviceAccount:deploy-guard-build@acme-prod.iam.gserviceaccount.com",
-        JOB="deploy-guard-watch-fleet",
-    )
-    assert result.returncode == 0, result.stderr
-    extra = {
-        ("run services", "chat-agent", "roles/run.invoker"),
-        ("iam service-accounts", "deploy-guard-watch@acme-prod.iam.gserviceaccount.com",
-         "roles/iam.serviceAccountUser"),
-        ("run jobs", "deploy-guard-watch-fleet", "roles/run.invoker"),
-    }  # fmt: skip
-    assert extra <= grants(calls)
-
-
-def test_roles_sh_refuses_to_guess_what_it_was_not_told(tmp_path: Path) -> None:
-    result, calls = run_roles(tmp_path, PROJECT_ID="acme-prod", REGION="europe-west1")
-    assert result.returncode != 0
-    assert "SERVICES" in result.stderr
-    assert calls == []
-
-
-def test_roles_sh_grants_no_broad_role() -> None:
-    text = (WATCH / "roles.sh").read_text(encoding="utf-8")
-    roles = set(re.findall(r"--role\s+(\S+)", text))
-    assert roles
-    assert not roles & {"roles/owner", "roles/editor", "roles/run.admin", "roles/viewer"}
-    permissions = (REPO / "docs" / "permissions.md").read_text(encoding="utf-8")
-    for role in roles:  # every grant is explained in the permissions guide
-        assert role in permissions, role
-    assert subprocess.run(["bash", "-n", str(WATCH / "roles.sh")], check=False).returncode == 0
