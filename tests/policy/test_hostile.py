@@ -43,6 +43,14 @@ FULL: dict[str, Any] = {
         "steps": [{"percent": 10, "duration": "4m"}, {"percent": 50, "duration": "5m"}],
         "metric_lag": "3m",
     },
+    "watch": {
+        "window": "5m",
+        "probe_interval": "5m",
+        "sessions": 5,
+        "canary": {"rule": "w", "renew": "30s"},
+        "metric_interval": "1m",
+        "heartbeat": "1m",
+    },
     "rules": [
         {
             "name": "h",

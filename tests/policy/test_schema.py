@@ -100,3 +100,52 @@ def test_schema_and_loader_both_refuse_a_rollout(
     assert list(validator.iter_errors(_yaml(ROLLOUT % rollout)))
     with pytest.raises(PolicyError):
         parse_policy(ROLLOUT % rollout)
+
+
+WATCH = "version: 1\nname: x\nservices: [s]\nwatch: %s\nrules:\n" + (
+    "  - {name: chat, kind: websocket, websocket: {scenario: [{expect: [a], timeout: 2s}]}}\n"
+)
+
+
+@pytest.mark.parametrize(
+    "watch",
+    [
+        "{window: 5m, probe_interval: 5m, sessions: 5, canary: {rule: chat, renew: 30s}, "
+        "metric_interval: 1m, heartbeat: 1m}",
+        "{probe_interval: off, canary: off}",
+        "{probe_interval: false, canary: false}",
+        "{probe_interval: 0, canary: true}",
+        "{canary: {}}",
+        "{}",
+    ],
+)
+def test_schema_and_loader_both_accept_a_watch(
+    validator: jsonschema.Draft202012Validator, watch: str
+) -> None:
+    assert list(validator.iter_errors(_yaml(WATCH % watch))) == []
+    assert parse_policy(WATCH % watch).watch is not None
+    watch_defs = policy_schema()["$defs"]["WatchSpec"]["properties"]
+    assert watch_defs["probe_interval"]["default"] == "5m"
+    assert watch_defs["window"]["default"] == "5m"
+
+
+@pytest.mark.parametrize(
+    "watch",
+    [
+        "{window: 300}",
+        "{probe_interval: 5}",
+        "{probe_interval: never}",
+        "{sessions: 0}",
+        "{canary: null}",
+        "{canary: {rule: chat, every: 30s}}",
+        "{canary: {renew: 30}}",
+        "{heartbeat: soon}",
+        "{colour: red}",
+    ],
+)
+def test_schema_and_loader_both_refuse_a_watch(
+    validator: jsonschema.Draft202012Validator, watch: str
+) -> None:
+    assert list(validator.iter_errors(_yaml(WATCH % watch)))
+    with pytest.raises(PolicyError):
+        parse_policy(WATCH % watch)

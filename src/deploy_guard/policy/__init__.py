@@ -9,6 +9,7 @@ from deploy_guard.policy.load import load_file, load_paths, parse_policy, policy
 from deploy_guard.policy.model import (
     AuthSpec,
     BaselineRelative,
+    CanarySpec,
     CloseCodes,
     ExpectStep,
     HttpExpect,
@@ -22,6 +23,7 @@ from deploy_guard.policy.model import (
     Rule,
     ScenarioStep,
     SendStep,
+    WatchSpec,
     WebSocketSpec,
 )
 from deploy_guard.policy.problems import Problem
@@ -29,6 +31,7 @@ from deploy_guard.policy.problems import Problem
 __all__ = [
     "AuthSpec",
     "BaselineRelative",
+    "CanarySpec",
     "CloseCodes",
     "ExpectStep",
     "HttpExpect",
@@ -44,6 +47,7 @@ __all__ = [
     "Rule",
     "ScenarioStep",
     "SendStep",
+    "WatchSpec",
     "WebSocketSpec",
     "load_file",
     "load_paths",

@@ -27,6 +27,8 @@ from deploy_guard.policy.rollout import STEPS_EXAMPLE, shortest_step_for_metrics
 from deploy_guard.policy.units import format_duration as dur
 from deploy_guard.policy.units import format_ratio as pct
 from deploy_guard.policy.units import shown
+from deploy_guard.policy.watch import watch_plan
+from deploy_guard.policy.watch_spec import canary_rule_index, scenario_timeouts, slowest_round
 
 _MISSING = {
     "fail": "counts as a failure",
@@ -206,6 +208,76 @@ def _rollout(policy: Policy) -> Iterator[str]:
     )
 
 
+def _every(seconds: float) -> str:
+    """``every minute``, ``every 2s``."""
+    return "every minute" if seconds == 60 else f"every {dur(seconds)}"
+
+
+def _watch(policy: Policy) -> Iterator[str]:
+    """What ``deploy-guard watch`` does with this policy alone."""
+    plan = watch_plan([policy])
+    spec = policy.watching
+    defaults = ", with the defaults: the policy has no watch:" if policy.watch is None else ""
+    yield (
+        f"Watch (deploy-guard watch{defaults}): judges whatever serves the service over a "
+        f"sliding {dur(plan.window)} window, window after window."
+    )
+    logs = [r for r in policy.rules if r.kind == "logs"]
+    if logs:
+        yield (
+            f"   Logs: {_names(logs)} {'is' if len(logs) == 1 else 'are'} judged on the serving "
+            f"revision's entries, streamed live, counted over the window."
+        )
+    probes = [r for r in policy.rules if r.kind in PROBE_KINDS]
+    if probes and plan.probe_interval is None:
+        yield f"   Probe rounds: none (probe_interval: off); {_names(probes)} never run."
+    elif probes and plan.probe_interval is not None:
+        slowest = slowest_round(spec, policy.rules)
+        bound = f"; a round can take up to {dur(slowest[1])}" if slowest is not None else ""
+        yield (
+            f"   Probe rounds: every {dur(plan.probe_interval)}, {_names(probes)}, each with at "
+            f"most {plan.sessions} session{'s' if plan.sessions != 1 else ''} or "
+            f"request{'s' if plan.sessions != 1 else ''} (concurrency capped to it){bound}."
+        )
+    canary = plan.canary
+    if canary is not None and canary.websocket is not None:
+        ws = canary.websocket
+        index = canary_rule_index(spec, policy.rules)
+        source = policy.rules[index].name if index is not None else canary.name
+        yield (
+            f"   Canary ({canary.name}): one WebSocket session always open: it runs "
+            f"{source}'s scenario, holds the session {dur(plan.canary_renew)} after it, then "
+            "closes it and opens a new one at once, so a server that starts closing sessions is "
+            "seen within seconds."
+        )
+        yield (
+            f"   A canary session may stay open {dur(scenario_timeouts(ws) + plan.canary_renew)} "
+            f"(expect timeouts {dur(scenario_timeouts(ws))} + renew {dur(plan.canary_renew)}): "
+            "the service's request timeout must be longer."
+        )
+    elif spec.canary is None:
+        yield "   Canary: off."
+    else:
+        yield "   Canary: none (the policy has no websocket rule)."
+    metrics = [r for r in policy.rules if r.kind == "metric"]
+    if metrics:
+        often = "a minute" if plan.metric_interval == 60 else f"every {dur(plan.metric_interval)}"
+        yield (
+            f"   Metrics: {_names(metrics)} read at most once {often}, counting only points "
+            "Cloud Monitoring has complete."
+        )
+    yield f"   Heartbeat: a watch_heartbeat log event {_every(plan.heartbeat)}."
+    act = (
+        "roll back to the last known good revision"
+        if policy.on_fail == "rollback"
+        else "change nothing (on_fail: none)"
+    )
+    yield (
+        f"   On a fail: {act}. A Logging, Monitoring or Run API outage makes the watch "
+        "degraded, never a rollback."
+    )
+
+
 def explain_rule(rule: Rule, policy: Policy) -> list[str]:
     """The lines for one rule: a heading, then what it does and how it is judged."""
     flags = [rule.kind, rule.severity if not rule.dry_run else f"{rule.severity}, dry run"]
@@ -277,6 +349,8 @@ def explain(policy: Policy) -> str:
         out.extend(f"   {line}" for line in body)
     out.append("")
     out.extend(_rollout(policy))
+    out.append("")
+    out.extend(_watch(policy))
     out.append("")
     out.append("Verdict: any failing fail rule fails the check; missing data follows each rule's")
     out.append("missing_data; warn rules can only warn.")

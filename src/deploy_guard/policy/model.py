@@ -8,8 +8,9 @@ This module holds the document itself, :class:`Policy` and its :class:`Rule`
 list, and gathers the kind-specific models from the modules that define them
 (:mod:`~deploy_guard.policy.base` for the shared base model and field types,
 :mod:`~deploy_guard.policy.probes`, :mod:`~deploy_guard.policy.websocket`,
-:mod:`~deploy_guard.policy.evidence`, :mod:`~deploy_guard.policy.rollout_spec`):
-callers import every model from here, whichever module defines it.
+:mod:`~deploy_guard.policy.evidence`, :mod:`~deploy_guard.policy.rollout_spec`,
+:mod:`~deploy_guard.policy.watch_spec`): callers import every model from here,
+whichever module defines it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, PrivateAttr, model_validator
+from pydantic_core import InitErrorDetails, ValidationError
 
 from deploy_guard.policy.base import NonEmpty, PositiveDuration, _err, _Model
 from deploy_guard.policy.evidence import (
@@ -44,6 +46,7 @@ from deploy_guard.policy.rollout_spec import (
     RolloutStep,
 )
 from deploy_guard.policy.units import format_duration, shown
+from deploy_guard.policy.watch_spec import DEFAULT_WATCH, CanarySpec, WatchSpec, watch_problems
 from deploy_guard.policy.websocket import (
     MAX_HOLD,
     STEP_TAGS,
@@ -70,6 +73,7 @@ __all__ = [
     "TEMPLATE_FIELDS",
     "AuthSpec",
     "BaselineRelative",
+    "CanarySpec",
     "CloseCodes",
     "ExpectStep",
     "Headers",
@@ -91,6 +95,7 @@ __all__ = [
     "SendStep",
     "Severity",
     "SuccessRatio",
+    "WatchSpec",
     "WebSocketSpec",
 ]
 
@@ -227,6 +232,8 @@ class Policy(_Model):
     auth: AuthSpec = Field(default_factory=AuthSpec)
     #: ``deploy-guard rollout``'s traffic steps (None: ``--steps`` must give them).
     rollout: RolloutSpec | None = None
+    #: ``deploy-guard watch``'s window, probe rounds, canary and rhythm (None: the defaults).
+    watch: WatchSpec | None = None
     rules: list[Rule] = Field(min_length=1)
 
     _source: str | None = PrivateAttr(default=None)
@@ -269,6 +276,25 @@ class Policy(_Model):
         if self.rollout is not None and not self.step_rules:
             raise _err("rollout", NOTHING_AT_STEPS, "rollout")
         return self
+
+    @model_validator(mode="after")
+    def _watch_fits_rules(self) -> Policy:
+        """Every way ``watch:`` does not fit the rules, reported together."""
+        found = watch_problems(self.watching, self.rules, written=self.watch is not None)
+        if found:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(type=_err("watch", message), loc=loc, input=None)
+                    for loc, message in found
+                ],
+            )
+        return self
+
+    @property
+    def watching(self) -> WatchSpec:
+        """The ``watch:`` block, or the defaults when the policy has none."""
+        return self.watch if self.watch is not None else DEFAULT_WATCH
 
     @property
     def step_rules(self) -> list[Rule]:
