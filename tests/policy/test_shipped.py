@@ -63,6 +63,28 @@ def test_chat_policy_covers_the_story() -> None:
     assert errors.logs.limit_count == 0
 
 
+def test_chat_policy_is_watched_with_production_values() -> None:
+    from deploy_guard.policy.lint import policy_warnings
+    from deploy_guard.policy.watch import watch_plan, watch_probe_rules
+
+    policy = load_file(POLICIES / "chat-agent.yaml")
+    assert policy.watch is not None
+    plan = watch_plan([policy])
+    assert (plan.window, plan.probe_interval, plan.sessions) == (300.0, 300.0, 5)
+    assert (plan.metric_interval, plan.heartbeat) == (60.0, 60.0)  # Monitoring's own rhythm
+    # The canary runs the golden path and holds each session past the 7 s failure point.
+    assert plan.canary is not None
+    assert plan.canary.websocket is not None
+    assert plan.canary.name == "chat-golden-path-canary"
+    golden = policy.rule("chat-golden-path").websocket
+    assert golden is not None
+    assert plan.canary.websocket.scenario == golden.scenario
+    assert plan.canary_renew > 7.0
+    rounds = watch_probe_rules([policy], plan)
+    assert [r.name for r in rounds] == ["health", "chat-golden-path", "chat-cycles", "chat-hold"]
+    assert policy_warnings(policy) == []
+
+
 def test_chat_policy_explains_its_log_rules_in_plain_words() -> None:
     words = explain(load_file(POLICIES / "chat-agent.yaml"))
     rule = words.split("no-error-logs (logs, fail)", 1)[1].split("\n\n", 1)[0]
@@ -148,3 +170,16 @@ rules:
     assert "Measured repeatedly: 1 failing pass is tolerated; a single source error" in words
     assert "Fails on more than 1 match." in words
     assert "Measured repeatedly: 2 failing passes are tolerated; 3 source errors in a row" in words
+
+
+def test_every_policy_file_in_the_repository_still_validates() -> None:
+    """``watch:`` adds checks (its defaults too): no shipped or test policy may fail them."""
+    from click.testing import CliRunner
+
+    from deploy_guard.cli import cli
+
+    repo = POLICIES.parent
+    folders = [POLICIES, *sorted(p for p in (repo / "tests").rglob("policies") if p.is_dir())]
+    assert len(folders) > 1
+    result = CliRunner().invoke(cli, ["policy", "validate", *map(str, folders)])
+    assert result.exit_code == 0, result.output
