@@ -35,6 +35,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "rollout",
         "Move traffic to a revision in steps judged on real users, then promote it.",
     ),
+    "watch": (
+        "deploy_guard.commands.watch",
+        "watch",
+        "Keep judging what serves a service; roll back by itself when it fails.",
+    ),
     "rollback": (
         "deploy_guard.commands.rollback",
         "rollback",

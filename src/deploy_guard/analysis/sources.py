@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.gcp.logs import LogSource
     from deploy_guard.gcp.metrics import MetricSource
+    from deploy_guard.gcp.tail import LiveLogs
     from deploy_guard.measurements import Measurement
     from deploy_guard.policy.model import Rule
     from deploy_guard.probes.target import Target
@@ -59,6 +60,10 @@ class Sources:
     probes: ProbeSource
     logs: LogSource
     metrics: MetricSource
+    #: The watch's live logs source (one TailLogEntries stream, a sliding window of
+    #: ``window`` s, polling at most every ``interval`` s as fallback); None when the
+    #: scope has no logs rules.
+    live_logs: Callable[[float, float], LiveLogs] | None = None
 
 
 SourceFactory = Callable[[Scope], Sources]
@@ -83,6 +88,12 @@ def cloud_sources(clients: Any, calls: Any, *, retry_deadline: float = 30.0) -> 
         }
         has_logs = any(r.kind == "logs" for r in scope.rules)
         has_metrics = any(r.kind == "metric" for r in scope.rules)
+
+        def live_logs(window: float, interval: float) -> LiveLogs:
+            from deploy_guard.gcp.tail import LiveLogs
+
+            return LiveLogs(clients, window=window, interval=interval, **common)
+
         return Sources(
             probes=RunnerProbes(),
             logs=CloudLogging(clients, **common) if has_logs else NoLogs(),
@@ -91,6 +102,7 @@ def cloud_sources(clients: Any, calls: Any, *, retry_deadline: float = 30.0) -> 
                 if has_metrics
                 else NoMetrics()
             ),
+            live_logs=live_logs if has_logs else None,
         )
 
     return build

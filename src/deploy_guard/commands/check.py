@@ -162,22 +162,9 @@ def _report_options(command: F) -> F:
     )(command)
 
 
-_EXTRA_OPTIONS: list[Callable[[Any], Any]] = [
+#: The flags a watch shares with check and rollout: reports, reads, the probes' token.
+SHARED_OPTIONS: list[Callable[[Any], Any]] = [
     _report_options,
-    click.option(
-        "--timeout",
-        callback=_at_least(1.0, "the check needs time to gather evidence (e.g. 10m)"),
-        metavar="DURATION",
-        help="Bound on gathering evidence (e.g. 10m) [default: the policy's timeout].",
-    ),
-    click.option(
-        "--ready-timeout",
-        default="5m",
-        callback=_duration,
-        metavar="DURATION",
-        show_default=True,
-        help="How long to wait for the revision to become Ready.",
-    ),
     click.option(
         "--log-interval",
         default="10s",
@@ -186,16 +173,6 @@ _EXTRA_OPTIONS: list[Callable[[Any], Any]] = [
         show_default=True,
         help="Time between Cloud Logging passes (its read quota is ~60/min per project): "
         "at least 1s (0.1s against the emulator).",
-    ),
-    click.option(
-        "--log-settle",
-        default="0s",
-        callback=_duration,
-        metavar="DURATION",
-        show_default=True,
-        help="Wait this long after the probes end before the last Cloud Logging pass, for "
-        "entries still being ingested (Cloud Logging's delay is usually seconds, with no "
-        "bound): 5s-10s catches most late lines, 30s or more nearly all.",
     ),
     click.option(
         "--api-retry",
@@ -222,6 +199,35 @@ _EXTRA_OPTIONS: list[Callable[[Any], Any]] = [
         "[default: the policy's auth.audience, else the service URL].",
     ),
 ]
+
+#: The bound on a one-shot analysis and its waits (a watch has none).
+_TIMING_OPTIONS: list[Callable[[Any], Any]] = [
+    click.option(
+        "--timeout",
+        callback=_at_least(1.0, "the check needs time to gather evidence (e.g. 10m)"),
+        metavar="DURATION",
+        help="Bound on gathering evidence (e.g. 10m) [default: the policy's timeout].",
+    ),
+    click.option(
+        "--ready-timeout",
+        default="5m",
+        callback=_duration,
+        metavar="DURATION",
+        show_default=True,
+        help="How long to wait for the revision to become Ready.",
+    ),
+    click.option(
+        "--log-settle",
+        default="0s",
+        callback=_duration,
+        metavar="DURATION",
+        show_default=True,
+        help="Wait this long after the probes end before the last Cloud Logging pass, for "
+        "entries still being ingested (Cloud Logging's delay is usually seconds, with no "
+        "bound): 5s-10s catches most late lines, 30s or more nearly all.",
+    ),
+]
+_EXTRA_OPTIONS = [SHARED_OPTIONS[0], *_TIMING_OPTIONS, *SHARED_OPTIONS[1:]]
 
 
 @click.command(name="check", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})

@@ -163,6 +163,8 @@ class LiveLogs(RevisionSource):
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._tail_task: asyncio.Task[None] | None = None
+        #: Called when entries arrived (a stream batch or a read), so a watcher judges at once.
+        self.changed: Callable[[], None] | None = None
 
     # -- the interface the watch driver uses --------------------------------------------------
     @property
@@ -312,6 +314,8 @@ class LiveLogs(RevisionSource):
     def _take(self, batch: TailBatch) -> None:
         for entry in batch.entries:
             self.counts.add(entry)
+        if batch.entries:
+            self._changed()
         if batch.suppressed:
             self._suppressed += batch.suppressed
             _log().warning(
@@ -360,12 +364,18 @@ class LiveLogs(RevisionSource):
         for entry in listed.entries:
             self.counts.add(entry)
         self._read_error = None
+        if listed.entries:
+            self._changed()
         if listed.unfinished and listed.entries:
             # Behind: go on from the newest entry read, or the same pages come back forever.
             self._read_from = max(e.timestamp.timestamp() for e in listed.entries)
             self._catch_up = True
         else:
             self._read_from = started - _OVERLAP
+
+    def _changed(self) -> None:
+        if self.changed is not None:
+            self.changed()
 
     def _gap_error(self) -> str | None:
         if self._read_error is None or not (self._mode == "poll" or self._catch_up):

@@ -46,6 +46,15 @@ class Timeline:
         self._clock = clock
         self._start = clock()
         self.events: list[TimelineEvent] = []
+        #: Events left out in the middle (a capped timeline: see :meth:`cap`).
+        self.dropped = 0
+        self._head: int | None = None
+        self._tail = 0
+
+    def cap(self, head: int, tail: int) -> None:
+        """Keep at most the first ``head`` and the last ``tail`` events (a watch runs for
+        weeks: its report and memory stay bounded); the ones between are counted."""
+        self._head, self._tail = head, tail
 
     def elapsed(self) -> float:
         return float(self._clock() - self._start)
@@ -59,6 +68,9 @@ class Timeline:
             detail=clean,
         )
         self.events.append(ev)
+        if self._head is not None and len(self.events) > self._head + self._tail:
+            del self.events[self._head]
+            self.dropped += 1
         return ev
 
     def first(self, event: str) -> TimelineEvent | None:
@@ -166,6 +178,9 @@ class CheckReport:
     command: str = "check"
     #: A rollout's stages in order (see :class:`StepRecord`); empty for a check.
     steps: list[StepRecord] = field(default_factory=list)
+    #: A watch's summary: the revision it ended on, rollbacks (with the seconds from
+    #: the first bad session or log line to traffic verified back), degraded episodes.
+    watch: dict[str, Any] = field(default_factory=dict)
 
     def set_rules(self, results: Any) -> None:
         self.rules = [rule_dict(r) for r in results]
@@ -212,5 +227,8 @@ class CheckReport:
         if self.command != "check":  # a check's document keeps exactly its fields
             document["command"] = self.command
             document["steps"] = [asdict(step) for step in self.steps]
+        if self.command == "watch":
+            document["watch"] = dict(self.watch)
+            document["timeline_dropped"] = self.timeline.dropped
         redacted: dict[str, Any] = redact_data(document)
         return redacted

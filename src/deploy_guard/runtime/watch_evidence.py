@@ -1,0 +1,342 @@
+"""The watch's evidence: what serves, measured continuously, judged over a sliding window.
+
+A check's evidence ends when its probes end; a watch's never does. This module
+keeps four sources running for the revision the watch judges, each in its own
+rhythm, and can judge the window at any moment (:meth:`WatchEvidence.judge`,
+pure counting: the driver calls it every second and at once when a source has
+news):
+
+- **logs**: one ``TailLogEntries`` stream for every logs rule
+  (:class:`~deploy_guard.gcp.tail.LiveLogs`), counted into a sliding window of
+  ``watch.window``; it falls back to ``ListLogEntries`` polling by itself;
+- **probes**: the policy's probe rules every ``watch.probe_interval``, scaled
+  down to ``watch.sessions`` (:class:`~deploy_guard.probes.watching.ProbeRounds`);
+- **the canary user**: one WebSocket session kept open and renewed
+  (:class:`~deploy_guard.probes.watching.CanaryUser`), so sessions closed with
+  1011 are seen within a second of the close;
+- **metrics**: every metric rule read once per ``watch.metric_interval``,
+  counting only points older than the Monitoring lag.
+
+A rule with no measurement yet (the first probe round still running, the first
+metric read not made) is *pending*: it is left out of the verdict, neither a
+pass nor missing evidence. A source's error is data (the rule says ``error``)
+and makes the verdict inconclusive: the watch is then *degraded*, never failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from deploy_guard.analysis.sources import Scope, SourceFactory
+from deploy_guard.judge.combine import Judges
+from deploy_guard.log import get_logger, redact_text
+from deploy_guard.measurements import Attempt, Measurement, MetricMeasurement, ProbeMeasurement
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.gcp.tail import LiveLogs
+    from deploy_guard.judge import RuleResult, Verdict
+    from deploy_guard.policy.model import Policy, Rule
+    from deploy_guard.policy.watch import WatchPlan
+    from deploy_guard.probes.target import Target
+    from deploy_guard.probes.watching import CanaryUser, ProbeRounds
+
+log = get_logger("deploy_guard.watch")
+
+#: Cloud Monitoring's lag when no policy names one (``rollout.metric_lag``'s default).
+DEFAULT_METRIC_LAG = 180.0
+
+
+@dataclass(frozen=True)
+class Watched:
+    """What the evidence is about: the revision judged, its baseline, where users reach it."""
+
+    project: str
+    service: str
+    revision: str
+    baseline: tuple[str, ...]
+    target: Target
+    #: Nothing before this counts (the revision's creation, at most a window back).
+    since: datetime
+    #: The revision's creation: metric rules read their own windows back to it.
+    created: datetime
+
+
+@dataclass
+class Judgement:
+    """One look at the window: the verdict, every rule's result, and what is pending."""
+
+    verdict: Verdict
+    results: list[RuleResult]
+    pending: list[str] = field(default_factory=list)
+    #: Epoch seconds of the first bad thing seen (a failed session, a matching log line).
+    first_bad_at: float | None = None
+
+
+class WatchEvidence:
+    """The watch's sources for one revision at a time; see the module docstring."""
+
+    def __init__(
+        self,
+        policies: Sequence[Policy],
+        plan: WatchPlan,
+        sources: SourceFactory,
+        *,
+        log_interval: float,
+        metric_lag: float,
+        wake: Callable[[], None],
+    ) -> None:
+        from deploy_guard.policy.watch import watch_probe_rules
+
+        self.plan, self.sources, self.wake = plan, sources, wake
+        self.log_interval, self.metric_lag = log_interval, metric_lag
+        self.policies = list(policies)
+        self.canary_rule = plan.canary
+        owner = _canary_owner(self.policies, plan.canary)
+        if plan.canary is not None and owner is not None:
+            self.policies = [
+                p.model_copy(update={"rules": [*p.rules, plan.canary]}) if p is owner else p
+                for p in self.policies
+            ]
+        else:
+            self.canary_rule = None
+        rules = [r for p in self.policies for r in p.rules]
+        self.log_rules = [r for r in rules if r.kind == "logs"]
+        self.metric_rules = [r for r in rules if r.kind == "metric"]
+        self.probe_rules = watch_probe_rules(policies, plan) if plan.probe_interval else []
+        self.watched: Watched | None = None
+        self.live: LiveLogs | None = None
+        self.canary: CanaryUser | None = None
+        self.rounds: ProbeRounds | None = None
+        self.metrics: dict[str, MetricMeasurement] = {}
+        self.metric_reads = 0
+        self._metric_task: asyncio.Task[None] | None = None
+
+    # -- the sources' lives ---------------------------------------------------------------------
+    async def start(self, watched: Watched) -> None:
+        """Start every source on ``watched`` (a revision that takes traffic)."""
+        from deploy_guard.probes.watching import CanaryUser, ProbeRounds
+
+        self.watched = watched
+        scope = self._scope(watched, self.log_rules)
+        built = self.sources(scope)
+        if self.log_rules and built.live_logs is not None:
+            self.live = built.live_logs(self.plan.window, self.log_interval)
+            self.live.changed = self.wake
+            await self.live.start()
+        if self.canary_rule is not None:
+            self.canary = CanaryUser(
+                self.canary_rule, watched.target, window=self.plan.window, changed=self._bad
+            )
+            await self.canary.start()
+        if self.probe_rules and self.plan.probe_interval:
+            self.rounds = ProbeRounds(
+                self.probe_rules,
+                watched.target,
+                interval=self.plan.probe_interval,
+                changed=self._bad_snapshot,
+            )
+            await self.rounds.start()
+        if self.metric_rules:
+            self._metric_task = asyncio.create_task(self._metric_loop(), name="watch-metrics")
+
+    async def retarget(self, watched: Watched) -> None:
+        """Judge ``watched`` from now on (a new deploy took traffic, or a rollback)."""
+        self.watched = watched
+        self.metrics.clear()
+        if self.live is not None:
+            self.live.retarget(watched.revision, watched.baseline, since=watched.since)
+        if self.canary is not None:
+            self.canary.retarget(watched.target)
+        if self.rounds is not None:
+            self.rounds.retarget(watched.target)
+        if self._metric_task is not None:  # read the new revision's metrics now
+            self._metric_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._metric_task
+            self._metric_task = asyncio.create_task(self._metric_loop(), name="watch-metrics")
+
+    def refresh_target(self, target: Target) -> None:
+        """A fresh token for the same revision: the next sessions use it, nothing is forgotten."""
+        for source in (self.canary, self.rounds):
+            if source is not None:
+                source.target = target
+
+    async def stop(self) -> None:
+        """Stop every source; each closes its stream and sockets (idempotent)."""
+        if self._metric_task is not None:
+            self._metric_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._metric_task
+            self._metric_task = None
+        for source in (self.canary, self.rounds, self.live):
+            if source is not None:
+                with contextlib.suppress(Exception):
+                    await source.stop()
+
+    # -- judging ----------------------------------------------------------------------------------
+    def judge(self, now: datetime | None = None) -> Judgement:
+        """The window ending ``now``: every rule with evidence judged, the others pending."""
+        now = now or datetime.now(UTC)
+        measured = self._measurements(now)
+        names = {m.rule for m in measured}
+        policies = [
+            p.model_copy(update={"rules": [r for r in p.rules if r.name in names]})
+            for p in self.policies
+        ]
+        judges = Judges(policies)
+        for m in measured:
+            judges.observe(m)
+        early = judges.early()
+        verdict = early if early is not None and early.status == "fail" else judges.final()
+        pending = [r.name for p in self.policies for r in p.rules if r.name not in names]
+        return Judgement(
+            verdict=verdict,
+            results=judges.results(),
+            pending=pending,
+            first_bad_at=self._first_bad(measured),
+        )
+
+    def _measurements(self, now: datetime) -> list[Measurement]:
+        found: list[Measurement] = []
+        if self.live is not None:
+            found.extend(self.live.measure(rule, now) for rule in self.log_rules)
+        found.extend(self.metrics.values())
+        if self.rounds is not None:
+            found.extend(self.rounds.measurements().values())
+        if self.canary is not None:
+            canary = self.canary.measurement()
+            if canary.done or canary.error:
+                found.append(canary)
+        return found
+
+    def _first_bad(self, measured: Sequence[Measurement]) -> float | None:
+        """The earliest bad thing in the window: a failed canary session or a matching line."""
+        seen: list[float] = []
+        if self.canary is not None and self.canary.first_failure_at is not None:
+            seen.append(self.canary.first_failure_at)
+        for m in measured:
+            samples = getattr(m, "samples", ())
+            if m.__class__.__name__ != "LogMeasurement":
+                continue
+            for sample in samples:
+                stamp = _epoch(sample.get("timestamp"))
+                if stamp is not None:
+                    seen.append(stamp)
+        return min(seen) if seen else None
+
+    def status(self) -> dict[str, Any]:
+        """What the heartbeat says about the sources."""
+        out: dict[str, Any] = {"metric_reads": self.metric_reads}
+        if self.live is not None:
+            live = self.live.status()
+            out["logs_mode"] = live.mode
+            out["logs_reads"] = live.reads
+            out["tail_opens"] = live.tail_opens
+        if self.canary is not None:
+            out["canary_sessions"] = self.canary.sessions
+        if self.rounds is not None:
+            out["probe_rounds"] = self.rounds.rounds
+        return out
+
+    def fallback(self) -> str | None:
+        """Why the logs are polled instead of tailed (None: tailing, or no logs rules)."""
+        return self.live.fallback_reason if self.live is not None else None
+
+    # -- the sources' callbacks -----------------------------------------------------------------
+    def _bad(self, attempt: Attempt) -> None:
+        if not attempt.ok:
+            self.wake()
+
+    def _bad_snapshot(self, _snapshot: ProbeMeasurement) -> None:
+        self.wake()
+
+    # -- metrics ----------------------------------------------------------------------------------
+    def _scope(self, watched: Watched, rules: Sequence[Rule]) -> Scope:
+        metrics = any(r.kind == "metric" for r in rules)
+        return Scope(
+            project=watched.project,
+            service=watched.service,
+            revision=watched.revision,
+            baseline=watched.baseline,
+            since=watched.created if metrics else watched.since,
+            rules=tuple(rules),
+            metric_lag=self.metric_lag,
+        )
+
+    async def _metric_loop(self) -> None:
+        """Every metric rule, once per ``metric_interval``: one read per rule per interval."""
+        interval = self.plan.metric_interval
+        while True:
+            started = time.monotonic()
+            watched = self.watched
+            if watched is not None:
+                await self._read_metrics(watched, bound=interval)
+            await asyncio.sleep(max(0.0, started + interval - time.monotonic()))
+
+    async def _read_metrics(self, watched: Watched, *, bound: float) -> None:
+        source = self.sources(self._scope(watched, self.metric_rules)).metrics
+        self.metric_reads += 1
+        try:
+            async with asyncio.timeout(bound):
+                batch = await source.measure(complete=True, deadline=bound)
+        except Exception as exc:  # an outage is data: every metric rule says so
+            error = redact_text(f"Cloud Monitoring could not be read: {type(exc).__name__}: {exc}")
+            log.warning("watch_metrics_failed", error=error)
+            batch = [
+                MetricMeasurement(
+                    rule=r.name,
+                    metric=r.metric.type if r.metric else "",
+                    value=None,
+                    complete=True,
+                    error=error,
+                )
+                for r in self.metric_rules
+            ]
+        if self.watched is not watched:  # retargeted while reading: not this revision's
+            return
+        for m in batch:
+            if m.start is None and m.error is None:  # too young for complete data: pending
+                self.metrics.pop(m.rule, None)
+            else:
+                self.metrics[m.rule] = m
+        self.wake()
+
+
+def _canary_owner(policies: Sequence[Policy], canary: Rule | None) -> Policy | None:
+    """The policy whose websocket rule the canary runs (its judge judges the canary)."""
+    if canary is None or canary.websocket is None:
+        return None
+    ws = canary.websocket
+    for policy in policies:
+        if any(
+            r.websocket is not None
+            and r.websocket.path == ws.path
+            and r.websocket.scenario == ws.scenario
+            for r in policy.rules
+        ):
+            return policy
+    return None
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, str) and value:
+        with contextlib.suppress(ValueError):
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
+
+
+def window_since(created: float, window: float, now: datetime | None = None) -> datetime:
+    """Where a watched revision's evidence starts: its creation, at most ``window`` back."""
+    now = now or datetime.now(UTC)
+    start = now - timedelta(seconds=window)
+    if created <= 0:
+        return start
+    return max(start, datetime.fromtimestamp(created, UTC))
