@@ -176,6 +176,11 @@ class CanaryUser:
         self._plan = plan_sessions(self._spec, target)
         self._restart()
 
+    def use(self, target: Target) -> None:
+        """The same revision with fresh credentials (an ID token lasts an hour): the next
+        session uses ``target``; the window and the session in flight are kept."""
+        self._plan = plan_sessions(self._spec, target)
+
     def reset(self) -> None:
         """Forget the window and :attr:`first_failure_at` (after a rollback).
 
@@ -344,6 +349,10 @@ class ProbeRounds:
         if self._round is not None:
             self._round.cancel()
         self._wake.set()
+
+    def use(self, target: Target) -> None:
+        """The same revision with fresh credentials: the next round uses ``target``."""
+        self._target = target
 
     def measurements(self) -> dict[str, ProbeMeasurement]:
         """Per rule, the last complete round's final snapshot, or the running round's

@@ -163,9 +163,10 @@ class WatchEvidence:
 
     def refresh_target(self, target: Target) -> None:
         """A fresh token for the same revision: the next sessions use it, nothing is forgotten."""
-        for source in (self.canary, self.rounds):
-            if source is not None:
-                source.target = target
+        if self.canary is not None:
+            self.canary.use(target)
+        if self.rounds is not None:
+            self.rounds.use(target)
 
     async def stop(self) -> None:
         """Stop every source; each closes its stream and sockets (idempotent)."""
