@@ -148,6 +148,13 @@ def _options(command: Any) -> Any:
             metavar="DURATION",
             help="How often the service is read to follow deploys and rollouts.",
         ),
+        click.option(
+            "--health-port",
+            type=click.IntRange(0, 65535),
+            metavar="PORT",
+            help="Answer HTTP GET on this port, all interfaces (a watcher deployed as a Cloud "
+            "Run service must listen on $PORT) [default: no listener].",
+        ),
         *SHARED_OPTIONS,
     ]
     for decorator in reversed(decorators):
@@ -163,6 +170,7 @@ def watch(
     duration: float | None,
     keep_watching: bool,
     service_interval: float,
+    health_port: int | None,
     **flags: Any,
 ) -> None:
     from deploy_guard.runtime.watch import WatchGate, WatchOptions
@@ -178,4 +186,5 @@ def watch(
         duration=duration,
         keep_watching=keep_watching,
         service_interval=service_interval,
+        health_port=health_port,
     )

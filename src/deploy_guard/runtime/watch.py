@@ -95,6 +95,8 @@ class WatchOptions(CheckOptions):
     service_interval: float = 10.0
     #: Seconds between two looks at the window when no source had news.
     tick: float = 1.0
+    #: ``--health-port``: answer HTTP here (a watcher run as a Cloud Run service).
+    health_port: int | None = None
 
 
 def primary_revision(state: ServiceState) -> str | None:
@@ -148,7 +150,18 @@ class WatchGate(Gate):
         self.report.traffic_before = served_split(state)
         self.report.traffic_after = served_split(state)
         watch = _Watch(self, session, policies, plan, executor)
-        return await watch.run(state)
+        health = None
+        if self.options.health_port is not None:
+            from deploy_guard.runtime.health import HealthServer
+
+            health = HealthServer(self.options.health_port, watch.health)
+            port = await health.start()
+            self._event("health_listening", port=port)
+        try:
+            return await watch.run(state)
+        finally:
+            if health is not None:
+                await health.stop()
 
 
 class _Watch:
@@ -471,6 +484,16 @@ class _Watch:
             return result
 
     # .. the heartbeat and the report ..
+    def health(self) -> dict[str, Any]:
+        """What ``--health-port`` answers: names and words, no secret."""
+        return {
+            "service": self.service,
+            "revision": self.revision,
+            "status": self.status,
+            "degraded": self.degraded is not None,
+            "standing_aside": self.aside is not None,
+        }
+
     def _heartbeat(self) -> None:
         rules = {str(r.get("rule")): str(r.get("status")) for r in self.report.rules}
         log.info(

@@ -1,0 +1,73 @@
+"""``watch --health-port``: a tiny HTTP endpoint, for a watcher run as a Cloud Run service.
+
+Cloud Run starts a service's instance only once its container listens on
+``$PORT``; a watcher deployed as a service (instance-based billing, one
+instance) must therefore answer HTTP. This is all it answers: any ``GET``
+gets 200 and a small JSON body with what the watch judges now (the revision,
+its status, whether it is degraded): names and words, never a secret. It is
+off unless asked for; asked for, it listens on every interface (Cloud Run's
+front end reaches the container from outside its loopback). Requests are
+bounded: 8 KiB of head and 5 s to send it, then the connection is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Callable
+from typing import Any
+
+#: Bytes of request head read at most, and seconds a client has to send them.
+MAX_HEAD = 8192
+HEAD_TIMEOUT = 5.0
+
+
+class HealthServer:
+    """Serves ``status()`` as JSON on ``host:port`` until :meth:`stop`."""
+
+    def __init__(self, port: int, status: Callable[[], dict[str, Any]], host: str = "0.0.0.0"):
+        self.port, self.host, self.status = port, host, status
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        """Listen; returns the port (the one the system chose when ``port`` is 0)."""
+        self._server = await asyncio.start_server(
+            self._answer, self.host, self.port, limit=MAX_HEAD
+        )
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+            self._server = None
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            async with asyncio.timeout(HEAD_TIMEOUT):
+                head = await reader.readuntil(b"\r\n\r\n")
+            method = head.split(b" ", 1)[0]
+            if len(head) > MAX_HEAD:
+                code, body = 431, {"error": "request head too large"}
+            elif method not in (b"GET", b"HEAD"):
+                code, body = 405, {"error": "only GET"}
+            else:
+                code, body = 200, self.status()
+            data = json.dumps(body).encode()
+            reason = {200: "OK", 405: "Method Not Allowed", 431: "Too Large"}[code]
+            writer.write(
+                f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                + (data if method != b"HEAD" else b"")
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
