@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from click.testing import CliRunner
 
@@ -118,8 +119,8 @@ def test_a_logging_outage_degrades_the_watch_and_never_rolls_back(
     base = chat.first()
     cand = chat.candidate(tag=None, percent=0)
     promote(chat, base, cand)
-    emulator.faults.fail("ListLogEntries", "UNAVAILABLE")
-    emulator.faults.fail("TailLogEntries", "UNAVAILABLE")
+    emulator.faults.fail("ListLogEntries", grpc.StatusCode.UNAVAILABLE)
+    emulator.faults.fail("TailLogEntries", grpc.StatusCode.UNAVAILABLE)
     code, doc = run_watch(tmp_path, "--for", "8s", "--api-retry", "1s")
     assert code == 3, doc.get("message")
     assert doc["verdict"] == "inconclusive"
