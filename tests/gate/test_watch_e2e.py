@@ -126,7 +126,7 @@ def test_a_logging_outage_degrades_the_watch_and_never_rolls_back(
     assert doc["verdict"] == "inconclusive"
     assert doc["action"] == "none"
     assert chat.serving() == {cand: 100}
-    assert doc["watch"]["degraded"], doc["watch"]
+    assert doc["watch"]["degraded"][0]["why"].startswith("Cloud Logging: ")
     assert "watch_degraded" in [e["event"] for e in doc["timeline"]]
 
 
@@ -223,3 +223,123 @@ def test_sigterm_ends_a_watch_with_its_report(
     assert doc["exit_code"] == code
     assert doc["revision"] == base
     wait_until(lambda: chat.serving() == {base: 100})
+
+
+def test_a_rollout_in_progress_is_left_to_its_rollout(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A live rollout record: the rollout judges its steps; the watch only looks."""
+    from datetime import UTC, datetime, timedelta
+
+    from google.cloud import run_v2
+
+    from deploy_guard.gcp.rollouts import ROLLOUT_ANNOTATION, RolloutRecord, encode
+
+    base = chat.first()
+    cand = chat.candidate({"CHAT_BAD_AFTER": "0"}, tag=None, percent=10)
+    now = datetime.now(UTC)
+    record = RolloutRecord(
+        revision=cand,
+        before={base: 100},
+        step=1,
+        percent=10,
+        steps=((10, 600.0), (50, 600.0)),
+        by="another-host:1",
+        started=now,
+        until=now + timedelta(minutes=30),
+    )
+    svc = chat.get()
+    svc.annotations[ROLLOUT_ANNOTATION] = encode(record)
+    kind = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
+    svc.traffic = [
+        run_v2.TrafficTarget(type_=kind, revision=base, percent=90),
+        run_v2.TrafficTarget(type_=kind, revision=cand, percent=10),
+    ]
+    chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
+    code, doc = run_watch(tmp_path, "--for", "6s")
+    assert code == 3, doc.get("message")
+    assert "a rollout is in progress" in doc["message"]
+    assert chat.serving() == {base: 90, cand: 10}  # the rollout's split, untouched
+    assert "watch_standing_aside" in [e["event"] for e in doc["timeline"]]
+
+
+def test_keep_watching_watches_the_restored_revision(
+    chat: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = chat.first()
+    cand = chat.candidate({"CHAT_BAD_AFTER": "2"}, tag=None, percent=0)
+    promote(chat, base, cand)
+    code, doc = run_watch(tmp_path, "--for", "15s", "--keep-watching")
+    assert code == 1, doc.get("message")  # the release failed, though the watch went on
+    assert doc["action"] == "rolled_back"
+    assert "rolled back 1 time(s)" in doc["message"]
+    assert chat.serving() == {base: 100}
+    watched = [e["detail"]["revision"] for e in doc["timeline"] if e["event"] == "watching"]
+    assert watched == [cand, base]
+    assert doc["watch"]["revision"] == base
+    assert doc["watch"]["status"] == "pass"
+
+
+@pytest.mark.fault("run", "GetService UNAVAILABLE while watching", "degraded, then recovered")
+async def test_a_run_api_outage_degrades_the_watch_until_it_answers_again(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    base = chat.first()
+    gate = watch_gate(gcp_clients, emulator, api_retry=0.5)
+    task = asyncio.ensure_future(gate.run())
+    try:
+        await eventually(lambda: gate.report.revision == base, within=30, what="watching")
+        emulator.faults.fail("GetService", grpc.StatusCode.UNAVAILABLE)
+        await eventually(
+            lambda: "watch_degraded" in events(gate.report), within=30, what="degraded"
+        )
+        emulator.faults.clear()
+        await eventually(
+            lambda: "watch_recovered" in events(gate.report), within=30, what="recovered"
+        )
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert chat.serving() == {base: 100}
+    assert "Cloud Run Admin API" in gate.report.watch["degraded"][0]["why"]
+
+
+@pytest.mark.fault("monitoring", "ListTimeSeries UNAVAILABLE", "degraded, no rollback")
+def test_a_monitoring_outage_degrades_the_watch_and_never_rolls_back(
+    chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    base = chat.first()
+    cand = chat.candidate(tag=None, percent=0)
+    promote(chat, base, cand)
+    emulator.faults.fail("ListTimeSeries", grpc.StatusCode.UNAVAILABLE)
+    policy = POLICIES / "chat-watch-metrics.yaml"
+    code, doc = run_watch(tmp_path, "--for", "6s", "--api-retry", "0.5s", policy=policy)
+    assert code == 3, doc.get("message")
+    assert doc["action"] == "none"
+    assert chat.serving() == {cand: 100}
+    assert doc["watch"]["degraded"][0]["why"].startswith("Cloud Monitoring: ")
+
+
+async def test_the_health_port_answers_what_is_watched(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    import httpx
+
+    base = chat.first()
+    gate = watch_gate(gcp_clients, emulator, health_port=0)
+    task = asyncio.ensure_future(gate.run())
+    try:
+        await eventually(lambda: gate.report.revision == base, within=30, what="watching")
+        port = next(
+            e.detail["port"] for e in gate.report.timeline.events if e.event == "health_listening"
+        )
+        async with httpx.AsyncClient() as client:
+            answer = await client.get(f"http://127.0.0.1:{port}/")
+            refused = await client.post(f"http://127.0.0.1:{port}/", content=b"x")
+        assert answer.status_code == 200
+        assert answer.json()["revision"] == base
+        assert answer.json()["service"] == "chat"
+        assert refused.status_code == 405
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

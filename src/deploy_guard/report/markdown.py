@@ -73,7 +73,10 @@ def render_markdown(report: CheckReport) -> str:
     d = report.to_dict()
     if report.command == "rollout":
         return rollout_markdown(d)
-    lines = _head(d, "deploy-guard", _ACTION_WORDS.get(d["action"], d["action"]))
+    title = "deploy-guard watch" if report.command == "watch" else "deploy-guard"
+    lines = _head(d, title, _ACTION_WORDS.get(d["action"], d["action"]))
+    if report.command == "watch":
+        lines += _watch(d.get("watch", {}))
     lines += _rules(d["rules"])
     lines += _tail(d)
     return "\n".join(lines) + "\n"
@@ -99,6 +102,40 @@ def _head(d: dict[str, Any], title: str, action: str) -> list[str]:
     if d["error"]:
         lines.append(f"- **Error**: {_cell(d['error'])}")
     lines += [f"- **Note**: {_cell(note)}" for note in d["notes"]]
+    return lines
+
+
+def _watch(watch: dict[str, Any]) -> list[str]:
+    """A watch's own facts: how long, what it read, rollbacks and degraded episodes."""
+    lines = ["", "### Watch", ""]
+    if "watched_s" in watch:
+        lines.append(
+            f"- **Watched**: {watch['watched_s']:.0f} s, {watch.get('windows_judged', 0)} "
+            f"looks at the window, ending {_cell(watch.get('status', ''))}"
+        )
+    if "logs_mode" in watch:
+        lines.append(
+            f"- **Logs**: {watch['logs_mode']} ({watch.get('tail_opens', 0)} stream(s) "
+            f"opened, {watch.get('logs_reads', 0)} ListLogEntries reads)"
+        )
+    if "logs_fallback" in watch:
+        lines.append(f"- **Logs fell back to polling**: {_cell(watch['logs_fallback'])}")
+    probes = [
+        f"{watch[k]} {words}"
+        for k, words in (("canary_sessions", "canary sessions"), ("probe_rounds", "probe rounds"))
+        if k in watch
+    ]
+    if probes:
+        lines.append(f"- **Probes**: {', '.join(probes)}")
+    for rollback in watch.get("rollbacks", []):
+        took = rollback.get("first_bad_to_verified_s")
+        timing = f": {took:.2f} s from the first bad session or log line" if took else ""
+        lines.append(
+            f"- **Rolled back** `{_cell(rollback.get('revision'))}` at "
+            f"{_cell(rollback.get('verified_at'))}{timing}"
+        )
+    for episode in watch.get("degraded", []):
+        lines.append(f"- **Degraded** at {_cell(episode.get('at'))}: {_cell(episode.get('why'))}")
     return lines
 
 

@@ -292,7 +292,7 @@ class _Watch:
         status = verdict.status if judgement.results else "pending"
         if judgement.first_bad_at is not None and verdict.status == "fail":
             self.first_bad_at = judgement.first_bad_at
-        self._degraded(verdict.status, verdict.reasons)
+        self._degraded(verdict.status, verdict.reasons, judgement.errors)
         if status == self.status and status != "fail":
             return None
         self.status = status
@@ -305,8 +305,9 @@ class _Watch:
             return None
         return Judged(self.revision, status, verdict.reasons, verdict.deciding)
 
-    def _degraded(self, status: str, reasons: Sequence[str]) -> None:
-        why = self.run_api_error
+    def _degraded(self, status: str, reasons: Sequence[str], errors: Sequence[str] = ()) -> None:
+        """An outage (a source's error, the Run API) or no evidence: said once per episode."""
+        why = self.run_api_error or ("; ".join(errors) if errors else None)
         if why is None and status == "inconclusive":
             why = "; ".join(reasons) or "no evidence"
         if why == self.degraded:
@@ -358,15 +359,15 @@ class _Watch:
         """Start watching what serves ``state`` (or stand aside for a rollout)."""
         aside = rollout_running(state, datetime.now(UTC))
         primary = primary_revision(state)
-        if aside is not None:
-            self.aside = aside
-            self.gate._event("watch_standing_aside", why=aside)
-            history.append(StandingAside(aside))
         if primary is None:
             self.report.notes.append(f"{self.service} serves no revision yet: waiting for one")
         await self._retarget(state, primary)
         if primary is not None:
             history.append(Watching(primary, why))
+        if aside is not None:
+            self.aside = aside
+            self.gate._event("watch_standing_aside", why=aside)
+            history.append(StandingAside(aside))
 
     async def _retarget(self, state: ServiceState, primary: str | None) -> None:
         self.revision, self.status = primary, "pending"

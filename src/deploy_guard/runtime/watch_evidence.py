@@ -76,6 +76,8 @@ class Judgement:
     pending: list[str] = field(default_factory=list)
     #: Epoch seconds of the first bad thing seen (a failed session, a matching log line).
     first_bad_at: float | None = None
+    #: What the sources could not read (an outage), whatever the policies make of it.
+    errors: list[str] = field(default_factory=list)
 
 
 class WatchEvidence:
@@ -201,6 +203,7 @@ class WatchEvidence:
             results=judges.results(),
             pending=pending,
             first_bad_at=self._first_bad(measured),
+            errors=list(dict.fromkeys(_source_error(m) for m in measured if m.error)),
         )
 
     def _measurements(self, now: datetime) -> list[Measurement]:
@@ -323,6 +326,17 @@ def _canary_owner(policies: Sequence[Policy], canary: Rule | None) -> Policy | N
         ):
             return policy
     return None
+
+
+def _source_error(m: Measurement) -> str:
+    """A measurement's error, named by where it came from (a degraded watch says what is down)."""
+    if isinstance(m, MetricMeasurement):
+        where = "Cloud Monitoring"
+    elif isinstance(m, ProbeMeasurement):
+        where = f"probe {m.rule}"
+    else:
+        where = "Cloud Logging"
+    return f"{where}: {m.error}"
 
 
 def _epoch(value: Any) -> float | None:
