@@ -7,7 +7,11 @@
 4. runs ``deploy-guard check`` on it, as a user or Cloud Build would: it fails on
    the first 1011, and traffic stays on revision 1;
 5. deploys a healthy revision 3 and checks it with ``--promote``: traffic moves;
-6. prints where the reports are, and stops every process it started.
+6. starts ``deploy-guard watch`` on the service, then deploys revision 4 straight to
+   100 % with no check (``CHAT_BAD_AFTER``: healthy for a few seconds, then every new
+   session dies with 1011): the watch follows the deploy, sees the 1011s and puts
+   traffic back on revision 3, the last known good, by itself;
+7. prints where the reports are, and stops every process it started.
 
 The shipped policy holds each session 60 s; to keep the demo under two
 minutes it checks with a copy whose hold is :data:`DEMO_HOLD` (said on screen).
@@ -75,6 +79,10 @@ def demo_policy(hold: str = DEMO_HOLD, folder: Path = REPORTS) -> Path:
         ws = rule.get("websocket")
         if ws is not None and "hold" in ws:
             ws["hold"] = hold
+    watch = doc.get("watch")
+    if watch is not None:  # the watch's canary renews every few seconds, not every 30
+        watch["canary"]["renew"] = "3s"
+        watch["heartbeat"] = "10s"
     folder.mkdir(exist_ok=True)
     out = folder / "chat-agent-demo.yaml"
     with out.open("w") as fh:
@@ -197,6 +205,31 @@ def check(
     return subprocess.run(args, env=env, check=False, stderr=stderr).returncode
 
 
+def watch(host: str, policy: Path, name: str) -> subprocess.Popen[bytes]:
+    """``deploy-guard watch`` in the background, as a Cloud Run job would run it."""
+    args = [sys.executable, "-m", "deploy_guard", "watch", "--service", SERVICE]
+    args += ["--policy", str(policy), "--for", "2m", "--service-interval", "1s"]
+    args += ["--report", str(REPORTS / f"{name}.json"), "--summary", str(REPORTS / f"{name}.md")]
+    env = {
+        **os.environ,
+        "DEPLOY_GUARD_EMULATOR_HOST": host,
+        "GOOGLE_CLOUD_PROJECT": "local-project",
+        "CLOUDSDK_RUN_REGION": "us-central1",
+    }
+    print("$ deploy-guard " + " ".join(args[3:]) + " &", flush=True)
+    return subprocess.Popen(args, env=env)
+
+
+def watch_line(name: str) -> str:
+    doc = json.loads((REPORTS / f"{name}.json").read_text())
+    line = f"verdict={doc['verdict']} action={doc['action']} exit={doc['exit_code']}"
+    for rollback in doc.get("watch", {}).get("rollbacks", []):
+        took = rollback.get("first_bad_to_verified_s")
+        if took is not None:
+            line += f", {took:.2f} s from the first 1011 to traffic verified back"
+    return line
+
+
 def summary_line(name: str) -> str:
     doc = json.loads((REPORTS / f"{name}.json").read_text())
     timeline = {e["event"]: e["t"] for e in doc["timeline"]}
@@ -233,6 +266,14 @@ def main() -> int:
         code = check(host, rev3, policy, "2-fixed-revision", "--promote", "--log-interval", "2s")
         print(f"exit code {code}: {summary_line('2-fixed-revision')}")
         print(f"traffic now: {deployer.traffic()}")
+
+        say("Watching the service, then deploying revision 4 straight to 100 %, unchecked")
+        watcher = watch(host, policy, "3-watch")
+        rev4 = deployer.candidate({"CHAT_BAD_AFTER": "4"}, tag="", percent=100)
+        print(f"{rev4}: traffic {deployer.traffic()}; every new session dies with 1011 after 4 s")
+        code = watcher.wait(timeout=180)
+        print(f"exit code {code}: {watch_line('3-watch')}")
+        print(f"traffic now: {deployer.traffic()}  (back on {rev3}, the last known good)")
         deployer.clients.close()
     finally:
         say("Stopping the emulator and every revision process")

@@ -131,6 +131,11 @@ class WatchGate(Gate):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # every event names the service and what is watched now (a watch has no candidate)
+        self.recorder._fields = lambda: {
+            "service": self.run_state.service,
+            **({"watched": self.report.revision} if self.report.revision else {}),
+        }
         self.report.command = "watch"
         self.report.timeline.cap(TIMELINE_HEAD, TIMELINE_TAIL)
         self.report.watch = {}
