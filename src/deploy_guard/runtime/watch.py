@@ -68,7 +68,7 @@ from deploy_guard.strategies.watch import (
 
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.actions.executor import Executor
-    from deploy_guard.gcp.traffic import ServiceState
+    from deploy_guard.gcp.traffic import RevisionState, ServiceState
     from deploy_guard.policy.model import Policy
     from deploy_guard.policy.watch import WatchPlan
     from deploy_guard.probes.target import Target
@@ -399,8 +399,13 @@ class _Watch:
         good = state.annotations.get(LAST_KNOWN_GOOD, "")
         baseline = (good,) if good and good != primary and split.get(good, 0) > 0 else ()
         created = 0.0
-        with contextlib.suppress(GuardError):
-            created = (await self.gate.router.get_revision(self.service, primary)).create_time
+        try:
+            revision = await self.gate.router.get_revision(self.service, primary)
+        except GuardError:
+            revision = None
+        if revision is not None:
+            created = revision.create_time
+            self._fits_request_timeout(revision)
         since = window_since(created, self.plan.window)
         return Watched(
             project=self.gate.options.project,
@@ -411,6 +416,22 @@ class _Watch:
             since=since,
             created=window_since(created, 24 * 3600.0),
         )
+
+    def _fits_request_timeout(self, revision: RevisionState) -> None:
+        """Cloud Run cuts any request at the revision's timeout, WebSocket sessions included:
+        a canary or probe session longer than that would fail a healthy revision. Exit 2 when
+        the watch starts; a revision deployed later with a shorter timeout is said, not fatal
+        (the watcher keeps guarding; its report and log say what to fix)."""
+        from deploy_guard.errors import ConfigError
+        from deploy_guard.runtime.session import check_request_timeout
+
+        try:
+            check_request_timeout(self.evidence.policies, revision, self.service)
+        except ConfigError as exc:
+            if self.evidence.watched is None:
+                raise
+            self.report.notes.append(str(exc))
+            log.warning("watch_session_outlasts_timeout", revision=revision.short, why=str(exc))
 
     async def _target(self, state: ServiceState) -> Target:
         """Where the probes go: the service's URL, where its users go."""
