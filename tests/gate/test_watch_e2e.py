@@ -111,7 +111,7 @@ def test_a_healthy_revision_is_watched_for_its_whole_for_with_no_action(
 
 
 @pytest.mark.fault(
-    "logging", "ListLogEntries and TailLogEntries UNAVAILABLE", "degraded, no rollback"
+    "logs", "watch: ListLogEntries and TailLogEntries UNAVAILABLE", "degraded, no rollback"
 )
 def test_a_logging_outage_degrades_the_watch_and_never_rolls_back(
     chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
@@ -280,7 +280,7 @@ def test_keep_watching_watches_the_restored_revision(
     assert doc["watch"]["status"] == "pass"
 
 
-@pytest.mark.fault("run", "GetService UNAVAILABLE while watching", "degraded, then recovered")
+@pytest.mark.fault("traffic", "watch: GetService UNAVAILABLE", "degraded, then recovered")
 async def test_a_run_api_outage_degrades_the_watch_until_it_answers_again(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
@@ -304,7 +304,7 @@ async def test_a_run_api_outage_degrades_the_watch_until_it_answers_again(
     assert "Cloud Run Admin API" in gate.report.watch["degraded"][0]["why"]
 
 
-@pytest.mark.fault("monitoring", "ListTimeSeries UNAVAILABLE", "degraded, no rollback")
+@pytest.mark.fault("metrics", "watch: ListTimeSeries UNAVAILABLE", "degraded, no rollback")
 def test_a_monitoring_outage_degrades_the_watch_and_never_rolls_back(
     chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
