@@ -256,6 +256,7 @@ class CloudMonitoring(RevisionSource):
         deadline: float | None = None,
     ) -> dict[str, float]:
         """Each group's points combined (summed counts; the worst percentile)."""
+        client = self.clients.metrics()  # first: built (and imported) under the clients' lock
         from google.cloud import monitoring_v3
 
         period = max(MIN_ALIGNMENT, int((end - start).total_seconds()) + 1)
@@ -272,7 +273,6 @@ class CloudMonitoring(RevisionSource):
             "aggregation": agg,
             "view": monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.FULL,
         }
-        client = self.clients.metrics()
         bound = self.bound(deadline)
 
         def fetch(retry: Any) -> dict[str, float]:

@@ -109,6 +109,11 @@ class GrpcTail:
 
         def run() -> None:
             try:
+                # The client first: Clients builds it under its lock, so this thread never
+                # imports the Logging library while another (a ListLogEntries pass, the
+                # metrics) is importing it too; two threads importing one package at once
+                # can end in a _DeadlockError that would break the tail for nothing.
+                client = self.clients.logging()
                 from google.cloud.logging_v2.types import TailLogEntriesRequest
                 from google.protobuf.duration_pb2 import Duration
 
@@ -125,7 +130,7 @@ class GrpcTail:
                     yield request
                     stop.wait()  # keep our side open until the stream is closed
 
-                stream = self.clients.logging().tail_log_entries(
+                stream = client.tail_log_entries(
                     requests=requests(), retry=None, timeout=self.session_seconds
                 )
                 held.append(stream)
