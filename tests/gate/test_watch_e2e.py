@@ -272,7 +272,7 @@ def test_keep_watching_watches_the_restored_revision(
     code, doc = run_watch(tmp_path, "--for", "15s", "--keep-watching")
     assert code == 1, doc.get("message")  # the release failed, though the watch went on
     assert doc["action"] == "rolled_back"
-    assert "rolled back 1 time(s)" in doc["message"]
+    assert f"rolled back {cand} while watching" in doc["message"]
     assert chat.serving() == {base: 100}
     watched = [e["detail"]["revision"] for e in doc["timeline"] if e["event"] == "watching"]
     assert watched == [cand, base]

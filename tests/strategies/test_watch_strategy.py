@@ -64,18 +64,21 @@ def test_the_rollbacks_outcome_ends_the_watch_unless_it_keeps_watching() -> None
 
 
 @pytest.mark.parametrize(
-    ("bounded", "code"), [(False, ExitCode.PASS), (True, ExitCode.INCONCLUSIVE)]
+    ("bounded", "code", "verdict"),
+    [(False, ExitCode.PASS, "pass"), (True, ExitCode.INCONCLUSIVE, "inconclusive")],
 )
 def test_a_signal_is_a_normal_stop_without_for_and_an_interruption_with_it(
-    bounded: bool, code: ExitCode
+    bounded: bool, code: ExitCode, verdict: str
 ) -> None:
+    """A bake cut short is no pass (its verdict agrees with its exit code, 3)."""
     move = WatchStrategy(bounded=bounded).next(
         [Watching(V2), Judged(V2, "pass"), Interrupted("SIGTERM")]
     )
     assert isinstance(move, Finish)
     assert move.exit_code == int(code)
-    assert move.verdict == "pass"
+    assert move.verdict == verdict
     assert "SIGTERM" in move.message
+    assert f"{V2} (healthy so far)" in move.message
 
 
 def test_for_elapsed_healthy_is_a_pass() -> None:
@@ -135,3 +138,4 @@ def test_a_rollback_while_keeping_watching_makes_the_end_a_fail() -> None:
     stopped = WatchStrategy(keep_watching=True).next([*history[:-1], Interrupted("SIGTERM")])
     assert isinstance(stopped, Finish)
     assert (stopped.verdict, stopped.exit_code) == ("fail", 0)  # a service being stopped
+    assert stopped.action == "rolled_back"  # what it did, however it ended

@@ -114,7 +114,7 @@ class WatchStrategy:
 
     # .. the branches ..
     def _failed(self, judged: Judged) -> Move:
-        reason = "; ".join(judged.reasons) or "fail"
+        reason = grouped(judged.reasons) or "fail"
         where = f"{reason} (watching {judged.revision})"
         if not self.rollback_on_fail:
             decision = Decision("fail", "none", deciding=judged.deciding)
@@ -130,21 +130,24 @@ class WatchStrategy:
 
     def _stopped(self, history: Sequence[Event], how: str, *, signalled: bool = False) -> Move:
         """The end of a watch that was not ended by a failure: what it saw decides."""
-        rolled_back = [
-            e for e in history if isinstance(e, ActionResult) and e.action == "rolled_back"
-        ]
+        rolled_back = _rolled_back(history)
         watched = _last(history, Watching)
         revision = watched.revision if watched else "nothing"
+        now = f"was watching {revision} ({_so_far(history)})"
+        if rolled_back:
+            # the watch acted: say on what, whatever ended it
+            how = f"{how}; rolled back {', then '.join(rolled_back)} while watching"
         if signalled and not self.bounded:
             # A watcher without --for is a service: being stopped is its normal end.
             verdict = "fail" if rolled_back else _verdict_now(history)
-            return Finish(verdict, "none", int(ExitCode.PASS), f"{how}; was watching {revision}")
+            action = "rolled_back" if rolled_back else "none"
+            return Finish(verdict, action, int(ExitCode.PASS), f"{how}; {now}")
         if rolled_back:
-            message = f"{how}; rolled back {len(rolled_back)} time(s) while watching"
-            return Finish("fail", "rolled_back", int(ExitCode.FAIL), message)
+            return Finish("fail", "rolled_back", int(ExitCode.FAIL), f"{how}; {now}")
         if signalled:
-            message = f"{how} before --for elapsed; was watching {revision}"
-            return Finish(_verdict_now(history), "none", int(ExitCode.INCONCLUSIVE), message)
+            # a bake cut short: what it saw so far is no verdict on the whole --for
+            message = f"{how} before --for elapsed; {now}"
+            return Finish("inconclusive", "none", int(ExitCode.INCONCLUSIVE), message)
         since = _since_watching(history)
         aside = next((e for e in reversed(since) if isinstance(e, StandingAside)), None)
         judged = [e for e in since if isinstance(e, Judged)]
@@ -156,10 +159,51 @@ class WatchStrategy:
             return Finish("inconclusive", "none", int(ExitCode.INCONCLUSIVE), message)
         status = judged[-1].status
         if status == "inconclusive":
-            reason = "; ".join(judged[-1].reasons) or "no evidence"
+            reason = grouped(judged[-1].reasons) or "no evidence"
             message = f"{how} while degraded ({reason}); {revision} is not known healthy"
             return Finish("inconclusive", "none", int(ExitCode.INCONCLUSIVE), message)
         return Finish(status, "none", int(ExitCode.PASS), f"{how}; {revision} stayed healthy")
+
+
+def grouped(reasons: Sequence[str]) -> str:
+    """Reasons joined, rules that share one ("a: Cloud Logging cannot be read ...", "b: the
+    same") named together once ("a, b: Cloud Logging cannot be read ..."): an outage says so
+    once, not once per rule."""
+    by_text: dict[str, list[str]] = {}
+    for reason in reasons:
+        rule, sep, text = reason.partition(": ")
+        if not sep or " " in rule:  # not "rule: text"
+            rule, text = "", reason
+        names = by_text.setdefault(text, [])
+        if rule and rule not in names:
+            names.append(rule)
+    return "; ".join(
+        f"{', '.join(names)}: {text}" if names else text for text, names in by_text.items()
+    )
+
+
+def _rolled_back(history: Sequence[Event]) -> list[str]:
+    """The revisions the watch rolled back, in order (each the one watched when it acted)."""
+    out: list[str] = []
+    watched = "?"
+    for event in history:
+        if isinstance(event, Watching):
+            watched = event.revision
+        elif isinstance(event, ActionResult) and event.action == "rolled_back":
+            out.append(watched)
+    return out
+
+
+def _so_far(history: Sequence[Event]) -> str:
+    """The watched revision's last window in words, for the message of a watch that ends."""
+    judged = _last(_since_watching(history), Judged)
+    if judged is None:
+        return "not judged yet"
+    return {
+        "pass": "healthy so far",
+        "warn": "healthy so far, with warnings",
+        "inconclusive": "degraded: not known healthy",
+    }.get(judged.status, judged.status)
 
 
 def _last(history: Sequence[Event], kind: type[T]) -> T | None:
