@@ -73,20 +73,27 @@ def render_markdown(report: CheckReport) -> str:
     d = report.to_dict()
     if report.command == "rollout":
         return rollout_markdown(d)
-    title = "deploy-guard watch" if report.command == "watch" else "deploy-guard"
-    lines = _head(d, title, _ACTION_WORDS.get(d["action"], d["action"]))
+    action = _ACTION_WORDS.get(d["action"], d["action"])
     if report.command == "watch":
+        lines = _head(d, "deploy-guard watch", action, about=_watch_about(d))
         lines += _watch(d.get("watch", {}))
+    else:
+        lines = _head(d, "deploy-guard", action)
     lines += _rules(d["rules"])
     lines += _tail(d)
     return "\n".join(lines) + "\n"
 
 
-def _head(d: dict[str, Any], title: str, action: str) -> list[str]:
-    """The verdict line and the facts under it (service, exit code, traffic, outcome)."""
+def _head(d: dict[str, Any], title: str, action: str, about: str | None = None) -> list[str]:
+    """The verdict line and the facts under it (service, exit code, traffic, outcome).
+
+    ``about``: what the verdict is about (default: the report's revision, if any).
+    """
     verdict = d["verdict"]
+    about = about if about is not None else d["revision"]
+    what = f" — `{about}`" if about else ""
     lines = [
-        f"## {title}: {_ICON.get(verdict, '')} {verdict.upper()} — `{d['revision']}` ({action})",
+        f"## {title}: {_ICON.get(verdict, '')} {verdict.upper()}{what} ({action})",
         "",
         f"- **Service**: `{d['service']}` ({d['project']}, {d['region']})",
         f"- **Exit code**: {d['exit_code']}",
@@ -105,24 +112,41 @@ def _head(d: dict[str, Any], title: str, action: str) -> list[str]:
     return lines
 
 
+def _watch_about(d: dict[str, Any]) -> str:
+    """What a watch's verdict is about: the revisions it rolled back, else the one it
+    watched last (a watch that rolled V2 back and went on watching V1 failed V2, not V1),
+    else the service (it stopped before it watched anything)."""
+    rolled = [str(r.get("revision")) for r in (d.get("watch") or {}).get("rollbacks", [])]
+    if rolled:
+        return "`, `".join(dict.fromkeys(rolled))
+    return str(d["revision"] or d["service"] or "")
+
+
+def _count(n: Any, word: str, plural: str = "") -> str:
+    """``1 stream``, ``2 streams``."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
+
+
 def _watch(watch: dict[str, Any]) -> list[str]:
     """A watch's own facts: how long, what it read, rollbacks and degraded episodes."""
-    lines = ["", "### Watch", ""]
+    lines: list[str] = []
     if "watched_s" in watch:
+        last = f"`{_cell(watch['revision'])}` " if watch.get("revision") else ""
         lines.append(
-            f"- **Watched**: {watch['watched_s']:.0f} s, {watch.get('windows_judged', 0)} "
-            f"looks at the window, ending {_cell(watch.get('status', ''))}"
+            f"- **Watched**: {last}for {watch['watched_s']:.0f} s "
+            f"({_count(watch.get('windows_judged', 0), 'look')} at the window), ending "
+            f"{_cell(watch.get('status', ''))}"
         )
     if "logs_mode" in watch:
         lines.append(
-            f"- **Logs**: {watch['logs_mode']} ({watch.get('tail_opens', 0)} stream(s) "
-            f"opened, {watch.get('logs_reads', 0)} ListLogEntries reads)"
+            f"- **Logs**: {watch['logs_mode']} ({_count(watch.get('tail_opens', 0), 'stream')} "
+            f"opened, {_count(watch.get('logs_reads', 0), 'ListLogEntries read')})"
         )
     if "logs_fallback" in watch:
         lines.append(f"- **Logs fell back to polling**: {_cell(watch['logs_fallback'])}")
     probes = [
-        f"{watch[k]} {words}"
-        for k, words in (("canary_sessions", "canary sessions"), ("probe_rounds", "probe rounds"))
+        _count(watch[k], word)
+        for k, word in (("canary_sessions", "canary session"), ("probe_rounds", "probe round"))
         if k in watch
     ]
     if probes:
@@ -136,7 +160,7 @@ def _watch(watch: dict[str, Any]) -> list[str]:
         )
     for episode in watch.get("degraded", []):
         lines.append(f"- **Degraded** at {_cell(episode.get('at'))}: {_cell(episode.get('why'))}")
-    return lines
+    return ["", "### Watch", "", *lines] if lines else []
 
 
 def _rules(rules: list[dict[str, Any]], title: str = "Rules") -> list[str]:
