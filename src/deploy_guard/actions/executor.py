@@ -185,6 +185,17 @@ class Executor:
                     f"a fixed revision, then `deploy-guard rollback --service {before.short} "
                     "--to-revision REV`",
                 )
+            except GuardError as exc:  # the Run API did not answer: nothing was written
+                self.recorder.event("rollback_failed", error=str(exc))
+                return ActionResult(
+                    "rollback",
+                    "failed",
+                    int(ExitCode.ACTION_FAILED),
+                    f"{reason}; cannot roll back: the revisions of {before.short} could not be "
+                    f"read to choose where traffic goes ({exc}); nothing was written, "
+                    f"{candidate} still serves. Once the API answers: `deploy-guard rollback "
+                    f"--service {before.short}`",
+                )
             spec = pin_plan(before, target.short, drop_tags=[self.temp_tag])
             # the candidate held 100 %: say where traffic goes, and why that revision
             chosen = f"rollback target {target.short}: {why}"

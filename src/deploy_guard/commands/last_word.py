@@ -108,7 +108,7 @@ class LastWord:
         after = f" after {first}" if first and first != name else ""
         if self.gate is None:
             report.verdict, report.action = "inconclusive", "none"
-            report.message = "the check did not start"
+            report.message = f"the {report.command} did not start"
             return (
                 f"stopped by a second stop signal ({name}{after}) before the check started; "
                 "nothing was checked or changed"

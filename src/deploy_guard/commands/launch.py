@@ -99,7 +99,7 @@ def launch(
         click.echo(f"error: {report.error}; nothing was checked or changed", err=True)
         report.verdict, report.action = "inconclusive", "none"
         report.exit_code = int(ExitCode.INCONCLUSIVE)
-        report.message = "the check did not start"
+        report.message = f"the {report.command} did not start"
         signals.settle(report.exit_code)
         write_report_files(report, report_path, summary_path)
         exit_fast(int(ExitCode.INCONCLUSIVE))
@@ -215,7 +215,7 @@ def _fail_early(
     # a usage or configuration error judged nothing: its verdict is "error", not a verdict
     verdict = "error" if exc.exit_code == ExitCode.USAGE else "inconclusive"
     report.verdict, report.action, report.exit_code = verdict, "none", int(exc.exit_code)
-    report.message = "the check did not start"
+    report.message = f"the {report.command} did not start"
     signals.settle(report.exit_code)
     write_report_files(report, report_path, summary_path)
     exit_fast(int(exc.exit_code))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -31,10 +32,23 @@ class HealthServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> int:
-        """Listen; returns the port (the one the system chose when ``port`` is 0)."""
-        self._server = await asyncio.start_server(
-            self._answer, self.host, self.port, limit=MAX_HEAD
-        )
+        """Listen; returns the port (the one the system chose when ``port`` is 0).
+
+        A port it cannot listen on (taken by another process, or privileged) is the
+        command line's to fix: a :class:`~deploy_guard.errors.ConfigError` (exit 2).
+        """
+        from deploy_guard.errors import ConfigError
+
+        try:
+            self._server = await asyncio.start_server(
+                self._answer, self.host, self.port, limit=MAX_HEAD
+            )
+        except OSError as exc:
+            why = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(
+                f"--health-port {self.port}: cannot listen on it ({why}); is another process "
+                "(another watcher?) using it? Pick another port, or 0 for any free one"
+            ) from None
         return int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
