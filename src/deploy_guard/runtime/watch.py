@@ -227,7 +227,8 @@ class _Watch:
                     self.gate._decision(decision)
                 if isinstance(move, Finish):
                     verdict = move.verdict or self.report.verdict
-                    self._summarise()
+                    if verdict in ("pass", "warn"):
+                        self._unjudged()
                     return self.gate._finish(verdict, move.action, move.exit_code, move.message)
                 if isinstance(move, RollBack):
                     result = await self._finished(self._rollback(move))
@@ -242,6 +243,7 @@ class _Watch:
                     event = self._interrupted()
                 _append(history, event)
         finally:
+            self._summarise()  # whatever ended it (an API error too): the summary's facts
             await self.evidence.stop()
 
     def _interrupted(self) -> Interrupted:
@@ -294,6 +296,9 @@ class _Watch:
         verdict = judgement.verdict
         for rule in judgement.results:
             self.report.update_rule(rule)
+        assert self.revision is not None
+        for name in judgement.pending:  # said, never hidden nor left as the last revision's
+            self.report.update_rule(self.evidence.pending_row(name, self.revision))
         status = verdict.status if judgement.results else "pending"
         if judgement.first_bad_at is not None and verdict.status == "fail":
             self.first_bad_at = judgement.first_bad_at
@@ -301,7 +306,6 @@ class _Watch:
         if status == self.status and status != "fail":
             return None
         self.status = status
-        assert self.revision is not None
         self.report.verdict = status if status != "pending" else "inconclusive"
         self.report.reasons = list(verdict.reasons)
         self.report.deciding = list(verdict.deciding)
@@ -534,6 +538,15 @@ class _Watch:
             windows=self.windows,
             **self.evidence.status(),
         )
+
+    def _unjudged(self) -> None:
+        """A note on the rules the watch ends without judging: a pass is not about them."""
+        pending = self.last.pending if self.last is not None else []
+        if self.revision is not None and pending:
+            self.report.notes.append(
+                f"not judged on {self.revision} before the watch ended (no evidence yet): "
+                + ", ".join(pending)
+            )
 
     def _summarise(self) -> None:
         watch = self.report.watch

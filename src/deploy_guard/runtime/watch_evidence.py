@@ -234,6 +234,51 @@ class WatchEvidence:
                     seen.append(stamp)
         return min(seen) if seen else None
 
+    def pending_row(self, name: str, revision: str) -> dict[str, Any]:
+        """The report's row for a rule with no evidence on ``revision`` yet (``pending``).
+
+        It replaces whatever the row said of the revision watched before, and says
+        why nothing is known yet, so neither the live view nor the summary shows a
+        rule as judged when it is not (or hides it).
+        """
+        rule = next(r for p in self.policies for r in p.rules if r.name == name)
+        return {
+            "rule": name,
+            "kind": rule.kind,
+            "severity": rule.severity,
+            "dry_run": rule.dry_run,
+            "status": "pending",
+            "observed": None,
+            "threshold": "",
+            "counts": "",
+            "evidence": [],
+            "message": self._why_pending(rule, revision),
+            "decided": False,
+        }
+
+    def _why_pending(self, rule: Rule, revision: str) -> str:
+        from deploy_guard.policy.units import format_duration as dur
+
+        plan = self.plan
+        if self.canary_rule is not None and rule.name == self.canary_rule.name:
+            return (
+                f"the canary's first session on {revision} has not ended yet (each one runs "
+                f"the scenario, then stays open {dur(plan.canary_renew)})"
+            )
+        if rule.kind == "metric":
+            return (
+                f"no complete Cloud Monitoring data for {revision} yet (a point counts once "
+                f"{dur(self.metric_lag)} old; read every {dur(plan.metric_interval)})"
+            )
+        if rule.kind == "logs":
+            return f"no window of {revision}'s logs counted yet"
+        if plan.probe_interval is None or not any(r.name == rule.name for r in self.probe_rules):
+            return "not run by the watch: its policy's watch: has no probe rounds"
+        return (
+            f"the first probe round on {revision} has not finished yet (a round every "
+            f"{dur(plan.probe_interval)})"
+        )
+
     def status(self) -> dict[str, Any]:
         """What the heartbeat says about the sources."""
         out: dict[str, Any] = {"metric_reads": self.metric_reads}
