@@ -38,10 +38,12 @@ def promote(chat: Any, base: str, cand: str) -> None:
     chat.clients.services().update_service(service=svc).result(timeout=60, polling=chat.polling)
 
 
-def watch(tmp_path: Path, *flags: str, policy: Path = WATCH) -> tuple[int, dict[str, Any], str]:
+def watch(
+    tmp_path: Path, *flags: str, policy: Path = WATCH, service: str = "chat"
+) -> tuple[int, dict[str, Any], str]:
     """Run the command in-process: (exit code, JSON report, the Markdown summary)."""
     report, summary = tmp_path / "watch.json", tmp_path / "watch.md"
-    args = ["watch", "--service", "chat", "--policy", str(policy), "--report", str(report)]
+    args = ["watch", "--service", service, "--policy", str(policy), "--report", str(report)]
     args += ["--summary", str(summary), "--log-interval", "0.5s", "--service-interval", "0.5s"]
     result = CliRunner().invoke(cli, [*args, *flags], catch_exceptions=False)
     doc = json.loads(report.read_text()) if report.exists() else {}
@@ -80,7 +82,7 @@ def test_a_rollback_that_cannot_choose_its_target_says_what_failed_and_where_tra
     assert code == 4, doc.get("message")
     assert (doc["verdict"], doc["action"]) == ("fail", "failed")
     failed, _, acted = doc["message"].partition(f"(watching {cand}); ")  # what failed, first
-    assert failed and doc["deciding_rules"]
+    assert failed.split(":", 1)[0] in doc["deciding_rules"]
     assert acted.startswith("cannot roll back: the revisions of chat could not be read")
     assert f"{cand} still serves" in doc["message"]
     assert chat.serving() == {cand: 100}
@@ -106,3 +108,16 @@ def test_rules_without_evidence_yet_are_shown_pending_and_named_when_a_pass_ends
         for n in doc["notes"]
     )
     assert "| ⏳ | `chat-hold` | websocket | pending |" in summary
+
+
+def test_an_unknown_service_is_named_in_the_watch_s_own_words(
+    emulator_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A watch has no revision to take the service from: the hint is --service alone."""
+    code, doc, summary = watch(tmp_path, "--for", "30s", service="chat-agnet")
+    assert (code, doc["verdict"]) == (2, "error")
+    assert doc["error"].endswith(
+        "does not exist in project local-project region us-central1; "
+        "check --service, --project and --region"
+    )
+    assert summary.startswith("## deploy-guard watch: ⛔ ERROR — `chat-agnet` (no traffic change)")

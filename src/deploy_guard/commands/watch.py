@@ -19,7 +19,7 @@ from deploy_guard.commands import location_options
 from deploy_guard.commands.check import SHARED_OPTIONS, _at_least
 from deploy_guard.commands.launch import launch
 
-HELP = """Keep judging whatever serves SERVICE; roll back by itself when it fails.
+HELP = """Keep judging whatever serves --service; roll back by itself when it fails.
 
 \b
 What it does, for as long as it runs (--for, or until stopped):
@@ -47,10 +47,10 @@ report), never a rollback. A `watch_heartbeat` event is logged every
 
 \b
 Exit codes: 0 --for elapsed and healthy, or stopped by SIGTERM/SIGINT
-without --for (a watcher being shut down); 1 failed and rolled back (or
-failed with on_fail: none); 2 usage/config; 3 stopped before --for elapsed,
-or --for elapsed while degraded; 4 the rollback failed or was refused
-(someone else changed the service).
+without --for (a watcher being shut down); 1 failed and rolled back (with
+--keep-watching: when --for ends), or failed with on_fail: none; 2
+usage/config; 3 stopped before --for elapsed, or --for elapsed while
+degraded; 4 the rollback failed or was refused (a human is needed).
 
 \b
 Fleets: several --service (or --services-file, one name per line) with
@@ -152,8 +152,9 @@ def _options(command: Any) -> Any:
             "--health-port",
             type=click.IntRange(0, 65535),
             metavar="PORT",
-            help="Answer HTTP GET on this port, all interfaces (a watcher deployed as a Cloud "
-            "Run service must listen on $PORT) [default: no listener].",
+            help="Answer HTTP GET on this port, all interfaces, with what is watched (a "
+            "watcher deployed as a Cloud Run service must listen on $PORT); 0 picks a free "
+            "port, named in the health_listening event [default: no listener].",
         ),
         *SHARED_OPTIONS,
     ]

@@ -430,11 +430,18 @@ def _landed_alone(
     )
 
 
-def service_missing(service: str, project: str, region: str) -> NotFoundError:
-    """The error for a service that does not exist, in the words every command uses."""
+def service_missing(
+    service: str, project: str, region: str, *, named_by_revision: bool = True
+) -> NotFoundError:
+    """The error for a service that does not exist, in the words every command uses.
+
+    ``named_by_revision``: the command may take the service from a revision's name
+    (``check``, ``rollout``); ``watch`` and ``status`` name it with ``--service`` only.
+    """
+    also = " (or the revision's name)" if named_by_revision else ""
     return NotFoundError(
         f"service {service} does not exist in project {project} region {region}; "
-        "check --service (or the revision's name), --project and --region"
+        f"check --service{also}, --project and --region"
     )
 
 

@@ -252,7 +252,12 @@ class Session:
         try:
             await self.router.get_service(self.service)
         except NotFoundError:
-            raise service_missing(self.service, self.options.project, self.options.region) from None
+            raise service_missing(
+                self.service,
+                self.options.project,
+                self.options.region,
+                named_by_revision=bool(self.candidate),  # a watch has no revision
+            ) from None
         except GuardError:
             return
 

@@ -150,7 +150,9 @@ class WatchGate(Gate):
         try:
             state = await self.router.get_service(service)
         except NotFoundError:
-            raise service_missing(service, self.options.project, self.options.region) from None
+            raise service_missing(
+                service, self.options.project, self.options.region, named_by_revision=False
+            ) from None
         executor.expected = state
         self.report.traffic_before = served_split(state)
         self.report.traffic_after = served_split(state)
