@@ -72,16 +72,32 @@ def render(
     # What is shown passes through the one redaction step (only what is shown: this runs
     # at every redraw, and the JSON report's to_dict() copies the whole timeline).
     rules = redact_data(report.rules)
+    watch = report.command == "watch"
+    elapsed = report.timeline.elapsed()
     head = Text.assemble(
-        ("deploy-guard ", "bold"),
+        ("deploy-guard watch " if watch else "deploy-guard ", "bold"),
         (f"{report.service or '?'}/{report.revision}", "cyan"),
-        f"  {report.timeline.elapsed():5.1f} s  ",
-        _label(report) if done else ("running", "dim"),
+        f"  {_clock(elapsed) if watch else f'{elapsed:5.1f} s'}  ",
+        _label(report) if done else ("watching" if watch else "running", "dim"),
     )
-    lines = _events(report, events, width)
-    if not report.rules:  # stopped before any evidence (an unknown revision): no empty table
-        return Group(head, lines)
-    return Group(head, _rules(rules, done), lines)
+    parts: list[Any] = [head]
+    if watch and not done and report.watch.get("degraded_now"):
+        episodes = report.watch.get("degraded") or [{}]
+        why = redact_data(str(episodes[-1].get("why", "")))
+        parts.append(Text(f"degraded (never a rollback): {why}", style=_STYLE["inconclusive"]))
+    if report.rules:  # stopped before any evidence (an unknown revision): no empty table
+        parts.append(_rules(rules, done))
+    parts.append(_events(report, events, width))
+    return Group(*parts)
+
+
+def _clock(seconds: float) -> str:
+    """A watch's running time: ``12.3 s`` under a minute, then ``4m05s``, ``26h03m``."""
+    if seconds < 60:
+        return f"{seconds:4.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _rules(rules: list[dict[str, Any]], done: bool) -> Table:

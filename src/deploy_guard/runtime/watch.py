@@ -333,6 +333,7 @@ class _Watch:
             log.info("watch_recovered", service=self.service, revision=self.revision)
             self.gate._event("watch_recovered")
         self.degraded = why
+        self.report.watch["degraded_now"] = why is not None  # the live view says so
 
     # .. the service ..
     async def _poll(self, history: list[Event]) -> Event | None:
