@@ -80,6 +80,21 @@ def usage(samples: Sequence[Sample], warm: float = WARM) -> Usage:
     )
 
 
+def every(samples: Sequence[Sample], period: float = 60.0) -> list[Sample]:
+    """The first sample, then the first one at or after each further ``period`` seconds."""
+    out: list[Sample] = []
+    for sample in samples:
+        if not out or sample.t - samples[0].t >= len(out) * period:
+            out.append(sample)
+    return out
+
+
+def cpu_shares(samples: Sequence[Sample], period: float = 60.0) -> list[float]:
+    """CPU as a percentage of one core in each ``period`` (the samples :func:`every` picks)."""
+    marks = every(samples, period)
+    return [100.0 * (b.cpu - a.cpu) / (b.t - a.t) for a, b in itertools.pairwise(marks)]
+
+
 # -- calls in time (pure) -----------------------------------------------------------------
 
 

@@ -43,3 +43,9 @@ def test_calls_close_together_are_one_read() -> None:
 def test_gaps_are_the_seconds_between_reads() -> None:
     assert sp.gaps([10.0, 70.0, 130.5]) == [60.0, 60.5]
     assert sp.gaps([10.0]) == []
+
+
+def test_every_minute_picks_the_first_sample_of_each_minute_and_its_cpu_share() -> None:
+    samples = [sp.Sample(t=float(t), cpu=t / 50, rss=t) for t in range(0, 150, 10)]
+    assert [s.t for s in sp.every(samples)] == [0.0, 60.0, 120.0]
+    assert sp.cpu_shares(samples) == pytest.approx([2.0, 2.0])
