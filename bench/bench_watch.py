@@ -417,9 +417,10 @@ def _metric_reads(doc: dict[str, Any], stamps: list[datetime], rules: int) -> No
     sizes = sorted({n for _, n in reads})
     print(
         f"4. metrics: {len(times)} ListTimeSeries calls in {len(reads)} reads of the {rules} "
-        f"metric rules (calls per read {sizes}: error_rate 1, latency 2); the first "
-        f"{reads[0][0] if reads else float('nan'):.0f} s in (none before Monitoring's lag); "
-        f"the watcher's passes {doc.get('watch', {}).get('metric_reads')}"
+        f"metric rules (calls per read {sizes}: error_rate 1, latency 2); "
+        + (f"the first {reads[0][0]:.0f} s in" if reads else "none yet")
+        + f" (none before Monitoring's lag); the watcher's passes "
+        f"{doc.get('watch', {}).get('metric_reads')}"
     )
     if between:
         print(

@@ -111,9 +111,12 @@ def bursts(stamps: Sequence[float], gap: float = 1.0) -> list[tuple[float, int]]
     return out
 
 
-def peak(stamps: Sequence[float], span: float = 60.0) -> int:
-    """The most of ``stamps`` (sorted) in any ``span`` seconds."""
-    return max((sum(1 for r in stamps if a <= r < a + span) for a in stamps), default=0)
+def gaps(starts: Sequence[float]) -> list[float]:
+    """Seconds between consecutive ``starts`` (sorted)."""
+    return [b - a for a, b in itertools.pairwise(starts)]
+
+
+# -- sampling and loading, from threads ---------------------------------------------------
 
 
 class ProcSampler:
@@ -172,8 +175,3 @@ class Ticker:
         while not self._stop.wait(max(0.0, start + self.done * self.period - time.monotonic())):
             self.act(self.done)
             self.done += 1
-
-
-def gaps(starts: Sequence[float]) -> list[float]:
-    """Seconds between consecutive ``starts`` (sorted)."""
-    return [b - a for a, b in itertools.pairwise(starts)]

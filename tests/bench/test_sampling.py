@@ -36,8 +36,7 @@ def test_usage_is_cpu_time_over_wall_time_and_rss_at_three_moments() -> None:
 def test_calls_close_together_are_one_read() -> None:
     stamps = [10.0, 10.01, 10.3, 70.0, 70.2, 130.5]
     assert sp.bursts(stamps) == [(10.0, 3), (70.0, 2), (130.5, 1)]
-    assert sp.peak(stamps) == 3  # [10, 70) holds the first burst only
-    assert sp.peak([]) == 0
+    assert sp.bursts([]) == []
 
 
 def test_gaps_are_the_seconds_between_reads() -> None:
