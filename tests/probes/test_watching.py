@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -25,10 +26,12 @@ from deploy_guard.measurements import Attempt, ProbeMeasurement
 from deploy_guard.policy.model import Rule
 from deploy_guard.probes.target import Target
 from deploy_guard.probes.watching import (
+    UNREACHED,
     CanaryUser,
     ProbeRounds,
     backoff_delay,
     session_bound,
+    without_unreached,
 )
 from deploy_guard.probes.ws_bounds import CLOSE_TIMEOUT
 from waiting import eventually
@@ -399,6 +402,118 @@ async def test_a_session_past_its_bound_is_ended_as_a_timeout(
     assert failed[0].cause == "timeout"
     assert failed[0].detail.startswith("session still open after 0.3 s")
     await eventually(lambda: server.open == 0, within=5)
+
+
+# ------------------------------------------------------------------ nothing reached
+
+
+def nothing_listens() -> str:
+    """A loopback URL whose port was just freed: every connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+async def test_a_canary_that_cannot_connect_says_so_and_fails_no_session() -> None:
+    """The watcher's network, not the revision: degraded, never a rollback."""
+    heard: list[Attempt] = []
+    canary = CanaryUser(
+        held("0s"), Target(nothing_listens()), window=60, backoff=QUICK, changed=heard.append
+    )
+    with capture_logs() as logs:
+        await canary.start()
+        await eventually(lambda: canary.sessions >= 3)
+        await canary.stop()
+    m = canary.measurement()
+    assert (m.done, m.failed, m.complete) == (0, 0, False)
+    assert m.error is not None
+    assert "could not reach the service" in m.error
+    assert canary.first_failure_at is None  # nothing bad was seen of the service
+    assert all(a.cause == UNREACHED for a in heard)  # told, so the watch judges at once
+    assert [e["event"] for e in logs].count("canary_unreached") == 1
+    assert "canary_session_failed" not in [e["event"] for e in logs]
+
+
+async def test_a_canary_that_reaches_the_service_again_is_judged_again(
+    chat_server: ChatFactory,
+) -> None:
+    served = await chat_server()
+    rule = ws_rule(sessions=1, concurrency=1, hold="0.05s")
+    canary = CanaryUser(rule, Target(nothing_listens()), window=60, backoff=QUICK)
+    await canary.start()
+    await eventually(lambda: canary.unreached is not None)
+    canary.use(Target(served.url))  # the network is back (same revision, window kept)
+    await eventually(lambda: canary.measurement().done >= 1)
+    await canary.stop()
+    m = canary.measurement()
+    assert (m.error, m.failed) == (None, 0)
+    assert outcome(rule, m) == "pass"
+
+
+async def test_sessions_that_reached_the_service_and_failed_still_count(
+    aiohttp_server: Serve,
+) -> None:
+    server = Tracker(fail_all=True)
+    url = await aiohttp_server(server.app())
+    canary = CanaryUser(held("0s"), Target(url), window=60, backoff=QUICK)
+    await canary.start()
+    await eventually(lambda: canary.measurement().failed >= 1)
+    canary.use(Target(nothing_listens()))
+    await eventually(lambda: canary.unreached is not None)
+    await canary.stop()
+    m = canary.measurement()
+    assert m.error is None  # a 1011 the service sent is evidence, whatever came after
+    assert m.close_codes == {1011: m.done}
+    assert outcome(held("0s"), m) == "fail"
+
+
+async def test_rounds_that_cannot_connect_say_so_and_fail_nothing() -> None:
+    rules = [held("0s", sessions=2), http_rule(requests=2, concurrency=1)]
+    rounds = ProbeRounds(rules, Target(nothing_listens()), interval=3600)
+    await rounds.start()
+    await eventually(lambda: rounds.rounds == 1)
+    await rounds.stop()
+    for m in rounds.measurements().values():
+        assert (m.done, m.failed) == (0, 0), m
+        assert m.error is not None
+        assert "2 of 2 attempts could not reach the service" in m.error
+
+
+def test_attempts_that_reached_the_service_are_judged_without_those_that_did_not() -> None:
+    unreached = Attempt(ok=False, cause=UNREACHED, detail="could not connect: refused")
+    closed = Attempt(ok=False, cause="close_code", close_code=1011, detail="1011")
+    m = ProbeMeasurement(
+        rule="chat",
+        kind="websocket",
+        planned=4,
+        done=4,
+        succeeded=1,
+        failures_by_cause={UNREACHED: 2, "close_code": 1},
+        close_codes={1011: 1},
+        samples=(unreached, closed, unreached),
+        complete=True,
+    )
+    kept = without_unreached(m)
+    assert (kept.planned, kept.done, kept.succeeded, kept.failed) == (2, 2, 1, 1)
+    assert kept.failures_by_cause == {"close_code": 1}
+    assert kept.samples == (closed,)
+    assert kept.error is None
+    alone = without_unreached(
+        ProbeMeasurement(
+            rule="chat",
+            kind="websocket",
+            planned=2,
+            done=2,
+            succeeded=1,
+            failures_by_cause={UNREACHED: 1},
+            samples=(unreached,),
+            complete=True,
+        )
+    )
+    assert (alone.done, alone.failed) == (1, 0)
+    assert alone.error == "1 of 2 attempts could not reach the service: could not connect: refused"
+    assert without_unreached(kept) is kept
 
 
 # ----------------------------------------------------------------------------- rounds

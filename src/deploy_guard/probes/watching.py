@@ -21,6 +21,15 @@ for hours needs: memory bounded whatever the run length (a capped window,
 capped samples, one snapshot per rule), every session bounded in time, a
 back-off so a dead server is not hammered, and retargeting without leaking a
 socket. Stopping (or cancelling) either waits until their sockets are closed.
+
+A session that could not connect at all (``connect_error``: DNS, a refused or
+reset TCP connection, TLS) never reached the service: Cloud Run's front end
+answers for every revision, so it is the watcher's network or the front end
+that is down, not the revision watched. A check may fail on it (it promotes
+nothing it could not reach); a watch would roll back a healthy revision. Both
+sources leave such sessions out of what they measure and say so as the
+measurement's ``error`` (the watch is then degraded), unless sessions that
+did reach the service failed: those are judged as ever.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from deploy_guard.errors import ConfigError
@@ -58,6 +68,8 @@ MIN_SPACING = 0.1
 SESSION_SLACK = 5.0
 #: The canary's user id (``{user}`` in the scenario, and the isolation check's).
 CANARY_USER = "canary"
+#: The cause of a session that never reached the service (see the module docstring).
+UNREACHED = "connect_error"
 
 _log = get_logger("deploy_guard.probes.watching")
 
@@ -67,6 +79,30 @@ def backoff_delay(failures: int, first: float = BACKOFF_FIRST, cap: float = BACK
     if failures <= 0:
         return 0.0
     return min(cap, first * 2.0 ** min(failures - 1, 60))
+
+
+def without_unreached(m: ProbeMeasurement) -> ProbeMeasurement:
+    """``m`` without the attempts that never reached the service (see the module docstring).
+
+    They are its ``error`` when no attempt that reached the service failed;
+    otherwise those failures are judged on their own.
+    """
+    unreached = m.failures_by_cause.get(UNREACHED, 0)
+    if not unreached:
+        return m
+    causes = {c: n for c, n in m.failures_by_cause.items() if c != UNREACHED}
+    why = next((a.detail for a in m.samples if a.cause == UNREACHED), "") or "could not connect"
+    error = None
+    if not any(causes.values()):
+        error = f"{unreached} of {m.done} attempts could not reach the service: {why}"
+    return replace(
+        m,
+        planned=max(0, m.planned - unreached),
+        done=m.done - unreached,
+        failures_by_cause=causes,
+        samples=tuple(a for a in m.samples if a.cause != UNREACHED),
+        error=m.error or error,
+    )
 
 
 def session_bound(spec: WebSocketSpec) -> float:
@@ -156,6 +192,10 @@ class CanaryUser:
         self.sessions = 0
         #: Failed sessions in a row (0 after a success); the back-off follows it.
         self.failures_in_row = 0
+        #: Why the last session could not reach the service (None: it did).
+        self.unreached: str | None = None
+        #: Sessions in a row that could not reach it (the back-off follows them too).
+        self.unreached_in_row = 0
 
     async def start(self) -> None:
         """Start the sessions in the background; returns at once (a second call does nothing)."""
@@ -195,6 +235,7 @@ class CanaryUser:
         self._since = self._clock()
         self.first_failure_at = None
         self.failures_in_row = 0
+        self.unreached, self.unreached_in_row = None, 0
         if self._session is not None:
             self._session.cancel()
         self._wake.set()
@@ -205,13 +246,17 @@ class CanaryUser:
         ``planned`` is what ended, and the snapshot is complete: the judge
         decides on what the window holds. None yet: ``done=0, complete=False``
         (pending). ``first_failure_after`` counts from the start (or the last
-        retarget/reset).
+        retarget/reset). While the sessions cannot reach the service, and none
+        that did failed, ``error`` says so (never a failed session).
         """
         self._prune(self._clock())
         agg = Aggregator(self.rule.name, "websocket", len(self._ended))
         for ended, attempt in self._ended:
             agg.add(attempt, max(0.0, ended - self._since))
-        return agg.snapshot(complete=agg.done > 0)
+        error = None
+        if self.unreached is not None and agg.done == agg.succeeded:
+            error = f"the canary could not reach the service: {self.unreached}"
+        return agg.snapshot(complete=agg.done > 0, error=error)
 
     def _prune(self, now: float) -> None:
         oldest = now - self.window
@@ -238,8 +283,9 @@ class CanaryUser:
                 if session.cancelled() or generation != self._generation:
                     continue  # retargeted or reset mid-session: start afresh at once
                 self._record(session.result())
-                if self.failures_in_row:
-                    pause = backoff_delay(self.failures_in_row, *self._backoff)
+                missed = self.failures_in_row + self.unreached_in_row
+                if missed:
+                    pause = backoff_delay(missed, *self._backoff)
                 else:
                     pause = started + MIN_SPACING - loop.time()
                 await _wait_event(self._wake, pause)
@@ -268,8 +314,12 @@ class CanaryUser:
     def _record(self, attempt: Attempt) -> None:
         now = self._clock()
         self.sessions += 1
-        self._ended.append((now, attempt))
         self._prune(now)
+        if not attempt.ok and attempt.cause == UNREACHED:
+            self._unreached(attempt)
+            return
+        self.unreached, self.unreached_in_row = None, 0
+        self._ended.append((now, attempt))
         if attempt.ok:
             if self.failures_in_row:
                 _log.info("canary_recovered", rule=self.rule.name, after=self.failures_in_row)
@@ -286,6 +336,17 @@ class CanaryUser:
                     close_code=attempt.close_code,
                     detail=attempt.detail,
                 )
+        self._tell(attempt)
+
+    def _unreached(self, attempt: Attempt) -> None:
+        """Not the service's doing: out of the window, the back-off all the same."""
+        if self.unreached is None:
+            _log.warning("canary_unreached", rule=self.rule.name, detail=attempt.detail)
+        self.unreached = attempt.detail or "could not connect"
+        self.unreached_in_row += 1
+        self._tell(attempt)
+
+    def _tell(self, attempt: Attempt) -> None:
         if self._changed is not None:
             try:
                 self._changed(attempt)
@@ -356,14 +417,15 @@ class ProbeRounds:
 
     def measurements(self) -> dict[str, ProbeMeasurement]:
         """Per rule, the last complete round's final snapshot, or the running round's
-        latest one when it already has failures. A rule not measured yet is absent."""
+        latest one when it already has failures. A rule not measured yet is absent.
+        Attempts that could not reach the service are left out (:func:`without_unreached`)."""
         out: dict[str, ProbeMeasurement] = {}
         for rule in self.rules:
             running = self._running.get(rule.name)
-            if running is not None and running.failed:
-                out[rule.name] = running
+            if running is not None and running.failed > running.failures_by_cause.get(UNREACHED, 0):
+                out[rule.name] = without_unreached(running)
             elif rule.name in self._complete:
-                out[rule.name] = self._complete[rule.name]
+                out[rule.name] = without_unreached(self._complete[rule.name])
         return out
 
     async def _run(self) -> None:
@@ -414,8 +476,10 @@ class ProbeRounds:
 __all__ = [
     "BACKOFF_FIRST",
     "BACKOFF_MAX",
+    "UNREACHED",
     "CanaryUser",
     "ProbeRounds",
     "backoff_delay",
     "session_bound",
+    "without_unreached",
 ]
