@@ -21,6 +21,12 @@ A rule with no measurement yet (the first probe round still running, the first
 metric read not made) is *pending*: it is left out of the verdict, neither a
 pass nor missing evidence. A source's error is data (the rule says ``error``)
 and makes the verdict inconclusive: the watch is then *degraded*, never failed.
+That holds whatever a rule's ``missing_data`` says: ``fail`` there keeps a
+check from promoting what it could not judge, but a watch acting on it would
+roll back a serving revision because Cloud Logging was down. A rule whose
+sessions the watched revision's request timeout would cut is not judged on it
+(:attr:`Watched.unfit`), and ``failure_limit`` counts failing passes over the
+window (:class:`~deploy_guard.runtime.watch_passes.FailingPasses`).
 """
 
 from __future__ import annotations
@@ -30,13 +36,21 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from dataclasses import replace as _replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from deploy_guard.analysis.sources import Scope, SourceFactory
 from deploy_guard.judge.combine import Judges
 from deploy_guard.log import get_logger, redact_text
-from deploy_guard.measurements import Attempt, Measurement, MetricMeasurement, ProbeMeasurement
+from deploy_guard.measurements import (
+    Attempt,
+    LogMeasurement,
+    Measurement,
+    MetricMeasurement,
+    ProbeMeasurement,
+)
+from deploy_guard.runtime.watch_passes import FailingPasses
 
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.gcp.tail import LiveLogs
@@ -65,6 +79,8 @@ class Watched:
     since: datetime
     #: The revision's creation: metric rules read their own windows back to it.
     created: datetime
+    #: Rules not judged on this revision: its request timeout would cut their sessions.
+    unfit: tuple[str, ...] = ()
 
 
 @dataclass
@@ -107,6 +123,7 @@ class WatchEvidence:
             ]
         else:
             self.canary_rule = None
+        self.policies = [_never_fail_on_missing(p) for p in self.policies]
         rules = [r for p in self.policies for r in p.rules]
         self.log_rules = [r for r in rules if r.kind == "logs"]
         self.metric_rules = [r for r in rules if r.kind == "metric"]
@@ -117,6 +134,7 @@ class WatchEvidence:
         self.rounds: ProbeRounds | None = None
         self.metrics: dict[str, MetricMeasurement] = {}
         self.metric_reads = 0
+        self.passes = FailingPasses(rules, window=plan.window, log_interval=log_interval)
         self._metric_task: asyncio.Task[None] | None = None
 
     # -- the sources' lives ---------------------------------------------------------------------
@@ -151,6 +169,7 @@ class WatchEvidence:
         """Judge ``watched`` from now on (a new deploy took traffic, or a rollback)."""
         self.watched = watched
         self.metrics.clear()
+        self.passes.clear()
         if self.live is not None:
             self.live.retarget(watched.revision, watched.baseline, since=watched.since)
         if self.canary is not None:
@@ -162,6 +181,15 @@ class WatchEvidence:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._metric_task
             self._metric_task = asyncio.create_task(self._metric_loop(), name="watch-metrics")
+
+    def rebaseline(self, baseline: tuple[str, ...]) -> None:
+        """Compare with ``baseline`` from now on: the same revision, its evidence kept."""
+        watched = self.watched
+        if watched is None or watched.baseline == baseline:
+            return
+        self.watched = _replace(watched, baseline=baseline)
+        if self.live is not None:
+            self.live.retarget(watched.revision, baseline)
 
     def refresh_target(self, target: Target) -> None:
         """A fresh token for the same revision: the next sessions use it, nothing is forgotten."""
@@ -188,12 +216,13 @@ class WatchEvidence:
         now = now or datetime.now(UTC)
         measured = self._measurements(now)
         names = {m.rule for m in measured}
+        fed = self.passes.feed(measured, now.timestamp())
         policies = [
             p.model_copy(update={"rules": [r for r in p.rules if r.name in names]})
             for p in self.policies
         ]
         judges = Judges(policies)
-        for m in measured:
+        for m in fed:
             judges.observe(m)
         early = judges.early()
         verdict = early if early is not None and early.status == "fail" else judges.final()
@@ -217,18 +246,20 @@ class WatchEvidence:
             canary = self.canary.measurement()
             if canary.done or canary.error:
                 found.append(canary)
-        return found
+        unfit = self.watched.unfit if self.watched is not None else ()
+        return [m for m in found if m.rule not in unfit]
 
     def _first_bad(self, measured: Sequence[Measurement]) -> float | None:
         """The earliest bad thing in the window: a failed canary session or a matching line."""
         seen: list[float] = []
-        if self.canary is not None and self.canary.first_failure_at is not None:
-            seen.append(self.canary.first_failure_at)
+        canary = self.canary
+        judged = canary is not None and any(m.rule == canary.rule.name for m in measured)
+        if canary is not None and judged and canary.first_failure_at is not None:
+            seen.append(canary.first_failure_at)
         for m in measured:
-            samples = getattr(m, "samples", ())
-            if m.__class__.__name__ != "LogMeasurement":
+            if not isinstance(m, LogMeasurement):
                 continue
-            for sample in samples:
+            for sample in m.samples:
                 stamp = _epoch(sample.get("timestamp"))
                 if stamp is not None:
                     seen.append(stamp)
@@ -371,6 +402,17 @@ def _canary_owner(policies: Sequence[Policy], canary: Rule | None) -> Policy | N
         ):
             return policy
     return None
+
+
+def _never_fail_on_missing(policy: Policy) -> Policy:
+    """``policy`` with ``missing_data: fail`` read as ``inconclusive`` (see the module doc)."""
+    if not any(r.missing_data == "fail" for r in policy.rules):
+        return policy
+    rules = [
+        r.model_copy(update={"missing_data": "inconclusive"}) if r.missing_data == "fail" else r
+        for r in policy.rules
+    ]
+    return policy.model_copy(update={"rules": rules})
 
 
 def _source_error(m: Measurement) -> str:
