@@ -139,3 +139,22 @@ def test_a_rollback_while_keeping_watching_makes_the_end_a_fail() -> None:
     assert isinstance(stopped, Finish)
     assert (stopped.verdict, stopped.exit_code) == ("fail", 0)  # a service being stopped
     assert stopped.action == "rolled_back"  # what it did, however it ended
+
+
+def test_standing_aside_at_the_end_is_inconclusive_whatever_was_judged_before() -> None:
+    """A rollout (or a deploy the watch could not follow) took over: the pass judged
+    before says nothing of what serves at the end."""
+    history: list[Event] = [
+        Watching(V1),
+        Judged(V1, "pass"),
+        StandingAside("a rollout is in progress"),
+        TimeUp(600),
+    ]
+    move = WatchStrategy(bounded=True).next(history)
+    assert isinstance(move, Finish)
+    assert (move.verdict, move.exit_code) == ("inconclusive", int(ExitCode.INCONCLUSIVE))
+    assert "a rollout is in progress: the watch judged nothing since" in move.message
+    judged_after = [*history[:-1], Judged(V1, "pass"), TimeUp(600)]
+    assert WatchStrategy(bounded=True).next(judged_after) == Finish(
+        "pass", "none", 0, f"--for elapsed (10m); {V1} stayed healthy"
+    )

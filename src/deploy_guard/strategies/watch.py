@@ -54,7 +54,8 @@ class Judged:
 
 @dataclass(frozen=True)
 class StandingAside:
-    """A rollout is in progress on the service: its own judge; the watch only looks."""
+    """The watch judges nothing for now: a rollout is in progress on the service (its own
+    judge), or what serves cannot be judged yet (a deploy it could not follow, no revision)."""
 
     why: str
 
@@ -138,7 +139,8 @@ class WatchStrategy:
             # the watch acted: say on what, whatever ended it
             how = f"{how}; rolled back {', then '.join(rolled_back)} while watching"
         if signalled and not self.bounded:
-            # A watcher without --for is a service: being stopped is its normal end.
+            # A watcher without --for is a service: being stopped is its normal end (the
+            # report still says what it did: a rollback is a fail, and its action).
             verdict = "fail" if rolled_back else _verdict_now(history)
             action = "rolled_back" if rolled_back else "none"
             return Finish(verdict, action, int(ExitCode.PASS), f"{how}; {now}")
@@ -149,9 +151,12 @@ class WatchStrategy:
             message = f"{how} before --for elapsed; {now}"
             return Finish("inconclusive", "none", int(ExitCode.INCONCLUSIVE), message)
         since = _since_watching(history)
-        aside = next((e for e in reversed(since) if isinstance(e, StandingAside)), None)
-        judged = [e for e in since if isinstance(e, Judged)]
-        if aside is not None and not judged:
+        at = max((i for i, e in enumerate(since) if isinstance(e, StandingAside)), default=-1)
+        aside = since[at] if at >= 0 else None
+        # standing aside (a rollout, a deploy not followed yet) until the end: what was
+        # judged before says nothing of what serves now
+        judged = [e for e in since[at + 1 :] if isinstance(e, Judged)]
+        if isinstance(aside, StandingAside) and not judged:
             message = f"{how}; {aside.why}: the watch judged nothing since"
             return Finish("inconclusive", "none", int(ExitCode.INCONCLUSIVE), message)
         if not judged:
