@@ -7,7 +7,9 @@ gets 200 and a small JSON body with what the watch judges now (the revision,
 its status, whether it is degraded): names and words, never a secret. It is
 off unless asked for; asked for, it listens on every interface (Cloud Run's
 front end reaches the container from outside its loopback). Requests are
-bounded: 8 KiB of head and 5 s to send it, then the connection is closed.
+bounded: 8 KiB of head and 5 s to send it, then the connection is closed; and
+at most :data:`MAX_CLIENTS` are served at once (more are closed at once), so
+a flood of idle connections cannot grow the watcher's memory or file handles.
 """
 
 from __future__ import annotations
@@ -22,14 +24,25 @@ from typing import Any
 #: Bytes of request head read at most, and seconds a client has to send them.
 MAX_HEAD = 8192
 HEAD_TIMEOUT = 5.0
+#: Connections served at once; Cloud Run's own health checks need one.
+MAX_CLIENTS = 16
 
 
 class HealthServer:
     """Serves ``status()`` as JSON on ``host:port`` until :meth:`stop`."""
 
-    def __init__(self, port: int, status: Callable[[], dict[str, Any]], host: str = "0.0.0.0"):
+    def __init__(
+        self,
+        port: int,
+        status: Callable[[], dict[str, Any]],
+        host: str = "0.0.0.0",
+        *,
+        max_clients: int = MAX_CLIENTS,
+    ):
         self.port, self.host, self.status = port, host, status
+        self.max_clients = max_clients
         self._server: asyncio.Server | None = None
+        self._clients = 0
 
     async def start(self) -> int:
         """Listen; returns the port (the one the system chose when ``port`` is 0).
@@ -51,6 +64,11 @@ class HealthServer:
             ) from None
         return int(self._server.sockets[0].getsockname()[1])
 
+    @property
+    def clients(self) -> int:
+        """Connections being served now."""
+        return self._clients
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
@@ -59,6 +77,10 @@ class HealthServer:
             self._server = None
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._clients >= self.max_clients:
+            writer.close()
+            return
+        self._clients += 1
         try:
             async with asyncio.timeout(HEAD_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -82,6 +104,7 @@ class HealthServer:
         except ConnectionError:
             pass
         finally:
+            self._clients -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
