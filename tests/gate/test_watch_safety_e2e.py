@@ -96,6 +96,11 @@ async def test_a_deploy_whose_request_timeout_cuts_the_sessions_is_not_rolled_ba
     assert judged["health"] == "pass"
 
 
+@pytest.mark.fault(
+    "traffic",
+    "watch: a bad deploy lands between two reads of the service",
+    "re-read before acting: the new revision followed and rolled back, not the old one",
+)
 async def test_a_deploy_not_read_yet_is_followed_before_acting(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
@@ -146,6 +151,11 @@ async def test_a_baseline_that_stops_serving_is_no_longer_compared_with(
     assert chat.serving() == {new: 100}
 
 
+@pytest.mark.fault(
+    "signals",
+    "watch --keep-watching: SIGTERM during the rollback write",
+    "the write finished and verified, then the watch stops (0 without --for, 1 with)",
+)
 @pytest.mark.parametrize(("duration", "code"), [(None, 0), (120.0, 1)])
 async def test_a_signal_during_the_rollback_write_ends_the_watch_after_the_write(
     chat: Any, gcp_clients: Any, emulator: Any, duration: float | None, code: int

@@ -415,6 +415,11 @@ def nothing_listens() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+@pytest.mark.fault(
+    "probes",
+    "watch: the canary cannot connect (nothing listens)",
+    "an error (degraded), no failed session",
+)
 async def test_a_canary_that_cannot_connect_says_so_and_fails_no_session() -> None:
     """The watcher's network, not the revision: degraded, never a rollback."""
     heard: list[Attempt] = []
