@@ -192,6 +192,11 @@ def test_several_services_need_a_task_index(emulator_env: dict[str, str], tmp_pa
     result = CliRunner().invoke(cli, args, env={"CLOUD_RUN_TASK_INDEX": "2"})
     assert result.exit_code == 2
     assert "only 2 services" in result.output
+    # a job with more tasks than services: two watchers on one service would race
+    alone = ["watch", "--service", "a", "--policy", str(WATCH)]
+    result = CliRunner().invoke(cli, alone, env={"CLOUD_RUN_TASK_INDEX": "1"})
+    assert result.exit_code == 2
+    assert "only 1 service is listed" in result.output
 
 
 @pytest.mark.parametrize(("flags", "code"), [((), 0), (("--for", "10m"), 3)])

@@ -68,7 +68,12 @@ Examples:
 def pick_service(
     services: tuple[str, ...], services_file: str | None, env: dict[str, str] | None = None
 ) -> str:
-    """The one service this process watches (a fleet's task picks by its index)."""
+    """The one service this process watches (a fleet's task picks by its index).
+
+    ``CLOUD_RUN_TASK_INDEX`` beyond the list is a usage error, one service
+    included: a job with more tasks than services would run two watchers on
+    one service, racing to roll it back.
+    """
     env = dict(os.environ) if env is None else env
     names = list(services)
     if services_file:
@@ -83,9 +88,9 @@ def pick_service(
         ]
     if not names:
         raise click.UsageError("Missing option '--service' (or --services-file).")
-    if len(names) == 1:
-        return names[0]
     raw = env.get("CLOUD_RUN_TASK_INDEX")
+    if raw is None and len(names) == 1:
+        return names[0]
     if raw is None:
         raise click.UsageError(
             f"{len(names)} services given ({', '.join(names)}): one watch watches one service. "
@@ -98,7 +103,8 @@ def pick_service(
         raise click.UsageError(f"CLOUD_RUN_TASK_INDEX={raw!r} is not a number") from None
     if not 0 <= index < len(names):
         raise click.UsageError(
-            f"CLOUD_RUN_TASK_INDEX={index} but only {len(names)} services are listed "
+            f"CLOUD_RUN_TASK_INDEX={index} but only {len(names)} "
+            f"{'services are' if len(names) > 1 else 'service is'} listed "
             f"({', '.join(names)}): the job's task count must equal the number of services"
         )
     return names[index]
