@@ -116,18 +116,26 @@ def test_a_healthy_revision_is_watched_for_its_whole_for_with_no_action(
 def test_a_logging_outage_degrades_the_watch_and_never_rolls_back(
     chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
+    _, doc = watch_through_a_logging_outage(chat, emulator, tmp_path, WATCH)
+    assert "watch_degraded" in [e["event"] for e in doc["timeline"]]
+
+
+def watch_through_a_logging_outage(
+    chat: Any, emulator: Any, tmp_path: Path, policy: Path
+) -> tuple[str, dict[str, Any]]:
+    """A promoted healthy revision watched for 8 s while Cloud Logging answers UNAVAILABLE:
+    degraded (exit 3), never rolled back. Returns the revision and the report."""
     base = chat.first()
     cand = chat.candidate(tag=None, percent=0)
     promote(chat, base, cand)
     emulator.faults.fail("ListLogEntries", grpc.StatusCode.UNAVAILABLE)
     emulator.faults.fail("TailLogEntries", grpc.StatusCode.UNAVAILABLE)
-    code, doc = run_watch(tmp_path, "--for", "8s", "--api-retry", "1s")
+    code, doc = run_watch(tmp_path, "--for", "8s", "--api-retry", "1s", policy=policy)
     assert code == 3, doc.get("message")
-    assert doc["verdict"] == "inconclusive"
-    assert doc["action"] == "none"
+    assert (doc["verdict"], doc["action"]) == ("inconclusive", "none")
     assert chat.serving() == {cand: 100}
     assert doc["watch"]["degraded"][0]["why"].startswith("Cloud Logging: ")
-    assert "watch_degraded" in [e["event"] for e in doc["timeline"]]
+    return cand, doc
 
 
 async def test_a_new_deploy_mid_watch_is_followed(

@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from structlog.testing import capture_logs
 
@@ -23,7 +22,13 @@ from deploy_guard.measurements import MetricMeasurement
 from waiting import eventually
 
 from .test_cloud_run_limits_e2e import TimedChat
-from .test_watch_e2e import POLICIES, events, promote, run_watch, watch_gate
+from .test_watch_e2e import (
+    POLICIES,
+    events,
+    promote,
+    watch_gate,
+    watch_through_a_logging_outage,
+)
 
 
 def update(chat: Any, split: dict[str, int], **annotations: str) -> None:
@@ -50,18 +55,9 @@ def test_missing_data_fail_never_turns_an_outage_into_a_rollback(
     chat: Any, emulator: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
     """``missing_data: fail`` keeps a check from promoting blind; a watch must not act blind."""
-    base = chat.first()
-    cand = chat.candidate(tag=None, percent=0)
-    promote(chat, base, cand)
-    emulator.faults.fail("ListLogEntries", grpc.StatusCode.UNAVAILABLE)
-    emulator.faults.fail("TailLogEntries", grpc.StatusCode.UNAVAILABLE)
     policy = POLICIES / "chat-watch-strict.yaml"
-    code, doc = run_watch(tmp_path, "--for", "8s", "--api-retry", "1s", policy=policy)
-    assert code == 3, doc.get("message")
-    assert (doc["verdict"], doc["action"]) == ("inconclusive", "none")
-    assert chat.serving() == {cand: 100}
+    cand, _ = watch_through_a_logging_outage(chat, emulator, tmp_path, policy)
     assert cand not in chat.get().annotations.get(REJECTED, "")
-    assert doc["watch"]["degraded"][0]["why"].startswith("Cloud Logging: ")
 
 
 @pytest.mark.fault(
