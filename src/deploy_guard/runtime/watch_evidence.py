@@ -291,6 +291,11 @@ class WatchEvidence:
         from deploy_guard.policy.units import format_duration as dur
 
         plan = self.plan
+        if self.watched is not None and rule.name in self.watched.unfit:
+            return (
+                f"not judged on {revision}: its request timeout is shorter than this rule's "
+                "sessions, which Cloud Run would cut (see the notes)"
+            )
         if self.canary_rule is not None and rule.name == self.canary_rule.name:
             return (
                 f"the canary's first session on {revision} has not ended yet (each one runs "
