@@ -298,7 +298,14 @@ async def test_a_run_api_outage_degrades_the_watch_until_it_answers_again(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
     base = chat.first()
-    gate = watch_gate(gcp_clients, emulator, api_retry=0.5)
+    from deploy_guard.gcp.cloudrun import CloudRun
+    from deploy_guard.gcp.errors import ApiCalls
+
+    # the gate's own reads retry for api_retry (build_gate's default router, for 30 s)
+    router = CloudRun(
+        gcp_clients, emulator.project, emulator.region, calls=ApiCalls(), retry_deadline=0.5
+    )
+    gate = watch_gate(gcp_clients, emulator, api_retry=0.5, router=router)
     task = asyncio.ensure_future(gate.run())
     try:
         await eventually(lambda: gate.report.revision == base, within=30, what="watching")
