@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -83,6 +84,9 @@ log = get_logger("deploy_guard.watch")
 #: Events kept in a watch's report timeline: the first ones and the latest ones.
 TIMELINE_HEAD = 50
 TIMELINE_TAIL = 450
+#: Seconds at most between news (log lines streamed, a metric read) and the look that judges
+#: it: a steady stream of lines costs one look per NEWS_DELAY, not one per batch.
+NEWS_DELAY = 0.25
 #: A watch's history past this many events keeps its first, its last HISTORY_KEEP and
 #: its actions' outcomes.
 HISTORY_MAX = 200
@@ -181,8 +185,14 @@ class _Watch(ServiceSide):
             gate.sources,
             log_interval=opts.log_interval,
             metric_lag=min(lags) if lags else DEFAULT_METRIC_LAG,
-            wake=self.wake.set,
+            wake=self._urgent,
+            news=self._news,
         )
+        #: A source heard something bad: judge at once. News (log lines, a metric read):
+        #: judge within NEWS_DELAY, so a steady stream costs at most one look per NEWS_DELAY.
+        self.urgent = False
+        self.has_news = False
+        self.last_look = -math.inf
         loop = asyncio.get_running_loop()
         self.began = loop.time()
         self.deadline = None if opts.duration is None else self.began + opts.duration
@@ -279,22 +289,41 @@ class _Watch(ServiceSide):
                 changed = await self._poll()
                 if changed is not None:
                     return changed
-            if self.revision is not None and self.aside is None:
+            now = loop.time()
+            due = (
+                self.urgent
+                or now >= self.last_look + opts.tick
+                or (self.has_news and now >= self.last_look + NEWS_DELAY)
+            )
+            if due and self.revision is not None and self.aside is None:
+                self.urgent = self.has_news = False
+                self.last_look = now
                 judged = self._look()
                 if judged is not None:
                     return judged
             wake_at = min(
-                loop.time() + opts.tick,
+                max(self.last_look, now) + opts.tick,
+                self.last_look + NEWS_DELAY if self.has_news else math.inf,
                 self.next_poll,
                 self.next_beat,
-                self.deadline if self.deadline is not None else self.next_poll,
+                self.deadline if self.deadline is not None else math.inf,
             )
             self.wake.clear()
+            if self.urgent:
+                continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, wake_at - loop.time())):
                     await self.wake.wait()
 
     # .. judging ..
+    def _urgent(self) -> None:
+        self.urgent = True
+        self.wake.set()
+
+    def _news(self) -> None:
+        self.has_news = True
+        self.wake.set()
+
     def _look(self) -> Judged | None:
         """Judge the window now; a Judged when the status changed (or it failed)."""
         judgement = self.evidence.judge()

@@ -108,10 +108,14 @@ class WatchEvidence:
         log_interval: float,
         metric_lag: float,
         wake: Callable[[], None],
+        news: Callable[[], None] | None = None,
     ) -> None:
         from deploy_guard.policy.watch import watch_probe_rules
 
+        # ``wake``: judge at once (a session failed); ``news``: judge soon (log lines or a
+        # metric read landed: a steady stream must not make the watcher judge per batch)
         self.plan, self.sources, self.wake = plan, sources, wake
+        self.news = news or wake
         self.log_interval, self.metric_lag = log_interval, metric_lag
         self.policies = list(policies)
         self.canary_rule = plan.canary
@@ -147,7 +151,7 @@ class WatchEvidence:
         built = self.sources(scope)
         if self.log_rules and built.live_logs is not None:
             self.live = built.live_logs(self.plan.window, self.log_interval)
-            self.live.changed = self.wake
+            self.live.changed = self.news
             await self.live.start()
         if self.canary_rule is not None:
             self.canary = CanaryUser(
@@ -390,7 +394,7 @@ class WatchEvidence:
                 self.metrics.pop(m.rule, None)
             else:
                 self.metrics[m.rule] = m
-        self.wake()
+        self.news()
 
 
 def _canary_owner(policies: Sequence[Policy], canary: Rule | None) -> Policy | None:
