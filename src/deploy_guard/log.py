@@ -16,6 +16,8 @@ summary and the terminal view all read), and the probe and error text
   (a bearer token when it is read, a header value expanded from ``${NAME}``),
   including any slice of :data:`MIN_SLICE` or more characters of one, so a
   token cut off by a body sample, or echoed in a close reason, is still caught;
+- URLs that are credentials (a webhook's, :func:`register_secret_url`): whole,
+  and their token-like pieces;
 - every query-string value (``?page=[redacted]``) except for parameters a policy
   marks safe (:func:`allow_query_params`), and the password of ``user:pass@``;
 - ``Bearer ...`` credentials and the values of secret-named keys (:data:`SECRET_KEYS`).
@@ -91,7 +93,8 @@ class _Known:
     values: frozenset[str] = frozenset()
     #: Every MIN_SLICE-character window of every long secret (and its encodings).
     grams: frozenset[str] = frozenset()
-    #: Secrets (and encodings) shorter than MIN_SLICE, longest first: matched whole.
+    #: Secrets (and encodings) shorter than MIN_SLICE, and secret URLs, longest first:
+    #: matched whole.
     short: tuple[str, ...] = ()
     #: Query parameters whose values may be printed (the policy's ``auth.safe_query_params``).
     safe_params: frozenset[str] = frozenset()
@@ -155,6 +158,56 @@ def register_url_secrets(url: str) -> None:
     for name, value in parse_qsl(query, keep_blank_values=False):
         if name not in safe:
             register_secret(value)
+
+
+#: Where a secret URL's path splits into pieces (a piece, not the segment, may be a token).
+_URL_PIECES = re.compile(r"[/\-_.~]+")
+
+
+def _token_like(piece: str) -> bool:
+    """A URL piece that looks like a credential: letters and digits only, 8 or more of
+    them, with a digit, both cases, or 20 or more characters (``T0A1B2C3D``, Slack's
+    24-character token); never a word such as ``services`` or ``deploy``."""
+    if len(piece) < MIN_SLICE or not piece.isalnum():
+        return False
+    mixed = piece.lower() != piece and piece.upper() != piece
+    return mixed or len(piece) >= 20 or any(c.isdigit() for c in piece)
+
+
+def register_secret_url(url: str | None) -> None:
+    """Treat a URL that is itself a credential (a webhook's) as a secret in every output.
+
+    The whole URL goes wherever it appears, and so do its token-like pieces
+    (:func:`_token_like`), its query values and its password, even cut apart.
+    Not every slice of the URL: that would redact ``https://`` and
+    ``/services/`` everywhere.
+    """
+    global _known
+    if not url or not url.strip():
+        return
+    url = url.strip()
+    from urllib.parse import urlsplit
+
+    register_url_secrets(url)
+    try:
+        path = urlsplit(url).path
+    except ValueError:
+        path = url
+    for piece in _URL_PIECES.split(path):
+        if _token_like(piece):
+            register_secret(piece)
+    forms = _encodings(url)
+    if "://" in url:
+        forms |= _encodings(url.split("://", 1)[1])
+    with _lock:
+        known = _known
+        short = set(known.short) | {form for form in forms if form}
+        _known = _Known(
+            values=known.values | {url},
+            grams=known.grams,
+            short=tuple(sorted(short, key=len, reverse=True)),
+            safe_params=known.safe_params,
+        )
 
 
 def allow_query_params(names: Iterable[str]) -> None:

@@ -94,7 +94,7 @@ def test_policy_error_is_a_config_error_with_exit_code_2() -> None:
             [
                 '6:1: colour: unknown key "colour" (did you mean "rollout"? allowed: version, '
                 "name, description, services, on_fail, on_inconclusive, on_pass, fail_fast, "
-                "timeout, evidence_window, auth, rollout, watch, rules)"
+                "timeout, evidence_window, auth, rollout, watch, notify, rules)"
             ],
             id="unknown-top-level-key",
         ),

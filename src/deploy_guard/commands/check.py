@@ -162,9 +162,41 @@ def _report_options(command: F) -> F:
     )(command)
 
 
+def _notify_flags(
+    _ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]
+) -> tuple[Any, ...]:
+    from deploy_guard.events.setup import parse_flag
+
+    specs = []
+    for value in values:
+        try:
+            specs.append(parse_flag(value))
+        except ValueError as exc:
+            raise click.BadParameter(f"{value}: {exc}") from None
+    return tuple(specs)
+
+
+def _notify_options(command: F) -> F:
+    command = click.option(
+        "--report-url",
+        metavar="URL",
+        help="Where the report will be read (a bucket's URL): the notifications link to it.",
+    )(command)
+    return click.option(
+        "--notify",
+        multiple=True,
+        callback=_notify_flags,
+        metavar="KIND:WHERE[:EVENTS]",
+        help="Also notify, for this run (repeatable): slack:ENV, google_chat:ENV, webhook:ENV "
+        "or webhook:ENV+KEY_ENV (ENV holds the URL, KEY_ENV the signing key), "
+        "pubsub:projects/P/topics/T, log; EVENTS: fail,rollback,... (docs/notifications.md).",
+    )(command)
+
+
 #: The flags a watch shares with check and rollout: reports, reads, the probes' token.
 SHARED_OPTIONS: list[Callable[[Any], Any]] = [
     _report_options,
+    _notify_options,
     click.option(
         "--log-interval",
         default="10s",

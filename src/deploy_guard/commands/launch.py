@@ -72,6 +72,7 @@ def launch(
         policies = _load(flags["policy_paths"])
         _check_timeout_fits(timeout, policies, service, revision)
         project, region = _need_project_region(project, region)
+        notify = _notify_targets(policies, flags.get("notify", ()), service, revision)
         log_interval, api_retry = flags["log_interval"], flags["api_retry"]
         options = options_class(
             project=project,
@@ -89,6 +90,8 @@ def launch(
                 id_token=not flags["no_id_token"],
                 audience=flags["audience"],
             ),
+            notify=notify,
+            report_url=flags.get("report_url"),
             **extra,
         )
     except GuardError as exc:
@@ -175,6 +178,23 @@ def _check_timeout_fits(
                 )
 
 
+def _notify_targets(
+    policies: list[Any], flags: tuple[Any, ...], service: str | None, revision: str
+) -> tuple[Any, ...]:
+    """Who hears of the run: the ``notify:`` of the policies that apply and ``--notify``.
+
+    Each secret is read (and registered with the redactor) now: a variable that
+    is not set is exit 2 before any API call, not a silent run nobody hears of.
+    """
+    from deploy_guard.events.setup import resolve
+    from deploy_guard.gcp.cloudrun import need_service
+
+    with contextlib.suppress(ConfigError):  # no service to tell: the gate will say so
+        name = need_service(service, revision)
+        policies = [p for p in policies if p.applies_to(name)]
+    return resolve([*(spec for p in policies for spec in p.notify), *flags])
+
+
 def default_policy_paths() -> list[str]:
     """What ``--policy`` means when it is not given: ``./policies`` if it is a folder."""
     return ["policies"] if Path("policies").is_dir() else []
@@ -250,7 +270,14 @@ def run(
         clients, options.project, options.region, calls=calls, retry_deadline=options.api_retry
     )
     sources = cloud_sources(clients, calls, retry_deadline=options.api_retry)
-    gate = (gate_class or Gate)(policies, options, router, sources, report, progress=view)
+    from deploy_guard.events.setup import build as build_notifiers
+
+    notifier = build_notifiers(
+        options.notify, clients=clients, project=options.project, report_url=options.report_url
+    )
+    gate = (gate_class or Gate)(
+        policies, options, router, sources, report, progress=view, notifier=notifier
+    )
     if last_word is not None:  # a second signal reads the check's state from here on
         last_word.gate, last_word.view = gate, view
     try:

@@ -30,6 +30,7 @@ from deploy_guard.policy.evidence import (
     MetricSpec,
     _log_query_chars,
 )
+from deploy_guard.policy.notify_spec import MAX_NOTIFIERS, NotifySpec
 from deploy_guard.policy.probes import (
     AuthSpec,
     Headers,
@@ -85,6 +86,7 @@ __all__ = [
     "MetricSpec",
     "MissingData",
     "NonEmpty",
+    "NotifySpec",
     "Policy",
     "PositiveDuration",
     "RequestPath",
@@ -234,6 +236,8 @@ class Policy(_Model):
     rollout: RolloutSpec | None = None
     #: ``deploy-guard watch``'s window, probe rounds, canary and rhythm (None: the defaults).
     watch: WatchSpec | None = None
+    #: Who hears of what the guard did (Slack, Google Chat, a webhook, Pub/Sub, a log entry).
+    notify: list[NotifySpec] = Field(default_factory=list, max_length=MAX_NOTIFIERS)
     rules: list[Rule] = Field(min_length=1)
 
     _source: str | None = PrivateAttr(default=None)

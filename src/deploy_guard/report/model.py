@@ -20,6 +20,8 @@ from deploy_guard.log import redact_data
 
 #: Report ``action`` values (the issue's contract).
 ACTIONS = ("none", "rolled_back", "promoted", "held", "superseded", "failed", "unverified")
+#: Deliveries a report keeps (the latest).
+MAX_NOTIFICATIONS = 100
 #: Report ``verdict`` values; ``error``: nothing was judged (a usage or configuration
 #: error such as an unknown revision, exit 2).
 VERDICTS = ("pass", "warn", "fail", "inconclusive", "error")
@@ -181,6 +183,14 @@ class CheckReport:
     #: A watch's summary: the revision it ended on, rollbacks (with the seconds from
     #: the first bad session or log line to traffic verified back), degraded episodes.
     watch: dict[str, Any] = field(default_factory=dict)
+    #: Each notification's delivery (``Delivery.as_dict``): to whom, which event,
+    #: delivered or failed and why; the latest :data:`MAX_NOTIFICATIONS`.
+    notifications: list[dict[str, Any]] = field(default_factory=list)
+
+    def add_notification(self, delivery: dict[str, Any]) -> None:
+        """Keep one delivery's record (a watch of weeks keeps the latest ones)."""
+        self.notifications.append(delivery)
+        del self.notifications[:-MAX_NOTIFICATIONS]
 
     def set_rules(self, results: Any) -> None:
         self.rules = [rule_dict(r) for r in results]
@@ -223,6 +233,7 @@ class CheckReport:
             "started_at": self.started_at,
             "finished_at": self.finished_at,
             "duration_s": round(self.timeline.elapsed(), 3),
+            "notifications": [dict(n) for n in self.notifications],
         }
         if self.command != "check":  # a check's document keeps exactly its fields
             document["command"] = self.command

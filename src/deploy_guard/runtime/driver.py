@@ -13,7 +13,12 @@ of it. Around that it owns:
 - clean-up: the temporary tag comes off whatever ends the check;
 - the report: everything learnt goes into one
   :class:`~deploy_guard.report.model.CheckReport`, so a report can be written even
-  when the check ends in an error or a signal.
+  when the check ends in an error or a signal;
+- telling people: the run's outcome (and a rollout's steps, a watch's rollbacks)
+  is fired into the :class:`~deploy_guard.events.fanout.Notifiers` after the
+  decision and its action (:meth:`Gate._notify`), delivered in the background
+  and waited for (bounded) only once the run is over, so a notification never
+  delays or changes a verdict, a rollback or an exit code.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ from deploy_guard.actions.executor import Executor
 from deploy_guard.analysis.engine import Analysis, AnalysisResult, Engine, judges_for
 from deploy_guard.analysis.sources import Scope, SourceFactory
 from deploy_guard.errors import ActionError, GuardError, SupersededError, UnverifiedError
+from deploy_guard.events.fanout import Notifiers
+from deploy_guard.events.model import Delivery, action_kind, outcome_kind
+from deploy_guard.events.model import Event as Notification
 from deploy_guard.exitcodes import ExitCode
-from deploy_guard.log import redact_text
+from deploy_guard.log import get_logger, redact_text
 from deploy_guard.report.model import CheckReport
 from deploy_guard.report.recorder import Recorder
 from deploy_guard.runtime.options import CheckOptions, NoProgress, Progress
@@ -56,6 +64,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: Seconds between redraws of the progress view when nothing else changed.
 TICK = 0.5
+log = get_logger("deploy_guard.notify")
 
 
 @dataclass
@@ -88,8 +97,11 @@ class Gate:
         report: CheckReport,
         *,
         progress: Progress | None = None,
+        notifier: Notifiers | None = None,
     ) -> None:
         self.policies = list(policies)
+        #: Who hears of the run's events (nobody by default).
+        self.notifier = notifier or Notifiers.none()
         self.options = options
         self.router = router
         #: Where the analysis' evidence comes from (tests wrap it to swap a source).
@@ -108,6 +120,70 @@ class Gate:
 
     def _event(self, name: str, **detail: Any) -> None:
         self.recorder.event(name, **detail)
+
+    # .. telling people ..
+    def _notify(self, kind: str | None, *, outcome: bool = False, **detail: Any) -> None:
+        """Fire ``kind`` (None: nothing to tell) with the report as it is now; return at once."""
+        if kind is None or not self.notifier.wants(kind):
+            return
+        report = self.report
+        event = Notification(
+            kind=kind,
+            command=report.command,
+            service=report.service or self.run_state.service,
+            revision=report.revision.rsplit("/", 1)[-1],
+            detail=detail,
+            outcome=outcome,
+        )
+        self.notifier.fire(event, report.to_dict(), self._delivered)
+
+    def _notify_action(self, action: str, **detail: Any) -> None:
+        """Tell a rollback's result as it happens (a watch's, which goes on after it)."""
+        self._notify(action_kind(action), **detail)
+
+    def _notify_outcome(self) -> None:
+        """Tell how the run ended: one event, named for what happened."""
+        report = self.report
+        tried = any(
+            e.event in ("rollback_requested", "rollback_failed") for e in report.timeline.events
+        )
+        kind = outcome_kind(
+            report.command, report.verdict, report.action, report.exit_code, rollback_tried=tried
+        )
+        self._notify(kind, outcome=True)
+
+    def _delivered(self, delivery: Delivery) -> None:
+        """A delivery ended: in the report, the timeline and the log (a failure as a warning)."""
+        self.report.add_notification(delivery.as_dict())
+        fields = {
+            "notifier": delivery.notifier,
+            "notification": delivery.event,
+            "attempts": delivery.attempts,
+        }
+        if delivery.ok:
+            self._event("notification_sent", **fields)
+            return
+        self.report.timeline.add("notification_failed", **fields, error=delivery.error)
+        log.warning("notification_failed", **fields, error=delivery.error)
+
+    async def _drain(self) -> None:
+        """Wait (bounded) for the deliveries under way; a signal now cuts them short.
+
+        As in the clean-up, a signal after the decision changes neither the
+        verdict nor the exit code: the deliveries still under way are given up
+        (and reported as such).
+        """
+        try:
+            await self.notifier.drain()
+        except asyncio.CancelledError:
+            self.notifier.cancel()
+            if not self.run_state.decided:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        except Exception:  # pragma: no cover - the fan-out catches its notifiers' errors
+            log.exception("notification_drain_failed")
 
     def _finish(self, verdict: str, action: str, code: int, message: str) -> CheckReport:
         self.report.verdict = verdict
@@ -135,6 +211,7 @@ class Gate:
         try:
             report = await self._check(service, self.run_state.executor)
             self.run_state.decided = True
+            self._notify_outcome()
             return report
         except asyncio.CancelledError:
             self.report.error = "the check was interrupted (signal or cancellation)"
@@ -146,6 +223,7 @@ class Gate:
         except GuardError as exc:
             report_error(self.report, exc)
             self.run_state.decided = True  # the error is the outcome; the clean-up keeps it
+            self._notify_outcome()
             raise
         except Exception as exc:  # google-auth's "not logged in" is the user's to fix
             from deploy_guard.gcp.errors import map_credentials_error
@@ -155,12 +233,14 @@ class Gate:
                 raise
             report_error(self.report, mapped)
             self.run_state.decided = True
+            self._notify_outcome()
             raise mapped from exc
         finally:
             ticker.cancel()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await warm
             await self._cleanup()
+            await self._drain()
             self.report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
             self._event(
                 "check_finished",

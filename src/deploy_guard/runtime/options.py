@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.probes.auth import TokenChoice
@@ -34,6 +34,11 @@ class CheckOptions:
     #: Bound on retrying one Cloud API call's transient errors.
     api_retry: float = 30.0
     token: TokenChoice | None = None
+    #: Who hears of the run's events (``notify:`` and ``--notify``, secrets read):
+    #: :class:`deploy_guard.events.setup.Target` each.
+    notify: tuple[Any, ...] = ()
+    #: ``--report-url``: where the report will be, for the notifications' link.
+    report_url: str | None = None
 
 
 class Progress(Protocol):

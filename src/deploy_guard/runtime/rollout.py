@@ -466,9 +466,10 @@ class _Walk:
         record.status, record.finished_at = judged.status, _now()
         record.reasons = list(judged.reasons)
         record.rules = [dict(r) for r in self.report.rules]
-        gate._event(
-            "stage_judged", stage=stage, percent=self.strategy.percent(stage), status=judged.status
-        )
+        percent = self.strategy.percent(stage)
+        gate._event("stage_judged", stage=stage, percent=percent, status=judged.status)
+        if stage and judged.status in ("pass", "warn"):
+            gate._notify("step", step=stage, percent=percent, steps=len(self.plan.steps))
         return StageJudged(stage, judged.status, judged.reasons, judged.deciding)
 
     def _step_analysis(self, stage: int, target: Target) -> Analysis:
