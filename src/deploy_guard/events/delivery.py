@@ -43,7 +43,8 @@ class Bounds:
     attempt_timeout: float = 5.0
     #: Tries in all, the first included.
     attempts: int = 3
-    #: The first back-off in seconds; it doubles (with jitter) up to ``backoff_max``.
+    #: Back-off: a random wait up to ``backoff`` seconds, then up to twice that, and so on,
+    #: never more than ``backoff_max`` ("full jitter": retries do not arrive in step).
     backoff: float = 0.5
     backoff_max: float = 4.0
     #: Seconds from the first try after which nothing more is tried.
@@ -62,7 +63,7 @@ async def deliver(
         retry_if_exception,
         stop_after_attempt,
         stop_after_delay,
-        wait_exponential_jitter,
+        wait_random_exponential,
     )
 
     tries = 0
@@ -80,9 +81,7 @@ async def deliver(
 
     retrying = AsyncRetrying(
         stop=stop_after_attempt(bounds.attempts) | stop_after_delay(bounds.total),
-        wait=wait_exponential_jitter(
-            initial=bounds.backoff, max=bounds.backoff_max, jitter=bounds.backoff
-        ),
+        wait=wait_random_exponential(multiplier=bounds.backoff, max=bounds.backoff_max),
         retry=retry_if_exception(lambda exc: isinstance(exc, DeliveryError) and exc.retryable),
         reraise=True,
     )

@@ -107,7 +107,7 @@ def build(event: Event, report: dict[str, Any], *, report_url: str | None = None
         revision=event.revision,
         verdict=str(report.get("verdict", "")),
         action=str(report.get("action", "")),
-        exit_code=int(report["exit_code"]) if event.outcome else None,
+        exit_code=_exit_code(report) if event.outcome else None,
         message=str(report.get("message", "")),
         reasons=[str(r) for r in report.get("reasons", ())][:MAX_REASONS],
         rules=rules[:MAX_RULES],
@@ -117,6 +117,11 @@ def build(event: Event, report: dict[str, Any], *, report_url: str | None = None
         report_url=report_url,
     )
     return payload.model_dump(by_alias=True)
+
+
+def _exit_code(report: dict[str, Any]) -> int | None:
+    code = report.get("exit_code")
+    return int(code) if isinstance(code, int) else None
 
 
 def schema() -> dict[str, Any]:
