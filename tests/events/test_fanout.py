@@ -26,7 +26,9 @@ async def test_each_notifier_hears_only_the_events_it_asked_for() -> None:
     with Receiver() as failures, Receiver() as everything:
         fan = Notifiers(
             [
-                Channel(WebhookNotifier("failures", failures.url, bounds=FAST), frozenset({"fail"})),
+                Channel(
+                    WebhookNotifier("failures", failures.url, bounds=FAST), frozenset({"fail"})
+                ),
                 Channel(
                     WebhookNotifier("all", everything.url, bounds=FAST),
                     frozenset({"fail", "promote"}),

@@ -76,7 +76,8 @@ async def test_the_webhook_posts_the_versioned_payload_signed(receiver: Receiver
     assert payload["schema"] == SCHEMA
     assert (payload["kind"], payload["id"], payload["revision"]) == ("rollback", ev.id, CANDIDATE)
     assert payload["exit_code"] == 1  # the sample report's outcome
-    assert payload["reasons"] and payload["traffic_before"]
+    assert payload["reasons"]
+    assert payload["traffic_before"]
     assert request.headers[EVENT_HEADER] == "rollback"
     assert request.headers[DELIVERY_HEADER] == ev.id
     assert request.headers["Content-Type"] == "application/json"
@@ -208,7 +209,9 @@ async def test_google_chat_gets_a_card_with_the_same_facts_html_escaped(
     assert card["cardId"] == f"deploy-guard-{ev.id}"
     assert card["card"]["header"]["title"] == "\u274c Failed: chat"
     sections = card["card"]["sections"]
-    facts = {w["decoratedText"]["topLabel"]: w["decoratedText"]["text"] for w in sections[0]["widgets"]}
+    facts = {
+        w["decoratedText"]["topLabel"]: w["decoratedText"]["text"] for w in sections[0]["widgets"]
+    }
     assert facts["Verdict"] == "fail"
     assert facts["Revision"] == CANDIDATE
     why = next(s for s in sections if s.get("header") == "Why")

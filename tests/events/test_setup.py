@@ -81,7 +81,7 @@ def test_every_problem_of_a_notify_list_is_reported_with_its_place(tmp_path: Pat
 """,
     )
     assert found == [
-        "notify[0].kind: \"teams\" is not allowed (use slack, google_chat, webhook, pubsub or log)",
+        'notify[0].kind: "teams" is not allowed (use slack, google_chat, webhook, pubsub or log)',
         'notify[1].url: unknown key "url" (did you mean "url_env"? allowed: kind, url_env, '
         "secret_env, topic, on)",
         "notify[2].url_env: this is not an environment variable name (letters, digits and _, "
@@ -138,7 +138,8 @@ def test_secrets_are_read_checked_and_registered_at_start() -> None:
         ("slack", "slack (SLACK_URL)"),
         ("webhook", "webhook (HOOK)"),
     ]
-    assert URL not in repr(targets) and KEY not in repr(targets)
+    assert URL not in repr(targets)
+    assert KEY not in repr(targets)
     # registered: no output can show them from now on, whole or in part
     shown = redact_text(f"posting to {URL}, key {KEY}, token xoxW3bh00kS3cr3tT0k3nAbCdEf")
     assert shown == "posting to [redacted], key [redacted], token [redacted]"

@@ -124,19 +124,17 @@ class LogNotifier:
         return f"projects/{self.project}/logs/{LOG_ID}"
 
     def entry(self, event: Event, payload: dict[str, Any]) -> Any:
-        """The LogEntry for one event (jsonPayload: the payload plus a ``message``)."""
+        """The LogEntry for one event: its jsonPayload is the payload, exactly."""
         from google.api import monitored_resource_pb2
         from google.cloud.logging_v2.types import LogEntry
 
-        title = f"deploy-guard {event.kind}: {event.service} {event.revision}".strip()
-        body = {"message": f"{title}: {payload.get('message', '')}".rstrip(": "), **payload}
         return LogEntry(
             log_name=self.log_name,
             resource=monitored_resource_pb2.MonitoredResource(
                 type="global", labels={"project_id": self.project}
             ),
             severity=SEVERITY.get(event.kind, "DEFAULT"),
-            json_payload=body,
+            json_payload=payload,
             labels={"kind": event.kind, "service": event.service, "command": event.command},
             insert_id=event.id,
         )
