@@ -38,6 +38,7 @@ AREAS = {
     "probes": "Probes against hostile servers",
     "policy": "Hostile policy files",
     "secrets": "Secrets in every output channel",
+    "notify": "Notifications: receivers that refuse, hang or vanish",
     "signals": "Signals",
     "cli": "Command line",
 }

@@ -10,7 +10,9 @@ in a thread, so it serves an in-process gate's event loop and a ``CliRunner`` ru
 - ``"hang"``: hold the request open until :meth:`Receiver.release` (or the test ends).
 
 Each request is recorded (path, headers, body) *before* it is answered, and
-:attr:`Receiver.arrived` is set, so a test can wait for a request with an event.
+:attr:`Receiver.arrived` is set, so a test can wait for a request with an event;
+``on_request`` (if given) is called then too, in the server's thread: a test reads
+there what the sender had done when the request arrived.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -40,8 +43,14 @@ class Receiver:
     """See the module docstring."""
 
     def __init__(
-        self, answers: list[int | str] | None = None, *, body: str = "ok", path: str = SECRET_PATH
+        self,
+        answers: list[int | str] | None = None,
+        *,
+        body: str = "ok",
+        path: str = SECRET_PATH,
+        on_request: Callable[[], None] | None = None,
     ) -> None:
+        self.on_request = on_request
         self.answers: list[int | str] = list(answers or [200])
         self.body = body
         self.path = path
@@ -59,6 +68,8 @@ class Receiver:
                     index = len(receiver.requests)
                     receiver.requests.append(Request(self.path, dict(self.headers), body))
                     answer = receiver.answers[min(index, len(receiver.answers) - 1)]
+                if receiver.on_request is not None:
+                    receiver.on_request()
                 receiver.arrived.set()
                 if answer == "hang":
                     receiver._released.wait(60)
