@@ -60,6 +60,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "policy",
         "Validate, explain and export the schema of policy files.",
     ),
+    "notify": (
+        "deploy_guard.commands.notify",
+        "notify",
+        "Print the notification payload's schema; send a test event to your notifiers.",
+    ),
     "emulator": (
         "deploy_guard.commands.emulator",
         "emulator",

@@ -161,7 +161,7 @@ def test_every_notifier_that_cannot_work_is_named_before_anything_runs() -> None
         resolve(specs, env)
     assert str(caught.value) == (
         "cannot notify: slack (SLACK_URL): the environment variable SLACK_URL is not set (it "
-        "holds the slack webhook's URL); webhook (HOOK): HOOK is an http:// URL: it and the "
+        "holds the URL to post to); webhook (HOOK): HOOK is an http:// URL: it and the "
         "payload would cross the network in clear; use https; webhook (HOOK): the key in KEY "
         "has 9 characters; a signing key needs at least 16 (e.g. `openssl rand -hex 32`); "
         "google_chat (CHAT_URL): CHAT_URL is not an https:// URL"

@@ -133,7 +133,7 @@ def resolve(specs: Iterable[Any], env: Mapping[str, str] | None = None) -> tuple
             if not url:
                 problems.append(
                     f"{spec.where}: the environment variable {spec.url_env} is not set (it "
-                    f"holds the {spec.kind} webhook's URL)"
+                    "holds the URL to post to)"
                 )
             elif why := _url_problem(url):
                 problems.append(f"{spec.where}: {spec.url_env} {why}")
