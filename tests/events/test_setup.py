@@ -11,6 +11,7 @@ from deploy_guard.events.model import DEFAULT_ON
 from deploy_guard.events.setup import build, parse_flag, resolve
 from deploy_guard.log import redact_text
 from deploy_guard.policy import load_file
+from deploy_guard.policy.explain import explain
 
 HEAD = """\
 version: 1
@@ -55,6 +56,9 @@ def test_a_valid_notify_list_loads_with_default_events(tmp_path: Path) -> None:
     assert [n.kind for n in policy.notify] == ["slack", "webhook", "pubsub", "log"]
     assert policy.notify[0].on == list(DEFAULT_ON)
     assert policy.notify[1].where == "webhook (DEPLOY_HOOK_URL)"
+    said = explain(policy).splitlines()
+    assert "Notifies webhook (DEPLOY_HOOK_URL) of fail, rollback or promote." in said
+    assert "Notifies pubsub (projects/my-project/topics/deploys) of rollback." in said
 
 
 @pytest.mark.fault("policy", "notify: entries that cannot work", "each refused with its place")

@@ -357,4 +357,6 @@ def explain(policy: Policy) -> str:
     out.append(f"On fail: {_ON_FAIL[policy.on_fail]}.")
     out.append(f"On inconclusive: {_ON_INCONCLUSIVE[policy.on_inconclusive]}.")
     out.append(f"On pass: {_ON_PASS[policy.on_pass]}.")
+    for spec in policy.notify:  # who hears of it (the secrets' variables, never values)
+        out.append(f"Notifies {spec.where} of {_list(list(spec.on), 'or')}.")
     return "\n".join(out)
