@@ -370,6 +370,9 @@ class _Watch(ServiceSide):
                 )
             self.report.watch.setdefault("rollbacks", []).append(record)
             self.gate._event("watch_rolled_back", **record)
+        self.gate._notify_action(
+            result.action, **(record if result.action == "rolled_back" else {})
+        )
         return result
 
     async def _after_rollback(self, history: list[Event]) -> None:

@@ -82,6 +82,7 @@ class ServiceSide:
         if why is not None and self.degraded is None:
             log.warning("watch_degraded", service=self.service, revision=self.revision, why=why)
             self.gate._event("watch_degraded", why=redact_text(why))
+            self.gate._notify("watch_degraded", why=redact_text(why)[:300])
             episodes = self.report.watch.setdefault("degraded", [])
             if len(episodes) < 20:
                 episodes.append({"at": now_text(), "why": redact_text(why)[:300]})
