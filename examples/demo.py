@@ -11,7 +11,9 @@
    100 % with no check (``CHAT_BAD_AFTER``: healthy for a few seconds, then every new
    session dies with 1011): the watch follows the deploy, sees the 1011s and puts
    traffic back on revision 3, the last known good, by itself;
-7. prints where the reports are, and stops every process it started.
+7. prints where the reports are (JSON, Markdown, and the HTML page with the picture of
+   every session: ``demo-reports/1-broken-revision.html`` shows the five held sessions
+   all closed with 1011 seven seconds in), and stops every process it started.
 
 The shipped policy holds each session 60 s; to keep the demo under two
 minutes it checks with a copy whose hold is :data:`DEMO_HOLD` (said on screen).
@@ -210,6 +212,7 @@ def watch(host: str, policy: Path, name: str) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "deploy_guard", "watch", "--service", SERVICE]
     args += ["--policy", str(policy), "--for", "2m", "--service-interval", "1s"]
     args += ["--report", str(REPORTS / f"{name}.json"), "--summary", str(REPORTS / f"{name}.md")]
+    args += ["--html", str(REPORTS / f"{name}.html")]
     env = {
         **os.environ,
         "DEPLOY_GUARD_EMULATOR_HOST": host,
@@ -218,6 +221,11 @@ def watch(host: str, policy: Path, name: str) -> subprocess.Popen[bytes]:
     }
     print("$ deploy-guard " + " ".join(args[3:]) + " &", flush=True)
     return subprocess.Popen(args, env=env)
+
+
+def html(name: str) -> tuple[str, ...]:
+    """The demo's checks also write the HTML report (and read logs every 2 s)."""
+    return ("--log-interval", "2s", "--html", str(REPORTS / f"{name}.html"))
 
 
 def watch_line(name: str) -> str:
@@ -256,14 +264,14 @@ def main() -> int:
 
         policy = demo_policy()
         say(f"Checking {rev2} with the chat policy (hold shortened to {DEMO_HOLD} for the demo)")
-        code = check(host, rev2, policy, "1-broken-revision", "--log-interval", "2s")
+        code = check(host, rev2, policy, "1-broken-revision", *html("1-broken-revision"))
         print(f"exit code {code}: {summary_line('1-broken-revision')}")
         print(f"traffic now: {deployer.traffic()}  (still on {rev1})")
 
         say("Deploying revision 3: the fix (an orchestrator per request), healthy")
         rev3 = deployer.candidate({"DEMO_REVISION": "3"}, tag="fixed")
         say(f"Checking {rev3} with --promote")
-        code = check(host, rev3, policy, "2-fixed-revision", "--promote", "--log-interval", "2s")
+        code = check(host, rev3, policy, "2-fixed-revision", "--promote", *html("2-fixed-revision"))
         print(f"exit code {code}: {summary_line('2-fixed-revision')}")
         print(f"traffic now: {deployer.traffic()}")
 

@@ -40,6 +40,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "watch",
         "Keep judging what serves a service; roll back by itself when it fails.",
     ),
+    "report": (
+        "deploy_guard.commands.report",
+        "report",
+        "Render a saved JSON report as one self-contained HTML page.",
+    ),
     "rollback": (
         "deploy_guard.commands.rollback",
         "rollback",

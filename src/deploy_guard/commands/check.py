@@ -155,6 +155,13 @@ def evidence_options(command: F) -> F:
 
 def _report_options(command: F) -> F:
     command = click.option(
+        "--html",
+        "html_path",
+        type=click.Path(),
+        help="Write the HTML report here: one self-contained page with the verdict, the "
+        "rules, traffic, the timeline and a picture of every probe session.",
+    )(command)
+    command = click.option(
         "--summary", "summary_path", type=click.Path(), help="Write a Markdown summary here."
     )(command)
     return click.option(

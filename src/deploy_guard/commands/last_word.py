@@ -49,10 +49,15 @@ class LastWord:
     """
 
     def __init__(
-        self, report: CheckReport, report_path: str | None, summary_path: str | None
+        self,
+        report: CheckReport,
+        report_path: str | None,
+        summary_path: str | None,
+        html_path: str | None = None,
     ) -> None:
         self.report = report
         self.report_path, self.summary_path = report_path, summary_path
+        self.html_path = html_path
         #: The running check (set by :func:`run`), None before it exists.
         self.gate: Any = None
         #: The live terminal view, closed before the process ends.
@@ -85,7 +90,8 @@ class LastWord:
             from datetime import UTC, datetime
 
             report.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-        write_report_files(report, self.report_path, self.summary_path)  # first: files, then output
+        # first the files, then the output
+        write_report_files(report, self.report_path, self.summary_path, self.html_path)
         log.warning("check_stopped", signal=name, exit_code=code)
         if self.view is not None:
             with contextlib.suppress(Exception):
@@ -146,8 +152,16 @@ class LastWord:
 
 
 def write_report_files(
-    report: CheckReport, report_path: str | None, summary_path: str | None
+    report: CheckReport,
+    report_path: str | None,
+    summary_path: str | None,
+    html_path: str | None = None,
 ) -> None:
+    """Write every report asked for, the JSON first; a file that cannot be written is said.
+
+    The HTML page comes last, and whatever goes wrong rendering it is said too,
+    never raised: the JSON report and the exit code must not depend on a picture.
+    """
     from deploy_guard.report.json import write_json
     from deploy_guard.report.markdown import write_markdown
 
@@ -158,3 +172,13 @@ def write_report_files(
             write(report, path)
         except OSError as exc:
             click.echo(f"error: could not write {path}: {exc.strerror}", err=True)
+    if html_path:
+        try:
+            from deploy_guard.report.html import write_html
+
+            write_html(report, html_path)
+        except OSError as exc:
+            click.echo(f"error: could not write {html_path}: {exc.strerror}", err=True)
+        except Exception as exc:  # a bug in the page must not cost the outcome
+            log.error("html_report_failed", error=redact_text(f"{type(exc).__name__}: {exc}"))
+            click.echo(f"error: could not render the HTML report {html_path}: {exc!r}", err=True)

@@ -50,11 +50,12 @@ def launch(
 
     service, project, region = flags["service"], flags["project"], flags["region"]
     report_path, summary_path = flags["report_path"], flags["summary_path"]
+    html_path = flags.get("html_path")
     token_env, token_file, timeout = flags["token_env"], flags["token_file"], flags["timeout"]
     report = CheckReport(
         revision=revision, project=project or "", region=region or "", command=command
     )
-    last_word = LastWord(report, report_path, summary_path)
+    last_word = LastWord(report, report_path, summary_path, html_path)
     signals.on_second_signal(last_word)  # a second signal still writes the reports
     try:
         if token_env and token_file:
@@ -67,6 +68,9 @@ def launch(
         if summary_path and (why := _unwritable(summary_path)):
             unwritable.append(f"cannot write the summary (--summary) to {summary_path}: {why}")
             summary_path = last_word.summary_path = None
+        if html_path and (why := _unwritable(html_path)):
+            unwritable.append(f"cannot write the HTML report (--html) to {html_path}: {why}")
+            html_path = last_word.html_path = None
         if unwritable:
             raise ConfigError("; ".join(unwritable))
         policies = _load(flags["policy_paths"])
@@ -95,7 +99,7 @@ def launch(
             **extra,
         )
     except GuardError as exc:
-        _fail_early(report, exc, report_path, summary_path)
+        _fail_early(report, exc, report_path, summary_path, html_path)
         raise AssertionError("unreachable") from None
     if signals.pending():  # before anything touched the service
         report.error = f"interrupted by {signals.pending()} before the check started"
@@ -104,17 +108,18 @@ def launch(
         report.exit_code = int(ExitCode.INCONCLUSIVE)
         report.message = f"the {report.command} did not start"
         signals.settle(report.exit_code)
-        write_report_files(report, report_path, summary_path)
+        write_report_files(report, report_path, summary_path, html_path)
         exit_fast(int(ExitCode.INCONCLUSIVE))
     code = run(
         policies,
         options,
         report,
-        lambda: write_report_files(report, report_path, summary_path),
+        lambda: write_report_files(report, report_path, summary_path, html_path),
         last_word=last_word,
         gate_class=gate_class,
     )
-    write_report_files(report, report_path, summary_path)  # again: the final API-call counts
+    # again: the final API-call counts
+    write_report_files(report, report_path, summary_path, html_path)
     exit_fast(code)
 
 
@@ -221,7 +226,11 @@ def _need_project_region(project: str | None, region: str | None) -> tuple[str, 
 
 
 def _fail_early(
-    report: CheckReport, exc: GuardError, report_path: str | None, summary_path: str | None
+    report: CheckReport,
+    exc: GuardError,
+    report_path: str | None,
+    summary_path: str | None,
+    html_path: str | None = None,
 ) -> None:
     problems = getattr(exc, "problems", None)
     text = "\n".join(str(p) for p in problems) if problems else str(exc)
@@ -237,7 +246,7 @@ def _fail_early(
     report.verdict, report.action, report.exit_code = verdict, "none", int(exc.exit_code)
     report.message = f"the {report.command} did not start"
     signals.settle(report.exit_code)
-    write_report_files(report, report_path, summary_path)
+    write_report_files(report, report_path, summary_path, html_path)
     exit_fast(int(exc.exit_code))
 
 

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from deploy_guard import traces
 from deploy_guard.analysis.window import WindowCounter
 from deploy_guard.gcp.logs import (
     INGESTION_OVERLAP,
@@ -93,6 +94,13 @@ class LiveCounts:
         for name in matched:
             kept = self._samples.setdefault((name, entry.revision), deque(maxlen=SAMPLES_PER_RULE))
             kept.append((at, entry_sample(entry)))
+            traces.log_match(
+                name,
+                entry.timestamp,
+                severity=entry.severity,
+                text=entry.text,
+                revision=entry.revision,
+            )
         return True
 
     def forget_revisions(self, keep: Sequence[str]) -> None:

@@ -44,6 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from deploy_guard import traces
 from deploy_guard.analysis.window import WindowCounter
 from deploy_guard.errors import GuardError
 from deploy_guard.gcp.clients import Clients
@@ -405,6 +406,13 @@ class CloudLogging(RevisionSource):
             samples = self._samples[name]
             if len(samples) < SAMPLES_PER_RULE:
                 samples.append(entry_sample(entry))
+            traces.log_match(
+                name,
+                entry.timestamp,
+                severity=entry.severity,
+                text=entry.text,
+                revision=self.revision,
+            )
 
     def _snapshot(
         self, rule: Rule, counts: Counter[Tally], *, complete: bool, error: str | None = None

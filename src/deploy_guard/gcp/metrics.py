@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from deploy_guard import traces
 from deploy_guard.errors import GuardError
 from deploy_guard.gcp.clients import Clients
 from deploy_guard.gcp.errors import call
@@ -127,7 +128,7 @@ class CloudMonitoring(RevisionSource):
         self, *, complete: bool, deadline: float | None = None
     ) -> list[MetricMeasurement]:
         """One pass: every rule's queries at once (the last pass delays the verdict)."""
-        return list(
+        measured = list(
             await asyncio.gather(
                 *(
                     asyncio.to_thread(self._measure_rule, rule, complete, deadline)
@@ -135,6 +136,9 @@ class CloudMonitoring(RevisionSource):
                 )
             )
         )
+        for m in measured:  # on the loop's thread: the report's picture is not thread-safe
+            traces.metric_point(m)
+        return measured
 
     def _measure_rule(
         self, rule: Rule, complete: bool, deadline: float | None = None

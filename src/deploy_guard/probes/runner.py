@@ -28,6 +28,7 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
+from deploy_guard import traces
 from deploy_guard.errors import ConfigError
 from deploy_guard.log import get_logger, redact_text
 from deploy_guard.measurements import Attempt, ProbeMeasurement
@@ -77,7 +78,7 @@ def _websocket_workers(rule: Rule, target: Target, put: _Put) -> list[Awaitable[
     spec = rule.websocket
     assert spec is not None
     users = max(1, min(spec.concurrency, spec.sessions))
-    plan = plan_sessions(spec, target)
+    plan = plan_sessions(spec, target, rule=rule.name)
     logged: set[str] = set()
 
     async def user_worker(k: int) -> None:
@@ -104,9 +105,27 @@ def _http_workers(
 
     async def worker() -> None:
         while next(tickets) < spec.requests:
-            put(await _guarded(run_request(spec, target, client), rule.name, logged))
+            attempt = await _guarded(run_request(spec, target, client), rule.name, logged)
+            _trace_request(rule.name, attempt)
+            put(attempt)
 
     return [worker() for _ in range(workers)]
+
+
+def _trace_request(rule: str, attempt: Attempt) -> None:
+    """An HTTP request for the report's picture (:mod:`deploy_guard.traces`), when traced."""
+    if traces.current() is None:
+        return
+    total = attempt.durations.get("total", 0.0)
+    trace = traces.SessionTrace(
+        kind="http",
+        ok=attempt.ok,
+        end=total,
+        status=attempt.status,
+        cause=attempt.cause,
+        detail=attempt.detail,
+    )
+    traces.session(rule, trace, age=total)
 
 
 def planned_attempts(rule: Rule) -> int:

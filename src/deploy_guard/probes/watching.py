@@ -174,7 +174,8 @@ class CanaryUser:
         self.rule = rule
         self.window = float(window)
         self._spec: WebSocketSpec = rule.websocket
-        self._plan: SessionPlan = plan_sessions(self._spec, target)  # header errors: now
+        # header errors: now; the sessions are traced under the rule's name
+        self._plan: SessionPlan = plan_sessions(self._spec, target, rule=rule.name)
         self._bound = session_bound(self._spec)
         self._changed = changed
         self._clock = clock
@@ -213,13 +214,13 @@ class CanaryUser:
         The session in flight is cut (its socket closed, its outcome dropped:
         it spoke to the old target) and the next one starts at once.
         """
-        self._plan = plan_sessions(self._spec, target)
+        self._plan = plan_sessions(self._spec, target, rule=self.rule.name)
         self._restart()
 
     def use(self, target: Target) -> None:
         """The same revision with fresh credentials (an ID token lasts an hour): the next
         session uses ``target``; the window and the session in flight are kept."""
-        self._plan = plan_sessions(self._spec, target)
+        self._plan = plan_sessions(self._spec, target, rule=self.rule.name)
 
     def reset(self) -> None:
         """Forget the window and :attr:`first_failure_at` (after a rollback).

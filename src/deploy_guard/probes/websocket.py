@@ -28,6 +28,7 @@ context per expect step (re-armed per event); see
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 import time
@@ -46,6 +47,7 @@ from websockets.protocol import State
 from websockets.proxy import get_proxy
 from websockets.uri import parse_uri
 
+from deploy_guard import traces
 from deploy_guard.log import redact_text
 from deploy_guard.measurements import Attempt
 from deploy_guard.policy.model import ExpectStep, SendStep, WebSocketSpec
@@ -60,6 +62,7 @@ from deploy_guard.probes.ws_bounds import (
     tls_context,
 )
 from deploy_guard.probes.ws_outcomes import Fail, Session, bad_handshake, closed, fmt_s, not_clean
+from deploy_guard.traces import EVENTS_PER_SESSION, SessionTrace
 
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.probes.auth import BearerToken
@@ -163,13 +166,14 @@ async def _hold(ws: ClientConnection, s: Session) -> None:
             while True:
                 raw = await ws.recv()
                 s.note("recv", raw)
-                if s.spec.isolation is not None:
-                    try:
+                body = None
+                if s.spec.isolation is not None or len(s.arrivals) < EVENTS_PER_SESSION:
+                    with contextlib.suppress(ValueError):
                         body = json.loads(raw)
-                    except ValueError:
-                        continue
-                    if isinstance(body, dict):
-                        s.check_isolation(body.get(s.spec.event_field), body)
+                name = body.get(s.spec.event_field) if isinstance(body, dict) else None
+                s.heard(name)
+                if s.spec.isolation is not None and isinstance(body, dict):
+                    s.check_isolation(name, body)
     except TimeoutError:
         return
     except ConnectionClosed as exc:
@@ -193,6 +197,8 @@ class SessionPlan:
     ssl: ssl.SSLContext | None
     proxy: str | None
     token: BearerToken | None
+    #: The rule's name, for the report's traces ("": not traced).
+    rule: str = ""
 
     def url_for(self, ids: SessionIds) -> str:
         if not self.templated_query:
@@ -201,8 +207,8 @@ class SessionPlan:
         return f"{self.url}{'&' if '?' in self.url else '?'}{extra}"
 
 
-def plan_sessions(spec: WebSocketSpec, target: Target) -> SessionPlan:
-    """Prepare a rule's sessions (URL, headers, TLS, proxy) once."""
+def plan_sessions(spec: WebSocketSpec, target: Target, *, rule: str = "") -> SessionPlan:
+    """Prepare a rule's sessions (URL, headers, TLS, proxy) once; ``rule`` names their traces."""
     static = {k: v for k, v in spec.query.items() if "{" not in v}
     templated = tuple((k, v) for k, v in spec.query.items() if "{" in v)
     url = target.url(spec.path, static, ws=True)
@@ -215,6 +221,7 @@ def plan_sessions(spec: WebSocketSpec, target: Target) -> SessionPlan:
         ssl=tls_context(target.verify_tls) if secure else None,
         proxy=get_proxy(parse_uri(url)),  # the environment's proxy settings, read once
         token=target.token,
+        rule=rule,
     )
 
 
@@ -250,10 +257,63 @@ async def run_session(plan: SessionPlan, ids: SessionIds) -> Attempt:
     """Run one session of a ``websocket`` rule and say how it went.
 
     Never raises except :class:`asyncio.CancelledError`; on cancellation the
-    socket is closed (1000) before the error propagates.
+    socket is closed (1000) before the error propagates. Either way the session
+    is traced for the report's picture (:mod:`deploy_guard.traces`), a cut one too.
     """
-    spec = plan.spec
-    s = Session(spec, ids, plan.token)
+    s = Session(plan.spec, ids, plan.token)
+    try:
+        attempt = await _run(plan, s)
+    except asyncio.CancelledError:
+        traces.session(plan.rule, _trace(s, None), age=time.monotonic() - s.start)
+        raise
+    traces.session(plan.rule, _trace(s, attempt), age=time.monotonic() - s.start)
+    return attempt
+
+
+def _trace(s: Session, attempt: Attempt | None) -> SessionTrace:
+    """What the picture shows of a session; ``attempt`` None: cut before it ended."""
+    now = time.monotonic()
+    closed_at, close = (s.closed[0] - s.start, s.closed[1]) if s.closed else (None, {})
+    code = close.get("code") if isinstance(close, dict) else None
+    by = close.get("by", "") if isinstance(close, dict) else ""
+    upgraded = s.opened > s.start
+    if attempt is None:
+        return SessionTrace(
+            kind="websocket",
+            ok=False,
+            cut=True,
+            end=(s.stopped or now) - s.start,
+            handshake=s.opened - s.start if upgraded else None,
+            events=tuple(s.arrivals),
+            hold=s.held - s.start if s.held is not None else None,
+            hold_wanted=float(s.spec.hold or 0.0) or None,
+            close_code=code,
+            closed_by=by,
+            closed_at=closed_at,
+            user=s.ids.user,
+            session=s.ids.session,
+        )
+    return SessionTrace(
+        kind="websocket",
+        ok=attempt.ok,
+        end=attempt.durations.get("total", now - s.start),
+        handshake=attempt.durations.get("handshake") if upgraded else None,
+        events=tuple(s.arrivals),
+        hold=s.held - s.start if s.held is not None else None,
+        hold_wanted=float(s.spec.hold or 0.0) or None,
+        close_code=attempt.close_code,
+        closed_by=by or ("client" if attempt.close_code is not None else ""),
+        closed_at=closed_at,
+        status=attempt.status,
+        cause=attempt.cause,
+        detail=attempt.detail,
+        user=s.ids.user,
+        session=s.ids.session,
+    )
+
+
+async def _run(plan: SessionPlan, s: Session) -> Attempt:
+    spec, ids = plan.spec, s.ids
     try:
         ws = await _open(plan, ids)
     except InvalidStatus as exc:
@@ -278,7 +338,7 @@ async def run_session(plan: SessionPlan, ids: SessionIds) -> Attempt:
                     await _expect(ws, s, step, number)
                 else:
                     await _send(ws, s, step, number)
-            scenario_end = time.monotonic()
+            scenario_end = s.held = time.monotonic()
             await _hold(ws, s)
         except ConnectionClosed as exc:  # a send hit a closed connection
             raise closed(exc, s, during="while sending") from None
@@ -288,6 +348,7 @@ async def run_session(plan: SessionPlan, ids: SessionIds) -> Attempt:
     finally:
         if ws.state is not State.CLOSED:
             # Cancellation or an unexpected error: still leave no socket behind.
+            s.stopped = time.monotonic()
             await asyncio.shield(close_bounded(ws))
     return _finish(ws, s, status, scenario_end)
 

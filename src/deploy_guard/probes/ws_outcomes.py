@@ -27,6 +27,7 @@ from deploy_guard.policy.model import WebSocketSpec
 from deploy_guard.probes.target import connect_failure
 from deploy_guard.probes.template import SessionIds
 from deploy_guard.probes.ws_bounds import MAX_MESSAGE, TRANSCRIPT_CAP, TRANSCRIPT_TEXT
+from deploy_guard.traces import EVENTS_PER_SESSION
 
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.probes.auth import BearerToken
@@ -50,12 +51,16 @@ class Session:
     """State of one running session (a plain object: cheap to create)."""
 
     __slots__ = (
+        "arrivals",
+        "closed",
         "events_seen",
         "first_event",
+        "held",
         "ids",
         "opened",
         "spec",
         "start",
+        "stopped",
         "token",
         "transcript",
     )
@@ -69,8 +74,24 @@ class Session:
         self.first_event: float | None = None
         self.events_seen = 0
         self.transcript: list[dict[str, Any]] = []
+        #: For the report's picture (:mod:`deploy_guard.traces`): (seconds from the
+        #: start, event name or "") of each message received, capped; when the
+        #: hold began; the close that ended the session (monotonic time, data).
+        self.arrivals: list[tuple[float, str]] = []
+        self.held: float | None = None
+        self.closed: tuple[float, dict[str, Any]] | None = None
+        #: When the session was stopped from outside (cancelled), if it was.
+        self.stopped: float | None = None
+
+    def heard(self, name: Any) -> None:
+        """A message arrived now (``name``: its event, None when it named none)."""
+        if len(self.arrivals) < EVENTS_PER_SESSION:
+            at = round(time.monotonic() - self.start, 4)
+            self.arrivals.append((at, "" if name is None else str(name)))
 
     def note(self, direction: str, data: Any) -> None:
+        if direction == "close" and self.closed is None:
+            self.closed = (time.monotonic(), data)
         if len(self.transcript) < TRANSCRIPT_CAP:
             if isinstance(data, bytes):
                 data = f"<{len(data)} bytes>"
@@ -91,10 +112,12 @@ class Session:
         try:
             body = json.loads(raw)
         except ValueError:
-            return None, None
+            body = None
         if not isinstance(body, dict):
+            self.heard(None)
             return None, None
         name = body.get(self.spec.event_field)
+        self.heard(name)
         self.check_isolation(name, body)
         return (str(name) if name is not None else None), body
 

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deploy_guard.log import redact_data
+from deploy_guard.traces import Traces
 
 #: Report ``action`` values (the issue's contract).
 ACTIONS = ("none", "rolled_back", "promoted", "held", "superseded", "failed", "unverified")
@@ -186,6 +187,12 @@ class CheckReport:
     #: Each notification's delivery (``Delivery.as_dict``): to whom, which event,
     #: delivered or failed and why; the latest :data:`MAX_NOTIFICATIONS`.
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    #: What the probes and evidence sources saw, moment by moment (bounded), for the
+    #: HTML report's picture: the driver records into it (:mod:`deploy_guard.traces`).
+    traces: Traces = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.traces = Traces(clock=lambda: self.timeline.elapsed())
 
     def add_notification(self, delivery: dict[str, Any]) -> None:
         """Keep one delivery's record (a watch of weeks keeps the latest ones)."""
@@ -241,5 +248,7 @@ class CheckReport:
         if self.command == "watch":
             document["watch"] = dict(self.watch)
             document["timeline_dropped"] = self.timeline.dropped
+        if self.traces:  # only a run that probed or read evidence has any
+            document["traces"] = self.traces.to_dict()
         redacted: dict[str, Any] = redact_data(document)
         return redacted

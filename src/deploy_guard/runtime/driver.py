@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from deploy_guard import traces
 from deploy_guard.actions.executor import Executor
 from deploy_guard.analysis.engine import Analysis, AnalysisResult, Engine, judges_for
 from deploy_guard.analysis.sources import Scope, SourceFactory
@@ -206,6 +207,7 @@ class Gate:
             self.router, self.recorder, service=service, project=opts.project, region=opts.region
         )
         self._event("check_started", dry_run=opts.dry_run, promote=opts.promote)
+        traced = traces.bind(self.report.traces)  # what the probes saw, for the HTML report
         warm = asyncio.ensure_future(asyncio.to_thread(warm_imports))
         ticker = asyncio.ensure_future(self._tick())
         try:
@@ -248,6 +250,7 @@ class Gate:
                 action=self.report.action,
                 exit_code=self.report.exit_code,
             )
+            traces.unbind(traced)
 
     async def _tick(self) -> None:
         """Tell the view every :data:`TICK` s, so its clock runs while nothing else happens.
