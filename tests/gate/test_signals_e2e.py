@@ -183,8 +183,8 @@ def test_a_signal_before_the_check_starts_stops_it_before_any_api_call(
     emulator: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
     """Ctrl-C while the policies are still being read: exit 3, a report, nothing touched."""
-    report = tmp_path / "report.json"
-    held = HeldLoad(emulator_env, tmp_path, "--report", str(report))
+    report, page = tmp_path / "report.json", tmp_path / "report.html"
+    held = HeldLoad(emulator_env, tmp_path, "--report", str(report), "--html", str(page))
     calls_before = emulator.faults.counts()
     held.proc.send_signal(signal.SIGINT)
     held.release()
@@ -548,8 +548,8 @@ def test_a_second_signal_after_the_report_is_written_exits_with_the_reports_code
 def test_a_second_signal_before_the_check_starts_still_writes_the_report(
     emulator: Any, emulator_env: dict[str, str], tmp_path: Path
 ) -> None:
-    report = tmp_path / "report.json"
-    held = HeldLoad(emulator_env, tmp_path, "--report", str(report))
+    report, page = tmp_path / "report.json", tmp_path / "report.html"
+    held = HeldLoad(emulator_env, tmp_path, "--report", str(report), "--html", str(page))
     calls_before = emulator.faults.counts()
     # Both pending at once are handled in signal-number order: SIGINT, then SIGTERM.
     held.proc.send_signal(signal.SIGINT)
@@ -562,3 +562,5 @@ def test_a_second_signal_before_the_check_starts_still_writes_the_report(
     assert "before the check started; nothing was checked or changed" in doc["error"]
     assert doc["api_calls"] == {}
     assert emulator.faults.counts() == calls_before
+    # the HTML page too: a second signal writes every report asked for
+    assert "before the check started; nothing was checked or changed" in page.read_text()

@@ -60,7 +60,11 @@ class PageLoad:
     def errors(self) -> list[str]:
         """Console errors and warnings, uncaught exceptions and browser log errors."""
         return (
-            [f"console.{kind}: {text}" for kind, text in self.console if kind in ("error", "warning")]
+            [
+                f"console.{kind}: {text}"
+                for kind, text in self.console
+                if kind in ("error", "warning")
+            ]
             + [f"exception: {text}" for text in self.exceptions]
             + [f"log {level}: {text}" for level, text in self.log if level in ("error", "warning")]
         )
@@ -104,12 +108,20 @@ class Browser:
         result: dict[str, Any] = answer.get("result", {})
         return result
 
-    async def open(self, url: str) -> PageLoad:
-        """Load ``url`` and return what the page did until its ``load`` event (and a beat)."""
+    async def open(self, url: str, *, width: int = 1200, height: int = 1600) -> PageLoad:
+        """Load ``url`` in a ``width`` x ``height`` window; what the page did until its
+        ``load`` event (and everything it had queued by then)."""
         load = PageLoad()
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._listeners.append(queue)
         try:
+            await self.call(
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=height,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
             for domain in ("Page", "Runtime", "Log", "Network"):
                 await self.call(f"{domain}.enable")
             await self.call("Page.navigate", url=url)
@@ -134,9 +146,15 @@ class Browser:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    async def screenshot(self, width: int = 1200) -> bytes:
-        """A PNG of the whole page at ``width`` CSS pixels."""
-        height = int(await self.evaluate("document.documentElement.scrollHeight"))
+    async def screenshot(
+        self, width: int = 1200, *, until: str | None = None, scale: float = 1.0
+    ) -> bytes:
+        """A PNG of the page at ``width`` CSS pixels: all of it, or down to the bottom of
+        the element ``until`` selects; ``scale`` shrinks it (a picture for the docs)."""
+        bottom = "document.documentElement.scrollHeight"
+        if until is not None:
+            bottom = f"document.querySelector({json.dumps(until)}).getBoundingClientRect().bottom"
+        height = int(await self.evaluate(f"Math.ceil({bottom} + window.scrollY)"))
         await self.call(
             "Emulation.setDeviceMetricsOverride",
             width=width,
@@ -144,7 +162,10 @@ class Browser:
             deviceScaleFactor=1,
             mobile=False,
         )
-        shot = await self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": scale}
+        shot = await self.call(
+            "Page.captureScreenshot", format="png", captureBeyondViewport=True, clip=clip
+        )
         return base64.b64decode(shot["data"])
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,11 +287,13 @@ def _lane(
     return shapes
 
 
-def _marks(timeline: Sequence[dict[str, Any]]) -> list[tuple[float, str, str]]:
+def _marks(timeline: Sequence[Any]) -> list[tuple[float, str, str]]:
     """(t, class, label) of the timeline events drawn across the picture."""
     out: list[tuple[float, str, str]] = []
     seen: set[str] = set()
     for event in timeline:
+        if not isinstance(event, dict):
+            continue
         name = str(event.get("event", ""))
         t = event.get("t")
         if not isinstance(t, int | float):
@@ -302,7 +304,8 @@ def _marks(timeline: Sequence[dict[str, Any]]) -> list[tuple[float, str, str]]:
             out.append((float(t), cls, label))
         elif name.endswith(_TRAFFIC_SUFFIX):
             what = name[: -len(_TRAFFIC_SUFFIX)].replace("_", " ")
-            traffic = (event.get("detail") or {}).get("traffic")
+            detail = event.get("detail")
+            traffic = detail.get("traffic") if isinstance(detail, dict) else None
             label = f"{what}: {traffic}" if traffic else what
             out.append((float(t), "mark-traffic", label))
     return out
@@ -313,15 +316,67 @@ def _first_failure(sessions: Iterable[dict[str, Any]]) -> float | None:
     return min(ends) if ends else None
 
 
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _books(
+    value: Any, key: str, clean: Callable[[Any], dict[str, Any] | None]
+) -> dict[str, dict[str, Any]]:
+    """A traces table read back from a file, each entry cleaned and any that is not what it
+    should be left out (a report is data from anywhere: the picture draws what it can)."""
+    if not isinstance(value, dict):
+        return {}
+    out = {}
+    for rule, book in value.items():
+        if isinstance(book, dict):
+            entries = book.get(key)
+            cleaned = [clean(e) for e in entries] if isinstance(entries, list) else []
+            out[str(rule)] = {**book, key: [e for e in cleaned if e is not None]}
+    return out
+
+
+def _clean_session(s: Any) -> dict[str, Any] | None:
+    """A session with its times as numbers (None where a time is missing), or None."""
+    if not (isinstance(s, dict) and _number(s.get("t")) and _number(s.get("end"))):
+        return None
+    events = s.get("events")
+    out = {k: (s.get(k) if _number(s.get(k)) else None) for k in _TIMES}
+    out["events"] = [
+        (float(e[0]), str(e[1]))
+        for e in (events if isinstance(events, list) else [])
+        if isinstance(e, list | tuple) and len(e) == 2 and _number(e[0])
+    ]
+    return {**s, **out}
+
+
+#: A session's times that must be numbers (or None) for its lane to be drawn.
+_TIMES = ("handshake", "hold", "hold_wanted", "closed_at")
+
+
+def _timed(entry: Any) -> dict[str, Any] | None:
+    return entry if isinstance(entry, dict) and _number(entry.get("t")) else None
+
+
 def picture(document: dict[str, Any]) -> Picture | None:
     """The picture of a report's traces, or None when it recorded no session, match or point."""
-    traces = document.get("traces") or {}
-    books = traces.get("sessions") or {}
-    logs = traces.get("log_matches") or {}
-    metrics = traces.get("metric_points") or {}
-    if not (books or logs or metrics):
+    traces = document.get("traces")
+    traces = traces if isinstance(traces, dict) else {}
+    books = _books(traces.get("sessions"), "sessions", _clean_session)
+    logs = _books(traces.get("log_matches"), "matches", _timed)
+    metrics = _books(traces.get("metric_points"), "points", _timed)
+    if (
+        not any(b["sessions"] for b in books.values())
+        and not any(k["matches"] for k in logs.values())
+        and not any(k["points"] for k in metrics.values())
+    ):
         return None
-    statuses = {str(r.get("rule")): str(r.get("status", "")) for r in document.get("rules", [])}
+    traces = {**traces, "sessions": books}
+    statuses = {
+        str(r.get("rule")): str(r.get("status", ""))
+        for r in document.get("rules") or []
+        if isinstance(r, dict)
+    }
     every = [s for book in books.values() for s in book.get("sessions", [])]
     marks = _marks(document.get("timeline") or [])
     if not any(cls == "mark-fail" for _t, cls, _l in marks):
