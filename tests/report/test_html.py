@@ -324,3 +324,19 @@ def test_write_html_writes_atomically_from_a_report_or_its_document(tmp_path: Pa
     two = write_html(report.to_dict(), tmp_path / "two.html")
     assert one.read_text() == two.read_text()
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["one.html"]  # no temporary left
+
+
+def test_the_templates_ship_with_the_package() -> None:
+    """pyproject's package data names every template (a wheel without them renders nothing)."""
+    import tomllib
+    from fnmatch import fnmatch
+
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
+    patterns = config["tool"]["setuptools"]["package-data"]["deploy_guard"]
+    package = root / "src" / "deploy_guard"
+    templates = sorted((package / "report" / "templates").iterdir())
+    assert {t.name for t in templates} >= {"report.html.j2", "picture.svg.j2", "style.css"}
+    for template in templates:
+        relative = template.relative_to(package).as_posix()
+        assert any(fnmatch(relative, p) for p in patterns), relative
