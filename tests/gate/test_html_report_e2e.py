@@ -36,9 +36,13 @@ def test_a_failing_check_draws_every_session_that_closed_with_1011(
     )
     assert code == ExitCode.FAIL, out
     held = doc["traces"]["sessions"]["chat-held"]
-    # both held sessions are there, whichever one the judge decided on (fail-fast)
-    assert (held["seen"], held["failed"]) == (2, 2)
-    for session in held["sessions"]:
+    # both held sessions are there, whichever one the judge decided on (fail-fast): the
+    # other closed with 1011 too, or the decision cut it a moment before its own close
+    assert held["seen"] == 2
+    assert held["failed"] >= 1
+    assert held["failed"] + held["cut"] == 2
+    failed = [s for s in held["sessions"] if not s["cut"]]
+    for session in failed:
         assert (session["close_code"], session["closed_by"]) == (1011, "server")
         assert session["closed_at"] >= 1.0  # CHAT_FAIL_1011_AFTER: closed a second in
         assert session["hold_wanted"] == 4.0
@@ -48,8 +52,8 @@ def test_a_failing_check_draws_every_session_that_closed_with_1011(
         assert doc["traces"]["log_matches"]["no-1011-in-logs"]["seen"] >= 1
     page = page_of(html)
     assert 'id="verdict">FAIL<' in page
-    assert "chat-held: every session (2 of 2) closed with 1011" in page
-    assert page.count('class="end c1011"') == 2
+    assert re.search(r"chat-held: (every session|1 of 1 session).{0,12} closed with 1011", page)
+    assert page.count('class="end c1011"') == held["failed"]
     assert re.search(r'class="label mark-fail[^"]*"[^>]*>first failure', page)
 
 

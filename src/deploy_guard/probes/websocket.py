@@ -264,10 +264,16 @@ async def run_session(plan: SessionPlan, ids: SessionIds) -> Attempt:
     try:
         attempt = await _run(plan, s)
     except asyncio.CancelledError:
-        traces.session(plan.rule, _trace(s, None), age=time.monotonic() - s.start)
+        _record(plan, s, None)
         raise
-    traces.session(plan.rule, _trace(s, attempt), age=time.monotonic() - s.start)
+    _record(plan, s, attempt)
     return attempt
+
+
+def _record(plan: SessionPlan, s: Session, attempt: Attempt | None) -> None:
+    """Trace the session, when a run records traces (nothing is built otherwise)."""
+    if plan.rule and traces.current() is not None:
+        traces.session(plan.rule, _trace(s, attempt), age=time.monotonic() - s.start)
 
 
 def _trace(s: Session, attempt: Attempt | None) -> SessionTrace:

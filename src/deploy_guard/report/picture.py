@@ -215,8 +215,13 @@ def headlines(traces: dict[str, Any]) -> list[str]:
         if unit == "session" and lives[-1] - lives[0] >= 0.1:
             when = f"about {when} ({seconds(lives[0])} to {seconds(lives[-1])})"
         text = f"{rule}: {who} {how}" + (f", {when}" if when else "")
-        if book.get("cut"):
-            text += f"; {book['cut']} more stopped by the guard before they ended"
+        cut = int(book.get("cut") or 0)
+        if cut:
+            text += (
+                f"; {cut} more {unit}s were stopped by the guard before they ended"
+                if cut > 1
+                else f"; 1 more {unit} was stopped by the guard before it ended"
+            )
         out.append(text)
     return out
 
