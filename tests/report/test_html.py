@@ -93,8 +93,11 @@ def test_the_failing_rule_comes_first_and_passing_sessions_are_thin() -> None:
 
 
 def test_a_watch_shows_its_canary_its_rollback_and_the_rounds_it_cut() -> None:
-    page = render_html(load(WATCH_1011))
+    doc = load(WATCH_1011)
+    page = render_html(doc)
     words = text_of(page)
+    rolled_back = doc["watch"]["rollbacks"][0]["revision"]
+    assert f"<h1>deploy-guard watch: <code>{rolled_back}</code></h1>" in page  # what it failed
     assert "deploy-guard watch" in words
     assert "chat-golden-path-canary: 1 of 3 sessions closed with 1011" in words
     assert "chat-hold · websocket · 5 sessions (5 stopped by the guard)" in words

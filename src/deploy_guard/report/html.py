@@ -131,6 +131,7 @@ def page(d: dict[str, Any]) -> dict[str, Any]:
         "action": words.get(action, action),
         "exit_code": d.get("exit_code"),
         "revision": str(d.get("revision") or ""),
+        "about": _about(d, command),
         "service": str(d.get("service") or ""),
         "project": str(d.get("project") or ""),
         "region": str(d.get("region") or ""),
@@ -171,6 +172,17 @@ def page(d: dict[str, Any]) -> dict[str, Any]:
         "finished_at": str(d.get("finished_at") or ""),
         "duration_s": _number(d.get("duration_s")),
     }
+
+
+def _about(d: dict[str, Any], command: str) -> str:
+    """What the verdict is about, as the summary's title says it: the revision judged; for
+    a watch, the revisions it rolled back (it failed those), else the one it watched last."""
+    if command == "watch":
+        rollbacks = _list(_dict(d.get("watch")).get("rollbacks"))
+        rolled = [str(_dict(r).get("revision") or "") for r in rollbacks]
+        if any(rolled):
+            return ", ".join(dict.fromkeys(r for r in rolled if r))
+    return str(d.get("revision") or d.get("service") or "")
 
 
 def _rule(r: dict[str, Any]) -> dict[str, Any]:
