@@ -144,6 +144,21 @@ def test_an_old_or_partial_report_renders_with_what_it_has() -> None:
     assert "every session (5 of 5)" in text_of(render_html(doc))
 
 
+def test_each_notification_delivery_is_listed_with_why_one_failed() -> None:
+    doc = load(CHECK_1011)
+    doc["notifications"] = [
+        {"notifier": "slack (SLACK_WEBHOOK_URL)", "event": "fail", "status": "delivered",
+         "attempts": 1, "at": "2026-12-05T02:30:04+00:00"},
+        {"notifier": "webhook (DEPLOY_HOOK_URL)", "event": "fail", "status": "failed",
+         "attempts": 3, "error": "HTTP 503 after 3 attempts", "at": "2026-12-05T02:30:05+00:00"},
+    ]  # fmt: skip
+    words = text_of(render_html(doc))
+    assert "Notifications" in words
+    assert "slack (SLACK_WEBHOOK_URL) fail delivered 1" in words
+    assert "webhook (DEPLOY_HOOK_URL) fail failed 3 HTTP 503 after 3 attempts" in words
+    assert "Notifications" not in text_of(render_html(load(WATCH_1011)))
+
+
 def test_a_report_read_back_from_json_renders_the_same_page(tmp_path: Path) -> None:
     report = check_report()
     report.traces.session("ws", _session(ok=False, code=1011), age=7.0)
@@ -185,6 +200,8 @@ def hostile_report() -> dict[str, Any]:
     report.steps[1].reasons = [bad]
     report.watch = {"revision": bad, "rollbacks": [{"revision": bad}], "degraded": [{"why": bad}]}
     report.timeline.add(bad, detail=bad)
+    fields = ("notifier", "event", "status", "attempts", "error", "at")
+    report.add_notification(dict.fromkeys(fields, bad))
     trace = SessionTrace(
         kind="websocket",
         ok=False,

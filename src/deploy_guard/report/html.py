@@ -42,6 +42,8 @@ _VERDICT_CLASS = {
     "error": "error",
 }
 _TITLES = {"check": "deploy-guard check", "rollout": "deploy-guard rollout"}
+#: What the page shows of each notification's delivery (the report's ``notifications``).
+_NOTIFICATION_FIELDS = ("at", "notifier", "event", "status", "attempts", "error")
 
 
 @lru_cache(maxsize=1)
@@ -162,6 +164,10 @@ def page(d: dict[str, Any]) -> dict[str, Any]:
             for e in (_dict(x) for x in _list(d.get("timeline")))
         ],
         "timeline_dropped": int(_number(d.get("timeline_dropped"))),
+        "notifications": [
+            {k: str(n.get(k) if n.get(k) is not None else "") for k in _NOTIFICATION_FIELDS}
+            for n in (_dict(x) for x in _list(d.get("notifications")))
+        ],
         "api_calls": {
             str(api): {str(m): n for m, n in _dict(methods).items()}
             for api, methods in _dict(d.get("api_calls")).items()
