@@ -205,6 +205,15 @@ SHARED_OPTIONS: list[Callable[[Any], Any]] = [
     _report_options,
     _notify_options,
     click.option(
+        "--serve",
+        is_flag=False,
+        flag_value="auto",
+        default=None,
+        metavar="[HOST:]PORT",
+        help="Serve the report live while it runs: the HTML page (refreshing), /healthz and "
+        "/status.json, read-only. The flag alone: 127.0.0.1:8377, or $PORT on Cloud Run.",
+    ),
+    click.option(
         "--log-interval",
         default="10s",
         callback=_log_interval,

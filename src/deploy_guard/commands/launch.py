@@ -96,6 +96,7 @@ def launch(
             ),
             notify=notify,
             report_url=flags.get("report_url"),
+            serve=_serve(flags.get("serve")),
             **extra,
         )
     except GuardError as exc:
@@ -121,6 +122,15 @@ def launch(
     # again: the final API-call counts
     write_report_files(report, report_path, summary_path, html_path)
     exit_fast(code)
+
+
+def _serve(value: str | None) -> str | None:
+    """``--serve``'s value, its address checked now (exit 2 before any API call)."""
+    if value is not None:
+        from deploy_guard.runtime.status_page import serve_address
+
+        serve_address(value)
+    return value
 
 
 def exit_fast(code: int) -> None:

@@ -210,7 +210,9 @@ class Gate:
         traced = traces.bind(self.report.traces)  # what the probes saw, for the HTML report
         warm = asyncio.ensure_future(asyncio.to_thread(warm_imports))
         ticker = asyncio.ensure_future(self._tick())
+        page = None
         try:
+            page = await self._serve()
             report = await self._check(service, self.run_state.executor)
             self.run_state.decided = True
             self._notify_outcome()
@@ -239,6 +241,8 @@ class Gate:
             raise mapped from exc
         finally:
             ticker.cancel()
+            if page is not None:
+                await page.stop()
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await warm
             await self._cleanup()
@@ -251,6 +255,19 @@ class Gate:
                 exit_code=self.report.exit_code,
             )
             traces.unbind(traced)
+
+    async def _serve(self) -> Any:
+        """``--serve``: the live status page, listening before the run starts (None: off)."""
+        if self.options.serve is None:
+            return None
+        from deploy_guard.runtime.status_page import StatusPage, serve_address
+
+        host, port = serve_address(self.options.serve)
+        page = StatusPage(host, port, self.report.to_dict)
+        port = await page.start()
+        where = f"[{host}]" if ":" in host else host
+        self._event("status_page_listening", url=f"http://{where}:{port}/", port=port)
+        return page
 
     async def _tick(self) -> None:
         """Tell the view every :data:`TICK` s, so its clock runs while nothing else happens.

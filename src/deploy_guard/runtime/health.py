@@ -26,10 +26,19 @@ MAX_HEAD = 8192
 HEAD_TIMEOUT = 5.0
 #: Connections served at once; Cloud Run's own health checks need one.
 MAX_CLIENTS = 16
+JSON = "application/json"
+REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 431: "Too Large"}
+
+
+def _json(body: Any) -> bytes:
+    return json.dumps(body).encode()
 
 
 class HealthServer:
     """Serves ``status()`` as JSON on ``host:port`` until :meth:`stop`."""
+
+    #: The flag that asked for it, for the message when its port is taken.
+    flag = "--health-port"
 
     def __init__(
         self,
@@ -59,10 +68,14 @@ class HealthServer:
         except OSError as exc:
             why = os.strerror(exc.errno) if exc.errno else str(exc)
             raise ConfigError(
-                f"--health-port {self.port}: cannot listen on it ({why}); is another process "
+                f"{self.flag} {self.port}: cannot listen on it ({why}); is another process "
                 "(another watcher?) using it? Pick another port, or 0 for any free one"
             ) from None
         return int(self._server.sockets[0].getsockname()[1])
+
+    def respond(self, path: str) -> tuple[int, str, bytes]:
+        """The answer to ``GET path``: any path gets the status, as JSON."""
+        return 200, JSON, _json(self.status())
 
     @property
     def clients(self) -> int:
@@ -84,18 +97,18 @@ class HealthServer:
         try:
             async with asyncio.timeout(HEAD_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
-            method = head.split(b" ", 1)[0]
+            method, _, rest = head.partition(b" ")
+            path = rest.split(b" ", 1)[0].decode("latin-1").split("?", 1)[0]
             if len(head) > MAX_HEAD:
-                code, body = 431, {"error": "request head too large"}
+                code, ctype, data = 431, JSON, _json({"error": "request head too large"})
             elif method not in (b"GET", b"HEAD"):
-                code, body = 405, {"error": "only GET"}
+                code, ctype, data = 405, JSON, _json({"error": "read-only: GET only"})
             else:
-                code, body = 200, self.status()
-            data = json.dumps(body).encode()
-            reason = {200: "OK", 405: "Method Not Allowed", 431: "Too Large"}[code]
+                code, ctype, data = self.respond(path)
             writer.write(
-                f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n"
-                f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n".encode()
+                f"HTTP/1.1 {code} {REASONS.get(code, 'Error')}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(data)}\r\nCache-Control: no-store\r\n"
+                "X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n".encode()
                 + (data if method != b"HEAD" else b"")
             )
             await writer.drain()

@@ -39,6 +39,8 @@ class CheckOptions:
     notify: tuple[Any, ...] = ()
     #: ``--report-url``: where the report will be, for the notifications' link.
     report_url: str | None = None
+    #: ``--serve``: the live status page's address ("auto", "PORT" or "HOST:PORT"; None: off).
+    serve: str | None = None
 
 
 class Progress(Protocol):
