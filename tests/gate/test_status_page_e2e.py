@@ -72,3 +72,39 @@ async def test_a_running_check_is_served_live_and_read_only(
     with pytest.raises(httpx.ConnectError):  # the page ends with the check
         async with httpx.AsyncClient() as client:
             await client.get(url)
+
+
+async def test_the_live_page_renders_in_a_real_browser_and_loads_nothing_else(
+    chat: Any, gcp_clients: Any, emulator: Any
+) -> None:
+    """Opened in headless Chromium while the check runs: it shows the check, and the only
+    request is the page itself (no script, font or stylesheet from anywhere)."""
+    from report.chromium import chromium, find_chromium
+
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("no Chromium here (Debian: apt-get install chromium; .ci/run installs it)")
+    chat.first()
+    cand = chat.candidate()
+    gate = build_gate(gcp_clients, emulator, cand, serve="127.0.0.1:0")
+    task = asyncio.ensure_future(gate.run())
+    try:
+        await eventually(
+            lambda: "evidence_started" in [e.event for e in gate.report.timeline.events],
+            within=30,
+            what="evidence",
+        )
+        url = next(
+            e.detail["url"]
+            for e in gate.report.timeline.events
+            if e.event == "status_page_listening"
+        )
+        async with chromium(binary, serve_local=True) as browser:
+            load = await browser.open(url)
+            assert set(load.requests) <= {url, "data:,"}, load.requests  # data:, the favicon
+            assert load.failed == []
+            assert load.errors() == []
+            shown = await browser.evaluate("document.body.innerText")
+            assert cand in shown
+    finally:
+        await task

@@ -186,8 +186,13 @@ def _note(load: PageLoad, event: dict[str, Any]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def chromium(binary: str) -> AsyncIterator[Browser]:
-    """A headless Chromium with one blank page, ended (and its profile removed) on exit."""
+async def chromium(binary: str, *, serve_local: bool = False) -> AsyncIterator[Browser]:
+    """A headless Chromium with one blank page, ended (and its profile removed) on exit.
+
+    No host name resolves; ``serve_local`` leaves 127.0.0.1 reachable (a live page served
+    on loopback), every other address still resolves to nothing.
+    """
+    rules = "MAP * ~NOTFOUND, EXCLUDE 127.0.0.1" if serve_local else "MAP * ~NOTFOUND"
     profile = tempfile.mkdtemp(prefix="dg-chromium-")
     args = [
         binary,
@@ -203,7 +208,7 @@ async def chromium(binary: str) -> AsyncIterator[Browser]:
         "--disable-default-apps",
         "--disable-dev-shm-usage",
         "--mute-audio",
-        "--host-resolver-rules=MAP * ~NOTFOUND",  # no host name resolves: nothing can load
+        f"--host-resolver-rules={rules}",  # no host name resolves: nothing can load
         "--remote-debugging-port=0",
         f"--user-data-dir={profile}",
         "about:blank",
