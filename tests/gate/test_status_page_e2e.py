@@ -60,6 +60,7 @@ async def test_a_running_check_is_served_live_and_read_only(
         assert page.headers["content-type"].startswith("text/html")
         assert '<meta http-equiv="refresh"' in page.text
         assert cand in page.text
+        assert 'id="verdict">RUNNING<' in page.text  # no verdict yet, not "inconclusive"
         assert health.text == "ok\n"
         doc = json.loads(status.text)
         assert doc["revision"] == cand

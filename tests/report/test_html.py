@@ -360,3 +360,18 @@ def test_the_templates_ship_with_the_package() -> None:
     for template in templates:
         relative = template.relative_to(package).as_posix()
         assert any(fnmatch(relative, p) for p in patterns), relative
+
+
+def test_a_live_page_of_a_run_not_over_heads_running_not_its_placeholder_verdict() -> None:
+    """Mid-run the report's verdict and exit code are defaults (inconclusive, 3), not news."""
+    running = CheckReport(service="chat", revision="chat-00002-bbb").to_dict()
+    assert running["finished_at"] == ""
+    live = render_html(running, live=True)
+    assert 'id="verdict">RUNNING<' in live
+    assert "still running: no verdict or exit code yet" in live
+    assert "exit code 3" not in live
+    assert "INCONCLUSIVE" not in live
+    saved = render_html(running)  # `deploy-guard report`: the document as it is
+    assert 'id="verdict">INCONCLUSIVE<' in saved
+    finished = json.loads(CHECK_1011.read_text())
+    assert render_html(finished, live=True) == render_html(finished)  # over: the verdict

@@ -62,9 +62,16 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def render_html(document: dict[str, Any]) -> str:
-    """The page for a report document (``CheckReport.to_dict()`` or a JSON report read back)."""
-    return environment().get_template("report.html.j2").render(page=page(document))
+def render_html(document: dict[str, Any], *, live: bool = False) -> str:
+    """The page for a report document (``CheckReport.to_dict()`` or a JSON report read back).
+
+    ``live``: the ``--serve`` page of a run not over yet (no ``finished_at``), whose
+    verdict and exit code are still the report's defaults: it heads RUNNING instead.
+    """
+    shown = page(document)
+    if live and not document.get("finished_at"):
+        shown.update(running=True, verdict="running", verdict_class="running")
+    return environment().get_template("report.html.j2").render(page=shown)
 
 
 def write_html(report: CheckReport | dict[str, Any], path: str | Path) -> Path:
@@ -126,6 +133,7 @@ def page(d: dict[str, Any]) -> dict[str, Any]:
     rules = [_rule(_dict(r)) for r in _list(d.get("rules"))]
     return {
         "version": __version__,
+        "running": False,
         "command": command,
         "title": _TITLES.get(command, f"deploy-guard {command}"),
         "verdict": verdict,

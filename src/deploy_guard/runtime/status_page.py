@@ -80,7 +80,7 @@ def _live(document: dict[str, Any]) -> bytes:
     """The HTML report, refreshing itself every :data:`REFRESH_S` s (no script)."""
     from deploy_guard.report.html import render_html
 
-    page = render_html(document)
+    page = render_html(document, live=True)
     refresh = f'<meta http-equiv="refresh" content="{REFRESH_S}">'
     head = page.find("<head>")
     if head >= 0:
