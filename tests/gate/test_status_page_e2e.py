@@ -64,6 +64,7 @@ async def test_a_running_check_is_served_live_and_read_only(
         assert health.text == "ok\n"
         doc = json.loads(status.text)
         assert doc["revision"] == cand
+        assert doc["running"] is True
         assert doc["rules"]  # every rule, pending or judged
         assert posted.status_code == 405
         assert missing.status_code == 404

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from deploy_guard import traces
 from deploy_guard.actions.executor import Executor
@@ -62,6 +62,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.judge.combine import Judges
     from deploy_guard.policy.model import Policy
     from deploy_guard.probes.target import Target
+
+T = TypeVar("T")
 
 #: Seconds between redraws of the progress view when nothing else changed.
 TICK = 0.5
@@ -435,6 +437,26 @@ class Gate:
             if current is not None:
                 current.uncancel()
             self._event("signal_during_cleanup", note="the decision stands")
+
+
+async def finish_first(action: Awaitable[T], on_signal: Callable[[], None]) -> T:
+    """``action`` runs to its end: a signal meanwhile is heard after it, never mid-write.
+
+    A traffic write abandoned between its write and its verification would leave
+    traffic in an unknown state. ``on_signal`` runs (once) when a stop signal landed
+    during the action; the caller hears of the signal there and acts on it after.
+    """
+    task = asyncio.ensure_future(action)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.cancelled():
+            raise
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        on_signal()
+        return await task
 
 
 def report_error(report: CheckReport, exc: GuardError) -> None:

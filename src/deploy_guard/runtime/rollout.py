@@ -50,7 +50,7 @@ from deploy_guard.gcp.traffic import describe, served_split, step_split
 from deploy_guard.log import redact_text
 from deploy_guard.policy.rollout import RolloutPlan, plan_warnings, rollout_plan
 from deploy_guard.report.model import CheckReport, StepRecord, utc_now
-from deploy_guard.runtime.driver import Gate
+from deploy_guard.runtime.driver import Gate, finish_first
 from deploy_guard.runtime.options import CheckOptions
 from deploy_guard.runtime.session import TAG_MARGIN, Session, tag_holder
 from deploy_guard.strategies.check import Finish, Promote, RollBack
@@ -397,19 +397,12 @@ class _Walk:
 
     async def _finished(self, action: Awaitable[T]) -> T:
         """An action runs to its end: a signal meanwhile is heard after it (never mid-write)."""
-        task = asyncio.ensure_future(action)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.cancelled():
-                raise
-            current_task = asyncio.current_task()
-            if current_task is not None:
-                current_task.uncancel()
+
+        def heard() -> None:
             self.gate._event("signal_while_acting", note="finishing the write first")
-            result = await task
             self.heard = True
-            return result
+
+        return await finish_first(action, heard)
 
     async def _shift(self, move: Shift) -> ActionResult:
         step = self.plan.steps[move.stage - 1]

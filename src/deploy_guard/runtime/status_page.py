@@ -7,7 +7,9 @@ so a browser follows the evidence as it arrives: no script. Beside it:
 
 - ``/healthz``: 200 ``ok`` while the command runs (a load balancer's or Cloud
   Run's health check);
-- ``/status.json``: the report as JSON (the ``--report`` document so far).
+- ``/status.json``: the report as JSON (the ``--report`` document so far), with
+  ``running``: true until the command ends (its verdict and exit code are placeholders
+  until then).
 
 Read-only by construction: every method but ``GET`` and ``HEAD`` is 405, and
 nothing it serves can move traffic. By default it listens on 127.0.0.1 only.
@@ -72,7 +74,10 @@ class StatusPage(HealthServer):
         if path == "/healthz":
             return 200, "text/plain; charset=utf-8", b"ok\n"
         if path == "/status.json":
-            return 200, JSON, json.dumps(self.document(), default=str).encode()
+            document = self.document()
+            # until the command ends its verdict and exit code are placeholders, not a decision
+            document["running"] = not document.get("finished_at")
+            return 200, JSON, json.dumps(document, default=str).encode()
         return 404, JSON, b'{"error": "not found: try /, /healthz or /status.json"}'
 
 

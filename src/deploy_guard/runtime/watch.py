@@ -51,7 +51,7 @@ from deploy_guard.errors import NotFoundError
 from deploy_guard.gcp.traffic import served_split
 from deploy_guard.log import get_logger, redact_text
 from deploy_guard.report.model import CheckReport
-from deploy_guard.runtime.driver import Gate
+from deploy_guard.runtime.driver import Gate, finish_first
 from deploy_guard.runtime.options import CheckOptions
 from deploy_guard.runtime.watch_evidence import (
     DEFAULT_METRIC_LAG,
@@ -389,20 +389,13 @@ class _Watch(ServiceSide):
 
     async def _finished(self, action: Awaitable[T]) -> T:
         """An action runs to its end: a signal meanwhile is heard after it (never mid-write)."""
-        task = asyncio.ensure_future(action)
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            if task.cancelled():
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
+
+        def heard() -> None:
             self.heard = signals.pending() or "cancellation"
             self.gate._event("signal_while_acting", note="finishing the write first")
-            result = await task
             self.report.error = "a stop signal came during the rollback, which was finished first"
-            return result
+
+        return await finish_first(action, heard)
 
     # .. the heartbeat and the report ..
     def health(self) -> dict[str, Any]:
