@@ -128,6 +128,17 @@ def _at_least(
     return check
 
 
+#: ``--policy``, as every command that judges takes it.
+policy_option = click.option(
+    "--policy",
+    "policy_paths",
+    multiple=True,
+    metavar="PATH",
+    type=click.Path(),
+    help="Policy file or folder (repeatable) [default: ./policies].",
+)
+
+
 def evidence_options(command: F) -> F:
     """The flags ``check`` and ``rollout`` share: where, which policies, reports, timing, auth."""
     decorators: list[Callable[[F], F]] = [
@@ -137,14 +148,7 @@ def evidence_options(command: F) -> F:
             help="Service name; derived from the revision name when omitted.",
         ),
         location_options,
-        click.option(
-            "--policy",
-            "policy_paths",
-            multiple=True,
-            metavar="PATH",
-            type=click.Path(),
-            help="Policy file or folder (repeatable) [default: ./policies].",
-        ),
+        policy_option,
     ]
     for extra in _EXTRA_OPTIONS:
         decorators.append(extra)

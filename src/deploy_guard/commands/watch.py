@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from deploy_guard.commands import location_options
-from deploy_guard.commands.check import SHARED_OPTIONS, _at_least
+from deploy_guard.commands.check import SHARED_OPTIONS, _at_least, policy_option
 from deploy_guard.commands.launch import launch
 
 HELP = """Keep judging whatever serves --service; roll back by itself when it fails.
@@ -126,14 +126,7 @@ def _options(command: Any) -> Any:
             help="Services to watch, one per line (# comments): a fleet's list.",
         ),
         location_options,
-        click.option(
-            "--policy",
-            "policy_paths",
-            multiple=True,
-            metavar="PATH",
-            type=click.Path(),
-            help="Policy file or folder (repeatable) [default: ./policies].",
-        ),
+        policy_option,
         click.option(
             "--for",
             "duration",

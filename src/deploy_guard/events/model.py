@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 EventKind = Literal[
     "fail",
@@ -35,17 +35,7 @@ EventKind = Literal[
 ]
 
 #: Every kind, in the order the docs list them.
-KINDS: tuple[str, ...] = (
-    "fail",
-    "rollback",
-    "rollback_failed",
-    "inconclusive",
-    "promote",
-    "pass",
-    "step",
-    "watch_degraded",
-    "error",
-)
+KINDS: tuple[str, ...] = get_args(EventKind)
 #: What a notifier hears when its ``on:`` is left out: everything a person should
 #: act on or know of, not the routine ``pass`` and ``step``.
 DEFAULT_ON: tuple[EventKind, ...] = (
