@@ -29,11 +29,12 @@ from __future__ import annotations
 import itertools
 import json
 import tempfile
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from bench.sampling import Background
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The chat policy's WebSocket hold in these runs: every stage's probes end in ~3.5 s.
@@ -232,7 +233,7 @@ def failure_to_rollback(demo: Any, folder: Path, step: int, crash_after: float) 
         demo.stop(emulator)
 
 
-class CallClock:
+class CallClock(Background):
     """When an in-process emulator received each call of ``method``: its counter, sampled.
 
     The emulator counts every RPC it receives (:meth:`FaultInjector.count`); a
@@ -243,16 +244,7 @@ class CallClock:
     def __init__(self, faults: Any, method: str, period: float = 0.005) -> None:
         self.faults, self.method, self.period = faults, method, period
         self.stamps: list[datetime] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> CallClock:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def _run(self) -> None:
         seen = self.faults.count(self.method)

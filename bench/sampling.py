@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 #: Seconds a long-running process is given to settle (imports, its first round of
 #: work) before its "start" memory is read.
@@ -119,7 +120,30 @@ def gaps(starts: Sequence[float]) -> list[float]:
 # -- sampling and loading, from threads ---------------------------------------------------
 
 
-class ProcSampler:
+class Background:
+    """A daemon thread running ``_run`` for the span of a ``with`` block.
+
+    ``_run`` loops on ``self._stop.wait(...)``: it returns True once the block
+    ends, and ``__exit__`` waits for the thread to finish its last round.
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class ProcSampler(Background):
     """Reads ``/proc/PID`` every ``period`` s from a thread (and ``also()``, its max)."""
 
     def __init__(self, pid: int, also: Callable[[], int], period: float = 1.0) -> None:
@@ -127,16 +151,7 @@ class ProcSampler:
         self.samples: list[Sample] = []
         self.also_max = 0
         self._ticks = os.sysconf("SC_CLK_TCK")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> ProcSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def _run(self) -> None:
         proc = Path(f"/proc/{self.pid}")
@@ -153,22 +168,13 @@ class ProcSampler:
                 return
 
 
-class Ticker:
+class Ticker(Background):
     """Calls ``act(n)`` every ``period`` s in a thread (n from 0) until stopped."""
 
     def __init__(self, period: float, act: Callable[[int], None]) -> None:
         self.period, self.act = period, act
         self.done = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> Ticker:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().__init__()
 
     def _run(self) -> None:
         start = time.monotonic()

@@ -50,6 +50,7 @@ from deploy_guard.measurements import (
     MetricMeasurement,
     ProbeMeasurement,
 )
+from deploy_guard.report.steps import parse_time
 from deploy_guard.runtime.watch_passes import FailingPasses
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -264,9 +265,9 @@ class WatchEvidence:
             if not isinstance(m, LogMeasurement):
                 continue
             for sample in m.samples:
-                stamp = _epoch(sample.get("timestamp"))
-                if stamp is not None:
-                    seen.append(stamp)
+                when = parse_time(sample.get("timestamp"))
+                if when is not None:
+                    seen.append(when.timestamp())
         return min(seen) if seen else None
 
     def pending_row(self, name: str, revision: str) -> dict[str, Any]:
@@ -433,15 +434,6 @@ def _source_error(m: Measurement) -> str:
     else:
         where = "Cloud Logging"
     return f"{where}: {m.error}"
-
-
-def _epoch(value: Any) -> float | None:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    if isinstance(value, str) and value:
-        with contextlib.suppress(ValueError):
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    return None
 
 
 def window_since(created: float, window: float, now: datetime | None = None) -> datetime:
