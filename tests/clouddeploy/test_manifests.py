@@ -24,6 +24,7 @@ from ruamel.yaml import YAML
 from clouddeploy_manifest import (
     PLACEHOLDER,
     PLACEHOLDERS,
+    REPO,
     RESOURCE_ID,
     SKAFFOLD,
     Fleet,
@@ -369,3 +370,8 @@ def test_the_verify_container_runs_a_check_the_command_accepts() -> None:
             pytest.fail(f"deploy-guard check refuses {words}: {exc.format_message()}")
         for flag in ("--revision", "--promote", "--to-revision"):
             assert flag not in words, f"{flag}: Cloud Deploy names the revision and the traffic"
+        # the policies image holds policies/ at /policies (deploy/watch/Dockerfile)
+        for i, word in enumerate(words[:-1]):
+            if word == "--policy" and words[i + 1].startswith("/policies/"):
+                in_repo = REPO / "policies" / words[i + 1].removeprefix("/policies/")
+                assert in_repo.exists(), f"{words[i + 1]}: no {in_repo.relative_to(REPO)}"
