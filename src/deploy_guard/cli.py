@@ -60,6 +60,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "probe",
         "Run a policy's HTTP and WebSocket probes against any URL.",
     ),
+    "judge": (
+        "deploy_guard.commands.judge",
+        "judge",
+        "Merge probe shards' measurement files into one verdict.",
+    ),
     "policy": (
         "deploy_guard.commands.policy",
         "policy",

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 
 import click
 from rich import box
@@ -23,6 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from deploy_guard import signals
+from deploy_guard.commands import probe_shard
 from deploy_guard.errors import ConfigError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.judge import Judge, Verdict
@@ -33,6 +35,7 @@ from deploy_guard.policy.model import Policy, Rule
 from deploy_guard.policy.units import format_duration
 from deploy_guard.probes.auth import TokenChoice, resolve_token
 from deploy_guard.probes.runner import is_probe, planned_attempts, run_rules
+from deploy_guard.probes.shard import WHOLE, Shard
 from deploy_guard.probes.target import Target, check_env_headers
 
 _EXIT = {"pass": ExitCode.PASS, "warn": ExitCode.PASS, "fail": ExitCode.FAIL}
@@ -71,13 +74,21 @@ def select_rules(policy: Policy, names: Sequence[str]) -> list[Rule]:
 
 
 class _Judging:
-    """Feeds the judge as snapshots arrive: the one place that calls ``deploy_guard.judge``."""
+    """Feeds the judge as snapshots arrive: the one place that calls ``deploy_guard.judge``.
 
-    def __init__(self, policy: Policy) -> None:
+    A shard's snapshots are judged as part of the whole run (the rule's attempts over all
+    shards, never complete), so a shard stops early only when its own failures already fail
+    the rule for every shard together; its verdict is otherwise ``deploy-guard judge``'s.
+    """
+
+    def __init__(self, policy: Policy, shard: Shard = WHOLE) -> None:
         self._judge = Judge(policy)
+        self._whole = {} if shard == WHOLE else {r.name: planned_attempts(r) for r in policy.rules}
 
     def observe(self, m: ProbeMeasurement) -> bool:
         """Record a snapshot; True once the verdict can no longer change (stop early)."""
+        if self._whole:
+            m = replace(m, planned=self._whole[m.rule], complete=False)
         self._judge.observe(m)
         return self._judge.early_verdict() is not None
 
@@ -98,6 +109,7 @@ async def run_probe(
     target: Target,
     console: Console,
     last: dict[str, ProbeMeasurement] | None = None,
+    shard: Shard = WHOLE,
 ) -> tuple[dict[str, ProbeMeasurement], Verdict]:
     """Run ``rules``, showing progress; return the last snapshot per rule and the verdict.
 
@@ -117,7 +129,7 @@ async def run_probe(
         highlight=False,
         markup=False,  # "[redacted]" is not a style tag
     )
-    judging = _Judging(policy.model_copy(update={"rules": list(rules)}))
+    judging = _Judging(policy.model_copy(update={"rules": list(rules)}), shard)
     last = {} if last is None else last
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -126,7 +138,7 @@ async def run_probe(
     def show(rule: Rule, m: ProbeMeasurement | None) -> None:
         causes = frozenset(m.failures_by_cause) if m is not None else frozenset()
         shown[rule.name] = (loop.time(), shown[rule.name][1] | causes)
-        line = progress_line(rule, m, loop.time() - start)
+        line = progress_line(rule, m, loop.time() - start, shard)
         console.print(f"  {line}", highlight=False, markup=False)
 
     async def heartbeat() -> None:
@@ -142,7 +154,7 @@ async def run_probe(
     stopped_early = False
     ticker = loop.create_task(heartbeat())
     try:
-        async with contextlib.aclosing(run_rules(rules, target)) as stream:
+        async with contextlib.aclosing(run_rules(rules, target, shard=shard)) as stream:
             async for m in stream:
                 last[m.rule] = m
                 at, causes = shown[m.rule]
@@ -169,7 +181,7 @@ async def run_probe(
 
 
 async def probe_until_signalled(
-    policy: Policy, rules: Sequence[Rule], target: Target, console: Console
+    policy: Policy, rules: Sequence[Rule], target: Target, console: Console, shard: Shard = WHOLE
 ) -> tuple[dict[str, ProbeMeasurement], Verdict | None, str | None]:
     """:func:`run_probe`, stopped by the first SIGINT or SIGTERM as ``check`` is.
 
@@ -182,7 +194,7 @@ async def probe_until_signalled(
     last: dict[str, ProbeMeasurement] = {}
     async with cancelled_by_signals() as caught:
         try:
-            _, verdict = await run_probe(policy, rules, target, console, last)
+            _, verdict = await run_probe(policy, rules, target, console, last, shard)
         except asyncio.CancelledError:
             if not caught:
                 raise
@@ -196,9 +208,9 @@ def _unit(rule: Rule, n: int) -> str:
     return word if n == 1 else word + "s"
 
 
-def _open_now(rule: Rule, m: ProbeMeasurement | None) -> int:
+def _open_now(rule: Rule, m: ProbeMeasurement | None, shard: Shard = WHOLE) -> int:
     """Attempts running right now: one per worker while attempts remain."""
-    planned = planned_attempts(rule)
+    planned = planned_attempts(rule, shard)
     done = m.done if m is not None else 0
     if m is not None and m.complete:
         return 0
@@ -208,12 +220,16 @@ def _open_now(rule: Rule, m: ProbeMeasurement | None) -> int:
         workers = rule.http.concurrency
     else:  # pragma: no cover - select_rules keeps only probes
         workers = 1
+    if shard != WHOLE:
+        workers = len(shard.workers(max(1, min(workers, planned_attempts(rule)))))
     return max(0, min(workers, planned - done))
 
 
-def progress_line(rule: Rule, m: ProbeMeasurement | None, elapsed: float) -> str:
+def progress_line(
+    rule: Rule, m: ProbeMeasurement | None, elapsed: float, shard: Shard = WHOLE
+) -> str:
     """One rule's progress: ``chat-hold: 0 of 5 sessions done, 5 open (each held 60s) [12s]``."""
-    planned = planned_attempts(rule)
+    planned = planned_attempts(rule, shard)
     done = m.done if m is not None else 0
     line = f"{rule.name}: {done} of {planned} {_unit(rule, planned)} done"
     if m is not None and done:
@@ -222,7 +238,7 @@ def progress_line(rule: Rule, m: ProbeMeasurement | None, elapsed: float) -> str
             line += ", failed: " + ", ".join(
                 f"{c} {n}" for c, n in sorted(m.failures_by_cause.items())
             )
-    open_now = _open_now(rule, m)
+    open_now = _open_now(rule, m, shard)
     if open_now:
         line += f", {open_now} open"
         hold = rule.websocket.hold if rule.websocket is not None else 0.0
@@ -254,6 +270,14 @@ def render(
     An ``interrupted`` run (the signal's name) shows what it had and decides
     nothing: exit 3, as ``check`` does. Returns the exit code.
     """
+    render_results(console, rules, last)
+    return render_verdict(console, verdict, interrupted)
+
+
+def render_results(
+    console: Console, rules: Sequence[Rule], last: dict[str, ProbeMeasurement]
+) -> None:
+    """The results table, then up to three failed attempts per rule with their transcripts."""
     table = Table(title="Probe results", title_justify="left", box=box.SIMPLE_HEAD)
     # Narrow terminals wrap the failure columns, never a rule name or a number.
     for col in ("rule", "done", "ok", "failures", "close codes", "p50 / p95"):
@@ -290,6 +314,12 @@ def render(
                     highlight=False,
                     markup=False,
                 )
+
+
+def render_verdict(
+    console: Console, verdict: Verdict | None, interrupted: str | None = None
+) -> ExitCode:
+    """The verdict line and its reasons (INTERRUPTED without one); returns the exit code."""
     if verdict is None or interrupted is not None:
         console.print(
             f"verdict: [bold magenta]INTERRUPTED[/] (exit {int(ExitCode.INCONCLUSIVE)}: "
@@ -332,6 +362,8 @@ def render(
     "tag URL (https://TAG---SERVICE-HASH.a.run.app) of a private service.",
 )
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (self-signed).")
+@click.option("--shard", "shard_spec", metavar="K/N|auto", help=probe_shard.SHARD_HELP)
+@click.option("--measurements", metavar="FILE", help=probe_shard.MEASUREMENTS_HELP)
 def probe(
     policy_path: str,
     url: str,
@@ -341,6 +373,8 @@ def probe(
     no_id_token: bool,
     audience: str | None,
     insecure: bool,
+    shard_spec: str | None,
+    measurements: str | None,
 ) -> None:
     """Run the http and websocket rules of a policy against URL and judge them.
 
@@ -370,6 +404,11 @@ def probe(
     service account or the metadata server. The token is never printed,
     nor any ${NAME} header value or query value (shown as [redacted]; the
     policy's auth.safe_query_params lists parameters whose values may show).
+
+    \b
+    Beyond one machine (docs/shards.md): run N shards, each with
+    --shard K/N --measurements FILE (exit 0 once its file is written), then
+      deploy-guard judge --policy POLICY shard-*.json
     """
     from deploy_guard.commands import terminal_output
 
@@ -380,6 +419,7 @@ def probe(
         policy = load_file(policy_path)
         allow_query_params(policy.auth.safe_query_params)  # every other query value: redacted
         rules = select_rules(policy, rule_names)
+        output = probe_shard.ShardOutput.from_flags(shard_spec, measurements)
         check_env_headers(rules)  # a ${NAME} header that cannot be sent: exit 2 now
         choice = TokenChoice(
             token_env=token_env, token_file=token_file, id_token=not no_id_token, audience=audience
@@ -408,9 +448,11 @@ def probe(
             f"interrupted by {signals.pending()} before probing: nothing was probed", err=True
         )
         raise SystemExit(int(ExitCode.INCONCLUSIVE))
+    for note in output.notes(rules):
+        console.print(note, highlight=False, markup=False)
     try:
         last, verdict, signalled = asyncio.run(
-            probe_until_signalled(policy, rules, target, console)
+            probe_until_signalled(policy, rules, target, console, output.shard)
         )
     except KeyboardInterrupt:  # SIGINT as the loop started: asyncio.run cancelled the probes
         last, verdict, signalled = {}, None, "SIGINT"
@@ -420,4 +462,13 @@ def probe(
             "closed; no verdict",
             err=True,
         )
-    raise SystemExit(int(render(console, rules, last, verdict, signalled)))
+    if output.sharded:
+        render_results(console, rules, last)
+        code = None
+    else:
+        code = render(console, rules, last, verdict, signalled)
+    if output.path is not None:
+        record = output.record(policy, rules, target, last, signalled)
+        code = output.finish(console, record, code)
+    assert code is not None
+    raise SystemExit(int(code))

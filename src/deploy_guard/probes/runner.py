@@ -33,6 +33,7 @@ from deploy_guard.errors import ConfigError
 from deploy_guard.log import get_logger, redact_text
 from deploy_guard.measurements import Attempt, ProbeMeasurement
 from deploy_guard.probes.aggregate import Aggregator
+from deploy_guard.probes.shard import WHOLE, Shard
 from deploy_guard.probes.template import SessionIds
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,7 +73,9 @@ async def _guarded(attempt: Awaitable[Attempt], rule: str, logged: set[str]) -> 
         return Attempt(ok=False, cause="error", detail=detail)
 
 
-def _websocket_workers(rule: Rule, target: Target, put: _Put) -> list[Awaitable[None]]:
+def _websocket_workers(
+    rule: Rule, target: Target, put: _Put, shard: Shard = WHOLE
+) -> list[Awaitable[None]]:
     from deploy_guard.probes.websocket import plan_sessions, run_session
 
     spec = rule.websocket
@@ -87,29 +90,30 @@ def _websocket_workers(rule: Rule, target: Target, put: _Put) -> list[Awaitable[
             ids = SessionIds(user=user, session=uuid.uuid4().hex[:16], n=n)
             put(await _guarded(run_session(plan, ids), rule.name, logged))
 
-    return [user_worker(k) for k in range(1, users + 1)]
+    return [user_worker(k) for k in shard.workers(users)]
 
 
 def _http_workers(
-    rule: Rule, target: Target, put: _Put, stack: contextlib.AsyncExitStack
+    rule: Rule, target: Target, put: _Put, stack: contextlib.AsyncExitStack, shard: Shard = WHOLE
 ) -> list[Awaitable[None]]:
     from deploy_guard.probes.http import make_client, run_request
 
     spec = rule.http
     assert spec is not None
     workers = max(1, min(spec.concurrency, spec.requests))
-    client = make_client(target, workers)
+    mine, requests = shard.workers(workers), shard.attempts(spec.requests, workers)
+    client = make_client(target, max(1, len(mine)))
     stack.push_async_callback(client.aclose)
     tickets = itertools.count()
     logged: set[str] = set()
 
     async def worker() -> None:
-        while next(tickets) < spec.requests:
+        while next(tickets) < requests:
             attempt = await _guarded(run_request(spec, target, client), rule.name, logged)
             _trace_request(rule.name, attempt)
             put(attempt)
 
-    return [worker() for _ in range(workers)]
+    return [worker() for _ in mine]
 
 
 def _trace_request(rule: str, attempt: Attempt) -> None:
@@ -128,24 +132,36 @@ def _trace_request(rule: str, attempt: Attempt) -> None:
     traces.session(rule, trace, age=total)
 
 
-def planned_attempts(rule: Rule) -> int:
-    """Sessions or requests the rule asks for; ConfigError for a rule that is not a probe."""
+def planned_attempts(rule: Rule, shard: Shard = WHOLE) -> int:
+    """Sessions or requests the rule asks for (``shard``'s share of them); ConfigError for a
+    rule that is not a probe."""
     if rule.websocket is not None:
-        return int(rule.websocket.sessions)
-    if rule.http is not None:
-        return int(rule.http.requests)
-    raise ConfigError(f"rule {rule.name!r} is a {rule.kind} rule, not a probe (http, websocket)")
+        total, concurrency = int(rule.websocket.sessions), int(rule.websocket.concurrency)
+    elif rule.http is not None:
+        total, concurrency = int(rule.http.requests), int(rule.http.concurrency)
+    else:
+        raise ConfigError(
+            f"rule {rule.name!r} is a {rule.kind} rule, not a probe (http, websocket)"
+        )
+    if shard == WHOLE:
+        return total
+    return shard.attempts(total, max(1, min(concurrency, total)))
 
 
 async def run_rule(
-    rule: Rule, target: Target, *, throttle: float = THROTTLE, every: int = EVERY
+    rule: Rule,
+    target: Target,
+    *,
+    throttle: float = THROTTLE,
+    every: int = EVERY,
+    shard: Shard = WHOLE,
 ) -> AsyncGenerator[ProbeMeasurement, None]:
-    """Run one ``http`` or ``websocket`` rule, yielding cumulative snapshots.
+    """Run one ``http`` or ``websocket`` rule (``shard``'s share of it), yielding snapshots.
 
     Raises :class:`~deploy_guard.errors.ConfigError` (before starting anything)
     for a rule of another kind; every probe failure is data in the snapshots.
     """
-    planned = planned_attempts(rule)
+    planned = planned_attempts(rule, shard)
     agg = Aggregator(rule.name, rule.kind, planned)
     queue: asyncio.Queue[Attempt | None] = asyncio.Queue()
     loop = asyncio.get_running_loop()
@@ -170,9 +186,9 @@ async def run_rule(
     consumer = asyncio.current_task()
     async with contextlib.AsyncExitStack() as stack:
         if rule.websocket is not None:
-            bodies = _websocket_workers(rule, target, queue.put_nowait)
+            bodies = _websocket_workers(rule, target, queue.put_nowait, shard)
         else:
-            bodies = _http_workers(rule, target, queue.put_nowait, stack)
+            bodies = _http_workers(rule, target, queue.put_nowait, stack, shard)
         _log.info(
             "probe_started", rule=rule.name, kind=rule.kind, planned=planned, workers=len(bodies)
         )
@@ -222,9 +238,9 @@ async def run_rule(
 
 
 async def run_rules(
-    rules: Sequence[Rule], target: Target, *, throttle: float = THROTTLE
+    rules: Sequence[Rule], target: Target, *, throttle: float = THROTTLE, shard: Shard = WHOLE
 ) -> AsyncGenerator[ProbeMeasurement, None]:
-    """Run several probe rules concurrently, merging their snapshot streams.
+    """Run several probe rules concurrently (``shard``'s share of each), merging their streams.
 
     Each rule's snapshots arrive in order; snapshots of different rules
     interleave as they happen. Closing or cancelling the consumer stops them all.
@@ -235,7 +251,8 @@ async def run_rules(
 
     async def pump(rule: Rule) -> None:
         try:
-            async with contextlib.aclosing(run_rule(rule, target, throttle=throttle)) as stream:
+            stream_of = run_rule(rule, target, throttle=throttle, shard=shard)
+            async with contextlib.aclosing(stream_of) as stream:
                 async for m in stream:
                     queue.put_nowait(m)
         except Exception as exc:  # this rule's error, in words; the other rules go on
@@ -245,7 +262,7 @@ async def run_rules(
                 ProbeMeasurement(
                     rule=rule.name,
                     kind=rule.kind,
-                    planned=planned_attempts(rule),
+                    planned=planned_attempts(rule, shard),
                     done=0,
                     succeeded=0,
                     complete=True,
