@@ -15,5 +15,6 @@ this package imports nothing heavy on its own):
   service URL an ID token must name; default: the origin of ``url``).
 
 Modules: ``websocket`` (one session), ``http`` (one request), ``aggregate``
-(pure: attempts -> snapshots), ``template`` ({user} {session} {n}), ``runner``.
+(pure: attempts -> snapshots, and merges of shards' snapshots), ``shard`` (which
+workers a shard runs), ``template`` ({user} {session} {n}), ``runner``.
 """

@@ -15,7 +15,8 @@ while it is not inside the generator, the workers are cancelled all the same.
 
 WebSocket rules run ``concurrency`` workers, one per user ``user-<k>``; worker
 ``k`` runs sessions ``k, k+C, k+2C, ...`` in sequence, so a user never has two
-sessions open at once and isolation breaches between users can be seen.
+sessions open at once and isolation breaches between users can be seen. Given a
+:class:`~deploy_guard.probes.shard.Shard`, only that shard's workers run.
 """
 
 from __future__ import annotations
