@@ -8,7 +8,9 @@ runs, so the verdicts must agree in exit code, reasons and every rule's counts.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -76,6 +78,7 @@ def guard(*args: str) -> list[str]:
 
 @dataclass
 class Runs:
+    url: str
     policy: Path
     folder: Path
     whole: subprocess.CompletedProcess[str]
@@ -140,7 +143,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runs]:
         for proc in procs:
             out, _ = proc.communicate(timeout=90)
             done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, ""))
-        yield Runs(policy, folder / "run", done[0], done[1:])
+        yield Runs(url, policy, folder / "run", done[0], done[1:])
     finally:
         server.terminate()
         server.wait(10)
@@ -205,6 +208,11 @@ def test_merged_shards_give_the_verdict_of_one_run(runs: Runs) -> None:
             "event; limit 6") in results[0]  # fmt: skip
 
 
+@pytest.mark.fault(
+    "cli",
+    "judge given a shard twice, or shards of another policy than --policy",
+    "exit 2 before judging, naming the files; nothing counted twice",
+)
 def test_a_shard_given_twice_or_another_policy_is_refused(runs: Runs, tmp_path: Path) -> None:
     code, out = runs.judge(runs.shard_file(0), runs.shard_file(1), runs.shard_file(1))
     assert code == 2
@@ -216,6 +224,11 @@ def test_a_shard_given_twice_or_another_policy_is_refused(runs: Runs, tmp_path: 
     assert "judge shards with the policy file they ran" in out
 
 
+@pytest.mark.fault(
+    "cli",
+    "judge given 1 of 3 shards (two tasks of the job never wrote their files)",
+    "inconclusive, exit 3, the missing shards named: missing evidence is never a pass",
+)
 def test_missing_shards_are_never_a_pass(runs: Runs) -> None:
     code, out = runs.judge(runs.shard_file(2))  # its share of strict passed
     assert code == 3, out
@@ -237,3 +250,41 @@ def test_shard_flags_are_checked_before_anything_runs(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, [*base, *extra], env={k: None for k in env})
         assert result.exit_code == 2, result.output
         assert words in result.output
+
+
+@pytest.mark.fault(
+    "signals",
+    "SIGTERM to a probe shard mid-hold (a Cloud Run task past its timeout)",
+    "its partial measurements written, exit 3; judge names the shard and never passes",
+)
+def test_a_shard_stopped_by_sigterm_writes_what_it_had(runs: Runs, tmp_path: Path) -> None:
+    """Cloud Run stops a task past its timeout with SIGTERM: the file is still written."""
+    held = tmp_path / "held.yaml"
+    held.write_text(
+        POLICY.replace("          timeout: 5s\n", "          timeout: 5s\n      hold: 60s\n")
+    )
+    out = tmp_path / "cut" / "shard-{shard}.json"
+    args = ["probe", "--policy", str(held), "--url", runs.url, "--rule", "strict"]
+    proc = subprocess.Popen(
+        guard(*args, "--shard", "1/3", "--measurements", str(out)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**ENV, "PYTHONUNBUFFERED": "1"},
+    )
+    assert proc.stdout is not None
+    lines = []
+    while not (line := proc.stdout.readline()).startswith("probing "):  # signals handled now
+        assert line, "".join(lines)
+        lines.append(line)
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 3, rest
+    written = tmp_path / "cut" / "shard-1.json"
+    data = json.loads(written.read_text())
+    assert data["interrupted"] == "SIGTERM"
+    assert data["measurements"][0]["complete"] is False
+    code, judged = runs.judge(written, policy=held)
+    assert code == 3, judged
+    assert "shard 1/3 (SIGTERM) stopped before their attempts finished" in judged
+    assert "shards 0/3, 2/3 missing" in judged
