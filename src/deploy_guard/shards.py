@@ -293,26 +293,15 @@ def combine(records: Sequence[ShardRecord], policy: Policy) -> Combined:
     first = records[0]
     expected = policy_digest(policy)
     for rec in records:
-        where = rec.source or f"shard {rec.shard}"
         if rec.policy_digest != expected:
             raise ConfigError(
-                f"{where}: ran policy {rec.policy} ({rec.policy_digest[:19]}), not "
+                f"{_src(rec)}: ran policy {rec.policy} ({rec.policy_digest[:19]}), not "
                 f"{policy.name} as --policy loads it ({expected[:19]}): judge shards with the "
                 "policy file they ran" + _versions(rec)
             )
-        differs = (
-            f"probed {rec.target}, {_src(first)} {first.target}"
-            if rec.target != first.target
-            else f"is shard {rec.shard}, {_src(first)} {first.shard}"
-            if rec.shard.count != first.shard.count
-            else f"ran other rules or overrides than {_src(first)}"
-            if rec.rules != first.rules
-            else f"comes from job execution {rec.execution}, {_src(first)} {first.execution}"
-            if rec.execution and first.execution and rec.execution != first.execution
-            else ""
-        )
+        differs = _difference(rec, first)
         if differs:
-            raise ConfigError(f"{where} {differs}: these shards are not one run")
+            raise ConfigError(f"{_src(rec)} {differs}: these shards are not one run")
     by_index: dict[int, ShardRecord] = {}
     for rec in records:
         twin = by_index.get(rec.shard.index)
@@ -325,8 +314,6 @@ def combine(records: Sequence[ShardRecord], policy: Policy) -> Combined:
     count = first.shard.count
     missing = tuple(k for k in range(count) if k not in by_index)
     for run in first.rules:
-        if run.name not in {r.name for r in policy.rules}:  # pragma: no cover - same digest
-            raise ConfigError(f"policy {policy.name} has no rule {run.name!r}")
         share = sum(rec.measurements[run.name].planned for rec in records)
         if share > run.planned or (not missing and share != run.planned):
             raise ConfigError(
@@ -356,6 +343,19 @@ def combine(records: Sequence[ShardRecord], policy: Policy) -> Combined:
         interrupted=interrupted,
         target=first.target,
     )
+
+
+def _difference(rec: ShardRecord, first: ShardRecord) -> str:
+    """How ``rec`` differs from the first file in what makes shards one run ("" if not)."""
+    if rec.target != first.target:
+        return f"probed {rec.target}, {_src(first)} {first.target}"
+    if rec.shard.count != first.shard.count:
+        return f"is shard {rec.shard}, {_src(first)} {first.shard}"
+    if rec.rules != first.rules:
+        return f"ran other rules or overrides than {_src(first)}"
+    if rec.execution and first.execution and rec.execution != first.execution:
+        return f"comes from job execution {rec.execution}, {_src(first)} {first.execution}"
+    return ""
 
 
 def _src(rec: ShardRecord) -> str:
