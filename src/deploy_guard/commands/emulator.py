@@ -7,6 +7,7 @@ imported when the command runs so that ``deploy-guard --help`` stays fast.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import sys
 from typing import Any
@@ -51,6 +52,17 @@ call; xN: the next N calls; @N: only the N-th call from the start (@1: the first
   --fault ListTimeSeries=delay:2s        --fault UpdateService=delay:3s@2
   --fault UpdateService=lost@1           --fault GetService=UNAVAILABLE@3
   --fault TailLogEntries=break:3
+
+\b
+gcloud against it (docs/gcloud.md): --gcloud-env FILE writes export lines
+(a private CLOUDSDK_CONFIG, endpoint overrides, gcloud's proxy = the HTTP/JSON
+front on --rest-port); then '. FILE' and gcloud run deploy / services describe
+/ services update-traffic / logging read work locally, your own gcloud
+configuration untouched.
+  deploy-guard emulator --gcloud-env /tmp/emu.env &   # wait for its first line
+  . /tmp/emu.env && gcloud run services list
+
+\b
 As slow as Google Cloud (log ingestion delay, metric points minutes late,
 empty log pages with a token), repeatable: --realistic --seed 7
 Stop it with Ctrl-C, SIGTERM or SIGHUP: every revision process stops with it.
@@ -65,6 +77,22 @@ See docs/emulator.md (it walks through a check and a rollback by hand).
     default=0,
     show_default=True,
     help="gRPC port on 127.0.0.1 (0: any free port, printed on the first line).",
+)
+@click.option(
+    "--rest-port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port of the HTTP/JSON front on 127.0.0.1 that gcloud talks to (0: any free port).",
+)
+@click.option(
+    "--gcloud-env",
+    "gcloud_env",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    metavar="FILE",
+    help="Once serving, write 'export NAME=value' lines to FILE that point gcloud at the "
+    "emulator ('. FILE'), with a private gcloud config directory (removed at exit).",
 )
 @click.option(
     "--project",
@@ -145,6 +173,8 @@ See docs/emulator.md (it walks through a check and a rollback by hand).
 )
 def emulator(
     port: int,
+    rest_port: int,
+    gcloud_env: str | None,
     project: str,
     region: str,
     metrics_delay: str,
@@ -190,8 +220,10 @@ def emulator(
                     seed=seed,
                     startup_timeout=startup_s,
                     workdir=workdir,
+                    rest_port=rest_port,
                 ),
                 specs,
+                gcloud_env,
             )
         )
     except ConfigError as exc:
@@ -206,8 +238,12 @@ def emulator(
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
-async def _serve(options: dict[str, Any], specs: list[Any]) -> int:
-    """Serve until SIGINT, SIGTERM or SIGHUP, then stop every revision process."""
+async def _serve(options: dict[str, Any], specs: list[Any], gcloud_env: str | None = None) -> int:
+    """Serve until SIGINT, SIGTERM or SIGHUP, then stop every revision process.
+
+    With ``gcloud_env``, the gcloud lines are written once it serves and before
+    the first stdout line, so a script that waited for that line can source them.
+    """
     from deploy_guard.emulator.server import Emulator
 
     emu = Emulator(**options)
@@ -216,6 +252,7 @@ async def _serve(options: dict[str, Any], specs: list[Any]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     received: list[str] = []
+    config_dir: str | None = None
 
     def on_signal(sig: signal.Signals) -> None:
         received.append(sig.name)
@@ -229,6 +266,8 @@ async def _serve(options: dict[str, Any], specs: list[Any]) -> int:
         if signals.pending():  # it came while the command was starting: start nothing
             return 0
         await emu.start()
+        if gcloud_env is not None:
+            config_dir = _write_gcloud_env(emu, gcloud_env)
         # The first stdout line is the contract: scripts wait for it, then connect.
         sys.stdout.write(f"DEPLOY_GUARD_EMULATOR_HOST={emu.address}\n")
         sys.stdout.flush()
@@ -239,6 +278,31 @@ async def _serve(options: dict[str, Any], specs: list[Any]) -> int:
         )
     finally:
         await emu.stop()
+        if config_dir is not None:
+            shutil.rmtree(config_dir, ignore_errors=True)
         for sig in _STOP_SIGNALS:
             loop.remove_signal_handler(sig)
     return 0
+
+
+def _write_gcloud_env(emu: Any, path: str) -> str:
+    """Write the gcloud lines for ``emu`` to ``path``; return the config dir it made."""
+    from deploy_guard.emulator.rest import gcloud_env
+
+    config_dir = gcloud_env.new_config_dir()
+    env = gcloud_env.gcloud_environment(
+        rest_address=emu.rest_address,
+        grpc_address=emu.address,
+        project=emu.project,
+        region=emu.region,
+        config_dir=config_dir,
+    )
+    try:
+        gcloud_env.write_env_file(path, env)
+    except OSError as exc:
+        shutil.rmtree(config_dir, ignore_errors=True)
+        raise ConfigError(f"cannot write --gcloud-env {path}: {exc.strerror or exc}") from exc
+    get_logger("deploy_guard.commands.emulator").info(
+        "emulator_gcloud_env_written", path=path, config_dir=config_dir
+    )
+    return config_dir

@@ -321,32 +321,37 @@ def _page(total: int, page_size: int, token: str, query_key: str) -> tuple[int, 
     return start, stop, nxt
 
 
+def list_time_series(store: MetricStore, request: Any) -> Any:
+    """One page of ``ListTimeSeries`` from ``store`` (the gRPC method and the REST form's)."""
+    from google.cloud import monitoring_v3
+
+    query = build_query(request)
+    series = store.query(query)
+    headers = request.view == monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.HEADERS
+    key_src = monitoring_v3.ListTimeSeriesRequest(request)
+    key_src.page_token = ""
+    key_src.page_size = 0
+    key = hashlib.sha256(monitoring_v3.ListTimeSeriesRequest.serialize(key_src)).hexdigest()[:16]
+    start, stop, token = _page(len(series), request.page_size, request.page_token, key)
+    return monitoring_v3.ListTimeSeriesResponse(
+        time_series=[_to_proto(s, headers) for s in series[start:stop]],
+        next_page_token=token,
+    )
+
+
 def handlers(store: MetricStore) -> ServiceHandler:
     """The generic handler serving ``google.monitoring.v3.MetricService`` from ``store``."""
     from google.cloud import monitoring_v3
 
-    async def list_time_series(request: Any, _ctx: grpc.aio.ServicerContext) -> Any:
-        query = build_query(request)
-        series = store.query(query)
-        headers = request.view == monitoring_v3.ListTimeSeriesRequest.TimeSeriesView.HEADERS
-        key_src = monitoring_v3.ListTimeSeriesRequest(request)
-        key_src.page_token = ""
-        key_src.page_size = 0
-        key = hashlib.sha256(monitoring_v3.ListTimeSeriesRequest.serialize(key_src)).hexdigest()[
-            :16
-        ]
-        start, stop, token = _page(len(series), request.page_size, request.page_token, key)
-        return monitoring_v3.ListTimeSeriesResponse(
-            time_series=[_to_proto(s, headers) for s in series[start:stop]],
-            next_page_token=token,
-        )
+    async def list_time_series_rpc(request: Any, _ctx: grpc.aio.ServicerContext) -> Any:
+        return list_time_series(store, request)
 
     return generic_handler(
         SERVICE,
         [
             (
                 "ListTimeSeries",
-                list_time_series,
+                list_time_series_rpc,
                 monitoring_v3.ListTimeSeriesRequest,
                 monitoring_v3.ListTimeSeriesResponse,
             )

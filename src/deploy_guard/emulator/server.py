@@ -3,7 +3,9 @@
 Everything runs on one asyncio event loop: the ``grpc.aio`` server (Cloud Run
 Admin v2, long-running operations, Cloud Logging v2, Cloud Monitoring v3, all
 as generic handlers behind the fault-injecting interceptor), the router
-(aiohttp) and the revision processes (asyncio subprocesses).
+(aiohttp), the revision processes (asyncio subprocesses) and the HTTP/JSON
+front for ``gcloud`` (:mod:`deploy_guard.emulator.rest`: Cloud Run Admin v1
+and the REST list methods of Logging and Monitoring, on the same state).
 
 :class:`Emulator` is the async object (``async with Emulator() as emu``);
 :class:`EmulatorThread` runs one on its own loop in a background thread, for
@@ -35,6 +37,7 @@ from deploy_guard.emulator.metricstore import MetricStore
 from deploy_guard.emulator.names import Location
 from deploy_guard.emulator.operations import OperationStore
 from deploy_guard.emulator.realism import Realism
+from deploy_guard.emulator.rest.server import RestFront
 from deploy_guard.emulator.router import Router
 from deploy_guard.emulator.run_admin import RunAdmin
 from deploy_guard.emulator.tail import TailHub
@@ -85,7 +88,8 @@ class Emulator:
     slow and partial as Google Cloud: ingestion delay, per-minute metric samples
     released minutes late, a route delay after Ready and empty log pages with a
     token. ``seed`` makes its draws repeatable. A ``logs_delay`` or
-    ``route_delay`` given (0 included) wins over the profile's.
+    ``route_delay`` given (0 included) wins over the profile's. ``rest_port``
+    is the HTTP/JSON front's port (0: any free one; None: no front).
     """
 
     def __init__(
@@ -101,6 +105,7 @@ class Emulator:
         route_delay: float | None = None,
         realistic: bool | Realism = False,
         seed: int | None = None,
+        rest_port: int | None = 0,
     ) -> None:
         _check_loopback(host)
         _check_location(project, region)
@@ -164,6 +169,12 @@ class Emulator:
         ]
         self.faults = FaultInjector(name for h in self._handlers for name in h.method_names)
         self._server: grpc.aio.Server | None = None
+        #: The HTTP/JSON front gcloud talks to (None when started with ``rest_port=None``).
+        self.rest = (
+            None
+            if rest_port is None
+            else RestFront(self.admin, self.logs, self.metrics, host=host, port=rest_port)
+        )
 
     @property
     def project(self) -> str:
@@ -179,6 +190,13 @@ class Emulator:
         if self.port is None:
             raise RuntimeError("the emulator is not started")
         return f"{self.host}:{self.port}"
+
+    @property
+    def rest_address(self) -> str:
+        """``host:port`` of the HTTP/JSON front (gcloud's proxy and endpoint overrides)."""
+        if self.rest is None:
+            raise RuntimeError("the emulator was started without its REST front")
+        return self.rest.address
 
     async def start(self) -> None:
         """Bind the gRPC port and start serving (raises ConfigError if the port is taken)."""
@@ -204,7 +222,10 @@ class Emulator:
         await self.router.start()
         try:
             await server.start()
+            if self.rest is not None:
+                await self.rest.start()
         except BaseException:
+            await server.stop(None)
             await self.router.stop()
             raise
         self._server = server
@@ -217,10 +238,16 @@ class Emulator:
             realistic=self.realism is not None,
             logs_delay_s=self.logs.delay.total_seconds(),
             route_delay_s=self.admin.route_delay_s,
+            rest_address=self.rest.address if self.rest is not None else None,
         )
 
     async def stop(self) -> None:
-        """Stop every revision process, the router and the gRPC server. Idempotent."""
+        """Stop the REST front, every revision process, the router and the gRPC server.
+
+        Idempotent.
+        """
+        if self.rest is not None:
+            await self.rest.stop()
         await self.admin.close()
         await self.router.stop()
         if self._server is not None:
@@ -277,6 +304,11 @@ class EmulatorThread:
     @property
     def region(self) -> str:
         return self.emulator.region
+
+    @property
+    def rest_address(self) -> str:
+        """``host:port`` of the HTTP/JSON front gcloud talks to."""
+        return self.emulator.rest_address
 
     @property
     def parent(self) -> str:
