@@ -110,6 +110,10 @@ def test_a_v2_service_reads_as_knative_v1_with_its_revision_route_and_configurat
     assert config["spec"]["template"] == got["spec"]["template"]
     every_region = front.get("/v1/projects/local-project/locations/-/services").json()
     assert "alpha" in [s["metadata"]["name"] for s in every_region["items"]]
+    # gcloud run services replace compares a YAML's namespace with the project's number
+    number = front.get("/v1/projects/local-project").json()["projectNumber"]
+    by_number = front.get(f"/apis/serving.knative.dev/v1/namespaces/{number}/services/alpha")
+    assert by_number.json()["metadata"]["uid"] == svc.uid
 
 
 def test_a_v1_create_is_not_ready_at_once_and_its_operation_says_when_it_is(

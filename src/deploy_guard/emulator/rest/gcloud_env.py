@@ -16,6 +16,8 @@ The lines, and why each is there:
   ``gcloud run`` calls ``REGION-`` + the override's host, which resolves nowhere
   (see :mod:`deploy_guard.emulator.rest`). Through the proxy, no gcloud request
   can leave loopback.
+- ``CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDRESOURCEMANAGER``: ``gcloud run
+  services replace`` reads the project's number.
 - ``CLOUDSDK_AUTH_DISABLE_CREDENTIALS=true``: no account, no token.
 - ``CLOUDSDK_CORE_PROJECT``, ``CLOUDSDK_RUN_REGION``, ``CLOUDSDK_RUN_PLATFORM``:
   the emulator's project and region, Cloud Run (fully managed).
@@ -51,6 +53,7 @@ def gcloud_environment(
         "CLOUDSDK_API_ENDPOINT_OVERRIDES_RUN": url,
         "CLOUDSDK_API_ENDPOINT_OVERRIDES_LOGGING": url,
         "CLOUDSDK_API_ENDPOINT_OVERRIDES_MONITORING": url,
+        "CLOUDSDK_API_ENDPOINT_OVERRIDES_CLOUDRESOURCEMANAGER": url,
         "CLOUDSDK_PROXY_TYPE": "http",
         "CLOUDSDK_PROXY_ADDRESS": host,
         "CLOUDSDK_PROXY_PORT": port,

@@ -81,8 +81,11 @@ class ServiceWrite:
     etag: str
 
 
-def parse_service(body: Any, where: Location) -> ServiceWrite:
-    """Check a v1 Service body's shape and pick out what a write may change."""
+def parse_service(body: Any, where: Location, project_number: str = "") -> ServiceWrite:
+    """Check a v1 Service body's shape and pick out what a write may change.
+
+    ``metadata.namespace`` may be the project id or ``project_number``.
+    """
     data = _obj(body, "service")
     kind = data.get("kind", "Service")
     if kind != "Service":
@@ -92,7 +95,7 @@ def parse_service(body: Any, where: Location) -> ServiceWrite:
     if not isinstance(name, str) or not name:
         raise invalid("metadata.name is required: the service's name")
     namespace = meta.get("namespace")
-    if namespace not in (None, "", where.project):
+    if namespace not in (None, "", where.project, project_number):
         raise invalid(
             f"metadata.namespace {namespace!r} does not match the namespace of the request "
             f"({where.project!r})"

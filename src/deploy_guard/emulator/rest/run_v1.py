@@ -13,6 +13,10 @@ What ``gcloud run`` calls (read from gcloud's ``serverless_operations.py``,
   the annotation ``run.googleapis.com/operation-id`` and gcloud waits on that
   operation, then reads the Service in its ``response`` (as v1 JSON: gcloud
   parses it as a v1 Service).
+- ``v1/projects/P`` (Cloud Resource Manager): ``gcloud run services replace``
+  reads the project's number to compare it with the YAML's namespace. The
+  emulator's project has a made-up number (:func:`project_number`), accepted as
+  a namespace like the project id.
 - ``...services/S:testIamPermissions``, ``:getIamPolicy``, ``:setIamPolicy``:
   gcloud asks before it offers ``--allow-unauthenticated``. No permission is
   granted (the emulator has no identities, and its URLs need no token), and a
@@ -32,6 +36,7 @@ another project.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -54,6 +59,12 @@ ONE = "/v1/projects/{project}/locations/{location}"
 MAX_WAIT_S = 60.0
 #: The ``@type`` of a finished operation's ``response``: a v1 Service, as gcloud parses it.
 _V1_SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v1.Service"
+
+
+def project_number(project: str) -> str:
+    """The emulator's stand-in for a project number: 12 digits, the same for a project id."""
+    digest = hashlib.sha256(project.encode()).digest()
+    return str(100_000_000_000 + int.from_bytes(digest[:8], "big") % 900_000_000_000)
 
 
 class _NoDeadline:
@@ -110,7 +121,7 @@ class RunV1:
     def _namespace(self, request: web.Request) -> str:
         self._regional(request)
         namespace = request.match_info["ns"]
-        if namespace != self.location.project:
+        if namespace not in (self.location.project, project_number(self.location.project)):
             raise EmulatorError(
                 "NOT_FOUND",
                 f"Namespace {namespace!r} not found: this emulator serves project "
@@ -201,7 +212,9 @@ class RunV1:
 
     async def create_service(self, request: web.Request) -> web.Response:
         self._namespace(request)
-        write = knative_in.parse_service(await read_json(request), self.location)
+        write = knative_in.parse_service(
+            await read_json(request), self.location, project_number(self.location.project)
+        )
         full_name = self.location.service_name(write.name)
         spec = knative_in.service_spec(write, full_name, None)
         op = await self.admin.create_service(
@@ -220,7 +233,9 @@ class RunV1:
     async def replace_service(self, request: web.Request) -> web.Response:
         self._namespace(request)
         service_id = request.match_info["name"]
-        write = knative_in.parse_service(await read_json(request), self.location)
+        write = knative_in.parse_service(
+            await read_json(request), self.location, project_number(self.location.project)
+        )
         if write.name != service_id:
             raise invalid(
                 f"metadata.name {write.name!r} does not match the service named in the "
@@ -350,6 +365,26 @@ class RunV1:
         )
         return json_response(self._operation_v1(waited))
 
+    # -- Cloud Resource Manager ------------------------------------------------------------
+
+    async def project(self, request: web.Request) -> web.Response:
+        """``GET v1/projects/P``: the emulator's one project, with its stand-in number."""
+        project = request.match_info["project"]
+        if project not in (self.location.project, project_number(self.location.project)):
+            raise EmulatorError(
+                "PERMISSION_DENIED",
+                f"Permission denied on resource project {project} (this emulator serves "
+                f"project {self.location.project!r})",
+            )
+        return json_response(
+            {
+                "projectId": self.location.project,
+                "projectNumber": project_number(self.location.project),
+                "name": self.location.project,
+                "lifecycleState": "ACTIVE",
+            }
+        )
+
     # -- IAM -------------------------------------------------------------------------------
 
     async def service_method(self, request: web.Request) -> web.Response:
@@ -389,6 +424,7 @@ class RunV1:
             web.get(f"{V1}/configurations/{{name}}", self.get_configuration),
             web.get(f"{V1}/routes", self.list_routes),
             web.get(f"{V1}/routes/{{name}}", self.get_route),
+            web.get("/v1/projects/{project}", self.project),
             web.get(f"{ONE}/services", self.list_all_regions),
             web.route("*", f"{ONE}/services/{{target}}", self.service_method),
             web.route("*", f"{ONE}/operations/{{target}}", self.operation),
