@@ -67,8 +67,22 @@ def project_number(project: str) -> str:
     return str(100_000_000_000 + int.from_bytes(digest[:8], "big") % 900_000_000_000)
 
 
-class _NoDeadline:
-    """The ``ServicerContext`` part ``OperationStore.wait_operation`` reads: no deadline."""
+class HttpContext:
+    """An HTTP request seen through the ``grpc.aio.ServicerContext`` methods the v2 path
+    may read: its headers as invocation metadata (who called: ``user-agent`` and the
+    like), the client's address as the peer, and no deadline."""
+
+    def __init__(self, request: web.Request | None = None) -> None:
+        self._request = request
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        if self._request is None:
+            return ()
+        return tuple((k.lower(), v) for k, v in self._request.headers.items())
+
+    def peer(self) -> str:
+        remote = self._request.remote if self._request is not None else None
+        return f"ipv4:{remote}:0" if remote else ""
 
     @staticmethod
     def time_remaining() -> float | None:
@@ -157,7 +171,7 @@ class RunV1:
 
     async def _get(self, service_id: str) -> run_v2.Service:
         name = self.location.service_name(service_id)
-        return await self.admin.get_service(run_v2.GetServiceRequest(name=name), None)
+        return await self.admin.get_service(run_v2.GetServiceRequest(name=name), HttpContext())
 
     def _services(self) -> list[run_v2.Service]:
         return [run_v2.Service(e.resource) for e in self.admin.services.values()]
@@ -224,7 +238,7 @@ class RunV1:
                 service_id=write.name,
                 validate_only=self._dry_run(request),
             ),
-            None,
+            HttpContext(request),
         )
         if self._dry_run(request):
             return json_response(self._from_operation(op))
@@ -253,7 +267,7 @@ class RunV1:
             run_v2.UpdateServiceRequest(
                 service=spec, update_mask={"paths": paths}, validate_only=dry
             ),
-            None,
+            HttpContext(request),
         )
         if dry:
             return json_response(self._from_operation(op))
@@ -263,7 +277,8 @@ class RunV1:
         self._namespace(request)
         service_id = request.match_info["name"]
         await self.admin.delete_service(
-            run_v2.DeleteServiceRequest(name=self.location.service_name(service_id)), None
+            run_v2.DeleteServiceRequest(name=self.location.service_name(service_id)),
+            HttpContext(request),
         )
         self._policies.pop(service_id, None)
         return json_response(
@@ -305,7 +320,9 @@ class RunV1:
     async def delete_revision(self, request: web.Request) -> web.Response:
         self._namespace(request)
         _, rev = self._find_revision(request.match_info["name"])
-        await self.admin.delete_revision(run_v2.DeleteRevisionRequest(name=rev.name), None)
+        await self.admin.delete_revision(
+            run_v2.DeleteRevisionRequest(name=rev.name), HttpContext(request)
+        )
         return json_response(
             {
                 "apiVersion": "v1",
@@ -361,7 +378,7 @@ class RunV1:
             operations_pb2.WaitOperationRequest(
                 name=name, timeout=duration_pb2.Duration(seconds=int(timeout))
             ),
-            _NoDeadline(),
+            HttpContext(),
         )
         return json_response(self._operation_v1(waited))
 
