@@ -68,11 +68,26 @@ It exits with the decided outcome's code if the check had decided, else
 130 (SIGINT) or 143 (SIGTERM).
 
 \b
+Cloud Deploy (--cloud-deploy): the check as a canary phase's verify job.
+  What to judge comes from the variables Cloud Deploy sets (CLOUD_RUN_SERVICE,
+  CLOUD_RUN_REVISION, CLOUD_RUN_LOCATION, CLOUD_RUN_PROJECT, and the
+  CLOUD_DEPLOY_* pipeline, target, release, rollout, phase and job run);
+  --project, --region, --service and --revision given win. Cloud Deploy owns
+  traffic: nothing is written (no rollback, promotion, tag or annotation).
+  Probes go through the candidate's tag URL (the target's canaryRevisionTags),
+  else through the service URL at the phase's split (the report says what a
+  pass then cannot prove). Exit 0 the phase passed; 1 it failed (Cloud
+  Deploy's repair rule rolls back); 2 a variable missing or garbled; 3
+  inconclusive, which Cloud Deploy, like every non-zero exit, counts as a
+  failed verification. skaffold.yaml's verify: stanza runs it.
+
+\b
 Examples:
   deploy-guard check --revision chat-agent-00002-abc --region europe-west1 \\
       --policy policies/chat-agent.yaml --report report.json --summary summary.md
   deploy-guard check --revision chat-agent-00003-xyz --promote
   deploy-guard check --revision chat-agent-00002-abc --dry-run     # judge only
+  deploy-guard check --cloud-deploy --policy /policies/chat-agent.yaml  # a verify job
   (a policy is used only for the services its services: list names: chat-agent here)
 
 Against the local emulator: export DEPLOY_GUARD_EMULATOR_HOST=127.0.0.1:PORT
@@ -285,9 +300,15 @@ _EXTRA_OPTIONS = [SHARED_OPTIONS[0], *_TIMING_OPTIONS, *SHARED_OPTIONS[1:]]
 @click.command(name="check", help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--revision",
-    required=True,
     metavar="REV",
-    help="Revision to judge: short name or full resource name.",
+    help="Revision to judge: short name or full resource name (required unless a mode such "
+    "as --cloud-deploy names it).",
+)
+@click.option(
+    "--cloud-deploy",
+    is_flag=True,
+    help="Run as a Cloud Deploy verify job: judge the canary phase named by the CLOUD_DEPLOY_* "
+    "and CLOUD_RUN_* variables, never write traffic; the exit code is the verify result.",
 )
 @evidence_options
 @click.option("--promote", is_flag=True, help="On pass, send 100 % of traffic to the revision.")
@@ -297,7 +318,19 @@ _EXTRA_OPTIONS = [SHARED_OPTIONS[0], *_TIMING_OPTIONS, *SHARED_OPTIONS[1:]]
     help="Judge and report; never move traffic. (A candidate without a tag URL still gets a "
     "temporary 0 % tag so the probes can reach it; it is removed afterwards.)",
 )
-def check(revision: str, promote: bool, dry_run: bool, **flags: Any) -> None:
+def check(
+    revision: str | None, promote: bool, dry_run: bool, cloud_deploy: bool, **flags: Any
+) -> None:
     from deploy_guard.runtime.options import CheckOptions
 
+    if cloud_deploy:
+        from deploy_guard.commands.cloud_deploy import launch_verify
+
+        launch_verify(revision, flags, promote=promote, dry_run=dry_run)
+        return
+    if not revision:
+        raise click.UsageError(
+            "missing --revision: name the revision to judge (or run as a Cloud Deploy verify "
+            "job with --cloud-deploy, which reads it from CLOUD_RUN_REVISION)"
+        )
     launch(revision, flags, CheckOptions, promote=promote, dry_run=dry_run)

@@ -38,13 +38,15 @@ def launch(
     *,
     gate_class: Any = None,
     command: str = "check",
+    prepare: Callable[[CheckReport], None] | None = None,
     **extra: Any,
 ) -> None:
     """Validate everything, run the gate (``gate_class``), write the reports, exit.
 
     ``flags`` are :func:`~deploy_guard.commands.check.evidence_options`' values;
     ``extra`` the command's own fields of ``options_class`` (a
-    :class:`~deploy_guard.runtime.options.CheckOptions`).
+    :class:`~deploy_guard.runtime.options.CheckOptions`). ``prepare`` fills the
+    report's mode-specific fields first, so even an early error's report has them.
     """
     from deploy_guard.probes.auth import TokenChoice
 
@@ -55,6 +57,8 @@ def launch(
     report = CheckReport(
         revision=revision, project=project or "", region=region or "", command=command
     )
+    if prepare is not None:
+        prepare(report)
     last_word = LastWord(report, report_path, summary_path, html_path)
     signals.on_second_signal(last_word)  # a second signal still writes the reports
     try:

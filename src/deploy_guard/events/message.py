@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploy_guard.report.cloud_deploy import phase_line
+
 #: Reasons shown in a message; the rest are counted ("and 3 more").
 MAX_REASONS = 5
 #: A reason longer than this is cut (a phone shows a few lines per reason).
@@ -96,6 +98,8 @@ def message(payload: dict[str, Any]) -> Message:
         ("Action", f"{action} (exit {code})" if code is not None else action or "none"),
         ("Where", " / ".join(x for x in (payload.get("project"), payload.get("region")) if x)),
     ]
+    if phase := phase_line(payload.get("cloud_deploy")):
+        facts.append(("Cloud Deploy", phase))
     facts = [(label, value) for label, value in facts if value]
     traffic = []
     before, after = payload.get("traffic_before") or {}, payload.get("traffic_after") or {}

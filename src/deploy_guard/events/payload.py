@@ -39,6 +39,23 @@ class RuleSummary(BaseModel):
     threshold: str = Field("", description="the limit in words")
 
 
+class CloudDeployPhase(BaseModel):
+    """``check --cloud-deploy``: the Cloud Deploy phase the verify job judged."""
+
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    pipeline: str = Field(description="the delivery pipeline (CLOUD_DEPLOY_DELIVERY_PIPELINE)")
+    target: str = Field(description="the target (CLOUD_DEPLOY_TARGET)")
+    release: str
+    rollout: str
+    phase: str = Field(description='the rollout phase, e.g. "canary-10" or "stable"')
+    percentage: int | None = Field(
+        description="the candidate's share in the phase (CLOUD_DEPLOY_PERCENTAGE_DEPLOY when "
+        "set, else what the service served it); null when not known"
+    )
+    job_run: str = Field(description="the verify job run (CLOUD_DEPLOY_JOB_RUN)")
+
+
 class Payload(BaseModel):
     """What every webhook, Pub/Sub message and log entry carries for one event."""
 
@@ -81,6 +98,10 @@ class Payload(BaseModel):
         "watch_degraded; revision and first_bad_to_verified_s for a watch's rollback"
     )
     report_url: str | None = Field(description="where the full report is (--report-url)")
+    cloud_deploy: CloudDeployPhase | None = Field(
+        description="the Cloud Deploy phase a verify job judged (check --cloud-deploy); "
+        "null for any other run"
+    )
 
 
 def build(event: Event, report: dict[str, Any], *, report_url: str | None = None) -> dict[str, Any]:
@@ -115,8 +136,22 @@ def build(event: Event, report: dict[str, Any], *, report_url: str | None = None
         traffic_after=dict(report.get("traffic_after", {})),
         detail=dict(event.detail),
         report_url=report_url,
+        cloud_deploy=_cloud_deploy(report.get("cloud_deploy")),
     )
     return payload.model_dump(by_alias=True)
+
+
+def _cloud_deploy(block: Any) -> CloudDeployPhase | None:
+    """The payload's ``cloud_deploy`` from the report's block (None: not a verify job)."""
+    if not isinstance(block, dict) or not block:
+        return None
+    percentage = block.get("percentage")
+    return CloudDeployPhase(
+        **{k: str(block.get(k) or "") for k in ("pipeline", "target", "release", "rollout")},
+        phase=str(block.get("phase") or ""),
+        percentage=percentage if isinstance(percentage, int) else None,
+        job_run=str(block.get("job_run") or ""),
+    )
 
 
 def _exit_code(report: dict[str, Any]) -> int | None:

@@ -27,6 +27,7 @@ import jinja2
 
 from deploy_guard import __version__
 from deploy_guard.errors import ConfigError
+from deploy_guard.report.cloud_deploy import phase_line
 from deploy_guard.report.json import write_atomic
 from deploy_guard.report.markdown import _ACTION_WORDS, _ROLLOUT_ACTION_WORDS
 from deploy_guard.report.model import CheckReport, observed_text
@@ -151,6 +152,7 @@ def page(d: dict[str, Any]) -> dict[str, Any]:
         "error": str(d.get("error") or ""),
         "notes": [str(n) for n in _list(d.get("notes"))],
         "dry_run": bool(d.get("dry_run")),
+        "cloud_deploy": phase_line(d.get("cloud_deploy")),
         "policies": [str(p) for p in _list(d.get("policies"))],
         "baseline": [str(b) for b in _list(d.get("baseline"))],
         "target_url": str(d.get("target_url") or ""),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from deploy_guard.report.cloud_deploy import phase_line
 from deploy_guard.report.json import write_atomic
 from deploy_guard.report.model import CheckReport, observed_text
 from deploy_guard.report.steps import (
@@ -102,6 +103,8 @@ def _head(d: dict[str, Any], title: str, action: str, about: str | None = None) 
         f"- **Traffic before**: {_split(d['traffic_before'])}",
         f"- **Traffic after**: {_split(d['traffic_after'])}",
     ]
+    if line := phase_line(d.get("cloud_deploy")):  # a Cloud Deploy verify job's phase
+        lines.insert(3, f"- **Cloud Deploy**: {_cell(line)}")
     if d["dry_run"]:
         lines.append("- **Dry run**: nothing was changed")
     if d["message"]:

@@ -184,6 +184,9 @@ class CheckReport:
     #: A watch's summary: the revision it ended on, rollbacks (with the seconds from
     #: the first bad session or log line to traffic verified back), degraded episodes.
     watch: dict[str, Any] = field(default_factory=dict)
+    #: ``check --cloud-deploy``: the Cloud Deploy phase judged (pipeline, target, release,
+    #: rollout, phase, percentage, job run...); empty otherwise, and then not in the document.
+    cloud_deploy: dict[str, Any] = field(default_factory=dict)
     #: Each notification's delivery (``Delivery.as_dict``): to whom, which event,
     #: delivered or failed and why; the latest :data:`MAX_NOTIFICATIONS`.
     notifications: list[dict[str, Any]] = field(default_factory=list)
@@ -242,6 +245,8 @@ class CheckReport:
             "duration_s": round(self.timeline.elapsed(), 3),
             "notifications": [dict(n) for n in self.notifications],
         }
+        if self.cloud_deploy:  # a Cloud Deploy verify job's phase
+            document["cloud_deploy"] = dict(self.cloud_deploy)
         if self.command != "check":  # a check's document keeps exactly its fields
             document["command"] = self.command
             document["steps"] = [asdict(step) for step in self.steps]

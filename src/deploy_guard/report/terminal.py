@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from deploy_guard.log import redact_data
+from deploy_guard.report.cloud_deploy import phase_line
 from deploy_guard.report.model import CheckReport, utc_now
 from deploy_guard.report.steps import (
     current,
@@ -81,6 +82,8 @@ def render(
         _label(report) if done else ("watching" if watch else "running", "dim"),
     )
     parts: list[Any] = [head]
+    if line := phase_line(redact_data(report.cloud_deploy)):  # a Cloud Deploy verify job
+        parts.append(Text(f"Cloud Deploy {line}", style="dim"))
     if watch and not done and report.watch.get("degraded_now"):
         episodes = report.watch.get("degraded") or [{}]
         why = redact_data(str(episodes[-1].get("why", "")))
@@ -221,6 +224,8 @@ def summary(report: CheckReport) -> Text:
     if report.command == "rollout":
         stop = stop_line(redact_data([asdict(s) for s in report.steps]), report.action)
         text.append(f"{stop}\n" if stop else "")
+    if line := phase_line(redact_data(report.cloud_deploy)):
+        text.append(f"Cloud Deploy {line}\n")
     if report.traffic_after:
         split = ", ".join(f"{k} {v}%" for k, v in report.traffic_after.items())
         text.append(f"traffic now: {split}\n")
