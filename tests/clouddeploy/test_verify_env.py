@@ -180,6 +180,40 @@ def test_a_verify_job_with_a_variable_missing_exits_2_and_still_writes_its_repor
     assert "CLOUD_DEPLOY_JOB_RUN" in doc["error"]
 
 
+OVERRIDDEN = [
+    "--region us-east1 overrides CLOUD_RUN_LOCATION=europe-west1",
+    "--project typed overrides CLOUD_RUN_PROJECT=shop-prod",
+]
+
+
+@pytest.mark.parametrize(
+    ("flags", "where", "notes"),
+    [
+        ((), ("shop-prod", "europe-west1"), []),  # CLOUD_RUN_* over GOOGLE_CLOUD_PROJECT & co.
+        (("--project", "typed", "--region", "us-east1"), ("typed", "us-east1"), OVERRIDDEN),
+    ],
+)
+def test_cloud_deploy_variables_beat_the_gcloud_ones_and_typed_flags_beat_both(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    flags: tuple[str, ...],
+    where: tuple[str, str],
+    notes: list[str],
+) -> None:
+    """Stopped at the policy (none there): the report says what was resolved, phase included."""
+    env = {**ENV, "GOOGLE_CLOUD_PROJECT": "gcloud-default", "CLOUDSDK_RUN_REGION": "asia-east1"}
+    report = tmp_path / "report.json"
+    missing = str(tmp_path / "no-such-policy.yaml")
+    args = ("--cloud-deploy", "--policy", missing, "--report", str(report), *flags)
+    result = run_check(monkeypatch, env, *args)
+    assert result.exit_code == ExitCode.USAGE, result.output
+    doc = json.loads(report.read_text())
+    assert (doc["project"], doc["region"]) == where
+    assert (doc["service"], doc["revision"]) == ("chat-agent", "chat-agent-00042-xyz")
+    assert doc["cloud_deploy"]["rollout"] == "rel-042-to-prod-0001"
+    assert [n for n in doc["notes"] if "overrides" in n] == notes
+
+
 def test_promote_has_no_meaning_when_cloud_deploy_owns_traffic(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
