@@ -3,7 +3,7 @@
 :class:`CanaryPhase` does to a service what Cloud Deploy's Cloud Run canary does
 before a phase's verify job: deploy the release's revision, then write the
 phase's split pinned by revision name (the stable revision keeps the rest), the
-new revision tagged when the target has ``canaryRevisionTags``.
+new revision tagged when the pipeline has ``canaryRevisionTags``.
 
 :func:`run_verify` runs the ``verify:`` container of the repository's
 ``skaffold.yaml`` as a process: its ``command`` and ``args`` as written, with the

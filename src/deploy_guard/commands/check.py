@@ -74,7 +74,7 @@ Cloud Deploy (--cloud-deploy): the check as a canary phase's verify job.
   CLOUD_DEPLOY_* pipeline, target, release, rollout, phase and job run);
   --project, --region, --service and --revision given win. Cloud Deploy owns
   traffic: nothing is written (no rollback, promotion, tag or annotation).
-  Probes go through the candidate's tag URL (the target's canaryRevisionTags),
+  Probes go through the candidate's tag URL (the pipeline's canaryRevisionTags),
   else through the service URL at the phase's split (the report says what a
   pass then cannot prove). Exit 0 the phase passed; 1 it failed (Cloud
   Deploy's repair rule rolls back); 2 a variable missing or garbled; 3

@@ -11,7 +11,7 @@ the candidate and the split Cloud Deploy set, judges the phase with the same
 
 Where the probes go:
 
-- the candidate's tag URL when it has one (Cloud Deploy adds the target's
+- the candidate's tag URL when it has one (Cloud Deploy adds the pipeline's
   ``canaryRevisionTags`` to the canary revision while the phase runs): every
   session is the candidate's;
 - else, if the candidate serves part of the traffic, the service URL (the
@@ -68,7 +68,8 @@ def attribution_note(phase: CloudDeployPhase, url: str) -> str:
         f"where it serves {share} %: about {share} % of the probe sessions reached it and the "
         "rest the stable revision. A failure there is one users saw during the phase; a pass "
         "says less about the candidate than its logs and metrics, which are its own. Give the "
-        "candidate a tag (the target's canaryRevisionTags) to probe it alone"
+        "candidate a tag (canaryRevisionTags in the pipeline's canary runtimeConfig) to probe it "
+        "alone"
     )
 
 
@@ -145,8 +146,9 @@ class VerifyGate(Gate):
             raise ConfigError(
                 f"revision {revision.short} has no tag URL and serves no traffic in phase "
                 f"{self.phase.phase}: nothing can reach it, and --cloud-deploy never adds a "
-                "tag (Cloud Deploy owns the service). Give the target's cloudRun runtimeConfig "
-                "canaryRevisionTags (e.g. [canary]) so the candidate has a tag URL"
+                "tag (Cloud Deploy owns the service). Set canaryRevisionTags (e.g. [canary]) in "
+                "the pipeline stage's strategy.canary.runtimeConfig.cloudRun so that the "
+                "candidate has a tag URL"
             )
         self._set_phase(replace(self.phase, probes=how))
         self.report.target_url = url
