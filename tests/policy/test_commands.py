@@ -71,7 +71,8 @@ def test_validate_reports_every_problem_and_exits_2(
     lines = out.strip().splitlines()
     assert lines == [
         f'{tmp_path}/bad.yaml:7:21: rules[0].http.x: unknown key "x" (allowed: method, path, '
-        "headers, body, json, timeout, requests, concurrency, expect, success_ratio)",
+        "headers, body, json, timeout, requests, concurrency, rate, ramp, expect, "
+        "success_ratio)",
         f"{tmp_path}/broken.yaml:2:1: invalid YAML: while parsing a flow node expected the node "
         "content, but found '<stream end>'",
         "2 problems in 2 of 3 policy files; 1 valid",

@@ -103,7 +103,7 @@ def test_policy_error_is_a_config_error_with_exit_code_2() -> None:
             [
                 '8:7: rules[0].http.sucess_ratio: unknown key "sucess_ratio" (did you mean'
                 ' "success_ratio"? allowed: method, path, headers, body, json, timeout, requests,'
-                " concurrency, expect, success_ratio)"
+                " concurrency, rate, ramp, expect, success_ratio)"
             ],
             id="unknown-nested-key-with-suggestion",
         ),

@@ -23,6 +23,7 @@ from deploy_guard.policy.model import (
     SendStep,
     WebSocketSpec,
 )
+from deploy_guard.policy.pacing import explain_pacing
 from deploy_guard.policy.rollout import STEPS_EXAMPLE, shortest_step_for_metrics
 from deploy_guard.policy.units import format_duration as dur
 from deploy_guard.policy.units import format_ratio as pct
@@ -58,6 +59,7 @@ def _http(spec: HttpSpec) -> Iterator[str]:
         f"Sends {spec.requests} {spec.method} request{'s' if spec.requests != 1 else ''} "
         f"to {spec.path}, {spec.concurrency} at a time, each within {dur(spec.timeout)}."
     )
+    yield from explain_pacing(spec, noun="request")
     expect = spec.expect
     # "HTTP status" and "JSON field": a body field may well be named status too
     checks = [f"the HTTP status is {_list([str(s) for s in expect.status], 'or')}"]
@@ -85,6 +87,7 @@ def _websocket(spec: WebSocketSpec) -> Iterator[str]:
         f"{spec.path}, {spec.concurrency} user{'s' if spec.concurrency != 1 else ''} at a time "
         f"(user-1..user-{spec.concurrency})."
     )
+    yield from explain_pacing(spec, spec.hold)
     if spec.scenario:
         yield "In each session: " + "; ".join(_step(s) for s in spec.scenario) + "."
     if spec.hold:

@@ -13,6 +13,7 @@ a valid policy.
 from __future__ import annotations
 
 from deploy_guard.policy.model import Policy
+from deploy_guard.policy.pacing import rate_out_of_reach
 from deploy_guard.policy.problems import Problem, format_path
 from deploy_guard.policy.rollout import short_steps
 from deploy_guard.policy.watch import watch_warnings
@@ -25,6 +26,10 @@ def policy_warnings(policy: Policy) -> list[Problem]:
         for short in short_steps(policy, policy.rollout.steps, policy.rollout.metric_lag):
             found.append((("rollout", "steps", short.index, "duration"), short.describe()))
     found.extend(watch_warnings(policy))
+    for index, rule in enumerate(policy.rules):
+        ws = rule.websocket
+        if ws is not None and (slow := rate_out_of_reach(ws, ws.hold)):
+            found.append((("rules", index, "websocket", "rate"), slow))
     file = policy.source or "<policy>"
     return sorted(
         Problem(file, *policy.position(*loc), format_path(loc), message, "warning")

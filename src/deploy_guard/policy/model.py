@@ -31,6 +31,7 @@ from deploy_guard.policy.evidence import (
     _log_query_chars,
 )
 from deploy_guard.policy.notify_spec import MAX_NOTIFIERS, NotifySpec
+from deploy_guard.policy.pacing import pacing_problem
 from deploy_guard.policy.probes import (
     AuthSpec,
     Headers,
@@ -279,6 +280,20 @@ class Policy(_Model):
                 )
         if self.rollout is not None and not self.step_rules:
             raise _err("rollout", NOTHING_AT_STEPS, "rollout")
+        return self
+
+    @model_validator(mode="after")
+    def _pacing_fits(self) -> Policy:
+        """Every probe rule whose ramp or rate cannot work in ``timeout``, reported together."""
+        found = []
+        for index, rule in enumerate(self.rules):
+            block = rule.http if rule.http is not None else rule.websocket
+            hold = rule.websocket.hold if rule.websocket is not None else 0.0
+            if block is not None and (problem := pacing_problem(block, self.timeout, hold)):
+                loc = ("rules", index, rule.kind, problem[0])
+                found.append(InitErrorDetails(type=_err("pacing", problem[1]), loc=loc, input=None))
+        if found:
+            raise ValidationError.from_exception_data(type(self).__name__, found)
         return self
 
     @model_validator(mode="after")

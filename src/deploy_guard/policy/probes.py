@@ -22,6 +22,7 @@ from deploy_guard.policy.base import (
     _Model,
     _text_problem,
 )
+from deploy_guard.policy.pacing import Rate
 from deploy_guard.policy.units import Ratio, shown
 
 _ENV_REF = re.compile(r"\$\{([^}]*)\}")
@@ -194,6 +195,11 @@ class HttpSpec(_Model):
     timeout: PositiveDuration = 5.0
     requests: int = Field(default=10, ge=1, le=100_000)
     concurrency: int = Field(default=1, ge=1, le=1000)
+    #: Start at most this many requests a second, evenly spaced (None: as fast as
+    #: ``concurrency`` allows); see :mod:`deploy_guard.policy.pacing`.
+    rate: Rate | None = None
+    #: Grow the concurrent workers linearly from 1 to ``concurrency`` over this time.
+    ramp: PositiveDuration | None = None
     expect: HttpExpect = Field(default_factory=HttpExpect)
     success_ratio: SuccessRatio = 1.0
 

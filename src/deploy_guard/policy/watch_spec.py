@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from pydantic import AfterValidator, BeforeValidator, Field, ValidationInfo, WithJsonSchema
 
 from deploy_guard.policy.base import PositiveDuration, _err, _Model
+from deploy_guard.policy.pacing import Pacing
 from deploy_guard.policy.probes import HttpSpec
 from deploy_guard.policy.units import (
     DURATION_PATTERN,
@@ -255,7 +256,10 @@ def round_bound(spec: HttpSpec | WebSocketSpec) -> tuple[float, str]:
         words = f"{count}, {at_a_time}: {each}"
     else:
         words = f"{count}, {at_a_time}: {batches} x ({each})"
-    return batches * one, words
+    pacing = Pacing.of(spec)  # a ramp and a rate hold starts back: their waits add up
+    if pacing.paced and (paced := pacing.bound_words()):
+        words += f" + {paced}"
+    return batches * one + pacing.most, words
 
 
 def canary_session(spec: WebSocketSpec, renew: float) -> float:

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from deploy_guard.policy.base import _TOKEN, PositiveDuration, _err, _Model
+from deploy_guard.policy.pacing import Rate
 from deploy_guard.policy.probes import Headers, RequestPath, SuccessRatio
 from deploy_guard.policy.units import Duration, shown
 
@@ -220,6 +221,11 @@ class WebSocketSpec(_Model):
     sessions: int = Field(default=1, ge=1, le=1_000_000)
     #: Concurrent users; user ids are ``user-1`` .. ``user-C``.
     concurrency: int = Field(default=1, ge=1, le=10_000)
+    #: Start at most this many sessions a second, evenly spaced (None: as fast as
+    #: ``concurrency`` allows); see :mod:`deploy_guard.policy.pacing`.
+    rate: Rate | None = None
+    #: Grow the concurrent users linearly from 1 to ``concurrency`` over this time.
+    ramp: PositiveDuration | None = None
     isolation: Isolation | None = None
     success_ratio: SuccessRatio = 1.0
 

@@ -16,7 +16,11 @@ while it is not inside the generator, the workers are cancelled all the same.
 WebSocket rules run ``concurrency`` workers, one per user ``user-<k>``; worker
 ``k`` runs sessions ``k, k+C, k+2C, ...`` in sequence, so a user never has two
 sessions open at once and isolation breaches between users can be seen. Given a
-:class:`~deploy_guard.probes.shard.Shard`, only that shard's workers run.
+:class:`~deploy_guard.probes.shard.Shard`, only that shard's workers run. A rule's
+``ramp`` and ``rate`` (:mod:`deploy_guard.policy.pacing`) only delay when a worker
+starts and when each of its sessions (or requests) starts
+(:class:`~deploy_guard.probes.pacer.Pacer`); which sessions a user runs stays the same.
+A shard keeps the ramp's schedule of its own users and takes its share of the rate.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from deploy_guard.errors import ConfigError
 from deploy_guard.log import get_logger, redact_text
 from deploy_guard.measurements import Attempt, ProbeMeasurement
 from deploy_guard.probes.aggregate import Aggregator
+from deploy_guard.probes.pacer import Pacer
 from deploy_guard.probes.shard import WHOLE, Shard
 from deploy_guard.probes.template import SessionIds
 
@@ -75,7 +80,7 @@ async def _guarded(attempt: Awaitable[Attempt], rule: str, logged: set[str]) -> 
 
 
 def _websocket_workers(
-    rule: Rule, target: Target, put: _Put, shard: Shard = WHOLE
+    rule: Rule, target: Target, put: _Put, pacer: Pacer | None, shard: Shard = WHOLE
 ) -> list[Awaitable[None]]:
     from deploy_guard.probes.websocket import plan_sessions, run_session
 
@@ -87,7 +92,11 @@ def _websocket_workers(
 
     async def user_worker(k: int) -> None:
         user = f"user-{k}"
+        if pacer is not None:
+            await pacer.user_ready(k)
         for n in range(k, spec.sessions + 1, users):
+            if pacer is not None:
+                await pacer.admit()
             ids = SessionIds(user=user, session=uuid.uuid4().hex[:16], n=n)
             put(await _guarded(run_session(plan, ids), rule.name, logged))
 
@@ -95,7 +104,12 @@ def _websocket_workers(
 
 
 def _http_workers(
-    rule: Rule, target: Target, put: _Put, stack: contextlib.AsyncExitStack, shard: Shard = WHOLE
+    rule: Rule,
+    target: Target,
+    put: _Put,
+    stack: contextlib.AsyncExitStack,
+    pacer: Pacer | None,
+    shard: Shard = WHOLE,
 ) -> list[Awaitable[None]]:
     from deploy_guard.probes.http import make_client, run_request
 
@@ -108,13 +122,17 @@ def _http_workers(
     tickets = itertools.count()
     logged: set[str] = set()
 
-    async def worker() -> None:
+    async def worker(w: int) -> None:
+        if pacer is not None:
+            await pacer.user_ready(w)
         while next(tickets) < requests:
+            if pacer is not None:
+                await pacer.admit()
             attempt = await _guarded(run_request(spec, target, client), rule.name, logged)
             _trace_request(rule.name, attempt)
             put(attempt)
 
-    return [worker() for _ in mine]
+    return [worker(w) for w in mine]
 
 
 def _trace_request(rule: str, attempt: Attempt) -> None:
@@ -186,12 +204,20 @@ async def run_rule(
 
     consumer = asyncio.current_task()
     async with contextlib.AsyncExitStack() as stack:
+        block = rule.websocket if rule.websocket is not None else rule.http
+        assert block is not None
+        pacer = Pacer.for_spec(block, shares=shard.count)  # the ramp's clock starts now
         if rule.websocket is not None:
-            bodies = _websocket_workers(rule, target, queue.put_nowait, shard)
+            bodies = _websocket_workers(rule, target, queue.put_nowait, pacer, shard)
         else:
-            bodies = _http_workers(rule, target, queue.put_nowait, stack, shard)
+            bodies = _http_workers(rule, target, queue.put_nowait, stack, pacer, shard)
         _log.info(
-            "probe_started", rule=rule.name, kind=rule.kind, planned=planned, workers=len(bodies)
+            "probe_started",
+            rule=rule.name,
+            kind=rule.kind,
+            planned=planned,
+            workers=len(bodies),
+            **({"pacing": pacer.pacing.words()} if pacer is not None else {}),
         )
         tasks.extend(loop.create_task(finish(b)) for b in bodies)
         if consumer is not None:

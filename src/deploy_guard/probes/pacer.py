@@ -1,0 +1,80 @@
+"""The runner's scheduler for a rule's ramp and rate (see :mod:`deploy_guard.policy.pacing`).
+
+Two waits, both on the event loop's monotonic clock, measured from the moment the
+rule's run starts:
+
+- :meth:`Pacer.user_ready` holds user ``k`` back until its place on the ramp,
+  ``ramp * (k - 1) / (C - 1)``; users that have not started have no session open,
+  so the users active at any moment never exceed the ramp's allowance then.
+- :meth:`Pacer.admit` hands out starts no closer together than ``1 / rate``: a
+  fixed-interval opener (a token bucket that holds a single token). The next start
+  comes at least one interval after the previous *actual* start, so a late wake-up
+  (a busy loop, a slow machine) is never followed by a burst that catches up;
+  starts that fall behind the rate stay behind it. Waiting users take their turns
+  in the order they asked (``asyncio.Lock`` wakes its waiters first in, first out).
+
+A rule with neither ramp nor rate gets no pacer (:meth:`Pacer.for_spec` is None), so
+the unpaced path costs nothing per session.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import asyncio
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from deploy_guard.policy.pacing import Pacing
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.policy.model import HttpSpec, WebSocketSpec
+
+
+class Pacer:
+    """One rule run's ramp and rate; create it inside the running loop, when the run starts."""
+
+    def __init__(self, pacing: Pacing, *, clock: Callable[[], float] | None = None) -> None:
+        self.pacing = pacing
+        self._clock = clock if clock is not None else asyncio.get_running_loop().time
+        #: When the run started, on :attr:`clock`: the ramp is measured from here.
+        self.start = self._clock()
+        self._interval = 1.0 / pacing.rate if pacing.rate else 0.0
+        self._next = -math.inf
+        self._turn = asyncio.Lock()
+
+    @classmethod
+    def for_spec(cls, spec: HttpSpec | WebSocketSpec, *, shares: int = 1) -> Pacer | None:
+        """The pacer of a rule's block, or None when nothing holds its starts back.
+
+        ``shares`` is how many shards run the rule at once: each takes that share of the
+        rate, so N shards together start sessions at the rule's rate, not N times it.
+        """
+        pacing = Pacing.of(spec)
+        if pacing.rate is not None and shares > 1:
+            pacing = dataclasses.replace(pacing, rate=pacing.rate / shares)
+        return cls(pacing) if pacing.paced else None
+
+    def clock(self) -> float:
+        """The pacer's clock (the loop's ``time()`` unless a test gave another)."""
+        return self._clock()
+
+    async def user_ready(self, k: int) -> float:
+        """Wait until user ``k`` (1-based) may start; returns the time it may."""
+        return await self._until(self.start + self.pacing.user_start(k))
+
+    async def admit(self) -> float:
+        """Wait for this start's turn at the rate; returns the time of the start."""
+        if not self._interval:
+            return self._clock()
+        async with self._turn:
+            now = await self._until(self._next)
+            self._next = now + self._interval
+            return now
+
+    async def _until(self, when: float) -> float:
+        """Sleep until the clock reads ``when`` or later (a sleep may wake a hair early)."""
+        while (now := self._clock()) < when:  # noqa: ASYNC110 - a deadline, not an event
+            await asyncio.sleep(when - now)
+        return now
