@@ -49,7 +49,9 @@ def launch(
     report's mode-specific fields first, so even an early error's report has them.
     """
     from deploy_guard.probes.auth import TokenChoice
+    from deploy_guard.probes.fdlimit import raise_fd_limit
 
+    raise_fd_limit()  # as many sessions as the system allows; _check_fds says when too few
     service, project, region = flags["service"], flags["project"], flags["region"]
     report_path, summary_path = flags["report_path"], flags["summary_path"]
     html_path = flags.get("html_path")
@@ -79,6 +81,7 @@ def launch(
             raise ConfigError("; ".join(unwritable))
         policies = _load(flags["policy_paths"])
         _check_timeout_fits(timeout, policies, service, revision)
+        _check_fds(policies, service, revision, command)
         project, region = _need_project_region(project, region)
         notify = _notify_targets(policies, flags.get("notify", ()), service, revision)
         log_interval, api_retry = flags["log_interval"], flags["api_retry"]
@@ -195,6 +198,18 @@ def _check_timeout_fits(
                     f"of {format_duration(ws.hold)} (policy {policy.name}): the check could "
                     "never reach a verdict; raise --timeout or shorten the hold"
                 )
+
+
+def _check_fds(policies: list[Any], service: str | None, revision: str, command: str) -> None:
+    """Probes that would run out of file descriptors: exit 2 now, not EMFILE mid-check."""
+    from deploy_guard.gcp.cloudrun import need_service
+    from deploy_guard.probes.fdlimit import check_fds, command_rules
+
+    with contextlib.suppress(ConfigError):  # no service to tell: count every policy's rules
+        name = need_service(service, revision)
+        policies = [p for p in policies if p.applies_to(name)]
+    rules, extra = command_rules(policies, command)
+    check_fds(rules, extra=extra, what=f"{command}'s probes")
 
 
 def _notify_targets(

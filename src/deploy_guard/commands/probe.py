@@ -16,6 +16,7 @@ import contextlib
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Any
 
 import click
 from rich import box
@@ -25,6 +26,7 @@ from rich.table import Table
 
 from deploy_guard import signals
 from deploy_guard.commands import probe_shard
+from deploy_guard.commands.load_flags import LoadFlags, apply_load_flags, load_options
 from deploy_guard.errors import ConfigError
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.judge import Judge, Verdict
@@ -32,8 +34,10 @@ from deploy_guard.log import allow_query_params, redact_text
 from deploy_guard.measurements import ProbeMeasurement
 from deploy_guard.policy.load import load_file
 from deploy_guard.policy.model import Policy, Rule
+from deploy_guard.policy.pacing import Pacing
 from deploy_guard.policy.units import format_duration
 from deploy_guard.probes.auth import TokenChoice, resolve_token
+from deploy_guard.probes.fdlimit import check_fds, raise_fd_limit
 from deploy_guard.probes.runner import is_probe, planned_attempts, run_rules
 from deploy_guard.probes.shard import WHOLE, Shard
 from deploy_guard.probes.target import Target, check_env_headers
@@ -208,8 +212,10 @@ def _unit(rule: Rule, n: int) -> str:
     return word if n == 1 else word + "s"
 
 
-def _open_now(rule: Rule, m: ProbeMeasurement | None, shard: Shard = WHOLE) -> int:
-    """Attempts running right now: one per worker while attempts remain."""
+def _open_now(
+    rule: Rule, m: ProbeMeasurement | None, shard: Shard = WHOLE, elapsed: float = 0.0
+) -> int:
+    """Attempts running right now: one per worker on the ramp while attempts remain."""
     planned = planned_attempts(rule, shard)
     done = m.done if m is not None else 0
     if m is not None and m.complete:
@@ -222,6 +228,9 @@ def _open_now(rule: Rule, m: ProbeMeasurement | None, shard: Shard = WHOLE) -> i
         workers = 1
     if shard != WHOLE:
         workers = len(shard.workers(max(1, min(workers, planned_attempts(rule)))))
+    block = rule.websocket if rule.websocket is not None else rule.http
+    if block is not None:
+        workers = min(workers, Pacing.of(block).allowance(elapsed))
     return max(0, min(workers, planned - done))
 
 
@@ -238,7 +247,7 @@ def progress_line(
             line += ", failed: " + ", ".join(
                 f"{c} {n}" for c, n in sorted(m.failures_by_cause.items())
             )
-    open_now = _open_now(rule, m, shard)
+    open_now = _open_now(rule, m, shard, elapsed)
     if open_now:
         line += f", {open_now} open"
         hold = rule.websocket.hold if rule.websocket is not None else 0.0
@@ -364,6 +373,7 @@ def render_verdict(
 @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates (self-signed).")
 @click.option("--shard", "shard_spec", metavar="K/N|auto", help=probe_shard.SHARD_HELP)
 @click.option("--measurements", metavar="FILE", help=probe_shard.MEASUREMENTS_HELP)
+@load_options
 def probe(
     policy_path: str,
     url: str,
@@ -375,6 +385,7 @@ def probe(
     insecure: bool,
     shard_spec: str | None,
     measurements: str | None,
+    **load: Any,
 ) -> None:
     """Run the http and websocket rules of a policy against URL and judge them.
 
@@ -383,6 +394,12 @@ def probe(
     changed anywhere. Progress lines show each rule as it runs; then a table
     of results, up to three failed sessions per rule with their last events,
     and the verdict of the rules that ran.
+
+    --sessions, --concurrency, --rate and --ramp override the policy for
+    this run, for every rule it probes (narrow with --rule): a policy
+    becomes a load test. The open-files limit is raised as far as the
+    system allows; probes that would need more file descriptors are exit 2
+    before anything starts, saying how to raise it (ulimit -n).
 
     \b
     Exit codes (as for check): 0 pass or warn, 1 fail, 2 usage or policy
@@ -396,6 +413,8 @@ def probe(
       deploy-guard probe --policy policies/chat-agent.yaml --url http://127.0.0.1:8080
       deploy-guard probe --policy policies/chat-agent.yaml --url http://127.0.0.1:8080 \\
           --rule chat-golden-path --rule health
+      deploy-guard probe --policy policies/chat-agent.yaml --url http://127.0.0.1:8080 \\
+          --rule chat-hold --sessions 10000 --concurrency 1000 --rate 200/s --ramp 1m
       deploy-guard probe --policy policies/chat-agent.yaml \\
           --url https://candidate---chat-abc-ew.a.run.app --audience https://chat-abc-ew.a.run.app
 
@@ -412,13 +431,16 @@ def probe(
     """
     from deploy_guard.commands import terminal_output
 
+    raise_fd_limit()  # as many sessions as the system allows; check_fds says when too few
+    flags = LoadFlags(**load)
     terminal_output()  # progress lines on a terminal; info events would tear them
     # Wide enough for the table when piped (CI logs); a terminal uses its own width.
     console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
     try:
         policy = load_file(policy_path)
         allow_query_params(policy.auth.safe_query_params)  # every other query value: redacted
-        rules = select_rules(policy, rule_names)
+        rules = apply_load_flags(select_rules(policy, rule_names), flags)
+        check_fds(rules)  # EMFILE mid-run would read as the server's failure: exit 2 now
         output = probe_shard.ShardOutput.from_flags(shard_spec, measurements)
         check_env_headers(rules)  # a ${NAME} header that cannot be sent: exit 2 now
         choice = TokenChoice(
@@ -448,6 +470,8 @@ def probe(
             f"interrupted by {signals.pending()} before probing: nothing was probed", err=True
         )
         raise SystemExit(int(ExitCode.INCONCLUSIVE))
+    if flags.given:
+        console.print(f"for this run: {flags.words()} (every rule probed)", markup=False)
     for note in output.notes(rules):
         console.print(note, highlight=False, markup=False)
     try:

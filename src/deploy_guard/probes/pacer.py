@@ -19,9 +19,8 @@ the unpaced path costs nothing per session.
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
