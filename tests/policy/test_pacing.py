@@ -8,7 +8,6 @@ and column, saying the fix.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jsonschema
@@ -98,8 +97,7 @@ def test_rates_are_shown_as_written(rate: float, written: str) -> None:
 @pytest.mark.fault("policy", "rate or ramp that cannot work", "refused at its place")
 def test_every_pacing_problem_is_reported_at_its_place() -> None:
     text = (
-        HEAD
-        + "  - name: chat\n    kind: websocket\n    websocket:\n      hold: 10s\n"
+        HEAD + "  - name: chat\n    kind: websocket\n    websocket:\n      hold: 10s\n"
         "      sessions: 200\n      concurrency: 20\n      rate: 2/s\n"
         "  - name: one-user\n    kind: http\n    http: {ramp: 5s}\n"
         "  - name: slow-ramp\n    kind: http\n    http: {concurrency: 4, ramp: 2m}\n"

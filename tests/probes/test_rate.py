@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Awaitable, Callable
 
@@ -56,7 +57,7 @@ async def test_sessions_start_at_the_rate_and_never_in_a_burst(
     assert (final.done, final.succeeded) == (12, 12)
     assert len(server.starts) == 12  # every planned session ran, exactly once
     assert len(admitted) == 12
-    gaps = [b - a for a, b in zip(admitted, admitted[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(admitted)]
     assert min(gaps) >= 1 / 50 - 1e-9, gaps  # no two starts closer than 1/rate
     assert no_faster_than(server.times(), 50, before) == []
     # the rate only delays starts: user k still runs sessions k, k+4, k+8
@@ -130,16 +131,16 @@ async def test_ramp_and_rate_together(aiohttp_server: Serve, admitted: list[floa
     for start in sorted(server.starts, key=lambda s: s.at):
         seen.add(start.user)
         assert len(seen) <= pacing.allowance(start.at - before)
-    assert min(b - a for a, b in zip(admitted, admitted[1:], strict=False)) >= 1 / 40 - 1e-9
+    assert min(b - a for a, b in itertools.pairwise(admitted)) >= 1 / 40 - 1e-9
 
 
 async def test_a_stalled_loop_is_not_followed_by_a_burst() -> None:
     """Starts that fall behind the rate stay behind it: the opener never catches up."""
     pacer = Pacer(Pacing(count=10, concurrency=10, rate=100.0))
     stamps = [await pacer.admit()]
-    time.sleep(0.05)  # the loop is stuck for five intervals (a busy machine)
+    time.sleep(0.05)  # noqa: ASYNC251 - the loop stuck for five intervals: a busy machine
     stamps += [await pacer.admit() for _ in range(4)]
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert gaps[0] >= 0.05  # the late start is late...
     assert min(gaps[1:]) >= 0.01 - 1e-9  # ...and the ones after it keep their spacing
 
@@ -156,7 +157,7 @@ async def test_waiting_starts_take_their_turns_in_order() -> None:
     stamps = await asyncio.gather(*(start(k) for k in range(6)))
     assert order == list(range(6))
     assert list(stamps) == sorted(stamps)
-    assert min(b - a for a, b in zip(stamps, stamps[1:], strict=False)) >= 1 / 200 - 1e-9
+    assert min(b - a for a, b in itertools.pairwise(stamps)) >= 1 / 200 - 1e-9
 
 
 async def test_an_unpaced_rule_has_no_pacer() -> None:
@@ -172,9 +173,7 @@ async def test_closing_the_stream_does_not_wait_for_the_rate(aiohttp_server: Ser
     """Workers waiting for their turn (one a minute) are cancelled at once, sockets closed."""
     server = Starts()
     url = await aiohttp_server(server.app())
-    rule = ws_rule(
-        path="/ws", sessions=5, concurrency=5, rate="1/m", scenario=[], query=USER_QUERY
-    )
+    rule = ws_rule(path="/ws", sessions=5, concurrency=5, rate="1/m", scenario=[], query=USER_QUERY)
     async with asyncio.timeout(30):  # a hang, not a speed: the turn after the first is 60 s away
         async with contextlib.aclosing(run_rule(rule, Target(url))) as stream:
             async for m in stream:
