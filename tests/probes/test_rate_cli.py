@@ -114,3 +114,24 @@ def test_flags_that_cannot_work_are_exit_2_before_anything_runs(
     assert code == 2
     assert says in out
     assert starts.starts == []
+
+
+def test_check_refuses_a_timeout_shorter_than_the_pacing(tmp_path: Path) -> None:
+    """The policy's 10m fits 299 starts at 1/s; a --timeout of 2m cannot: exit 2 up front."""
+    policy = tmp_path / "paced.yaml"
+    policy.write_text(
+        "version: 1\nname: paced\nservices: [chat]\nrules:\n  - name: load\n"
+        "    kind: websocket\n    websocket: {sessions: 300, concurrency: 30, rate: 1/s}\n"
+    )
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("check", "--revision", "chat-00002-abc", "--project", "p", "--region", "r"),
+            *("--policy", str(policy), "--timeout", "2m"),
+        ],
+    )
+    assert result.exit_code == 2
+    assert (
+        "error: rule load (policy paced): at 1/s the last of 300 sessions starts 4m59s in, "
+        "more than --timeout 2m: the check would end first" in result.output
+    )

@@ -182,6 +182,7 @@ def _check_timeout_fits(
     their ``timeout``, so it is checked against the rules that will run.
     """
     from deploy_guard.gcp.cloudrun import need_service
+    from deploy_guard.policy.pacing import pacing_problem
     from deploy_guard.policy.units import format_duration
 
     if timeout is None:
@@ -198,6 +199,11 @@ def _check_timeout_fits(
                     f"of {format_duration(ws.hold)} (policy {policy.name}): the check could "
                     "never reach a verdict; raise --timeout or shorten the hold"
                 )
+            block = rule.http if rule.http is not None else ws
+            hold = ws.hold if ws is not None else 0.0
+            paced = block is not None and pacing_problem(block, timeout, hold, bound="--timeout")
+            if paced:
+                raise ConfigError(f"rule {rule.name} (policy {policy.name}): {paced[1]}")
 
 
 def _check_fds(policies: list[Any], service: str | None, revision: str, command: str) -> None:

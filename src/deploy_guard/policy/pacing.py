@@ -229,13 +229,15 @@ class Pacing:
         return " + ".join(parts)
 
 
-def pacing_problem(spec: _Paced, timeout: float, hold: float = 0.0) -> tuple[str, str] | None:
+def pacing_problem(
+    spec: _Paced, timeout: float, hold: float = 0.0, *, bound: str = "the policy timeout"
+) -> tuple[str, str] | None:
     """Why a rule's pacing cannot work in a policy whose check lasts ``timeout``, or None.
 
     Returns (field, message). A ramp needs more than one user to raise; the last
     start (the ramp's end, or ``(count - 1) / rate``) plus the ``hold`` of that
     last session must fit in the policy's ``timeout``, or every check would be cut
-    before its sessions all ran.
+    before its sessions all ran. ``bound`` names the limit in the message.
     """
     pacing = Pacing.of(spec)
     if spec.ramp is not None and spec.concurrency <= 1:
@@ -249,7 +251,7 @@ def pacing_problem(spec: _Paced, timeout: float, hold: float = 0.0) -> tuple[str
     if spec.ramp is not None and spec.ramp + hold > timeout:
         return (
             "ramp",
-            f"ramp {format_duration(spec.ramp)}{held} does not fit in the policy timeout "
+            f"ramp {format_duration(spec.ramp)}{held} does not fit in {bound} "
             f"{format_duration(timeout)}: the check would end before the last users "
             "started; shorten ramp or raise timeout",
         )
@@ -258,8 +260,8 @@ def pacing_problem(spec: _Paced, timeout: float, hold: float = 0.0) -> tuple[str
         return (
             "rate",
             f"at {format_rate(pacing.rate)} the last of {pacing.count} {noun} starts "
-            f"{format_measured(pacing.rate_span)} in{held}, more than the policy "
-            f"timeout {format_duration(timeout)}: the check would end first; raise rate, "
+            f"{format_measured(pacing.rate_span)} in{held}, more than {bound} "
+            f"{format_duration(timeout)}: the check would end first; raise rate, "
             f"lower {noun} or raise timeout",
         )
     return None
