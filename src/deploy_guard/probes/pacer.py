@@ -6,12 +6,16 @@ rule's run starts:
 - :meth:`Pacer.user_ready` holds user ``k`` back until its place on the ramp,
   ``ramp * (k - 1) / (C - 1)``; users that have not started have no session open,
   so the users active at any moment never exceed the ramp's allowance then.
-- :meth:`Pacer.admit` hands out starts no closer together than ``1 / rate``: a
-  fixed-interval opener (a token bucket that holds a single token). The next start
-  comes at least one interval after the previous *actual* start, so a late wake-up
-  (a busy loop, a slow machine) is never followed by a burst that catches up;
-  starts that fall behind the rate stay behind it. Waiting users take their turns
-  in the order they asked (``asyncio.Lock`` wakes its waiters first in, first out).
+- :meth:`Pacer.admit` hands out starts on a fixed grid, ``1 / rate`` apart: the
+  j-th start never comes before ``j / rate`` into the run, so by any moment at most
+  ``1 + elapsed * rate`` sessions have started. A timer wakes a little late (the
+  loop's epoll rounds its timeout up to the millisecond, the machine is busy): a
+  start late by at most :data:`JITTER` (and half an interval) keeps the grid, so
+  the next one is on time and the rate is kept; a start later than that moves the
+  grid to itself, so the starts that fell behind stay behind and never come in a
+  burst to catch up. Two starts are thus never closer than ``1/rate`` minus that
+  allowance. Waiting users take their turns in the order they asked
+  (``asyncio.Lock`` wakes its waiters first in, first out).
 
 A rule with neither ramp nor rate gets no pacer (:meth:`Pacer.for_spec` is None), so
 the unpaced path costs nothing per session.
@@ -31,6 +35,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.policy.model import HttpSpec, WebSocketSpec
 
 
+#: The most a start may be late and still keep the rate's grid (seconds); capped at
+#: half an interval, so two starts are never closer than half of ``1 / rate``.
+JITTER = 0.002
+
+
+def allowance_for_jitter(rate: float) -> float:
+    """How much closer than ``1 / rate`` two starts may come: a late timer's catch-up."""
+    return min(JITTER, 0.5 / rate)
+
+
 class Pacer:
     """One rule run's ramp and rate; create it inside the running loop, when the run starts."""
 
@@ -40,6 +54,7 @@ class Pacer:
         #: When the run started, on :attr:`clock`: the ramp is measured from here.
         self.start = self._clock()
         self._interval = 1.0 / pacing.rate if pacing.rate else 0.0
+        self._jitter = allowance_for_jitter(pacing.rate) if pacing.rate else 0.0
         self._next = -math.inf
         self._turn = asyncio.Lock()
 
@@ -68,8 +83,10 @@ class Pacer:
         if not self._interval:
             return self._clock()
         async with self._turn:
-            now = await self._until(self._next)
-            self._next = now + self._interval
+            slot = self._next
+            now = await self._until(slot)
+            # late by a timer's hair: keep the grid; later: the grid restarts here
+            self._next = (slot if now - slot <= self._jitter else now) + self._interval
             return now
 
     async def _until(self, when: float) -> float:
