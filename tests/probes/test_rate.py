@@ -172,6 +172,18 @@ async def test_an_unpaced_rule_has_no_pacer() -> None:
     assert Pacer.for_spec(one_user.websocket) is None
 
 
+async def test_each_of_n_shards_takes_its_share_of_the_rate() -> None:
+    """N shards of one rule start sessions at the rule's rate together, not N times it."""
+    rule = ws_rule(sessions=30, concurrency=6, rate="300/s", ramp="1s")
+    assert rule.websocket is not None
+    whole = Pacer.for_spec(rule.websocket)
+    third = Pacer.for_spec(rule.websocket, shares=3)
+    assert whole is not None and third is not None
+    assert whole.pacing.rate == 300
+    assert third.pacing.rate == 100
+    assert third.pacing.ramp == whole.pacing.ramp  # the ramp's schedule is per user: unchanged
+
+
 async def test_closing_the_stream_does_not_wait_for_the_rate(aiohttp_server: Serve) -> None:
     """Workers waiting for their turn (one a minute) are cancelled at once, sockets closed."""
     server = Starts()
