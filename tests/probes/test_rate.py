@@ -178,7 +178,8 @@ async def test_each_of_n_shards_takes_its_share_of_the_rate() -> None:
     assert rule.websocket is not None
     whole = Pacer.for_spec(rule.websocket)
     third = Pacer.for_spec(rule.websocket, shares=3)
-    assert whole is not None and third is not None
+    assert whole is not None
+    assert third is not None
     assert whole.pacing.rate == 300
     assert third.pacing.rate == 100
     assert third.pacing.ramp == whole.pacing.ramp  # the ramp's schedule is per user: unchanged
