@@ -40,6 +40,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "watch",
         "Keep judging what serves a service; roll back by itself when it fails.",
     ),
+    "fleet": (
+        "deploy_guard.commands.fleet",
+        "fleet",
+        "Validate a fleet file and show each guard's share of the Cloud Logging quota.",
+    ),
     "report": (
         "deploy_guard.commands.report",
         "report",

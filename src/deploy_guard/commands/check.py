@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from deploy_guard.commands import location_options
+from deploy_guard.commands.fleet import fleet_option
 from deploy_guard.commands.launch import launch
 from deploy_guard.policy.units import parse_duration
 
@@ -301,8 +302,8 @@ _EXTRA_OPTIONS = [SHARED_OPTIONS[0], *_TIMING_OPTIONS, *SHARED_OPTIONS[1:]]
 @click.option(
     "--revision",
     metavar="REV",
-    help="Revision to judge: short name or full resource name (required unless a mode such "
-    "as --cloud-deploy names it).",
+    help="Revision to judge: short name or full resource name (required unless a mode names "
+    "it: --cloud-deploy, or --fleet, which judges the service's latest created revision).",
 )
 @click.option(
     "--cloud-deploy",
@@ -311,6 +312,7 @@ _EXTRA_OPTIONS = [SHARED_OPTIONS[0], *_TIMING_OPTIONS, *SHARED_OPTIONS[1:]]
     "and CLOUD_RUN_* variables, never write traffic; the exit code is the verify result.",
 )
 @evidence_options
+@fleet_option
 @click.option("--promote", is_flag=True, help="On pass, send 100 % of traffic to the revision.")
 @click.option(
     "--dry-run",
@@ -323,14 +325,20 @@ def check(
 ) -> None:
     from deploy_guard.runtime.options import CheckOptions
 
+    if cloud_deploy and flags.get("fleet"):
+        raise click.UsageError(
+            "--cloud-deploy and --fleet both name the service: a verify job judges the one "
+            "Cloud Deploy names; drop --fleet"
+        )
     if cloud_deploy:
         from deploy_guard.commands.cloud_deploy import launch_verify
 
         launch_verify(revision, flags, promote=promote, dry_run=dry_run)
         return
-    if not revision:
+    if not revision and not flags.get("fleet"):
         raise click.UsageError(
             "missing --revision: name the revision to judge (or run as a Cloud Deploy verify "
-            "job with --cloud-deploy, which reads it from CLOUD_RUN_REVISION)"
+            "job with --cloud-deploy, which reads it from CLOUD_RUN_REVISION, or as a fleet's "
+            "guard with --fleet, which judges the service's latest revision)"
         )
-    launch(revision, flags, CheckOptions, promote=promote, dry_run=dry_run)
+    launch(revision or "", flags, CheckOptions, promote=promote, dry_run=dry_run)

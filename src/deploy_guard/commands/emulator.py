@@ -166,6 +166,13 @@ See docs/emulator.md (it walks through a check and a rollback by hand).
     "exactly with the same seed. Default 0.",
 )
 @click.option(
+    "--logging-read-quota",
+    default=None,
+    metavar="N/min",
+    help="Refuse ListLogEntries beyond N a minute per project with RESOURCE_EXHAUSTED, in "
+    "Cloud Logging's words (its entries.list quota: 60 or 120/min) [default: no quota].",
+)
+@click.option(
     "--workdir",
     type=click.Path(exists=True, file_okay=False),
     default=None,
@@ -185,6 +192,7 @@ def emulator(
     startup_timeout: str,
     faults: tuple[str, ...],
     workdir: str | None,
+    logging_read_quota: str | None = None,
 ) -> None:
     """Run Cloud Run Admin v2, Cloud Logging v2 and Cloud Monitoring v3 locally.
 
@@ -207,6 +215,7 @@ def emulator(
         logs_delay_s = None if logs_delay is None else parse_duration(logs_delay)
         route_delay_s = None if route_delay is None else parse_duration(route_delay)
         startup_s = parse_duration(startup_timeout)
+        read_quota = _per_minute(logging_read_quota) if logging_read_quota else None
         code = asyncio.run(
             _serve(
                 dict(
@@ -221,6 +230,7 @@ def emulator(
                     startup_timeout=startup_s,
                     workdir=workdir,
                     rest_port=rest_port,
+                    logging_read_quota=read_quota,
                 ),
                 specs,
                 gcloud_env,
@@ -230,6 +240,16 @@ def emulator(
         click.echo(f"error: {exc}", err=True)
         sys.exit(int(ExitCode.USAGE))
     sys.exit(code)
+
+
+def _per_minute(text: str) -> int:
+    """``--logging-read-quota``: ``60/min`` -> 60 (ConfigError when it is not a rate)."""
+    from deploy_guard.analysis.budget import parse_rate
+
+    try:
+        return round(parse_rate(text))
+    except ValueError as exc:
+        raise ConfigError(f"--logging-read-quota {exc}") from None
 
 
 #: Signals that stop the emulator cleanly. SIGHUP too: closing the terminal it

@@ -52,18 +52,26 @@ def launch(
     from deploy_guard.probes.fdlimit import raise_fd_limit
 
     raise_fd_limit()  # as many sessions as the system allows; _check_fds says when too few
-    service, project, region = flags["service"], flags["project"], flags["region"]
     report_path, summary_path = flags["report_path"], flags["summary_path"]
     html_path = flags.get("html_path")
-    token_env, token_file, timeout = flags["token_env"], flags["token_file"], flags["timeout"]
     report = CheckReport(
-        revision=revision, project=project or "", region=region or "", command=command
+        revision=revision,
+        project=flags["project"] or "",
+        region=flags["region"] or "",
+        command=command,
     )
     if prepare is not None:
         prepare(report)
     last_word = LastWord(report, report_path, summary_path, html_path)
     signals.on_second_signal(last_word)  # a second signal still writes the reports
+    log_budget = None
     try:
+        if flags.get("fleet"):  # this guard's entry: service, policies, place, log budget
+            from deploy_guard.commands.fleet import take_entry
+
+            log_budget = take_entry(flags, report, command=command)
+        service, project, region = flags["service"], flags["project"], flags["region"]
+        token_env, token_file, timeout = flags["token_env"], flags["token_file"], flags["timeout"]
         if token_env and token_file:
             raise ConfigError("--token-env and --token-file name two tokens: pass one of them")
         # each flag named; a path that cannot take a report is not tried for the error one
@@ -125,6 +133,7 @@ def launch(
         lambda: write_report_files(report, report_path, summary_path, html_path),
         last_word=last_word,
         gate_class=gate_class,
+        log_budget=log_budget,
     )
     # again: the final API-call counts
     write_report_files(report, report_path, summary_path, html_path)
@@ -293,9 +302,11 @@ def run(
     *,
     last_word: LastWord | None = None,
     gate_class: Any = None,
+    log_budget: Any = None,
 ) -> int:
     """Run the gate on a fresh event loop; SIGINT/SIGTERM cancel it (clean-up still runs).
 
+    ``log_budget``: a fleet's guard keeps its Cloud Logging reads to it.
     ``write_reports`` runs as soon as the gate ends, inside the loop: closing the
     loop waits for worker threads still finishing a cancelled API read (each
     bounded by ``--api-retry``), and a second signal meanwhile must not cost the
@@ -314,6 +325,10 @@ def run(
         clients, options.project, options.region, calls=calls, retry_deadline=options.api_retry
     )
     sources = cloud_sources(clients, calls, retry_deadline=options.api_retry)
+    if log_budget is not None:  # a fleet's guard reads Cloud Logging in its own slots
+        from deploy_guard.analysis.budget import budgeted
+
+        sources = budgeted(sources, log_budget)
     from deploy_guard.events.setup import build as build_notifiers
 
     notifier = build_notifiers(

@@ -17,6 +17,7 @@ import click
 
 from deploy_guard.commands import location_options
 from deploy_guard.commands.check import SHARED_OPTIONS, _at_least, policy_option
+from deploy_guard.commands.fleet import fleet_option
 from deploy_guard.commands.launch import launch
 
 HELP = """Keep judging whatever serves --service; roll back by itself when it fails.
@@ -127,6 +128,7 @@ def _options(command: Any) -> Any:
         ),
         location_options,
         policy_option,
+        fleet_option,
         click.option(
             "--for",
             "duration",
@@ -175,7 +177,12 @@ def watch(
 ) -> None:
     from deploy_guard.runtime.watch import WatchGate, WatchOptions
 
-    flags["service"] = pick_service(services, services_file)
+    if flags.get("fleet"):  # the fleet file lists the services: --service picks one
+        if services_file or len(services) > 1:
+            raise click.UsageError("--fleet lists the services: one --service at most")
+        flags["service"] = services[0] if services else None
+    else:
+        flags["service"] = pick_service(services, services_file)
     flags.update(timeout=None, ready_timeout=None, log_settle=0.0)
     launch(
         "",

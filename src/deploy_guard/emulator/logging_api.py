@@ -45,6 +45,7 @@ import grpc
 
 from deploy_guard.emulator import tail
 from deploy_guard.emulator.logstore import DEFAULT_RETENTION, Entry, LogStore, StoredEntry
+from deploy_guard.emulator.quota import ReadQuota
 from deploy_guard.emulator.rpc import ServiceHandler, generic_handler
 from deploy_guard.emulator.tail import TailHub
 from deploy_guard.errors import EmulatorError
@@ -233,11 +234,14 @@ def _timestamp_problem(stamp: Any, now: datetime, retention: timedelta) -> str |
     return None
 
 
-def handlers(store: LogStore, tails: TailHub | None = None) -> ServiceHandler:
+def handlers(
+    store: LogStore, tails: TailHub | None = None, quota: ReadQuota | None = None
+) -> ServiceHandler:
     """The generic handler serving ``google.logging.v2.LoggingServiceV2`` from ``store``.
 
     ``tails`` holds the live-tailing sessions (a new :class:`TailHub` on ``store``
-    when not given; pass one to reach its sessions or lower its limits).
+    when not given; pass one to reach its sessions or lower its limits). ``quota``:
+    the per-project read quota ``ListLogEntries`` is charged to (None: no quota).
     """
     from google.cloud.logging_v2 import types
 
@@ -245,6 +249,9 @@ def handlers(store: LogStore, tails: TailHub | None = None) -> ServiceHandler:
         tails = TailHub(store)
 
     async def list_log_entries(request: Any, _ctx: grpc.aio.ServicerContext) -> Any:
+        if quota is not None:
+            await quota.charge(projects_of(list(request.resource_names)), _ctx)
+
         def work() -> Any:
             found, token = list_page(
                 store,

@@ -36,6 +36,7 @@ from deploy_guard.emulator.logstore import LogStore
 from deploy_guard.emulator.metricstore import MetricStore
 from deploy_guard.emulator.names import Location
 from deploy_guard.emulator.operations import OperationStore
+from deploy_guard.emulator.quota import ReadQuota
 from deploy_guard.emulator.realism import Realism
 from deploy_guard.emulator.rest.server import RestFront
 from deploy_guard.emulator.router import Router
@@ -90,6 +91,8 @@ class Emulator:
     token. ``seed`` makes its draws repeatable. A ``logs_delay`` or
     ``route_delay`` given (0 included) wins over the profile's. ``rest_port``
     is the HTTP/JSON front's port (0: any free one; None: no front).
+    ``logging_read_quota`` (calls a minute per project) refuses ListLogEntries beyond
+    it as Cloud Logging does.
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class Emulator:
         realistic: bool | Realism = False,
         seed: int | None = None,
         rest_port: int | None = 0,
+        logging_read_quota: int | None = None,
     ) -> None:
         _check_loopback(host)
         _check_location(project, region)
@@ -161,10 +165,12 @@ class Emulator:
             workdir=workdir,
             route_delay_s=route_delay,
         )
+        #: Cloud Logging's read quota per project (``logging_read_quota`` a minute; None: off).
+        self.read_quota = ReadQuota(logging_read_quota) if logging_read_quota else None
         self._handlers = [
             *self.admin.handlers(),
             self.operations.handler(),
-            logging_api.handlers(self.logs, self.tails),
+            logging_api.handlers(self.logs, self.tails, self.read_quota),
             monitoring_api.handlers(self.metrics),
         ]
         self.faults = FaultInjector(name for h in self._handlers for name in h.method_names)

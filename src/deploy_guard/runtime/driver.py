@@ -116,7 +116,7 @@ class Gate:
         self.candidate = options.revision.rsplit("/", 1)[-1]
         self.recorder = Recorder(
             report,
-            fields=lambda: {"service": self.run_state.service, "candidate": options.revision},
+            fields=lambda: {"service": self.run_state.service, "candidate": self.options.revision},
             calls=router.calls.as_dict,
             changed=self.progress.changed,
         )
@@ -215,6 +215,8 @@ class Gate:
         page = None
         try:
             page = await self._serve()
+            if not opts.revision:  # none named (a fleet's task): the service's newest
+                await self._take_latest(service)
             report = await self._check(service, self.run_state.executor)
             self.run_state.decided = True
             self._notify_outcome()
@@ -257,6 +259,26 @@ class Gate:
                 exit_code=self.report.exit_code,
             )
             traces.unbind(traced)
+
+    async def _take_latest(self, service: str) -> None:
+        """Judge the service's latest created revision: what its last deploy made."""
+        from dataclasses import replace
+
+        from deploy_guard.errors import NotFoundError
+        from deploy_guard.gcp.cloudrun import service_missing
+
+        opts = self.options
+        try:
+            state = await self.router.get_service(service)
+        except NotFoundError:
+            missing = service_missing(service, opts.project, opts.region, named_by_revision=False)
+            raise missing from None
+        latest = state.latest_created_revision.rsplit("/", 1)[-1]
+        if not latest:
+            raise NotFoundError(f"service {service} has no revision to check yet")
+        self.options = replace(self.options, revision=latest)
+        self.candidate = self.report.revision = latest
+        self._event("revision_chosen", revision=latest, why="the service's latest created")
 
     async def _serve(self) -> Any:
         """``--serve``: the live status page, listening before the run starts (None: off)."""
