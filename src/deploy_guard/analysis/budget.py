@@ -52,8 +52,8 @@ if TYPE_CHECKING:  # pragma: no cover
 DEFAULT_QUOTA_PER_MIN = 60.0
 #: The share of the quota a fleet's guards use together; the rest is left to people.
 DEFAULT_SHARE = 0.5
-#: After refusals the guard waits at most this many turns between reads.
-MAX_BACKOFF_TURNS = 8
+#: After refusals the guard waits at most this many times its usual turns between reads.
+MAX_BACKOFF = 4
 #: How many more turns a complete pass that was refused for the quota tries.
 COMPLETE_RETRIES = 1
 #: The words a read refused for the quota carries (gcp.errors names the status).
@@ -214,7 +214,7 @@ class BudgetedLogs:
                 self.gap = self.budget.gap
                 return got
             self.refusals += 1
-            self.gap = min(self.gap * 2, max(MAX_BACKOFF_TURNS, self.budget.gap))
+            self.gap = min(self.gap * 2, MAX_BACKOFF * self.budget.gap)
             get_logger("deploy_guard.budget").warning(
                 "log_quota_exhausted",
                 refusals=self.refusals,
