@@ -12,7 +12,6 @@ arithmetic, for a pipeline's lint step and for the person sizing a fleet.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -85,14 +84,21 @@ def _plan(fleet: Fleet, project: str | None, region: str | None) -> list[str]:
     from deploy_guard.analysis.budget import rate_text
 
     entries = fleet.entries
-    width = max(len(e.service) for e in entries)
-    lines = [f"{fleet.file}: {len(entries)} service{'s' if len(entries) != 1 else ''}, valid"]
-    for n, e in enumerate(entries):
-        names = ", ".join(p.name for p in e.policies)
-        lines.append(
-            f"  {n:>3}  {e.service:<{width}}  {e.region or region or '(--region)'}  "
-            f"{e.project or project or '(--project)'}  policies: {names}"
+    rows = [
+        (
+            str(n),
+            e.service,
+            e.region or region or "(--region)",
+            e.project or project or "(--project)",
+            "policies: " + ", ".join(p.name for p in e.policies),
         )
+        for n, e in enumerate(entries)
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    lines = [f"{fleet.file}: {len(entries)} service{'s' if len(entries) != 1 else ''}, valid"]
+    for row in rows:
+        cells = [row[i].ljust(widths[i]) if i else row[0].rjust(widths[0]) for i in range(4)]
+        lines.append("  " + "  ".join([*cells, row[4]]))
     lines.append(
         f"Cloud Logging reads: quota {rate_text(fleet.log_read_quota)} per project "
         "(log_read_quota); the fleet's guards use half of it together:"
@@ -139,7 +145,7 @@ def fleet(file: str, project: str | None, region: str | None) -> None:
         count = len(exc.problems)
         click.echo(f"{count} problem{'s' if count != 1 else ''} in {file}", err=True)
         raise SystemExit(int(ExitCode.USAGE)) from None
-    for line in _plan(loaded, project or os.environ.get("GOOGLE_CLOUD_PROJECT"), region):
+    for line in _plan(loaded, project, region):
         click.echo(line)
 
 
