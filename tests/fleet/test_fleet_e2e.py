@@ -78,8 +78,8 @@ def test_exactly_the_two_broken_services_roll_back(fleet_run: dict[str, Any]) ->
 def test_the_log_only_failure_was_found_by_a_log_pass(fleet_run: dict[str, Any]) -> None:
     guard = fleet_run["guards"][7]
     rules = {r["rule"]: r for r in guard.report["rules"]}
-    assert rules["no-tool-errors"]["status"] == "fail"
-    assert rules["chat-golden-path"]["status"] == "pass"
+    assert rules["no-tool-errors"]["status"] == "fail", rules
+    assert rules["chat-golden-path"]["status"] == "pass", rules
 
 
 def test_log_reads_stay_within_the_documented_budget(fleet_run: dict[str, Any]) -> None:
