@@ -229,7 +229,7 @@ def _entries(check: _Checker, data: dict[str, Any]) -> list[FleetEntry]:
         project = check.text(item, loc, "project", _PROJECT, "a project id")
         region = check.text(item, loc, "region", _REGION, "a region (e.g. europe-west1)")
         paths = check.paths(item.get("policy"), (*loc, "policy"))
-        if service is not None and paths:
+        if service is not None:  # kept with bad paths too: a duplicate is still one
             line = check.doc.value_pos.get(loc, (0, 0))[0] + 1
             entries.append(FleetEntry(service, paths, project, region, line, i))
     return entries
@@ -257,6 +257,8 @@ def _with_policies(check: _Checker, entries: list[FleetEntry]) -> list[FleetEntr
     loaded: dict[tuple[str, ...], list[Policy]] = {}
     out: list[FleetEntry] = []
     for entry in entries:
+        if not entry.policy_paths:  # its problem is reported already
+            continue
         if entry.policy_paths not in loaded:
             _files, policies, problems = check_paths(entry.policy_paths)
             check.problems.extend(problems)
