@@ -65,8 +65,8 @@ def take_entry(flags: dict[str, Any], report: CheckReport, *, command: str) -> L
     spacing = flags.get("log_interval") or 0.0
     budget = fleet.budget(index, flags["project"], min_spacing=spacing)
     report.notes.append(
-        f"fleet {path}: entry {index} of {len(fleet.entries)} "
-        f"({entry.where(flags['region'])}); {budget.describe()}"
+        f"fleet {path}: entry {index} of {len(fleet.entries)}: "
+        f"{entry.where(flags['region'])}; {budget.describe()}"
     )
     if command != "check":
         flags["log_interval"] = max(spacing, budget.turn)
