@@ -89,6 +89,7 @@ Examples:
   deploy-guard check --revision chat-agent-00003-xyz --promote
   deploy-guard check --revision chat-agent-00002-abc --dry-run     # judge only
   deploy-guard check --cloud-deploy --policy /policies/chat-agent.yaml  # a verify job
+  deploy-guard check --fleet fleet.yaml --service hello   # its entry, latest revision
   (a policy is used only for the services its services: list names: chat-agent here)
 
 Against the local emulator: export DEPLOY_GUARD_EMULATOR_HOST=127.0.0.1:PORT
