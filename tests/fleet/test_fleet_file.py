@@ -138,6 +138,7 @@ def test_a_policy_that_does_not_apply_to_its_service_is_refused(folder: Path) ->
         ("version: 1\nservices: [\n", "invalid YAML"),
         ("version: 1\nservices: []\n", "services: list the services"),
         ("version: 1\nservices: [svc-a]\n", "services[0]: an entry is a mapping"),
+        ("version: !!python/name:os.system 1\nservices: []\n", "YAML tags"),
     ],
 )
 def test_what_is_not_a_fleet_file_says_so(folder: Path, text: str, expected: str) -> None:
@@ -187,6 +188,8 @@ def test_service_and_region_name_an_entry(fleet: Fleet) -> None:
         pick(fleet, service="svc-hello", env={})
     with pytest.raises(ConfigError, match="not in"):
         pick(fleet, service="svc-nope", env={})
+    with pytest.raises(ConfigError, match="in europe-west1, us-central1, not asia-east1"):
+        pick(fleet, service="svc-hello", region="asia-east1", env={})
     with pytest.raises(ConfigError, match="pass one of them"):
         pick(fleet, service="svc-chat", env={"CLOUD_RUN_TASK_INDEX": "1"})
 

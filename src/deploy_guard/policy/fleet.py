@@ -282,6 +282,7 @@ def load_fleet(path: str | Path) -> Fleet:
     file = Path(path)
     doc, data = _parse(_read(file), str(path))
     check = _Checker(doc, file.parent)
+    check.problems.extend(doc.problems)  # YAML tags, alias loops: refused while converting
     check.keys(data, (), TOP_KEYS)
     if data.get("version") != 1:
         check.add(("version",), "version: 1 is the only fleet file version")
@@ -356,10 +357,13 @@ def pick(
         )
     if service:
         named = [i for i, e in enumerate(entries) if e.service == service]
-        if len(named) > 1 and region:
-            named = [i for i in named if entries[i].region in (region, None)]
         if not named:
             raise ConfigError(f"service {service!r} is not in {file} ({listed})")
+        if len(named) > 1 and region:
+            places = ", ".join(str(entries[i].region) for i in named)
+            named = [i for i in named if entries[i].region in (region, None)]
+            if not named:
+                raise ConfigError(f"service {service!r} is in {file} in {places}, not {region}")
         if len(named) > 1:
             places = ", ".join(str(entries[i].region) for i in named)
             raise ConfigError(
