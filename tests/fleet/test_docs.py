@@ -13,8 +13,6 @@ from deploy_guard.cli import cli
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "fleets.md"
-#: Written by another part of issue 14 (Cloud Deploy): linked before it lands on main.
-PENDING = {"cloud-deploy.md"}
 
 
 def doc() -> str:
@@ -64,10 +62,7 @@ def test_its_links_resolve() -> None:
     for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc()):
         if target.startswith("http"):
             continue
-        path = (DOC.parent / target).resolve()
-        if not path.exists() and target in PENDING:
-            continue
-        assert path.exists(), target
+        assert (DOC.parent / target).resolve().exists(), target
 
 
 def test_the_readme_points_to_it() -> None:
