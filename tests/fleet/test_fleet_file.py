@@ -240,7 +240,7 @@ def test_check_prints_a_broken_fleet_file_compiler_style(folder: Path) -> None:
 def test_check_without_revision_or_fleet_is_a_usage_error() -> None:
     result = CliRunner().invoke(cli, ["check", "--service", "svc-chat"])
     assert result.exit_code == ExitCode.USAGE
-    assert "Missing option '--revision'" in result.output
+    assert "missing --revision" in result.output
 
 
 def test_watch_takes_one_service_of_a_fleet_at_most(folder: Path) -> None:
