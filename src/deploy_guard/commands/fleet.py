@@ -71,7 +71,9 @@ def take_entry(flags: dict[str, Any], report: CheckReport, *, command: str) -> L
     if command != "check":
         flags["log_interval"] = max(spacing, budget.turn)
         return None
-    flags["log_interval"] = budget.slot / 2  # the engine asks; the budget says when to read
+    # the engine asks this often (a pass outside the guard's turn reads nothing); a huge
+    # quota's short slots are not polled faster than the emulator's floor
+    flags["log_interval"] = max(budget.slot / 2, 0.1)
     bound = flags.get("timeout")
     if bound is None:
         bound = min((p.timeout for p in entry.policies), default=600.0)
