@@ -85,6 +85,28 @@ def test_the_emulator_refuses_reads_beyond_the_quota_as_cloud_logging_does() -> 
     assert error.metadata["consumer"] == f"projects/{project_number(emu.project)}"
 
 
+def test_gcloud_s_rest_reads_share_the_quota_with_grpc() -> None:
+    """``gcloud logging read`` (REST ``entries:list``) spends the same minute's reads."""
+    import httpx
+
+    with running_emulator(logging_read_quota=2) as emu:
+        from deploy_guard.gcp.clients import Clients
+
+        clients = Clients(host=emu.address)
+        try:
+            request = {"resource_names": [f"projects/{emu.project}"], "filter": ""}
+            list(clients.logging().list_log_entries(request=request, retry=None))
+        finally:
+            clients.close()
+        body = {"resourceNames": [f"projects/{emu.project}"]}
+        with httpx.Client(base_url=f"http://{emu.rest_address}", timeout=10) as front:
+            assert front.post("/v2/entries:list", json=body).status_code == 200
+            refused = front.post("/v2/entries:list", json=body)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
+    assert refused.json()["error"]["message"] == quota_message(emu.project)
+
+
 @pytest.mark.parametrize("value", ["lots", "0/min"])
 def test_the_emulator_refuses_a_quota_that_is_not_one(value: str) -> None:
     result = CliRunner().invoke(cli, ["emulator", "--logging-read-quota", value])

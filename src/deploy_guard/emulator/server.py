@@ -179,7 +179,14 @@ class Emulator:
         self.rest = (
             None
             if rest_port is None
-            else RestFront(self.admin, self.logs, self.metrics, host=host, port=rest_port)
+            else RestFront(
+                self.admin,
+                self.logs,
+                self.metrics,
+                host=host,
+                port=rest_port,
+                read_quota=self.read_quota,
+            )
         )
 
     @property

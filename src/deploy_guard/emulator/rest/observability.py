@@ -23,11 +23,12 @@ from typing import Any
 from aiohttp import web
 from google.protobuf import json_format
 
-from deploy_guard.emulator.logging_api import list_page
+from deploy_guard.emulator.logging_api import list_page, projects_of
 from deploy_guard.emulator.logstore import LogStore, StoredEntry
 from deploy_guard.emulator.metricstore import MetricStore
 from deploy_guard.emulator.monitoring_api import list_time_series
-from deploy_guard.emulator.rest.errors import invalid, json_response
+from deploy_guard.emulator.quota import ReadQuota, quota_message
+from deploy_guard.emulator.rest.errors import error_response, invalid, json_response
 from deploy_guard.emulator.rest.run_v1 import read_json
 
 #: Query parameters every Google REST API takes and that do not change the answer here.
@@ -83,9 +84,13 @@ def _whole_numbers(value: Any) -> Any:
 class Observability:
     """The two read methods, on the emulator's log and metric stores."""
 
-    def __init__(self, logs: LogStore, metrics: MetricStore) -> None:
+    def __init__(
+        self, logs: LogStore, metrics: MetricStore, quota: ReadQuota | None = None
+    ) -> None:
         self.logs = logs
         self.metrics = metrics
+        #: Cloud Logging's read quota, shared with the gRPC ``ListLogEntries`` (None: off).
+        self.quota = quota
 
     async def list_entries(self, request: web.Request) -> web.Response:
         from google.cloud.logging_v2.types import ListLogEntriesRequest
@@ -95,6 +100,10 @@ class Observability:
             raise invalid("Invalid JSON payload received. Expected an object.")
         parsed = _parse(body, ListLogEntriesRequest.pb()())
         names = list(parsed.resource_names)
+        if self.quota is not None:
+            over = self.quota.take(projects_of(names))
+            if over is not None:  # the same minute's budget as the gRPC path's
+                return error_response("RESOURCE_EXHAUSTED", quota_message(over))
 
         def work() -> dict[str, Any]:
             found, token = list_page(

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from deploy_guard.emulator.logstore import LogStore
 from deploy_guard.emulator.metricstore import MetricStore
+from deploy_guard.emulator.quota import ReadQuota
 from deploy_guard.emulator.rest.errors import error_response, from_error
 from deploy_guard.emulator.rest.observability import Observability
 from deploy_guard.emulator.rest.run_v1 import RunV1
@@ -70,12 +71,13 @@ class RestFront:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        read_quota: ReadQuota | None = None,
     ) -> None:
         self.host = host
         self._requested_port = port
         self.port: int | None = None
         self.run = RunV1(admin, host)
-        self.observability = Observability(logs, metrics)
+        self.observability = Observability(logs, metrics, read_quota)
         self._runner: web.AppRunner | None = None
 
     @property
