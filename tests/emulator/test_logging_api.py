@@ -143,7 +143,10 @@ async def test_request_logs_carry_http_request_and_status_severity(served: Any) 
 
 async def test_audit_entries_use_the_activity_log(served: Any) -> None:
     store, clients = served
-    store.audit(
+    from deploy_guard.emulator.audit import record_admin_activity
+
+    record_admin_activity(
+        store,
         project="proj",
         location="europe-west1",
         service="chat",

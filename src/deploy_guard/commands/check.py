@@ -304,7 +304,8 @@ _EXTRA_OPTIONS = [SHARED_OPTIONS[0], *_TIMING_OPTIONS, *SHARED_OPTIONS[1:]]
     "--revision",
     metavar="REV",
     help="Revision to judge: short name or full resource name (required unless a mode names "
-    "it: --cloud-deploy, or --fleet, which judges the service's latest created revision).",
+    "it: --cloud-deploy, --from-audit-event, or --fleet, which judges the service's latest "
+    "created revision).",
 )
 @click.option(
     "--cloud-deploy",
@@ -321,8 +322,30 @@ _EXTRA_OPTIONS = [SHARED_OPTIONS[0], *_TIMING_OPTIONS, *SHARED_OPTIONS[1:]]
     help="Judge and report; never move traffic. (A candidate without a tag URL still gets a "
     "temporary 0 % tag so the probes can reach it; it is removed afterwards.)",
 )
+@click.option(
+    "--from-audit-event",
+    "audit_source",
+    metavar="FILE|-|env:NAME",
+    help="Judge the revision a deploy created, read from Cloud Run's audit log entry "
+    "(a LogEntry, a list of them, or the Eventarc CloudEvent) in FILE, stdin or an env var; "
+    "skips (exit 0) what is no deploy to check (docs/audit-checks.md).",
+)
+@click.option(
+    "--skip-principal",
+    "skip_principals",
+    multiple=True,
+    metavar="EMAIL",
+    help="With --from-audit-event: skip deploys by this principal (repeatable), e.g. a "
+    "pipeline that runs its own check.",
+)
 def check(
-    revision: str | None, promote: bool, dry_run: bool, cloud_deploy: bool, **flags: Any
+    revision: str | None,
+    promote: bool,
+    dry_run: bool,
+    cloud_deploy: bool,
+    audit_source: str | None,
+    skip_principals: tuple[str, ...],
+    **flags: Any,
 ) -> None:
     from deploy_guard.runtime.options import CheckOptions
 
@@ -331,6 +354,16 @@ def check(
             "--cloud-deploy and --fleet both name the service: a verify job judges the one "
             "Cloud Deploy names; drop --fleet"
         )
+    if skip_principals and audit_source is None:
+        raise click.UsageError("--skip-principal goes with --from-audit-event")
+    if audit_source is not None:
+        if revision or cloud_deploy or flags.get("fleet"):
+            raise click.UsageError(
+                "--from-audit-event names the service and the revision: drop --revision, "
+                "--cloud-deploy and --fleet"
+            )
+        _from_audit_event(audit_source, flags, skip_principals, promote=promote, dry_run=dry_run)
+        return
     if cloud_deploy:
         from deploy_guard.commands.cloud_deploy import launch_verify
 
@@ -339,7 +372,25 @@ def check(
     if not revision and not flags.get("fleet"):
         raise click.UsageError(
             "missing --revision: name the revision to judge (or run as a Cloud Deploy verify "
-            "job with --cloud-deploy, which reads it from CLOUD_RUN_REVISION, or as a fleet's "
-            "guard with --fleet, which judges the service's latest revision)"
+            "job with --cloud-deploy, which reads it from CLOUD_RUN_REVISION, as a fleet's "
+            "guard with --fleet, which judges the service's latest revision, or from an audit "
+            "log entry with --from-audit-event)"
         )
     launch(revision or "", flags, CheckOptions, promote=promote, dry_run=dry_run)
+
+
+def _from_audit_event(
+    source: str, flags: dict[str, Any], skip_principals: tuple[str, ...], **extra: Any
+) -> None:
+    """``--from-audit-event``: the flags given on the command line must agree with the event."""
+    from deploy_guard.commands.audit_check import check_from_audit_event
+
+    ctx = click.get_current_context()
+    explicit = [
+        name
+        for name in ("project", "region", "service")
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    check_from_audit_event(
+        source, flags, explicit=explicit, skip_principals=skip_principals, **extra
+    )

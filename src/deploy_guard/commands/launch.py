@@ -60,6 +60,7 @@ def launch(
         region=flags["region"] or "",
         command=command,
     )
+    report.audit_event = dict(flags.get("audit_event") or {})  # --from-audit-event
     if prepare is not None:
         prepare(report)
     last_word = LastWord(report, report_path, summary_path, html_path)

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:  # pragma: no cover
+    from deploy_guard.emulator.audit import Activity
 
 
 @dataclass(frozen=True)
@@ -66,18 +69,9 @@ class LogSink(Protocol):
     def system(self, ref: RevisionRef, severity: str, message: str, when: datetime) -> None:
         """A platform message about a revision (``run.googleapis.com/varlog/system``)."""
 
-    def audit(
-        self,
-        *,
-        project: str,
-        location: str,
-        service: str,
-        method_name: str,
-        resource_name: str,
-        request: dict[str, Any],
-        when: datetime,
-    ) -> None:
-        """An admin-activity audit entry (CreateService, UpdateService, ...)."""
+    def audit(self, *, activity: Activity, when: datetime) -> None:
+        """An admin-activity audit entry (CreateService, UpdateService, ...): see
+        :mod:`deploy_guard.emulator.audit` for its shape."""
 
 
 class MetricSink(Protocol):

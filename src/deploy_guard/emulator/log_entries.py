@@ -28,11 +28,8 @@ Shapes follow Cloud Run:
 - platform messages: ``run.googleapis.com/varlog/system``, for example
   ``Container called exit(1).`` at WARNING (as on Cloud Run, not ERROR) when a
   revision's process dies after it was ready.
-- audit entries: ``cloudaudit.googleapis.com/activity``, severity NOTICE, with a
-  real ``protoPayload`` (``type.googleapis.com/google.cloud.audit.AuditLog``,
-  ``serviceName: run.googleapis.com``). Cloud Run files its admin audit entries
-  under resource type ``cloud_run_revision`` with the service's labels and an
-  empty ``revision_name``; the emulator does the same.
+- audit entries (``cloudaudit.googleapis.com/activity``): their own module,
+  :mod:`deploy_guard.emulator.audit`.
 """
 
 from __future__ import annotations
@@ -206,25 +203,6 @@ def system_entry(ref: RevisionRef, severity: str, message: str, when: datetime) 
     }
 
 
-def audit_entry(
-    ref: RevisionRef, method_name: str, resource_name: str, request: dict[str, Any], when: datetime
-) -> Entry:
-    """An Admin Activity audit entry for a Cloud Run Admin API call on ``ref``'s service."""
-    return {
-        "logName": log_name(ref.project, "cloudaudit.googleapis.com/activity"),
-        "resource": _shared_resource(ref, revision=False),
-        "timestamp": rfc3339(when),
-        "severity": "NOTICE",
-        "protoPayload": {
-            "@type": AUDIT_TYPE,
-            "serviceName": "run.googleapis.com",
-            "methodName": method_name,
-            "resourceName": resource_name,
-            "request": json.loads(json.dumps(request, default=str)),
-        },
-    }
-
-
 def _message_json(field_name: str, value: Any) -> Entry | None:
     """``value`` in the canonical JSON form of LogEntry field ``field_name``, or None
     when it is not that message (then the agent leaves it in ``jsonPayload``)."""
@@ -316,7 +294,6 @@ def project_of(name: str) -> str | None:
 __all__ = [
     "AUDIT_TYPE",
     "Entry",
-    "audit_entry",
     "cloud_severity",
     "log_name",
     "output_entry",

@@ -31,11 +31,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from deploy_guard.emulator.audit import Activity, activity_entry
 from deploy_guard.emulator.contracts import RequestRecord, RevisionRef
 from deploy_guard.emulator.log_entries import (
     AUDIT_TYPE,
     Entry,
-    audit_entry,
     cloud_severity,
     log_name,
     output_entry,
@@ -210,20 +210,9 @@ class LogStore:
         """What Cloud Run itself says about a revision's container (``varlog/system``)."""
         self._insert([(when, ref.project, system_entry(ref, severity, message, when))])
 
-    def audit(
-        self,
-        *,
-        project: str,
-        location: str,
-        service: str,
-        method_name: str,
-        resource_name: str,
-        request: dict[str, Any],
-        when: datetime,
-    ) -> None:
+    def audit(self, *, activity: Activity, when: datetime) -> None:
         """An Admin Activity audit entry for a Cloud Run Admin API call."""
-        ref = RevisionRef(project, location, service, "", "")
-        self._insert([(when, project, audit_entry(ref, method_name, resource_name, request, when))])
+        self._insert([(when, activity.project, activity_entry(activity, when))])
 
     # ------------------------------------------------------------ writing
     def append(self, entries: Iterable[Entry]) -> list[Entry]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -36,6 +37,7 @@ class OperationStore:
         self._parent = parent  # projects/P/locations/R
         self._ops: dict[str, operations_pb2.Operation] = {}
         self._done: dict[str, asyncio.Event] = {}
+        self._then: dict[str, list[Callable[[operations_pb2.Operation], None]]] = {}
 
     def start(self, metadata: Any) -> operations_pb2.Operation:
         """A new, running operation; ``metadata`` is the resource (proto-plus)."""
@@ -58,7 +60,17 @@ class OperationStore:
             op.response.CopyFrom(_any(response))
             op.metadata.CopyFrom(_any(response))
         self._done[name].set()
+        for callback in self._then.pop(name, []):
+            callback(self.get(name))
         return self.get(name)
+
+    def when_done(self, name: str, callback: Callable[[operations_pb2.Operation], None]) -> None:
+        """Call ``callback`` with the operation once it is done (at once if it is)."""
+        op = self.get(name)
+        if op.done:
+            callback(op)
+        else:
+            self._then.setdefault(name, []).append(callback)
 
     def done_now(self, resource: Any) -> operations_pb2.Operation:
         """An operation that finished at once (deletes, ``validate_only``)."""
@@ -108,6 +120,7 @@ class OperationStore:
         self.get(request.name)
         del self._ops[request.name]
         self._done.pop(request.name, None)
+        self._then.pop(request.name, None)
         return empty_pb2.Empty()
 
     def handler(self) -> ServiceHandler:

@@ -13,6 +13,9 @@ request leaves the state exactly as it was.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+from collections.abc import Iterator
 from typing import Any, TypeAlias
 
 from google.cloud import run_v2
@@ -21,9 +24,10 @@ from google.protobuf import json_format
 
 from deploy_guard.emulator import state as st
 from deploy_guard.emulator import traffic
+from deploy_guard.emulator.audit import Caller, caller_of, record_admin_activity
 from deploy_guard.emulator.names import check_service_id, short_name
 from deploy_guard.emulator.paging import page
-from deploy_guard.emulator.rpc import ServiceHandler, generic_handler
+from deploy_guard.emulator.rpc import ServiceHandler, generic_handler, status_code
 from deploy_guard.emulator.run_reconcile import Reconciler, copy_writable, merge
 from deploy_guard.emulator.run_revisions import log, svc_key
 from deploy_guard.errors import EmulatorError
@@ -55,40 +59,47 @@ class RunAdmin(Reconciler):
     # -- Services --------------------------------------------------------------------------
 
     async def create_service(
-        self, request: run_v2.CreateServiceRequest, _ctx: Ctx
+        self, request: run_v2.CreateServiceRequest, ctx: Ctx
     ) -> operations_pb2.Operation:
         self.location.check_parent(request.parent)
         if not request.service_id:
             raise EmulatorError("INVALID_ARGUMENT", "service_id is required")
         check_service_id(request.service_id)
-        name = self.location.service_name(request.service_id)
-        if request.service.name and request.service.name != name:
-            raise EmulatorError(
-                "INVALID_ARGUMENT",
-                f"service.name {request.service.name!r} must be empty or {name!r}",
-            )
-        if request.service_id in self.services:
-            raise EmulatorError("ALREADY_EXISTS", f"Resource '{name}' already exists.")
-        return await self._create(name, request.service, request.validate_only, "CreateService")
+        caller = caller_of(ctx, self.location.project)
+        with self._refusal_audited("CreateService", request, request.service_id, caller):
+            name = self.location.service_name(request.service_id)
+            if request.service.name and request.service.name != name:
+                raise EmulatorError(
+                    "INVALID_ARGUMENT",
+                    f"service.name {request.service.name!r} must be empty or {name!r}",
+                )
+            if request.service_id in self.services:
+                raise EmulatorError("ALREADY_EXISTS", f"Resource '{name}' already exists.")
+            return await self._create(name, request, caller, "CreateService")
 
     async def _create(
-        self, name: str, spec: run_v2.Service, validate_only: bool, method: str
+        self, name: str, request: Any, caller: Caller, method: str
     ) -> operations_pb2.Operation:
+        """Create the service ``request.service`` describes (CreateService, or an
+        UpdateService with ``allow_missing``)."""
+        spec: run_v2.Service = request.service
+        when = st.now()
         resource = run_v2.Service(name=name)
         copy_writable(spec, resource)
         entry = st.ServiceEntry(resource=resource)
         plan = self._plan(entry, resource.template, resource.traffic, creating=True)
-        if validate_only:
+        if request.validate_only:
             return self.operations.done_now(resource)
         resource.uid = st.new_uid()
         resource.create_time = resource.update_time = st.now()
-        resource.creator = resource.last_modifier = st.LOCAL_USER
+        resource.creator = resource.last_modifier = caller.principal
         self.services[entry.service_id] = entry
         url = await self.router.open_endpoint(svc_key(entry.service_id))
         resource.uri = url
         resource.urls = [url]
-        self._audit(entry, method, spec)
-        return await self._write(entry, plan)
+        op = await self._write(entry, plan)
+        self._audit(entry.service_id, method, request, caller, when, op=op)
+        return op
 
     async def get_service(self, request: run_v2.GetServiceRequest, _ctx: Ctx) -> run_v2.Service:
         return run_v2.Service(self._service(request.name).resource)
@@ -104,14 +115,23 @@ class RunAdmin(Reconciler):
         )
 
     async def update_service(
-        self, request: run_v2.UpdateServiceRequest, _ctx: Ctx
+        self, request: run_v2.UpdateServiceRequest, ctx: Ctx
     ) -> operations_pb2.Operation:
         spec = request.service
         service_id = self.location.parse_service(spec.name)
+        caller = caller_of(ctx, self.location.project)
+        with self._refusal_audited("UpdateService", request, service_id, caller):
+            return await self._update(service_id, request, caller)
+
+    async def _update(
+        self, service_id: str, request: run_v2.UpdateServiceRequest, caller: Caller
+    ) -> operations_pb2.Operation:
+        spec = request.service
+        when = st.now()
         entry = self.services.get(service_id)
         if entry is None:
             if request.allow_missing:
-                return await self._create(spec.name, spec, request.validate_only, "UpdateService")
+                return await self._create(spec.name, request, caller, "UpdateService")
             raise EmulatorError("NOT_FOUND", f"Resource '{spec.name}' was not found")
         if self.enforce_etag and spec.etag and spec.etag != entry.resource.etag:
             # AIP-154: a write based on a stale read is refused, and nothing changes.
@@ -128,10 +148,11 @@ class RunAdmin(Reconciler):
         if request.validate_only:
             return self.operations.done_now(merged)
         copy_writable(merged, entry.resource)
-        entry.resource.last_modifier = st.LOCAL_USER
+        entry.resource.last_modifier = caller.principal
         entry.resource.update_time = st.now()
-        self._audit(entry, "UpdateService", spec)
-        return await self._write(entry, plan)
+        op = await self._write(entry, plan)
+        self._audit(service_id, "UpdateService", request, caller, when, op=op)
+        return op
 
     @staticmethod
     def _check_named_revision(
@@ -160,8 +181,17 @@ class RunAdmin(Reconciler):
             )
 
     async def delete_service(
-        self, request: run_v2.DeleteServiceRequest, _ctx: Ctx
+        self, request: run_v2.DeleteServiceRequest, ctx: Ctx
     ) -> operations_pb2.Operation:
+        caller = caller_of(ctx, self.location.project)
+        service_id = self.location.parse_service(request.name)
+        with self._refusal_audited("DeleteService", request, service_id, caller):
+            return await self._delete(request, caller)
+
+    async def _delete(
+        self, request: run_v2.DeleteServiceRequest, caller: Caller
+    ) -> operations_pb2.Operation:
+        when = st.now()
         entry = self._service(request.name)
         if request.etag and request.etag != entry.resource.etag:
             raise EmulatorError("ABORTED", f"etag {request.etag} does not match; re-read")
@@ -178,9 +208,10 @@ class RunAdmin(Reconciler):
             await self.router.close_endpoint(svc_key(entry.service_id))
             await self._stop_processes(entry.revisions.values())
         entry.resource.delete_time = st.now()
-        self._audit(entry, "DeleteService", run_v2.Service(name=request.name))
         log.info("emulator_service_deleted", service=entry.service_id)
-        return self.operations.done_now(run_v2.Service(entry.resource))
+        op = self.operations.done_now(run_v2.Service(entry.resource))
+        self._audit(entry.service_id, "DeleteService", request, caller, when, op=op)
+        return op
 
     # -- Revisions -------------------------------------------------------------------------
 
@@ -203,8 +234,9 @@ class RunAdmin(Reconciler):
         )
 
     async def delete_revision(
-        self, request: run_v2.DeleteRevisionRequest, _ctx: Ctx
+        self, request: run_v2.DeleteRevisionRequest, ctx: Ctx
     ) -> operations_pb2.Operation:
+        when = st.now()
         entry, rev = self._revision(request.name)
         if request.etag and request.etag != rev.resource.etag:
             raise EmulatorError("ABORTED", f"etag {request.etag} does not match; re-read")
@@ -226,8 +258,10 @@ class RunAdmin(Reconciler):
         if rev.process is not None:
             await rev.process.stop()
         rev.resource.delete_time = st.now()
-        self._audit(entry, "DeleteRevision", run_v2.Revision(name=request.name), revisions=True)
-        return self.operations.done_now(run_v2.Revision(rev.resource))
+        op = self.operations.done_now(run_v2.Revision(rev.resource))
+        caller = caller_of(ctx, self.location.project)
+        self._audit(entry.service_id, "DeleteRevision", request, caller, when, op=op)
+        return op
 
     def _referenced(self, entry: st.ServiceEntry) -> set[str]:
         """Revisions that the spec or the served split names (LATEST resolved)."""
@@ -244,21 +278,78 @@ class RunAdmin(Reconciler):
     # -- audit -----------------------------------------------------------------------------
 
     def _audit(
-        self, entry: st.ServiceEntry, method: str, request: Any, *, revisions: bool = False
+        self,
+        service_id: str,
+        method: str,
+        request: Any,
+        caller: Caller,
+        when: Any,
+        *,
+        op: operations_pb2.Operation,
     ) -> None:
-        api = "Revisions" if revisions else "Services"
-        try:
-            self.logs.audit(
-                project=self.location.project,
-                location=self.location.region,
-                service=entry.service_id,
-                method_name=f"google.cloud.run.v2.{api}.{method}",
-                resource_name=request.name or entry.resource.name,
-                request=json_format.MessageToDict(type(request).pb(request)),
+        """The call's Admin Activity entry; a long-running one gets a second at its end."""
+        api = "Revisions" if method == "DeleteRevision" else "Services"
+        record = functools.partial(
+            record_admin_activity,
+            self.logs,
+            project=self.location.project,
+            location=self.location.region,
+            service=service_id,
+            method_name=f"google.cloud.run.v2.{api}.{method}",
+            resource_name=getattr(request, "name", "")
+            or getattr(request.service, "name", "")
+            or self.location.service_name(service_id),
+            request=_as_json(request),
+            caller=caller,
+        )
+
+        def outcome(done: operations_pb2.Operation) -> dict[str, Any]:
+            if done.HasField("error"):
+                return {"status": (done.error.code, done.error.message)}
+            kind = run_v2.Revision if api == "Revisions" else run_v2.Service
+            return {"response": _as_json(kind.deserialize(done.response.value))}
+
+        operation = {"id": op.name, "producer": "run.googleapis.com", "first": True}
+        if op.done:
+            record(when=when, operation={**operation, "last": True}, **outcome(op))
+            return
+        record(
+            when=when,
+            operation=operation,
+            response=_as_json(run_v2.Service.deserialize(op.metadata.value)),
+        )
+        self.operations.when_done(
+            op.name,
+            lambda done: record(
                 when=st.now(),
-            )
-        except Exception:  # an audit sink bug must not fail the write
-            log.exception("emulator_audit_failed", service=entry.service_id)
+                operation={**operation, "first": False, "last": True},
+                **outcome(done),
+            ),
+        )
+
+    @contextlib.contextmanager
+    def _refusal_audited(
+        self, method: str, request: Any, service_id: str, caller: Caller
+    ) -> Iterator[None]:
+        """A call refused with an error still leaves its entry, with the ``status``."""
+        when = st.now()
+        try:
+            yield
+        except EmulatorError as exc:
+            if not getattr(request, "validate_only", False):
+                record_admin_activity(
+                    self.logs,
+                    project=self.location.project,
+                    location=self.location.region,
+                    service=service_id,
+                    method_name=f"google.cloud.run.v2.Services.{method}",
+                    resource_name=self.location.service_name(service_id),
+                    request=_as_json(request),
+                    status=(status_code(exc.status).value[0], exc.message),
+                    caller=caller,
+                    when=when,
+                )
+            raise
 
     # -- gRPC ------------------------------------------------------------------------------
 
@@ -296,6 +387,12 @@ class RunAdmin(Reconciler):
                 ],
             ),
         ]
+
+
+def _as_json(message: Any) -> dict[str, Any]:
+    """A proto-plus message as its audit entry's JSON, ``@type`` first (camelCase)."""
+    body = json_format.MessageToDict(type(message).pb(message))
+    return {"@type": f"type.googleapis.com/{type(message).pb().DESCRIPTOR.full_name}", **body}
 
 
 __all__ = ["Ctx", "RunAdmin"]

@@ -41,6 +41,7 @@ _VERDICT_CLASS = {
     "fail": "fail",
     "inconclusive": "inconclusive",
     "error": "error",
+    "skipped": "inconclusive",
 }
 _TITLES = {"check": "deploy-guard check", "rollout": "deploy-guard rollout"}
 #: What the page shows of each notification's delivery (the report's ``notifications``).

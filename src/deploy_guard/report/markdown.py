@@ -31,6 +31,7 @@ _ICON = {
     "inconclusive": "❔",
     "no_data": "❔",
     "error": "⛔",
+    "skipped": "⏭️",
     "pending": "⏳",
     "running": "▶️",
     "interrupted": "⏹️",

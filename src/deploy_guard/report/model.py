@@ -24,8 +24,9 @@ ACTIONS = ("none", "rolled_back", "promoted", "held", "superseded", "failed", "u
 #: Deliveries a report keeps (the latest).
 MAX_NOTIFICATIONS = 100
 #: Report ``verdict`` values; ``error``: nothing was judged (a usage or configuration
-#: error such as an unknown revision, exit 2).
-VERDICTS = ("pass", "warn", "fail", "inconclusive", "error")
+#: error such as an unknown revision, exit 2); ``skipped``: an audit event that records
+#: no deploy to check (``check --from-audit-event``, exit 0).
+VERDICTS = ("pass", "warn", "fail", "inconclusive", "error", "skipped")
 
 
 def utc_now() -> datetime:
@@ -193,6 +194,9 @@ class CheckReport:
     #: What the probes and evidence sources saw, moment by moment (bounded), for the
     #: HTML report's picture: the driver records into it (:mod:`deploy_guard.traces`).
     traces: Traces = field(init=False, repr=False)
+    #: ``check --from-audit-event``: the audit entry that started it (method, principal,
+    #: resource, time) and what was decided; empty for any other run.
+    audit_event: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.traces = Traces(clock=lambda: self.timeline.elapsed())
@@ -253,6 +257,8 @@ class CheckReport:
         if self.command == "watch":
             document["watch"] = dict(self.watch)
             document["timeline_dropped"] = self.timeline.dropped
+        if self.audit_event:  # only a check started by an audit event
+            document["audit_event"] = dict(self.audit_event)
         if self.traces:  # only a run that probed or read evidence has any
             document["traces"] = self.traces.to_dict()
         redacted: dict[str, Any] = redact_data(document)

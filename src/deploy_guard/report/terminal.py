@@ -43,6 +43,7 @@ _STYLE = {
     "inconclusive": "magenta",
     "no_data": "magenta",
     "error": "red",
+    "skipped": "dim",
     "pending": "dim",
     "running": "bold cyan",
     "interrupted": "yellow",
