@@ -7,6 +7,8 @@ them, and then every entry the guard's own writes left is fed back in.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -146,3 +148,45 @@ def test_an_unreadable_event_is_exit_2_and_a_service_no_policy_covers_is_skipped
     assert code == ExitCode.PASS, output
     assert "no policy covers service billing" in output
     assert report["service"] == "billing"
+
+    revision = site.deploy("chat-gone")
+    entry = deploy_entry(site, "chat-gone", revision)
+    site.clients.services().delete_service(name=site.name("chat-gone")).result(timeout=30)
+    code, report, output = guard(entry)  # the job started after the service was deleted
+    assert code == ExitCode.PASS, output
+    assert "service chat-gone no longer exists" in output
+
+
+TOKEN = "ya29.a0AfH6SMBx-secret-token"
+
+
+@pytest.mark.fault(
+    "secrets",
+    "an audit event carries tokens: in headers, the request, the response, even in its names",
+    "no output line and no report field repeats them, whatever the event's outcome",
+)
+@pytest.mark.parametrize("outcome", ["skipped", "unreadable-name", "not-json", "wrong-type"])
+def test_tokens_in_an_event_never_reach_the_output_or_the_report(
+    guard: Guard, outcome: str, tmp_path: Path
+) -> None:
+    from audit.samples import cloud_event, v2_update
+
+    entry = v2_update(mask="traffic", annotations={"x-token": TOKEN})
+    entry["protoPayload"]["requestMetadata"]["requestAttributes"]["headers"] = {
+        "authorization": f"Bearer {TOKEN}"
+    }
+    entry["protoPayload"]["response"] = {"env": [{"name": "API_TOKEN", "value": TOKEN}]}
+    entry["protoPayload"]["status"] = {"code": 0, "message": TOKEN}
+    source = None
+    if outcome == "unreadable-name":
+        entry["protoPayload"]["methodName"] = f"Bearer {TOKEN}"
+        entry["protoPayload"]["authenticationInfo"]["principalEmail"] = f"x {TOKEN}"
+    elif outcome == "not-json":
+        broken = tmp_path / "broken.json"
+        broken.write_text('{"protoPayload": {"methodName": "' + TOKEN + '",')
+        source = str(broken)
+    event = {**cloud_event(entry), "type": f"Bearer {TOKEN}"} if outcome == "wrong-type" else entry
+    code, report, output = guard(event, source=source)
+    assert code == (ExitCode.PASS if outcome == "skipped" else ExitCode.USAGE), output
+    assert TOKEN not in output
+    assert "ya29" not in json.dumps(report)

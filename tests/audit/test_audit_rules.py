@@ -246,6 +246,18 @@ def test_a_write_that_created_no_revision_is_skipped_after_reading() -> None:
     assert "created no new revision" in decision.reason
 
 
+def test_a_response_that_caught_up_with_its_write_names_the_revision() -> None:
+    entry = v1_replace()
+    status = entry["protoPayload"]["response"]["status"]
+    status.update(observedGeneration=8, latestCreatedRevisionName=NEW.short)
+    write = one(entry)
+    assert write.response_revision == NEW.short
+    # not the first one created after the request: the one the response names
+    assert audit.after_reads(write, state(NEW.short), [OLD, NEW])[0] == NEW
+    status["latestCreatedRevisionName"] = OLD.short  # a write that created none
+    assert audit.after_reads(one(entry), state(OLD.short), [OLD])[0] is None
+
+
 def test_a_named_revision_counts_only_if_this_write_created_it() -> None:
     named = one(v1_replace(named="chat-agent-00007-abc"))  # re-sent, already there
     assert audit.after_reads(named, state(OLD.short), [OLD])[0] is None

@@ -47,6 +47,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -67,6 +68,11 @@ GUARD_WRITE_PATHS = frozenset({"traffic", "annotations"})
 #: apart, so the clocks involved agree to about that.
 CLOCK_TOLERANCE_S = 1.0
 _WRITES = ("Services.CreateService", "Services.ReplaceService", "Services.UpdateService")
+#: What the names the guard echoes may hold: an event is untrusted input, and anything
+#: else in it (headers, bodies, messages) is never printed at all.
+_METHOD = re.compile(r"[A-Za-z][\w.]{0,199}")
+_NAME = re.compile(r"[\w.:@+-]{1,254}")
+_RESOURCE = re.compile(r"[\w.:@+/-]{1,500}")
 _DELETES = ("Services.DeleteService", "Revisions.DeleteRevision")
 
 
@@ -90,7 +96,6 @@ class AuditWrite:
     insert_id: str = ""
     resource_name: str = ""
     status_code: int = 0
-    status_message: str = ""
     #: ``operation.first`` / ``operation.last``; None: the entry has no ``operation``.
     operation: tuple[bool, bool] | None = None
     #: The request's ``update_mask`` paths; None: no mask (the whole service is sent).
@@ -164,8 +169,9 @@ def _log_entry(item: Any, index: int) -> dict[str, Any]:
     if "specversion" in item or ("data" in item and "type" in item):
         kind = item.get("type")
         if kind not in (None, EVENT_TYPE):
+            shown = _safe(kind, _METHOD) or "(unreadable)"
             raise EventError(
-                f"{where}a CloudEvent of type {str(kind)[:100]!r}: expected {EVENT_TYPE} "
+                f"{where}a CloudEvent of type {shown}: expected {EVENT_TYPE} "
                 "(an Eventarc trigger on Cloud Audit Logs)"
             )
         data = item.get("data")
@@ -208,9 +214,11 @@ def read_entry(entry: dict[str, Any], index: int = 0) -> AuditWrite:
             f"{where}no protoPayload: not an audit log entry (an Admin Activity entry has "
             "protoPayload.serviceName, .methodName and .resourceName)"
         )
-    method = _text(payload.get("methodName"))
-    if not method:
+    if not _text(payload.get("methodName")):
         raise EventError(f"{where}protoPayload.methodName is missing: which call is it?")
+    method = _safe(payload.get("methodName"), _METHOD)
+    if not method:
+        raise EventError(f"{where}protoPayload.methodName is not a method name")
     request = _dict(payload.get("request"))
     service_body = _dict(request.get("service"))
     labels = _dict(_dict(entry.get("resource")).get("labels"))
@@ -220,35 +228,50 @@ def read_entry(entry: dict[str, Any], index: int = 0) -> AuditWrite:
     asked = _text(_dig(payload, "requestMetadata", "requestAttributes", "time"))
     status = _dict(payload.get("status"))
     op = entry.get("operation")
-    return AuditWrite(
-        method=method,
-        api_service=_text(payload.get("serviceName")),
-        project=_text(labels.get("project_id"))
+    project = (
+        _text(labels.get("project_id"))
         or _segment(names, "projects")
         or _segment([_text(entry.get("logName"))], "projects")
-        or _segment(names, "namespaces"),
-        region=_text(labels.get("location"))
+        or _segment(names, "namespaces")
+    )
+    region = (
+        _text(labels.get("location"))
         or _segment(names, "locations")
-        or _text(request.get("region")),
-        service=_text(labels.get("service_name")) or _segment(names, "services"),
-        principal=_text(_dig(payload, "authenticationInfo", "principalEmail")),
+        or _text(request.get("region"))
+    )
+    service = _text(labels.get("service_name")) or _segment(names, "services")
+    return AuditWrite(
+        method=method,
+        api_service=_safe(payload.get("serviceName"), _NAME),
+        project=_safe(project, _NAME),
+        region=_safe(region, _NAME),
+        service=_safe(service, _NAME),
+        principal=_safe(_dig(payload, "authenticationInfo", "principalEmail"), _NAME),
         requested_at=_earliest(_time(asked), _time(stamp)),
-        timestamp=stamp,
-        insert_id=_text(entry.get("insertId")),
-        resource_name=resource_name,
+        timestamp=stamp if _time(stamp) else "",
+        insert_id=_safe(entry.get("insertId"), _NAME),
+        resource_name=_safe(resource_name, _RESOURCE),
         status_code=_int(status.get("code")),
-        status_message=_text(status.get("message")),
         operation=(bool(op.get("first")), bool(op.get("last"))) if isinstance(op, dict) else None,
         update_mask=_mask(request.get("updateMask", request.get("update_mask"))),
         annotations=_annotations(service_body),
-        named_revision=_text(_dig(service_body, "template", "revision"))
-        or _text(_dig(service_body, "spec", "template", "metadata", "name")),
-        response_revision=_current_revision(_dict(payload.get("response"))),
+        named_revision=_safe(
+            _text(_dig(service_body, "template", "revision"))
+            or _text(_dig(service_body, "spec", "template", "metadata", "name")),
+            _NAME,
+        ),
+        response_revision=_safe(_current_revision(_dict(payload.get("response"))), _NAME),
     )
 
 
 def _text(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
+
+
+def _safe(value: Any, pattern: re.Pattern[str]) -> str:
+    """``value`` if it is a name of ``pattern``'s form, else "" (never echoed as it is)."""
+    text = _text(value)
+    return text if pattern.fullmatch(text) else ""
 
 
 def _dict(value: Any) -> dict[str, Any]:
