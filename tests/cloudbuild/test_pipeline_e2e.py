@@ -1,14 +1,30 @@
-"""The Cloud Build pipeline's sequence, end to end, against the emulator.
+"""The Cloud Build pipeline, end to end, against the emulator, with the real gcloud.
 
-The deploy and read-revision steps call ``gcloud``, which is not here: they are
-mirrored with the official ``run_v2`` client making the Admin API calls that
-``gcloud run deploy --no-traffic --tag`` and ``gcloud run services describe`` make.
-The ``guard``, ``keep-report`` and ``verdict`` steps are the pipeline's own shell
-scripts, taken from ``cloudbuild.yaml``, substituted the way Cloud Build does, and run
-with bash: ``deploy-guard check`` (or ``rollout``, with ``_GUARD_MODE=rollout``) is the
-real CLI in a subprocess, pointed at the emulator with ``DEPLOY_GUARD_EMULATOR_HOST``.
-Only ``gcloud storage cp`` (the upload of a failed check's report) is a stand-in script
-that records its arguments.
+Every step runs its own script from ``cloudbuild.yaml``, substituted the way Cloud
+Build does, with bash. ``deploy`` and ``read-revision`` run the real ``gcloud``
+(``gcloud run services list``, ``gcloud run deploy --no-traffic --tag``, ``gcloud run
+services describe``), pointed at the emulator's REST front by the variables
+``deploy-guard emulator --gcloud-env`` writes; ``guard``, ``keep-report`` and ``verdict``
+run the real ``deploy-guard`` against the same emulator over gRPC. Only ``gcloud
+storage cp`` (``keep-report``'s upload of a failed check's report) goes to a stand-in
+that records its arguments, because Cloud Storage is not emulated: the ``gcloud`` the
+steps find first on ``PATH`` records ``storage`` calls and hands every other call to
+the real binary.
+
+The image: the emulator records it and never pulls it. A revision runs the container's
+command and args, and a deploy that names only ``--image``, as the ``deploy`` step
+does, keeps the command the service already has. So, as a user of the emulator does
+(docs/gcloud.md), the service is first deployed by hand with ``gcloud run deploy
+--command python --args APP_DIR/main.py``; the pipeline's deploys then keep that
+command. Each build writes ``APP_DIR/main.py`` (``_APP_DIR`` is the build context):
+the example chat agent with this build's failure switches, the stand-in for the image
+``docker build`` makes of that folder. A revision reads it when it starts, so the
+candidate runs this build while the baseline keeps running the one before.
+
+Where gcloud is not installed these tests are skipped, saying so: the guard step's
+shell logic is still tested with a recording ``deploy-guard`` in
+``test_pipeline_scripts.py``, and ``check --promote`` and ``rollout`` against the
+emulator in ``tests/gate``.
 """
 
 from __future__ import annotations
@@ -22,76 +38,44 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.slow  # two revisions, a check with 2 s WebSocket holds
+from deploy_guard.emulator.rest.gcloud_env import gcloud_environment
+from gcloud_runner import GCLOUD, Gcloud
+
+pytestmark = [
+    pytest.mark.slow,  # two revisions, a check with 2 s WebSocket holds
+    pytest.mark.skipif(
+        GCLOUD is None,
+        reason="gcloud is not installed (not on PATH): the pipeline's deploy and "
+        "read-revision steps run the real gcloud",
+    ),
+]
 
 HERE = Path(__file__).resolve().parent
 CHAT_APP = HERE.parents[1] / "examples" / "chat_agent" / "app.py"
 POLICY = HERE / "policy.yaml"
 SERVICE = "chat-agent"
 
+#: ``gcloud`` first on the steps' PATH: records ``gcloud storage ...``, runs the rest.
+GCLOUD_SHIM = """\
+import json, os, sys
+if sys.argv[1:2] == ["storage"]:
+    with open({log!r}, "a") as out:
+        out.write(json.dumps(sys.argv[1:]) + "\\n")
+    sys.exit(0)
+os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+"""
 
-# --- the gcloud steps, mirrored with the official client ----------------------------
-
-
-def chat_template(env: dict[str, str]) -> Any:
-    """A revision running the example chat service (the image is recorded, not pulled)."""
-    from google.cloud import run_v2
-
-    container = run_v2.Container(
-        image=f"europe-west1-docker.pkg.dev/test-project/cloud-run/{SERVICE}:build",
-        command=[sys.executable, str(CHAT_APP)],
-        env=[run_v2.EnvVar(name=k, value=v) for k, v in env.items()],
-    )
-    return run_v2.RevisionTemplate(containers=[container])
-
-
-def gcloud_run_deploy(
-    clients: Any, parent: str, env: dict[str, str], tag: str, polling: Any
-) -> Any:
-    """What the pipeline's ``deploy`` step asks of the Cloud Run Admin API.
-
-    An existing service gets the new template, its LATEST traffic pinned to the
-    revision that served it (``--no-traffic``) and ``tag`` moved to the new revision
-    at 0 % (``--tag``). A service that does not exist yet is created with all traffic
-    on its first revision: ``--no-traffic`` is refused there, as the step handles.
-    """
-    from google.cloud import run_v2
-
-    services = clients.services()
-    names = {s.name.rsplit("/", 1)[-1] for s in services.list_services(parent=parent)}
-    if SERVICE not in names:  # the step's `grep -qx` on `services list`
-        op = services.create_service(
-            parent=parent, service=run_v2.Service(template=chat_template(env)), service_id=SERVICE
-        )
-        return op.result(timeout=60, polling=polling)
-    svc = services.get_service(name=f"{parent}/services/{SERVICE}")
-    revision_type = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_REVISION
-    latest_type = run_v2.TrafficTargetAllocationType.TRAFFIC_TARGET_ALLOCATION_TYPE_LATEST
-    serving = svc.latest_ready_revision.rsplit("/", 1)[-1]
-    traffic = [
-        run_v2.TrafficTarget(
-            type_=revision_type,
-            revision=t.revision if t.type_ == revision_type else serving,
-            percent=t.percent,
-            tag="" if t.tag == tag else t.tag,
-        )
-        for t in svc.traffic
-        if t.percent > 0 or (t.tag and t.tag != tag)
-    ] or [run_v2.TrafficTarget(type_=revision_type, revision=serving, percent=100)]
-    traffic.append(run_v2.TrafficTarget(type_=latest_type, percent=0, tag=tag))
-    svc.template = chat_template(env)
-    svc.traffic = traffic
-    return services.update_service(service=svc).result(timeout=60, polling=polling)
-
-
-def latest_created_revision(clients: Any, parent: str) -> str:
-    """``gcloud run services describe --format 'value(status.latestCreatedRevisionName)'``."""
-    svc = clients.services().get_service(name=f"{parent}/services/{SERVICE}")
-    return str(svc.latest_created_revision).rsplit("/", 1)[-1]
+#: What a build's "image" runs: the example chat agent with this build's switches.
+APP_MAIN = """\
+# chat-agent as built by {build}: the emulator runs this file as the revision.
+import os, runpy
+os.environ.update({settings!r})
+runpy.run_path({app!r}, run_name="__main__")
+"""
 
 
 def served_split(clients: Any, parent: str) -> dict[str, int]:
-    """Revision -> percent actually serving (``traffic_statuses``), zeros dropped."""
+    """Revision -> percent actually serving (``traffic_statuses``, read over v2), zeros dropped."""
     svc = clients.services().get_service(name=f"{parent}/services/{SERVICE}")
     latest = svc.latest_ready_revision.rsplit("/", 1)[-1]
     split: dict[str, int] = {}
@@ -102,45 +86,67 @@ def served_split(clients: Any, parent: str) -> dict[str, int]:
     return split
 
 
-# --- the pipeline's own steps, run with bash ----------------------------------------
-
-
 class Build:
-    """One pipeline run's /workspace, substitutions and environment."""
+    """One pipeline run: its /workspace, build context, substitutions and environment."""
 
     def __init__(self, pipeline: Any, emulator: Any, tmp_path: Path, **values: str) -> None:
-        project, region = emulator.parent.split("/")[1::2]
+        assert GCLOUD is not None
         self.pipeline = pipeline
         self.workspace = tmp_path / "workspace"
-        (self.workspace / "deploy-guard").mkdir(parents=True)  # done by read-revision
+        self.workspace.mkdir()
+        self.app_dir = tmp_path / "app"
+        self.app_dir.mkdir()
         self.values = pipeline.values(
-            PROJECT_ID=project,
+            PROJECT_ID=emulator.project,
             BUILD_ID="b-42",
             _SERVICE=SERVICE,
-            _REGION=region,
+            _REGION=emulator.region,
             _POLICY=str(POLICY),
             _CHECK_TIMEOUT="60s",
+            _APP_DIR=str(self.app_dir),
             **values,
         )
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
-        self.gcloud_calls = tmp_path / "gcloud-calls.jsonl"
-        fake = bin_dir / "gcloud"  # stands in for `gcloud storage cp` only
-        fake.write_text(
-            "#!/usr/bin/env python3\n"
-            "import json, sys\n"
-            f"open({str(self.gcloud_calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+        self.gcloud_calls = tmp_path / "gcloud-storage-calls.jsonl"
+        shim = bin_dir / "gcloud"
+        shim.write_text(
+            f"#!{sys.executable}\n" + GCLOUD_SHIM.format(log=str(self.gcloud_calls), real=GCLOUD)
         )
-        fake.chmod(0o755)
+        shim.chmod(0o755)
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_"))}
+        env.update(  # what `. FILE` sets after `deploy-guard emulator --gcloud-env FILE`
+            gcloud_environment(
+                rest_address=emulator.rest_address,
+                grpc_address=emulator.address,
+                project=emulator.project,
+                region=emulator.region,
+                config_dir=str(tmp_path / "gcloud-config"),
+            )
+        )
         env["PATH"] = os.pathsep.join([str(bin_dir), str(Path(sys.executable).parent), env["PATH"]])
-        env["DEPLOY_GUARD_EMULATOR_HOST"] = emulator.address
         env["DEPLOY_GUARD_LOG_FORMAT"] = "json"
         self.env = env
-        self.check_output = ""
+        self.gcloud = Gcloud(env)
+        self.output: dict[str, str] = {}
+
+    def build_app(self, build: str, settings: dict[str, str]) -> None:
+        """The ``build`` step's stand-in: this build's image, as the file its revision runs."""
+        text = APP_MAIN.format(build=build, settings=settings, app=str(CHAT_APP))
+        (self.app_dir / "main.py").write_text(text, encoding="utf-8")
+
+    def first_deploy(self) -> None:
+        """The service's first revision, deployed by hand: the command every deploy keeps."""
+        self.build_app("hand", {})
+        main = str(self.app_dir / "main.py")
+        image = self.values["_IMAGE"].rsplit(":", 1)[0] + ":first"
+        deploy = ("run", "deploy", SERVICE, "--image", image, "--quiet")
+        self.gcloud(*deploy, "--command", sys.executable, "--args", main)
 
     def run_step(self, step_id: str) -> subprocess.CompletedProcess[str]:
-        return self.pipeline.run_step(step_id, self.values, self.workspace, self.env)
+        done = self.pipeline.run_step(step_id, self.values, self.workspace, self.env)
+        self.output[step_id] = done.stdout + done.stderr  # shown when an assertion fails
+        return done
 
     @property
     def exit_code(self) -> int:
@@ -160,40 +166,47 @@ def run_pipeline(
     pipeline: Any,
     emulator: Any,
     clients: Any,
-    polling: Any,
     tmp_path: Path,
-    candidate_env: dict[str, str],
+    candidate: dict[str, str],
     **values: str,
 ) -> tuple[Build, str, str]:
-    """Baseline deployed by hand, then the pipeline: deploy, read, guard, keep, verdict."""
-    parent = emulator.parent
-    gcloud_run_deploy(clients, parent, {}, "candidate", polling)  # the first deploy
-    baseline = latest_created_revision(clients, parent)
+    """A service deployed by hand, then the pipeline: deploy, read, guard, keep, verdict."""
     build = Build(pipeline, emulator, tmp_path, **values)
-    gcloud_run_deploy(clients, parent, candidate_env, build.values["_TAG"], polling)
-    candidate = latest_created_revision(clients, parent)
-    assert candidate != baseline
-    assert served_split(clients, parent) == {baseline: 100}, "--no-traffic moved traffic"
-    (build.workspace / "revision").write_text(candidate + "\n")
+    build.first_deploy()
+    (baseline,) = served_split(clients, emulator.parent)
+    build.build_app(build.values["BUILD_ID"], candidate)
+
+    deploy = build.run_step("deploy")
+    assert deploy.returncode == 0, build.output["deploy"]
+    assert "does not exist yet" not in deploy.stdout
+    read = build.run_step("read-revision")
+    assert read.returncode == 0, build.output["read-revision"]
+    revision = (build.workspace / "revision").read_text().strip()
+    assert f"candidate revision {revision}" in read.stdout
+    svc = clients.services().get_service(name=f"{emulator.parent}/services/{SERVICE}")
+    assert revision == svc.latest_created_revision.rsplit("/", 1)[-1] != baseline
+    assert served_split(clients, emulator.parent) == {baseline: 100}, "--no-traffic moved traffic"
+    tag = build.values["_TAG"]
+    assert [t.revision for t in svc.traffic_statuses if t.tag == tag] == [revision]
+    container = svc.template.containers[0]  # the step's image, the command deployed by hand
+    assert container.image == build.values["_IMAGE"]
+    assert list(container.args) == [str(build.app_dir / "main.py")]
 
     guard = build.run_step("guard")
-    build.check_output = guard.stdout + guard.stderr  # shown when an assertion fails
-    assert guard.returncode == 0, build.check_output  # the step itself never fails the build
+    assert guard.returncode == 0, build.output["guard"]  # the step itself never fails a build
     keep = build.run_step("keep-report")
-    assert keep.returncode == 0, keep.stderr
+    assert keep.returncode == 0, build.output["keep-report"]
     verdict = build.run_step("verdict")
-    assert verdict.returncode == build.exit_code, verdict.stdout + verdict.stderr
+    assert verdict.returncode == build.exit_code, build.output["verdict"]
     assert f"/deploy-guard/{SERVICE}/b-42/" in verdict.stdout
-    return build, baseline, candidate
+    return build, baseline, revision
 
 
 def test_the_pipeline_promotes_a_healthy_revision(
-    pipeline: Any, emulator: Any, gcp_clients: Any, fast_polling: Any, tmp_path: Path
+    pipeline: Any, emulator: Any, gcp_clients: Any, tmp_path: Path
 ) -> None:
-    build, _baseline, candidate = run_pipeline(
-        pipeline, emulator, gcp_clients, fast_polling, tmp_path, {"CHAT_REVISION_NOTE": "2"}
-    )
-    assert build.exit_code == 0, build.check_output
+    build, _baseline, candidate = run_pipeline(pipeline, emulator, gcp_clients, tmp_path, {})
+    assert build.exit_code == 0, build.output["guard"]
     report = build.report()
     assert report["verdict"] == "pass"
     assert report["action"] == "promoted"
@@ -205,44 +218,60 @@ def test_the_pipeline_promotes_a_healthy_revision(
 
 
 def test_the_pipeline_fails_a_1011_revision_and_traffic_stays_on_the_baseline(
-    pipeline: Any, emulator: Any, gcp_clients: Any, fast_polling: Any, tmp_path: Path
+    pipeline: Any, emulator: Any, gcp_clients: Any, tmp_path: Path
 ) -> None:
     build, baseline, candidate = run_pipeline(
-        pipeline, emulator, gcp_clients, fast_polling, tmp_path, {"CHAT_FAIL_1011_AFTER": "1"}
+        pipeline, emulator, gcp_clients, tmp_path, {"CHAT_FAIL_1011_AFTER": "1"}
     )
-    assert build.exit_code == 1, build.check_output
+    assert build.exit_code == 1, build.output["guard"]
     report = build.report()
     assert report["verdict"] == "fail"
     assert "1011" in json.dumps(report["rules"])
     # Traffic never reached the candidate: the split after is the split before.
     assert report["traffic_before"] == report["traffic_after"] == {baseline: 100}
     assert served_split(gcp_clients, emulator.parent) == {baseline: 100}
-    assert candidate not in served_split(gcp_clients, emulator.parent)
     # The failed check's report and summary were kept where a passing build's artifacts go.
     (upload,) = build.uploads()
     assert upload[:2] == ["storage", "cp"]
     assert sorted(Path(p).name for p in upload[2:-1]) == ["report.json", "summary.md"]
-    region_project = emulator.parent.split("/")[1]
-    assert upload[-1] == f"gs://{region_project}-deploy-guard/deploy-guard/{SERVICE}/b-42/"
+    assert upload[-1] == f"gs://{emulator.project}-deploy-guard/deploy-guard/{SERVICE}/b-42/"
+    # what gcloud describes is the guard's doing: the baseline serves, the tag stays
+    described = build.gcloud.json("run", "services", "describe", SERVICE)
+    assert [(t["revisionName"], t.get("percent", 0)) for t in described["status"]["traffic"]] == [
+        (baseline, 100),
+        (candidate, 0),
+    ]
 
 
 def test_the_pipeline_in_rollout_mode_walks_a_healthy_revision_to_all_traffic(
-    pipeline: Any, emulator: Any, gcp_clients: Any, fast_polling: Any, tmp_path: Path
+    pipeline: Any, emulator: Any, gcp_clients: Any, tmp_path: Path
 ) -> None:
-    pytest.importorskip("deploy_guard.commands.rollout", reason="deploy-guard rollout not built")
     build, _baseline, candidate = run_pipeline(
         pipeline,
         emulator,
         gcp_clients,
-        fast_polling,
         tmp_path,
-        {"CHAT_REVISION_NOTE": "2"},
+        {},
         _GUARD_MODE="rollout",
         _ROLLOUT_STEPS="50:3s",
     )
-    assert build.exit_code == 0, build.check_output
+    assert build.exit_code == 0, build.output["guard"]
     report = build.report()
     assert (report["command"], report["verdict"]) == ("rollout", "pass"), report["message"]
     assert served_split(gcp_clients, emulator.parent) == {candidate: 100}
     assert [s["percent"] for s in report["steps"] if s["phase"] == "step"] == [50]
     assert build.uploads() == []
+
+
+def test_the_deploy_step_creates_an_absent_service_without_no_traffic(
+    pipeline: Any, emulator: Any, tmp_path: Path
+) -> None:
+    """The first-deploy branch, against real gcloud: ``services list`` finds nothing, so
+    ``--no-traffic`` (which Cloud Run refuses on a new service) is left out. The emulator
+    then refuses the deploy itself: a service's first revision needs ``--command`` there,
+    which the step (written for real images) does not pass."""
+    build = Build(pipeline, emulator, tmp_path)
+    deploy = build.run_step("deploy")
+    assert f"{SERVICE} does not exist yet; first deploy creates it" in deploy.stdout
+    assert deploy.returncode != 0
+    assert "command is empty" in deploy.stderr, deploy.stderr  # not a --no-traffic refusal
