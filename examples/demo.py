@@ -1,6 +1,11 @@
 """``make demo``: the 1011 story, caught and rolled back, then a good revision promoted.
 
-1. starts the local emulator (``deploy-guard emulator``, a subprocess);
+1. starts the local emulator (``deploy-guard emulator --gcloud-env FILE``, a subprocess);
+   where ``gcloud`` is installed, every deploy, traffic move and read of the service is
+   the real ``gcloud`` (``gcloud run deploy --no-traffic --tag``, ``gcloud run services
+   describe``, ``gcloud run services update-traffic``), pointed at the emulator by that
+   file (docs/gcloud.md); elsewhere the official Python client makes the same calls, and
+   the demo says which it uses;
 2. deploys ``examples/chat_agent`` healthy as revision 1 with 100 % of the traffic;
 3. deploys the broken variant (``CHAT_FAIL_1011_AFTER=7``: every chat session is
    closed with 1011 seven seconds in) as revision 2, with no traffic and a tag;
@@ -24,9 +29,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -43,10 +51,17 @@ def say(text: str) -> None:
     print(f"\n\033[1m== {text}\033[0m", flush=True)
 
 
-def start_emulator() -> tuple[subprocess.Popen[str], str]:
-    """Start ``deploy-guard emulator`` and read its address from the first stdout line."""
+def start_emulator(gcloud_env: Path | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start ``deploy-guard emulator`` and read its address from the first stdout line.
+
+    With ``gcloud_env``, the emulator also writes there the variables that point gcloud
+    at it (before that first line), and runs revisions from the repository's root.
+    """
+    args = [sys.executable, "-m", "deploy_guard", "emulator", "--port", "0"]
+    if gcloud_env is not None:
+        args += ["--gcloud-env", str(gcloud_env), "--workdir", str(ROOT)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy_guard", "emulator", "--port", "0"],
+        args,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -107,6 +122,8 @@ class Deployer:
         self.polling = retry.Retry(
             predicate=polling.POLLING_PREDICATE, initial=0.05, maximum=0.5, timeout=60
         )
+        #: The split the last deploy left ("rev 100%"), without another read.
+        self.split = ""
 
     def template(self, env: dict[str, str]) -> Any:
         from google.cloud import run_v2
@@ -126,9 +143,9 @@ class Deployer:
             service=run_v2.Service(template=self.template({"DEMO_REVISION": "1"})),
             service_id=SERVICE,
         )
-        return str(op.result(timeout=60, polling=self.polling).latest_ready_revision).rsplit(
-            "/", 1
-        )[-1]
+        done = op.result(timeout=60, polling=self.polling)
+        self.split = self.split_of(done)
+        return str(done.latest_ready_revision).rsplit("/", 1)[-1]
 
     def candidate(self, env: dict[str, str], tag: str, percent: int = 0) -> str:
         """A new revision with no traffic and a tag (``gcloud run deploy --no-traffic --tag``).
@@ -157,13 +174,111 @@ class Deployer:
         svc.traffic[0].percent -= percent
         op = self.clients.services().update_service(service=svc)
         done = op.result(timeout=60, polling=self.polling)
+        self.split = self.split_of(done)
         return str(done.latest_created_revision).rsplit("/", 1)[-1]
 
-    def traffic(self) -> str:
-        svc = self.clients.services().get_service(name=self.name)
+    @staticmethod
+    def split_of(svc: Any) -> str:
         latest = str(svc.latest_ready_revision).rsplit("/", 1)[-1]
         parts = [f"{t.revision or latest} {t.percent}%" for t in svc.traffic_statuses if t.percent]
         return ", ".join(parts)
+
+    def traffic(self) -> str:
+        """The split the service serves now, read from it."""
+        return self.split_of(self.clients.services().get_service(name=self.name))
+
+    def close(self) -> None:
+        self.clients.close()
+
+
+def shown(path: str | Path) -> str:
+    """``path`` relative to the repository's root when inside it (the emulator's workdir)."""
+    with contextlib.suppress(ValueError):
+        return str(Path(path).relative_to(ROOT))
+    return str(path)
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``export NAME=value`` lines ``deploy-guard emulator --gcloud-env`` wrote, by name."""
+    env: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        words = shlex.split(line, comments=True)
+        if len(words) == 2 and words[0] == "export":
+            name, _, value = words[1].partition("=")
+            env[name] = value
+    return env
+
+
+class GcloudDeployer:
+    """Deploys revisions with the real ``gcloud``, the commands users type (docs/gcloud.md).
+
+    The same three methods as :class:`Deployer`. Each command is printed before it runs,
+    and gcloud's own progress lines go to the terminal. ``gcloud`` runs with the
+    variables of the emulator's ``--gcloud-env`` file, so the user's gcloud
+    configuration is neither read nor written.
+    """
+
+    def __init__(self, gcloud: str, env_file: Path) -> None:
+        self.gcloud = gcloud
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CLOUDSDK_")}
+        self.env.update(read_env_file(env_file))
+        self.image = 0
+        self.split = ""
+
+    def run(self, *args: str) -> Any:
+        """``gcloud ARGS --format json``, printed first; the parsed answer."""
+        print("$ gcloud " + shlex.join(args), flush=True)
+        done = subprocess.run(
+            [self.gcloud, *args, "--quiet", "--format", "json"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"gcloud {args[0]} {args[1]} failed (exit {done.returncode})")
+        return json.loads(done.stdout)
+
+    @staticmethod
+    def split_of(svc: Any) -> str:
+        serving = [t for t in svc["status"]["traffic"] if t.get("percent")]
+        return ", ".join(f"{t['revisionName']} {t['percent']}%" for t in serving)
+
+    def deploy(self, env: dict[str, str], *flags: str) -> Any:
+        """``gcloud run deploy``: a new image tag and these settings (replacing the old)."""
+        self.image += 1
+        settings = ",".join(f"{k}={v}" for k, v in env.items())
+        args = ["run", "deploy", SERVICE, "--image", f"local/chat-agent:{self.image}"]
+        return self.run(*args, "--set-env-vars", settings, *flags)
+
+    def first(self) -> str:
+        command = ("--command", shown(sys.executable), "--args", shown(CHAT_APP))
+        svc = self.deploy({"DEMO_REVISION": "1"}, *command)
+        self.split = self.split_of(svc)
+        return str(svc["status"]["latestCreatedRevisionName"])
+
+    def candidate(self, env: dict[str, str], tag: str, percent: int = 0) -> str:
+        """``gcloud run deploy --no-traffic --tag TAG``; ``percent`` 100 (the only other
+        share the demo uses) deploys, then moves all traffic to it (``update-traffic
+        --to-latest``: a deploy leaves traffic pinned to a revision where it is)."""
+        if percent not in (0, 100):
+            raise ValueError("the gcloud path deploys with no traffic or with all of it")
+        flags = ("--no-traffic",) if percent == 0 else ()
+        svc = self.deploy(env, *flags, *(("--tag", tag) if tag else ()))
+        name = str(svc["status"]["latestCreatedRevisionName"])
+        self.split = self.split_of(svc)
+        if percent == 100:  # its answer: the traffic table, a row per revision or LATEST
+            rows = self.run("run", "services", "update-traffic", SERVICE, "--to-latest")
+            served = [r for r in rows if r["statusPercent"] not in ("0", "-", "")]
+            self.split = ", ".join(f"{r['revisionName']} {r['statusPercent']}%" for r in served)
+        return name
+
+    def traffic(self) -> str:
+        """``gcloud run services describe``: the split the service serves now."""
+        return self.split_of(self.run("run", "services", "describe", SERVICE))
+
+    def close(self) -> None:
+        pass
 
 
 def check(
@@ -250,13 +365,22 @@ def main() -> int:
     started = time.monotonic()
     REPORTS.mkdir(exist_ok=True)
     say("Starting the local Cloud Run / Logging / Monitoring emulator")
-    emulator, host = start_emulator()
+    gcloud = shutil.which("gcloud")
+    scratch = Path(tempfile.mkdtemp(prefix="deploy-guard-demo-"))
+    env_file = scratch / "emulator.env" if gcloud else None
+    emulator, host = start_emulator(env_file)
     print(f"DEPLOY_GUARD_EMULATOR_HOST={host}")
     try:
-        deployer = Deployer(host)
+        deployer: Deployer | GcloudDeployer
+        if gcloud and env_file:
+            print(f"deploying with gcloud ({gcloud}), pointed at the emulator by {env_file}")
+            deployer = GcloudDeployer(gcloud, env_file)
+        else:
+            print("gcloud is not installed: deploying with the Python Cloud Run client instead")
+            deployer = Deployer(host)
         say("Deploying the chat agent, healthy, as revision 1 (100 % of traffic)")
         rev1 = deployer.first()
-        print(f"{rev1}: traffic {deployer.traffic()}")
+        print(f"{rev1}: traffic {deployer.split}")
 
         say("Deploying revision 2: closes every chat session with 1011 after 7 s")
         rev2 = deployer.candidate({"CHAT_FAIL_1011_AFTER": "7"}, tag="candidate")
@@ -273,19 +397,19 @@ def main() -> int:
         say(f"Checking {rev3} with --promote")
         code = check(host, rev3, policy, "2-fixed-revision", "--promote", *html("2-fixed-revision"))
         print(f"exit code {code}: {summary_line('2-fixed-revision')}")
-        print(f"traffic now: {deployer.traffic()}")
 
         say("Watching the service, then deploying revision 4 straight to 100 %, unchecked")
         watcher = watch(host, policy, "3-watch")
         rev4 = deployer.candidate({"CHAT_BAD_AFTER": "4"}, tag="", percent=100)
-        print(f"{rev4}: traffic {deployer.traffic()}; every new session dies with 1011 after 4 s")
+        print(f"{rev4}: traffic {deployer.split}; every new session dies with 1011 after 4 s")
         code = watcher.wait(timeout=180)
         print(f"exit code {code}: {watch_line('3-watch')}")
         print(f"traffic now: {deployer.traffic()}  (back on {rev3}, the last known good)")
-        deployer.clients.close()
+        deployer.close()
     finally:
         say("Stopping the emulator and every revision process")
         stop(emulator)
+        shutil.rmtree(scratch, ignore_errors=True)
     say(f"Reports in {REPORTS.relative_to(ROOT)}/  ({time.monotonic() - started:.0f} s in all)")
     for path in sorted(REPORTS.iterdir()):
         print(f"  {path.relative_to(ROOT)}")
