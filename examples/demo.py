@@ -212,7 +212,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 class GcloudDeployer:
     """Deploys revisions with the real ``gcloud``, the commands users type (docs/gcloud.md).
 
-    The same three methods as :class:`Deployer`. Each command is printed before it runs,
+    The same interface as :class:`Deployer`. Each command is printed before it runs (as a
+    user types it: the ``--quiet --format json`` added to read gcloud's answer left out),
     and gcloud's own progress lines go to the terminal. ``gcloud`` runs with the
     variables of the emulator's ``--gcloud-env`` file, so the user's gcloud
     configuration is neither read nor written.
@@ -372,7 +373,7 @@ def main() -> int:
     print(f"DEPLOY_GUARD_EMULATOR_HOST={host}")
     try:
         deployer: Deployer | GcloudDeployer
-        if gcloud and env_file:
+        if gcloud is not None and env_file is not None:
             print(f"deploying with gcloud ({gcloud}), pointed at the emulator by {env_file}")
             deployer = GcloudDeployer(gcloud, env_file)
         else:
