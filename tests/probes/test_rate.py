@@ -21,7 +21,8 @@ from probe_helpers import http_rule, ws_rule
 
 from deploy_guard.policy.pacing import Pacing
 from deploy_guard.probes.pacer import JITTER, Pacer, allowance_for_jitter
-from deploy_guard.probes.runner import run_rule
+from deploy_guard.probes.runner import pacer_for, planned_attempts, run_rule
+from deploy_guard.probes.shard import Shard
 from deploy_guard.probes.target import Target
 from waiting import eventually
 
@@ -177,12 +178,37 @@ async def test_each_of_n_shards_takes_its_share_of_the_rate() -> None:
     rule = ws_rule(sessions=30, concurrency=6, rate="300/s", ramp="1s")
     assert rule.websocket is not None
     whole = Pacer.for_spec(rule.websocket)
-    third = Pacer.for_spec(rule.websocket, shares=3)
+    third = Pacer.for_spec(rule.websocket, share=1 / 3)
     assert whole is not None
     assert third is not None
     assert whole.pacing.rate == 300
-    assert third.pacing.rate == 100
+    assert third.pacing.rate == pytest.approx(100)
     assert third.pacing.ramp == whole.pacing.ramp  # the ramp's schedule is per user: unchanged
+
+
+@pytest.mark.parametrize(
+    ("sessions", "concurrency", "count"),
+    [(10, 4, 3), (20, 2, 4), (9, 3, 2), (30, 6, 3)],
+)
+async def test_shards_start_at_the_rules_rate_together_and_end_with_one_run(
+    sessions: int, concurrency: int, count: int
+) -> None:
+    """Each shard's rate is its share of the attempts: uneven workers (4 over 3 shards) or
+    shards with none (2 workers, 4 shards) neither slow the run nor leave rate unused."""
+    rule = ws_rule(sessions=sessions, concurrency=concurrency, rate="100/s")
+    rates, ends = [], []
+    for index in range(count):
+        shard = Shard(index, count)
+        pacer = pacer_for(rule, shard)
+        if planned_attempts(rule, shard) == 0:
+            assert pacer is None  # no attempts, no rate taken
+            continue
+        assert pacer is not None
+        assert pacer.pacing.rate is not None
+        rates.append(pacer.pacing.rate)
+        ends.append(planned_attempts(rule, shard) / pacer.pacing.rate)
+    assert sum(rates) == pytest.approx(100)
+    assert ends == pytest.approx([sessions / 100] * len(ends))
 
 
 async def test_closing_the_stream_does_not_wait_for_the_rate(aiohttp_server: Serve) -> None:

@@ -59,15 +59,20 @@ class Pacer:
         self._turn = asyncio.Lock()
 
     @classmethod
-    def for_spec(cls, spec: HttpSpec | WebSocketSpec, *, shares: int = 1) -> Pacer | None:
+    def for_spec(cls, spec: HttpSpec | WebSocketSpec, *, share: float = 1.0) -> Pacer | None:
         """The pacer of a rule's block, or None when nothing holds its starts back.
 
-        ``shares`` is how many shards run the rule at once: each takes that share of the
-        rate, so N shards together start sessions at the rule's rate, not N times it.
+        ``share`` is the fraction of the rule's attempts this process runs (a shard's:
+        its attempts over the rule's). It takes that fraction of the rate, so the shards
+        together start sessions at the rule's rate, not N times it, and each ends when
+        an unsharded run would: a rate split evenly would slow the shard with more
+        workers than the others, and leave the rate unused of shards with none.
         """
         pacing = Pacing.of(spec)
-        if pacing.rate is not None and shares > 1:
-            pacing = dataclasses.replace(pacing, rate=pacing.rate / shares)
+        if share <= 0:
+            return None  # no attempts here: nothing to pace
+        if pacing.rate is not None and share < 1:
+            pacing = dataclasses.replace(pacing, rate=pacing.rate * share)
         return cls(pacing) if pacing.paced else None
 
     def clock(self) -> float:

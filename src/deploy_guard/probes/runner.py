@@ -167,6 +167,15 @@ def planned_attempts(rule: Rule, shard: Shard = WHOLE) -> int:
     return shard.attempts(total, max(1, min(concurrency, total)))
 
 
+def pacer_for(rule: Rule, shard: Shard = WHOLE) -> Pacer | None:
+    """The rule's pacer in ``shard``: its share of the rate is its share of the attempts."""
+    block = rule.websocket if rule.websocket is not None else rule.http
+    assert block is not None
+    total = planned_attempts(rule)
+    share = planned_attempts(rule, shard) / total if total else 0.0
+    return Pacer.for_spec(block, share=share)
+
+
 async def run_rule(
     rule: Rule,
     target: Target,
@@ -204,9 +213,7 @@ async def run_rule(
 
     consumer = asyncio.current_task()
     async with contextlib.AsyncExitStack() as stack:
-        block = rule.websocket if rule.websocket is not None else rule.http
-        assert block is not None
-        pacer = Pacer.for_spec(block, shares=shard.count)  # the ramp's clock starts now
+        pacer = pacer_for(rule, shard)  # the ramp's clock starts now
         if rule.websocket is not None:
             bodies = _websocket_workers(rule, target, queue.put_nowait, pacer, shard)
         else:
