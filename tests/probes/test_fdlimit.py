@@ -27,6 +27,7 @@ from deploy_guard.probes.fdlimit import (
     fd_problem,
     open_fds,
 )
+from deploy_guard.probes.shard import Shard
 
 POLICY = """\
 version: 1
@@ -106,6 +107,37 @@ def test_the_soft_limit_is_raised_to_the_hard_one_and_the_probe_runs(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "load: 300 of 300 sessions done, 300 ok, finished" in done.stdout
     assert len(starts.starts) == seen + 300
+
+
+def test_a_shard_needs_only_its_share_of_the_descriptors(
+    policy_file: Path, server: tuple[Starts, str], tmp_path: Path
+) -> None:
+    """300 sessions at concurrency 300 over two shards: 150 each fits a limit of 256."""
+    starts, url = server
+    seen = len(starts.starts)
+    out = tmp_path / "shard-1.json"
+    done = run_limited(
+        256,
+        256,
+        *("probe", "--policy", str(policy_file), "--url", url, "--rule", "load"),
+        *("--shard", "1/2", "--measurements", str(out)),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "load: 150 of 150 sessions done, 150 ok, finished" in done.stdout
+    assert len(starts.starts) == seen + 150
+    assert out.is_file()
+
+
+def test_a_shards_need_is_its_workers() -> None:
+    load, health, _ = parse_policy(POLICY).rules
+    assert [connections(load, Shard(k, 3)) for k in range(3)] == [100, 100, 100]
+    assert [connections(health, Shard(k, 3)) for k in range(3)] == [2, 1, 1]
+    assert connections(health, Shard(5, 6)) == 0  # 4 workers: shard 5 of 6 runs none
+    limit = FdLimit(soft=200, hard=200)
+    assert fd_problem([load, health], limit, in_use=0, shard=Shard(0, 3)) is None
+    found = fd_problem([load, health], limit, in_use=0, shard=Shard(0, 2))
+    assert found is not None
+    assert "may hold 150 connections open at once (shard 0/2's share of its concurrency)" in found
 
 
 def test_check_refuses_before_any_api_call(policy_file: Path) -> None:

@@ -39,7 +39,7 @@ from deploy_guard.policy.units import format_duration
 from deploy_guard.probes.auth import TokenChoice, resolve_token
 from deploy_guard.probes.fdlimit import check_fds, raise_fd_limit
 from deploy_guard.probes.runner import is_probe, planned_attempts, run_rules
-from deploy_guard.probes.shard import WHOLE, Shard
+from deploy_guard.probes.shard import WHOLE, Shard, parse_shard
 from deploy_guard.probes.target import Target, check_env_headers
 
 _EXIT = {"pass": ExitCode.PASS, "warn": ExitCode.PASS, "fail": ExitCode.FAIL}
@@ -440,7 +440,9 @@ def probe(
         policy = load_file(policy_path)
         allow_query_params(policy.auth.safe_query_params)  # every other query value: redacted
         rules = apply_load_flags(select_rules(policy, rule_names), flags)
-        check_fds(rules)  # EMFILE mid-run would read as the server's failure: exit 2 now
+        shard = parse_shard(shard_spec) if shard_spec is not None else WHOLE
+        # EMFILE mid-run would read as the server's failure: exit 2 now (a shard's own need)
+        check_fds(rules, shard=shard)
         output = probe_shard.ShardOutput.from_flags(shard_spec, measurements)
         check_env_headers(rules)  # a ${NAME} header that cannot be sent: exit 2 now
         choice = TokenChoice(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from deploy_guard.errors import ConfigError
+from deploy_guard.probes.shard import WHOLE, Shard
 
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.policy.model import Policy, Rule
@@ -97,23 +98,34 @@ def open_fds() -> int:
     return ASSUMED_OPEN  # pragma: no cover
 
 
-def connections(rule: Rule) -> int:
-    """Connections a probe rule may hold open at once: one per worker (0 for other kinds)."""
+def connections(rule: Rule, shard: Shard = WHOLE) -> int:
+    """Connections a probe rule may hold open at once: one per worker (0 for other kinds);
+    ``shard``'s workers only (a shard runs its share of them, and never opens the rest)."""
     if rule.websocket is not None:
-        return max(1, min(rule.websocket.concurrency, rule.websocket.sessions))
-    if rule.http is not None:  # the pool keeps one keep-alive connection per worker
-        return max(1, min(rule.http.concurrency, rule.http.requests))
-    return 0
+        workers = max(1, min(rule.websocket.concurrency, rule.websocket.sessions))
+    elif rule.http is not None:  # the pool keeps one keep-alive connection per worker
+        workers = max(1, min(rule.http.concurrency, rule.http.requests))
+    else:
+        return 0
+    return workers if shard == WHOLE else len(shard.workers(workers))
 
 
 def fd_problem(
-    rules: Sequence[Rule], limit: FdLimit, in_use: int, *, extra: int = 0, what: str = "probes"
+    rules: Sequence[Rule],
+    limit: FdLimit,
+    in_use: int,
+    *,
+    extra: int = 0,
+    what: str = "probes",
+    shard: Shard = WHOLE,
 ) -> str | None:
     """Why ``rules``, run together, would run out of file descriptors, or None.
 
-    ``extra`` counts connections held besides the rules' (a watch's canary).
+    ``extra`` counts connections held besides the rules' (a watch's canary); ``shard``:
+    only that shard's share of each rule's workers runs here.
     """
-    needs = sorted(((connections(r), r.name) for r in rules if connections(r)), reverse=True)
+    counted = [(connections(r, shard), r.name) for r in rules]
+    needs = sorted(((n, name) for n, name in counted if n), reverse=True)
     if not needs:
         return None
     own = in_use + HEADROOM
@@ -138,8 +150,9 @@ def fd_problem(
             " (above the hard limit only root can: `ulimit -Hn`, LimitNOFILE= in a systemd "
             f"unit, `docker run --ulimit nofile={total}:{total}`)"
         )
+    whose = "its concurrency" if shard == WHOLE else f"shard {shard}'s share of its concurrency"
     return (
-        f"rule {name} may hold {most:,} connections open at once (its concurrency), each a "
+        f"rule {name} may hold {most:,} connections open at once ({whose}), each a "
         f"file descriptor{besides}; with this process's own ({in_use:,} open now, {HEADROOM} "
         f"kept for API connections and reports) the {what} need {total:,}, but the limit on "
         f"open files (RLIMIT_NOFILE) is {limit.soft:,}{hard}. Nothing was probed: raise the "
@@ -147,12 +160,14 @@ def fd_problem(
     )
 
 
-def check_fds(rules: Sequence[Rule], *, extra: int = 0, what: str = "probes") -> None:
+def check_fds(
+    rules: Sequence[Rule], *, extra: int = 0, what: str = "probes", shard: Shard = WHOLE
+) -> None:
     """Refuse (ConfigError, exit 2) rules that would exceed the limit on open files."""
     limit = current_limit()
     if limit is None:  # pragma: no cover
         return
-    problem = fd_problem(rules, limit, open_fds(), extra=extra, what=what)
+    problem = fd_problem(rules, limit, open_fds(), extra=extra, what=what, shard=shard)
     if problem is not None:
         raise ConfigError(problem)
 
