@@ -102,9 +102,12 @@ def test_gcloud_s_rest_reads_share_the_quota_with_grpc() -> None:
         with httpx.Client(base_url=f"http://{emu.rest_address}", timeout=10) as front:
             assert front.post("/v2/entries:list", json=body).status_code == 200
             refused = front.post("/v2/entries:list", json=body)
+            number = front.get(f"/v1/projects/{emu.project}").json()["projectNumber"]
     assert refused.status_code == 429
     assert refused.json()["error"]["status"] == "RESOURCE_EXHAUSTED"
     assert refused.json()["error"]["message"] == quota_message(emu.project)
+    # one project, one number: the refusal names the consumer Resource Manager gives
+    assert f"for consumer 'project_number:{number}'." in refused.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("value", ["lots", "0/min"])

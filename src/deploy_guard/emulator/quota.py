@@ -24,7 +24,6 @@ the read quota is unconfirmed; tails have their own limit of 10 per project).
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections import deque
@@ -33,15 +32,11 @@ from typing import Any
 
 import grpc
 
+from deploy_guard.emulator.names import project_number
+
 METRIC = "logging.googleapis.com/read_requests"
 LIMIT = "ReadRequestsPerMinutePerProject"
 WINDOW_S = 60.0
-
-
-def project_number(project: str) -> str:
-    """A stable 12-digit stand-in for a project's number (the emulator has none)."""
-    digest = hashlib.sha256(project.encode()).hexdigest()
-    return str(int(digest[:12], 16) % 10**12).rjust(12, "1")
 
 
 def quota_message(project: str) -> str:

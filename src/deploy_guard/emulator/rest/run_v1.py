@@ -36,7 +36,6 @@ another project.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -45,7 +44,7 @@ from google.cloud import run_v2
 from google.longrunning import operations_pb2
 from google.protobuf import duration_pb2
 
-from deploy_guard.emulator.names import short_name
+from deploy_guard.emulator.names import project_number, short_name
 from deploy_guard.emulator.paging import page
 from deploy_guard.emulator.rest import knative_in, knative_out
 from deploy_guard.emulator.rest.errors import invalid, json_response
@@ -59,12 +58,6 @@ ONE = "/v1/projects/{project}/locations/{location}"
 MAX_WAIT_S = 60.0
 #: The ``@type`` of a finished operation's ``response``: a v1 Service, as gcloud parses it.
 _V1_SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v1.Service"
-
-
-def project_number(project: str) -> str:
-    """The emulator's stand-in for a project number: 12 digits, the same for a project id."""
-    digest = hashlib.sha256(project.encode()).digest()
-    return str(100_000_000_000 + int.from_bytes(digest[:8], "big") % 900_000_000_000)
 
 
 class HttpContext:
