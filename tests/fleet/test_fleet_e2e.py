@@ -91,8 +91,7 @@ def test_the_log_only_failure_was_found_by_a_log_pass(fleet_run: dict[str, Any])
 def test_log_reads_stay_within_the_documented_budget(fleet_run: dict[str, Any]) -> None:
     guards = fleet_run["guards"]
     budget = LogBudget(quota=QUOTA, guards=SERVICES, index=0)
-    # the whole run took under a minute: every call it made counts against one minute
-    assert 0 < fleet_run["calls"] <= budget.per_minute + 1
+    assert fleet_run["calls"] > 0
     assert fleet_run["refused"] == 0  # nobody was refused: the budget left room
     # every call is a guard's, counted in its report as well
     per_guard = [g.report["api_calls"].get("logging", {}).get(LIST, 0) for g in guards]
@@ -104,6 +103,10 @@ def test_log_reads_stay_within_the_documented_budget(fleet_run: dict[str, Any]) 
     }
     taken = [s for found in slots.values() for s in found]
     assert len(taken) == len(set(taken)) == fleet_run["calls"]
+    # however long the run took (a busy machine): no minute of slots holds more reads than
+    # the budget allows
+    minute = round(60 / budget.slot)
+    assert max(sum(s <= t < s + minute for t in taken) for s in taken) <= budget.per_minute
     for index, found in slots.items():
         assert all(s % SERVICES == index for s in found), (index, found)
         # one turn (SERVICES slots) at least between two reads of one guard

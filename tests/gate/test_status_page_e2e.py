@@ -11,7 +11,7 @@ import pytest
 
 from deploy_guard.errors import ConfigError
 from deploy_guard.runtime.status_page import DEFAULT_PORT, serve_address
-from gates import build_gate
+from gates import POLICIES, build_gate
 from waiting import eventually
 
 
@@ -80,7 +80,10 @@ async def test_the_live_page_renders_in_a_real_browser_and_loads_nothing_else(
     chat: Any, gcp_clients: Any, emulator: Any
 ) -> None:
     """Opened in headless Chromium while the check runs: it shows the check, and the only
-    request is the page itself (no script, font or stylesheet from anywhere)."""
+    request is the page itself (no script, font or stylesheet from anywhere).
+
+    The browser starts before the check does (its start is the slow part on a busy
+    machine), and the check holds its sessions 8 s: the page is opened while it serves."""
     from report.chromium import chromium, find_chromium
 
     binary = find_chromium()
@@ -88,25 +91,32 @@ async def test_the_live_page_renders_in_a_real_browser_and_loads_nothing_else(
         pytest.skip("no Chromium here (Debian: apt-get install chromium; .ci/run installs it)")
     chat.first()
     cand = chat.candidate()
-    gate = build_gate(gcp_clients, emulator, cand, serve="127.0.0.1:0")
-    task = asyncio.ensure_future(gate.run())
-    try:
-        await eventually(
-            lambda: "evidence_started" in [e.event for e in gate.report.timeline.events],
-            within=30,
-            what="evidence",
+    async with chromium(binary, serve_local=True) as browser:
+        gate = build_gate(
+            gcp_clients,
+            emulator,
+            cand,
+            serve="127.0.0.1:0",
+            policy=POLICIES / "chat-hold-long.yaml",
         )
-        url = next(
-            e.detail["url"]
-            for e in gate.report.timeline.events
-            if e.event == "status_page_listening"
-        )
-        async with chromium(binary, serve_local=True) as browser:
+        task = asyncio.ensure_future(gate.run())
+        try:
+            await eventually(
+                lambda: "evidence_started" in [e.event for e in gate.report.timeline.events],
+                within=30,
+                what="evidence",
+            )
+            url = next(
+                e.detail["url"]
+                for e in gate.report.timeline.events
+                if e.event == "status_page_listening"
+            )
+            assert not task.done(), "the check ended before the browser opened its page"
             load = await browser.open(url)
             assert set(load.requests) <= {url, "data:,"}, load.requests  # data:, the favicon
             assert load.failed == []
             assert load.errors() == []
             shown = await browser.evaluate("document.body.innerText")
             assert cand in shown
-    finally:
-        await task
+        finally:
+            await task
