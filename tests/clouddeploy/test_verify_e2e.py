@@ -22,6 +22,7 @@ import pytest
 from clouddeploy.verify_phase import WRITES, CanaryPhase, phase_env, run_verify
 from deploy_guard.exitcodes import ExitCode
 from deploy_guard.gcp.clients import Clients
+from deploy_guard.gcp.traffic import REJECTED
 from emulators import running_emulator
 
 
@@ -156,3 +157,23 @@ def test_a_candidate_with_no_tag_and_no_traffic_cannot_be_reached(
     assert out.report["verdict"] == "error"
     assert "canaryRevisionTags" in out.report["error"]
     assert out.report["cloud_deploy"]["phase"] == "canary-10"
+
+
+def test_a_rejected_candidate_is_noted_without_promising_a_promote(
+    cd_emulator: Any, service: CanaryPhase, tmp_path: Path
+) -> None:
+    """--promote is refused in this mode, so the note names what does take it off."""
+    service.release()
+    candidate = service.phase(0)  # no tag, no traffic: exit 2 once the notes are made
+    svc = service.get()
+    svc.annotations[REJECTED] = candidate  # an earlier check outside Cloud Deploy failed it
+    update = service.clients.services().update_service(service=svc)
+    update.result(timeout=60, polling=service.polling)
+    before = service.state()
+    cd_emulator.faults.reset_counts()
+    out = run_verify(cd_emulator, phase_env(service), tmp_path)
+    assert out.code == ExitCode.USAGE, out.stderr
+    wrote_nothing(cd_emulator, service, before)
+    (note,) = [n for n in out.report["notes"] if "rejected list" in n]
+    assert "--promote" not in note
+    assert f"--clear-rejected {candidate}" in note

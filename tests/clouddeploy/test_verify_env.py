@@ -121,6 +121,8 @@ def test_every_missing_variable_is_named_at_once() -> None:
         resolve(env, NO_FLAGS)
     text = str(caught.value)
     assert "missing CLOUD_DEPLOY_ROLLOUT, CLOUD_DEPLOY_PHASE, CLOUD_RUN_REVISION" in text
+    # flags cannot stand in for CLOUD_DEPLOY_*: the way out by hand is check without the mode
+    assert "run check without --cloud-deploy" in text
     env["CLOUD_DEPLOY_PHASE"], env["CLOUD_DEPLOY_ROLLOUT"] = "canary-10", "r-1"
     assert resolve(env, {"revision": "chat-agent-00042-xyz"}).revision == "chat-agent-00042-xyz"
 

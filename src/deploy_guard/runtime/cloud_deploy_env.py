@@ -265,8 +265,9 @@ def resolve(
         raise ConfigError(
             "--cloud-deploy reads the variables Cloud Deploy sets for a verify job: "
             + "; ".join(parts)
-            + ". Run it as a Cloud Deploy verify container (skaffold.yaml's verify:), or pass "
-            "--project, --region, --service and --revision to judge by hand"
+            + ". Run it as a Cloud Deploy verify container (skaffold.yaml's verify:); to judge "
+            "a revision by hand, run check without --cloud-deploy (--revision, --region, "
+            "--project; --dry-run moves no traffic)"
         )
     return Resolved(
         phase=phase,

@@ -279,10 +279,17 @@ class Session:
         """Say up front what a person should know: a rejected candidate, leftover tags."""
         service, notes, event = before.short, self.recorder.report.notes, self.recorder.event
         if self.candidate in rejected(before.annotations):
+            # --cloud-deploy writes no annotation, so its pass leaves the list as it is
+            off = (
+                "a pass leaves it there (Cloud Deploy owns the service: this mode writes "
+                f"nothing; deploy-guard status --service {service} --clear-rejected "
+                f"{self.candidate} takes it off)"
+                if getattr(self.options, "cloud_deploy", None) is not None
+                else "a pass with --promote takes it off"
+            )
             note = (
                 f"{self.candidate} is on {service}'s rejected list (a check failed it, or a "
-                "rollback moved away from it); it is checked again, and a pass with --promote "
-                "takes it off"
+                f"rollback moved away from it); it is checked again, and {off}"
             )
             event("candidate_was_rejected", revision=self.candidate)
             notes.append(note)
