@@ -123,7 +123,9 @@ def test_a_1011_phase_fails_and_nothing_is_written(
     events = [e["event"] for e in report["timeline"]]
     assert "cloud_deploy_phase" in events
     assert "decision" in events
-    assert not any(e.startswith(("rollback", "promote", "temp_tag")) for e in events), events
+    assert not any(
+        e.startswith(("rollback", "promote", "temp_tag", "rejection")) for e in events
+    ), events
 
 
 def test_without_a_tag_the_probes_share_the_service_url_and_a_failure_still_fails(

@@ -192,6 +192,10 @@ def test_service_and_region_name_an_entry(fleet: Fleet) -> None:
         pick(fleet, service="svc-hello", region="asia-east1", env={})
     with pytest.raises(ConfigError, match="pass one of them"):
         pick(fleet, service="svc-chat", env={"CLOUD_RUN_TASK_INDEX": "1"})
+    # one entry, but --region says elsewhere: not silently checked in the file's region
+    assert pick(fleet, service="svc-chat", region="europe-west1", env={}) == 0
+    with pytest.raises(ConfigError, match="in europe-west1, not us-east1: drop --region"):
+        pick(fleet, service="svc-chat", region="us-east1", env={})
 
 
 def test_the_budget_is_shared_by_the_entries_of_one_project(fleet: Fleet) -> None:

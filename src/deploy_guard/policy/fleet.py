@@ -369,6 +369,12 @@ def pick(
             raise ConfigError(
                 f"service {service!r} is in {file} more than once ({places}): add --region"
             )
+        chosen = entries[named[0]].region
+        if region and chosen and chosen != region:
+            raise ConfigError(
+                f"service {service!r} is in {file} in {chosen}, not {region}: drop --region "
+                "(the fleet file says where each service runs) or fix the file"
+            )
         if index is not None and index != named[0]:
             raise ConfigError(
                 f"--service {service} is entry {named[0]} of {file}, but CLOUD_RUN_TASK_INDEX="
