@@ -1,11 +1,12 @@
 """The emulator's write path: validate a write, apply it, reconcile, finish its operation.
 
 Writes follow Cloud Run: Create/Update/Delete return a long-running operation.
-A template change creates a revision (``SERVICE-0000N-xyz``) whose process is
-started in the background; the operation is done when it listens (the service
-then serves the new traffic split) or when it failed (the operation carries
-the error, ``traffic_statuses`` keep the last serving state and
-``terminal_condition`` says why). A traffic-only change creates no revision
+A template change creates a revision (``SERVICE-0000N-xyz``, N the write's
+generation: :func:`server_revision_id`) whose process is started in the
+background; the operation is done when it listens (the service then serves the
+new traffic split) or when it failed (the operation carries the error,
+``traffic_statuses`` keep the last serving state and ``terminal_condition``
+says why). A traffic-only change creates no revision
 and is applied before the call returns.
 
 Every write is validated completely (:meth:`Reconciler._plan`, and
@@ -130,6 +131,22 @@ class Failure:
     reason: Any  # run_v2.Condition.CommonReason
 
 
+def server_revision_id(entry: st.ServiceEntry, generation: int) -> str:
+    """The name Cloud Run gives a revision the write does not name: ``SERVICE-0000N-xyz``.
+
+    N is the service's generation at the write that creates the revision (the
+    number gcloud also uses when it names a revision itself: the generation it
+    read, plus one), so numbers never repeat within a service: every write has
+    a generation of its own, and a traffic-only write uses one up (the next
+    deploy's number skips it, as on Cloud Run). A name that exists or existed
+    (the three letters collide, or a caller chose it) gets other letters.
+    """
+    taken = set(entry.revisions) | entry.deleted_revisions
+    while (revision_id := new_revision_id(entry.service_id, generation)) in taken:
+        pass
+    return revision_id
+
+
 class Reconciler(RevisionRuntime):
     """Writes to services and their reconciliation (the servicer is ``RunAdmin``)."""
 
@@ -179,7 +196,7 @@ class Reconciler(RevisionRuntime):
                     )
                 revision_id = template.revision
             else:
-                revision_id = new_revision_id(entry.service_id, entry.next_revision_number)
+                revision_id = server_revision_id(entry, entry.resource.generation + 1)
         known = set(entry.revisions) | ({revision_id} if revision_id else set())
         # A revision deleted since the caller read the service passes here and fails
         # inside the operation, as on Cloud Run (see _broken_target).
@@ -195,9 +212,10 @@ class Reconciler(RevisionRuntime):
         svc.etag = st.new_etag()
         rev: st.RevisionEntry | None = None
         if revision_id is not None:
+            if not svc.template.revision:  # named by the write's own generation, now known
+                revision_id = server_revision_id(entry, svc.generation)
             rev = st.RevisionEntry(st.revision_from_template(svc, svc.template, revision_id))
             entry.revisions[revision_id] = rev
-            entry.next_revision_number += 1
             svc.latest_created_revision = rev.resource.name
         generation = svc.generation
         entry.pending.add(generation)

@@ -70,7 +70,6 @@ class ServiceEntry:
 
     resource: run_v2.Service
     revisions: dict[str, RevisionEntry] = field(default_factory=dict)
-    next_revision_number: int = 1
     #: Tags whose router endpoint is open.
     open_tags: set[str] = field(default_factory=set)
     #: Generations whose reconciliation has not finished.
