@@ -40,6 +40,10 @@ writes both, tied by ``operation`` (``id``, ``producer``, ``first`` / ``last``;
 that field's use by Cloud Run is unconfirmed), and one entry with both flags
 when the operation is done at once (a traffic-only change, a delete).
 
+A call is recorded once, in the terms of the API it came in by: a ``gcloud run``
+write reaches the v1 REST front, which runs it down the v2 code path, and its
+entry is the v1 one the front writes (:class:`Caller` ``api``), never a v2 one.
+
 Who called: a request's gRPC metadata ``x-deploy-guard-principal`` (or, for the
 v1 REST front, its HTTP header of that name) plays the caller, so a test can be
 a person (``alice@example.com``) or the guard; without it the caller is
@@ -88,10 +92,15 @@ class Caller:
     principal: str
     user_agent: str = ""
     ip: str = ""
+    #: The Admin API version the call came in by when a front translated it (``v1``:
+    #: the REST front ``gcloud run`` calls); "" for a call served as it came. The
+    #: entries another version's code path would write for a translated call are
+    #: not written (see :func:`record_admin_activity`).
+    api: str = ""
 
 
 def caller_from(
-    metadata: Iterable[tuple[str, Any]] | None, project: str, *, peer: str = ""
+    metadata: Iterable[tuple[str, Any]] | None, project: str, *, peer: str = "", api: str = ""
 ) -> Caller:
     """The caller of a request with these metadata pairs (gRPC) or headers (REST)."""
     found = {str(k).lower(): v for k, v in (metadata or ())}
@@ -101,17 +110,23 @@ def caller_from(
         return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
     principal = text(PRINCIPAL_HEADER).strip() or default_principal(project)
-    return Caller(principal, user_agent=text("user-agent"), ip=_ip_of(peer))
+    return Caller(principal, user_agent=text("user-agent"), ip=_ip_of(peer), api=api)
 
 
 def caller_of(ctx: Any, project: str) -> Caller:
-    """The caller of a gRPC request (``ctx`` a servicer context; None: the default one)."""
+    """The caller of a gRPC request (``ctx`` a servicer context; None: the default one).
+
+    A context with an ``audit_api`` attribute (the v1 REST front's) names the API
+    version its calls came in by.
+    """
+    api = str(getattr(ctx, "audit_api", ""))
     if ctx is None:
         return caller_from(None, project)
     try:
-        return caller_from(ctx.invocation_metadata(), project, peer=str(ctx.peer() or ""))
+        metadata = ctx.invocation_metadata()
+        return caller_from(metadata, project, peer=str(ctx.peer() or ""), api=api)
     except Exception:  # a context without metadata (a direct call in a test)
-        return caller_from(None, project)
+        return caller_from(None, project, api=api)
 
 
 def _ip_of(peer: str) -> str:
@@ -224,7 +239,15 @@ def record_admin_activity(
     (``google.cloud.run.v1.Services.ReplaceService``, ``namespaces/P/services/S``,
     Knative-shaped ``request`` and ``response``). An audit sink that fails is
     logged, never raised: it must not fail the write it records.
+
+    One call, one API's entries: a call whose ``caller`` came in by another API
+    version than ``method_name`` names is not recorded here. A ``gcloud run
+    deploy`` goes down the v2 code path, but Cloud Run records it as the v1 call
+    it was (``google.cloud.run.v1.Services.ReplaceService``), and only so: the
+    v1 front writes that entry, and the v2 path's entries for it are dropped.
     """
+    if caller is not None and caller.api and api_version(method_name) not in ("", caller.api):
+        return
     activity = Activity(
         project=project,
         location=location,
@@ -243,6 +266,12 @@ def record_admin_activity(
         log.exception("emulator_audit_failed", service=service, method=method_name)
 
 
+def api_version(method_name: str) -> str:
+    """``google.cloud.run.v1.Services.ReplaceService`` -> ``v1`` ("" for another form)."""
+    parts = method_name.split(".")
+    return parts[3] if len(parts) > 4 and parts[:3] == ["google", "cloud", "run"] else ""
+
+
 __all__ = [
     "AUDIT_LOG_TYPE",
     "PRINCIPAL_HEADER",
@@ -250,6 +279,7 @@ __all__ = [
     "Activity",
     "Caller",
     "activity_entry",
+    "api_version",
     "caller_from",
     "caller_of",
     "default_principal",

@@ -7,7 +7,7 @@ resources (``apis/serving.knative.dev/v1/namespaces/PROJECT/services/...``),
 Monitoring's ``GET /v3/projects/P/timeSeries`` is there for scripts. This
 package serves those forms over the SAME state as the gRPC APIs: a v1 write is
 translated into the v2 request and goes down the v2 code path (validation,
-reconciliation, long-running operations, revision processes, audit entries),
+reconciliation, long-running operations, revision processes),
 so everything the emulator promises over gRPC (not Ready at once, the route
 delay, Cloud Run's limits, a revision that closes with 1011) holds here too.
 
@@ -23,6 +23,8 @@ request of gcloud's can leave loopback.
 
 Modules: :mod:`.errors` (Google's JSON error bodies), :mod:`.knative_in` and
 :mod:`.knative_out` (pure v1 <-> v2 translation), :mod:`.run_v1` (the v1
-routes), :mod:`.observability` (Logging and Monitoring), :mod:`.server` (the
-aiohttp app), :mod:`.gcloud_env` (the ``export`` lines for a shell).
+routes), :mod:`.http` (a request as the v2 path reads it), :mod:`.v1_audit`
+(the v1 writes' audit entries), :mod:`.observability` (Logging and
+Monitoring), :mod:`.server` (the aiohttp app), :mod:`.gcloud_env` (the
+``export`` lines for a shell).
 """

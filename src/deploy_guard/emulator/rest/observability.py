@@ -29,7 +29,7 @@ from deploy_guard.emulator.metricstore import MetricStore
 from deploy_guard.emulator.monitoring_api import list_time_series
 from deploy_guard.emulator.quota import ReadQuota, quota_message
 from deploy_guard.emulator.rest.errors import error_response, invalid, json_response
-from deploy_guard.emulator.rest.run_v1 import read_json
+from deploy_guard.emulator.rest.http import read_json
 
 #: Query parameters every Google REST API takes and that do not change the answer here.
 SYSTEM_PARAMETERS = frozenset(

@@ -24,10 +24,12 @@ What ``gcloud run`` calls (read from gcloud's ``serverless_operations.py``,
 
 Every write becomes the v2 request and runs down the v2 path of
 :class:`~deploy_guard.emulator.run_admin.RunAdmin` (the same validation,
-operation, reconciliation and audit entries), so a v1 write and a v2 write
-cannot disagree. A replace sends the template only when it changed (see
-:mod:`.knative_in`); ``metadata.resourceVersion`` is the etag the v2 path
-checks, so a write based on a stale read is refused with 409 ABORTED.
+operation and reconciliation), so a v1 write and a v2 write cannot disagree.
+Its audit entry is the v1 one Cloud Run writes for ``gcloud run`` (one per
+call, :mod:`.v1_audit`), and the v2 path writes none for it. A replace sends
+the template only when it changed (see :mod:`.knative_in`);
+``metadata.resourceVersion`` is the etag the v2 path checks, so a write based
+on a stale read is refused with 409 ABORTED.
 
 The regional host gcloud derives (``REGION-127.0.0.1``) names the region: a
 request for another region than the emulator's is NOT_FOUND, like one for
@@ -36,7 +38,6 @@ another project.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -44,11 +45,14 @@ from google.cloud import run_v2
 from google.longrunning import operations_pb2
 from google.protobuf import duration_pb2
 
+from deploy_guard.emulator.audit import caller_of
 from deploy_guard.emulator.names import project_number, short_name
 from deploy_guard.emulator.paging import page
 from deploy_guard.emulator.rest import knative_in, knative_out
 from deploy_guard.emulator.rest.errors import invalid, json_response
+from deploy_guard.emulator.rest.http import HttpContext, read_json
 from deploy_guard.emulator.rest.selector import parse_selector
+from deploy_guard.emulator.rest.v1_audit import V1Call, audited, stale_response
 from deploy_guard.emulator.run_admin import RunAdmin
 from deploy_guard.errors import EmulatorError
 
@@ -58,39 +62,6 @@ ONE = "/v1/projects/{project}/locations/{location}"
 MAX_WAIT_S = 60.0
 #: The ``@type`` of a finished operation's ``response``: a v1 Service, as gcloud parses it.
 _V1_SERVICE_TYPE = "type.googleapis.com/google.cloud.run.v1.Service"
-
-
-class HttpContext:
-    """An HTTP request seen through the ``grpc.aio.ServicerContext`` methods the v2 path
-    may read: its headers as invocation metadata (who called: ``user-agent`` and the
-    like), the client's address as the peer, and no deadline."""
-
-    def __init__(self, request: web.Request | None = None) -> None:
-        self._request = request
-
-    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
-        if self._request is None:
-            return ()
-        return tuple((k.lower(), v) for k, v in self._request.headers.items())
-
-    def peer(self) -> str:
-        remote = self._request.remote if self._request is not None else None
-        return f"ipv4:{remote}:0" if remote else ""
-
-    @staticmethod
-    def time_remaining() -> float | None:
-        return None
-
-
-async def read_json(request: web.Request) -> Any:
-    """The request body as JSON (``{}`` when empty); malformed JSON is INVALID_ARGUMENT."""
-    raw = await request.read()
-    if not raw.strip():
-        return {}
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise invalid(f"Invalid JSON payload received. {exc}") from exc
 
 
 def _page_args(request: web.Request) -> tuple[int, str]:
@@ -198,6 +169,25 @@ class RunV1:
             raise invalid(f"dryRun {value!r} is not supported: use dryRun=all")
         return value == "all"
 
+    def _call(
+        self,
+        request: web.Request,
+        method: str,
+        resource_id: str,
+        body: Any = None,
+        *,
+        service: str = "",
+    ) -> V1Call:
+        """The audit record of one v1 write (the caller from its headers)."""
+        return V1Call(
+            method=method,
+            resource_id=resource_id,
+            service=service or resource_id,
+            request=body if isinstance(body, dict) else None,
+            caller=caller_of(HttpContext(request), self.location.project),
+            dry_run=self._dry_run(request),
+        )
+
     def _from_operation(self, op: operations_pb2.Operation) -> dict[str, Any]:
         svc = run_v2.Service.deserialize(op.response.value)
         return knative_out.service(svc, self.location, short_name(op.name))
@@ -219,60 +209,75 @@ class RunV1:
 
     async def create_service(self, request: web.Request) -> web.Response:
         self._namespace(request)
-        write = knative_in.parse_service(
-            await read_json(request), self.location, project_number(self.location.project)
-        )
-        full_name = self.location.service_name(write.name)
-        spec = knative_in.service_spec(write, full_name, None)
-        op = await self.admin.create_service(
-            run_v2.CreateServiceRequest(
-                parent=self.location.parent,
-                service=spec,
-                service_id=write.name,
-                validate_only=self._dry_run(request),
-            ),
-            HttpContext(request),
-        )
-        if self._dry_run(request):
-            return json_response(self._from_operation(op))
-        return json_response(self._service_v1(await self._get(write.name), op))
+        body = await read_json(request)
+        name = _body_name(body)
+        if not name:  # nothing to file an entry under: refused as the parser words it
+            knative_in.parse_service(body, self.location, project_number(self.location.project))
+        call = self._call(request, "CreateService", name, body)
+        with audited(self.admin.logs, self.location, call):
+            write = knative_in.parse_service(
+                body, self.location, project_number(self.location.project)
+            )
+            full_name = self.location.service_name(write.name)
+            spec = knative_in.service_spec(write, full_name, None)
+            op = await self.admin.create_service(
+                run_v2.CreateServiceRequest(
+                    parent=self.location.parent,
+                    service=spec,
+                    service_id=write.name,
+                    validate_only=call.dry_run,
+                ),
+                HttpContext(request),
+            )
+            if call.dry_run:
+                return json_response(self._from_operation(op))
+            answer = self._service_v1(await self._get(write.name), op)
+            call.response = stale_response(answer, None)
+        return json_response(answer)
 
     async def replace_service(self, request: web.Request) -> web.Response:
         self._namespace(request)
         service_id = request.match_info["name"]
-        write = knative_in.parse_service(
-            await read_json(request), self.location, project_number(self.location.project)
-        )
-        if write.name != service_id:
-            raise invalid(
-                f"metadata.name {write.name!r} does not match the service named in the "
-                f"request ({service_id!r})"
+        body = await read_json(request)
+        call = self._call(request, "ReplaceService", service_id, body)
+        with audited(self.admin.logs, self.location, call):
+            write = knative_in.parse_service(
+                body, self.location, project_number(self.location.project)
             )
-        current = await self._get(service_id)  # NOT_FOUND before anything else
-        spec = knative_in.service_spec(write, current.name, current)
-        paths = ["labels", "annotations", "traffic"]
-        if run_v2.RevisionTemplate.pb(spec.template) != run_v2.RevisionTemplate.pb(
-            current.template
-        ):
-            paths.append("template")
-        dry = self._dry_run(request)
-        op = await self.admin.update_service(
-            run_v2.UpdateServiceRequest(
-                service=spec, update_mask={"paths": paths}, validate_only=dry
-            ),
-            HttpContext(request),
-        )
-        if dry:
-            return json_response(self._from_operation(op))
-        return json_response(self._service_v1(await self._get(service_id), op))
+            if write.name != service_id:
+                raise invalid(
+                    f"metadata.name {write.name!r} does not match the service named in the "
+                    f"request ({service_id!r})"
+                )
+            current = await self._get(service_id)  # NOT_FOUND before anything else
+            spec = knative_in.service_spec(write, current.name, current)
+            paths = ["labels", "annotations", "traffic"]
+            if run_v2.RevisionTemplate.pb(spec.template) != run_v2.RevisionTemplate.pb(
+                current.template
+            ):
+                paths.append("template")
+            op = await self.admin.update_service(
+                run_v2.UpdateServiceRequest(
+                    service=spec, update_mask={"paths": paths}, validate_only=call.dry_run
+                ),
+                HttpContext(request),
+            )
+            if call.dry_run:
+                return json_response(self._from_operation(op))
+            answer = self._service_v1(await self._get(service_id), op)
+            call.response = stale_response(answer, self._service_v1(current))
+        return json_response(answer)
 
     async def delete_service(self, request: web.Request) -> web.Response:
         self._namespace(request)
         service_id = request.match_info["name"]
-        await self.admin.delete_service(
-            run_v2.DeleteServiceRequest(name=self.location.service_name(service_id)),
-            HttpContext(request),
-        )
+        with audited(
+            self.admin.logs, self.location, self._call(request, "DeleteService", service_id)
+        ):
+            await self.admin.delete_service(
+                run_v2.DeleteServiceRequest(name=self.location.service_name(service_id)),
+                HttpContext(request),
+            )
         self._policies.pop(service_id, None)
         return json_response(
             {
@@ -312,10 +317,12 @@ class RunV1:
 
     async def delete_revision(self, request: web.Request) -> web.Response:
         self._namespace(request)
-        _, rev = self._find_revision(request.match_info["name"])
-        await self.admin.delete_revision(
-            run_v2.DeleteRevisionRequest(name=rev.name), HttpContext(request)
-        )
+        service_id, rev = self._find_revision(request.match_info["name"])
+        call = self._call(request, "DeleteRevision", short_name(rev.name), service=service_id)
+        with audited(self.admin.logs, self.location, call):
+            await self.admin.delete_revision(
+                run_v2.DeleteRevisionRequest(name=rev.name), HttpContext(request)
+            )
         return json_response(
             {
                 "apiVersion": "v1",
@@ -439,6 +446,13 @@ class RunV1:
             web.route("*", f"{ONE}/services/{{target}}", self.service_method),
             web.route("*", f"{ONE}/operations/{{target}}", self.operation),
         ]
+
+
+def _body_name(body: Any) -> str:
+    """``metadata.name`` of a v1 body, if it has a usable one ("" otherwise)."""
+    meta = body.get("metadata") if isinstance(body, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) else ""
 
 
 def _duration_s(value: Any, cap: float) -> float:
