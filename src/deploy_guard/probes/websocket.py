@@ -20,19 +20,23 @@ Durations per session: ``handshake`` (connect to 101), ``first_event`` (101 to
 the first message received), ``scenario`` (101 to the last expected event) and
 ``total`` (connect to closed, the hold included).
 
-Per-session overhead is kept small for 1,000-session runs: one timeout
-context per expect step (re-armed per event); see
-:mod:`~deploy_guard.probes.ws_outcomes` for the rest.
+Per-session overhead is kept small for 10,000-session runs: one timer per
+session (:class:`~deploy_guard.probes.deadline.Deadline`, moved by each step and
+each expected event without re-arming), no task of its own, and no timer for
+the close unless the server stopped reading; see
+:mod:`~deploy_guard.probes.ws_outcomes` and :mod:`~deploy_guard.probes.ws_bounds`
+for the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import ssl
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -51,6 +55,8 @@ from deploy_guard import traces
 from deploy_guard.log import redact_text
 from deploy_guard.measurements import Attempt
 from deploy_guard.policy.model import ExpectStep, SendStep, WebSocketSpec
+from deploy_guard.probes.admission import Admission
+from deploy_guard.probes.deadline import Deadline
 from deploy_guard.probes.target import auth_hint, connect_failure
 from deploy_guard.probes.template import SessionIds
 from deploy_guard.probes.ws_bounds import (
@@ -59,17 +65,20 @@ from deploy_guard.probes.ws_bounds import (
     USER_AGENT,
     ProbeConnection,
     close_bounded,
+    deflate_offers,
     tls_context,
 )
 from deploy_guard.probes.ws_outcomes import Fail, Session, bad_handshake, closed, fmt_s, not_clean
-from deploy_guard.traces import EVENTS_PER_SESSION, SessionTrace
+from deploy_guard.traces import SessionTrace
 
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.probes.auth import BearerToken
     from deploy_guard.probes.target import Target
 
 
-async def _send(ws: ClientConnection, s: Session, step: SendStep, number: int) -> None:
+async def _send(
+    ws: ClientConnection, s: Session, step: SendStep, number: int, deadline: Deadline
+) -> None:
     """Send one message; a server that reads nothing fails it after ``connect_timeout``."""
     if step.json is not None:
         text = json.dumps(s.ids.render_json(step.json))
@@ -77,7 +86,7 @@ async def _send(ws: ClientConnection, s: Session, step: SendStep, number: int) -
         text = s.ids.render(step.text or "")
     s.note("send", text)
     try:
-        async with asyncio.timeout(s.spec.connect_timeout):
+        with deadline.within(s.spec.connect_timeout):
             await ws.send(text)
     except TimeoutError:
         raise Fail(
@@ -87,7 +96,9 @@ async def _send(ws: ClientConnection, s: Session, step: SendStep, number: int) -
         ) from None
 
 
-async def _expect(ws: ClientConnection, s: Session, step: ExpectStep, number: int) -> None:
+async def _expect(
+    ws: ClientConnection, s: Session, step: ExpectStep, number: int, deadline: Deadline
+) -> None:
     """Read until every event of the step arrived in order (or fail, naming why).
 
     Order is judged when the evidence is complete: an expected event arriving
@@ -102,9 +113,8 @@ async def _expect(ws: ClientConnection, s: Session, step: ExpectStep, number: in
     remaining = len(wanted)
     field = s.spec.event_field
     unnamed = 0  # messages with no event name: not JSON, or no event_field in them
-    loop = asyncio.get_running_loop()
     try:
-        async with asyncio.timeout_at(loop.time() + step.timeout) as cm:
+        with deadline.within(step.timeout):
             while remaining:
                 name, _ = s.receive(await ws.recv())
                 unnamed += name is None
@@ -134,7 +144,7 @@ async def _expect(ws: ClientConnection, s: Session, step: ExpectStep, number: in
                         "missing_event",
                         f"{missing} never arrived: {name} came without it at step {number}",
                     )
-                cm.reschedule(loop.time() + step.timeout)
+                deadline.move(step.timeout)
     except TimeoutError:
         raise Fail(
             "timeout",
@@ -156,18 +166,18 @@ def _next(wanted: list[str], seen: list[bool]) -> str:
     return next((w for w, ok in zip(wanted, seen, strict=True) if not ok), wanted[-1])
 
 
-async def _hold(ws: ClientConnection, s: Session) -> None:
+async def _hold(ws: ClientConnection, s: Session, deadline: Deadline) -> None:
     """Keep the connection for ``hold`` seconds, reading; a server close fails it now."""
     hold = float(s.spec.hold or 0.0)
     if hold <= 0:
         return
     try:
-        async with asyncio.timeout(hold):
+        with deadline.within(hold):
             while True:
                 raw = await ws.recv()
                 s.note("recv", raw)
                 body = None
-                if s.spec.isolation is not None or len(s.arrivals) < EVENTS_PER_SESSION:
+                if s.wants_body():
                     with contextlib.suppress(ValueError):
                         body = json.loads(raw)
                 name = body.get(s.spec.event_field) if isinstance(body, dict) else None
@@ -199,6 +209,11 @@ class SessionPlan:
     token: BearerToken | None
     #: The rule's name, for the report's traces ("": not traced).
     rule: str = ""
+    #: Paces how many of the rule's sessions begin per turn of the event loop.
+    admission: Admission = field(default_factory=Admission, compare=False)
+    #: websockets' ``connect`` for the rule's URL, built once (None: the URL is
+    #: rendered per session); each session opens a shallow copy of it.
+    connector: connect | None = field(default=None, compare=False)
 
     def url_for(self, ids: SessionIds) -> str:
         if not self.templated_query:
@@ -213,7 +228,7 @@ def plan_sessions(spec: WebSocketSpec, target: Target, *, rule: str = "") -> Ses
     templated = tuple((k, v) for k, v in spec.query.items() if "{" in v)
     url = target.url(spec.path, static, ws=True)
     secure = url.startswith("wss:")
-    return SessionPlan(
+    plan = SessionPlan(
         spec=spec,
         url=url,
         templated_query=templated,
@@ -223,12 +238,20 @@ def plan_sessions(spec: WebSocketSpec, target: Target, *, rule: str = "") -> Ses
         token=target.token,
         rule=rule,
     )
+    if templated:
+        return plan
+    try:
+        connector = _connector(plan, url)
+    except (ValueError, WebSocketException):  # each session says so (connect_error)
+        return plan
+    return dataclasses.replace(plan, connector=connector)
 
 
-async def _open(plan: SessionPlan, ids: SessionIds) -> ClientConnection:
+def _connector(plan: SessionPlan, url: str) -> connect:
+    """websockets' ``connect`` for ``url`` with the probe's bounds (awaiting it opens one)."""
     spec = plan.spec
-    return await connect(
-        plan.url_for(ids),
+    return connect(
+        url,
         additional_headers=plan.headers,
         subprotocols=list(spec.subprotocols) or None,  # type: ignore[arg-type]
         ssl=plan.ssl,
@@ -240,17 +263,29 @@ async def _open(plan: SessionPlan, ids: SessionIds) -> ClientConnection:
         max_size=MAX_MESSAGE,
         create_connection=ProbeConnection,
         user_agent_header=USER_AGENT,
+        compression=None,  # permessage-deflate is offered by deflate_offers() instead
+        extensions=deflate_offers(),
     )
 
 
+async def _open(plan: SessionPlan, ids: SessionIds) -> ClientConnection:
+    if plan.connector is None:
+        return await _connector(plan, plan.url_for(ids))
+    # A copy, not the plan's own: following a redirect changes the object's URL and
+    # headers, and that must not carry over to the rule's other sessions.
+    fresh = object.__new__(connect)
+    fresh.__dict__.update(plan.connector.__dict__)
+    return await fresh
+
+
 def _durations(s: Session, scenario_end: float | None) -> dict[str, float]:
-    end = time.monotonic()
-    out = {"handshake": s.opened - s.start, "total": end - s.start}
+    start, opened = s.start, s.opened
+    out = {"handshake": round(opened - start, 6), "total": round(time.monotonic() - start, 6)}
     if s.first_event is not None:
-        out["first_event"] = s.first_event - s.opened
+        out["first_event"] = round(s.first_event - opened, 6)
     if scenario_end is not None:
-        out["scenario"] = scenario_end - s.opened
-    return {k: round(v, 6) for k, v in out.items()}
+        out["scenario"] = round(scenario_end - opened, 6)
+    return out
 
 
 async def run_session(plan: SessionPlan, ids: SessionIds) -> Attempt:
@@ -260,7 +295,9 @@ async def run_session(plan: SessionPlan, ids: SessionIds) -> Attempt:
     socket is closed (1000) before the error propagates. Either way the session
     is traced for the report's picture (:mod:`deploy_guard.traces`), a cut one too.
     """
-    s = Session(plan.spec, ids, plan.token)
+    if not plan.admission.now():
+        await plan.admission.wait()
+    s = Session(plan.spec, ids, plan.token, traced=bool(plan.rule) and traces.current() is not None)
     try:
         attempt = await _run(plan, s)
     except asyncio.CancelledError:
@@ -272,7 +309,7 @@ async def run_session(plan: SessionPlan, ids: SessionIds) -> Attempt:
 
 def _record(plan: SessionPlan, s: Session, attempt: Attempt | None) -> None:
     """Trace the session, when a run records traces (nothing is built otherwise)."""
-    if plan.rule and traces.current() is not None:
+    if s.traced:
         traces.session(plan.rule, _trace(s, attempt), age=time.monotonic() - s.start)
 
 
@@ -337,25 +374,31 @@ async def _run(plan: SessionPlan, s: Session) -> Attempt:
     s.opened = time.monotonic()
     status = ws.response.status_code if ws.response is not None else 101
     scenario_end: float | None = None
+    deadline = Deadline()
+    failed: Fail | None = None
     try:
         try:
             for number, step in enumerate(spec.scenario, start=1):
                 if isinstance(step, ExpectStep):
-                    await _expect(ws, s, step, number)
+                    await _expect(ws, s, step, number, deadline)
                 else:
-                    await _send(ws, s, step, number)
+                    await _send(ws, s, step, number, deadline)
             scenario_end = s.held = time.monotonic()
-            await _hold(ws, s)
+            await _hold(ws, s, deadline)
         except ConnectionClosed as exc:  # a send hit a closed connection
-            raise closed(exc, s, during="while sending") from None
-    except Fail as fail:
+            failed = closed(exc, s, during="while sending")
+        except Fail as fail:
+            failed = fail
+        deadline.cancel()
         await close_bounded(ws)
-        return _attempt(s, fail, status, scenario_end)
     finally:
+        deadline.cancel()
         if ws.state is not State.CLOSED:
             # Cancellation or an unexpected error: still leave no socket behind.
             s.stopped = time.monotonic()
             await asyncio.shield(close_bounded(ws))
+    if failed is not None:
+        return _attempt(s, failed, status, scenario_end)
     return _finish(ws, s, status, scenario_end)
 
 
@@ -388,7 +431,7 @@ def _attempt(
     if fail.close_code is None and status == 101:
         fail.close_code = 1000  # we closed it ourselves, cleanly, after the failure
     detail = redact_text(fail.detail)
-    transcript = tuple(s.transcript)
+    transcript = s.entries()
     if s.token is not None:  # a server may echo the token back: never report it
         detail = s.token.scrub(detail)
         transcript = tuple(s.token.scrub(e) for e in transcript)

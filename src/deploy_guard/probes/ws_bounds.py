@@ -6,16 +6,31 @@ endless handshake headers must cost each session a bounded amount of memory
 and time, and end with a cause the report can name. The limits live here, with
 the connection class and the close that enforce them; the session runner is
 :mod:`deploy_guard.probes.websocket`.
+
+Memory per session is bounded for 10,000 held sessions too: permessage-deflate
+is offered as browsers do, but the probe keeps no zlib state it does not need
+between messages (:class:`LeanDeflate`), which websockets' own extension does
+(a compressor of tens of KiB per connection, for a session that sends once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
+import zlib
+from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection
+from websockets.extensions.base import Extension
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    PerMessageDeflate,
+)
+from websockets.frames import CTRL_OPCODES, Frame
 from websockets.protocol import State
+from websockets.typing import ExtensionParameter
 
 #: Transcript entries kept per session (only failed sessions' are reported).
 TRANSCRIPT_CAP = 40
@@ -26,6 +41,12 @@ CLOSE_TIMEOUT = 2.0
 #: Bytes of one received message at most; a longer one closes the session with 1009.
 MAX_MESSAGE = 1 << 20
 USER_AGENT = "deploy-guard-probe"
+#: Window bits the probe compresses its own messages with, at most (the peer may allow 15;
+#: a sender may always use less). 12 is websockets' server default: a compressor of
+#: about 40 KiB that exists only while a message is being sent.
+OWN_WINDOW_BITS = 12
+#: Bytes of the close frame the probe sends (header, mask, code; no reason).
+_CLOSE_FRAME = 8
 
 
 class ProbeConnection(ClientConnection):
@@ -72,6 +93,77 @@ class ProbeConnection(ClientConnection):
             self.transport.resume_reading()
 
 
+class LeanDeflate(PerMessageDeflate):
+    """permessage-deflate that keeps no zlib state between messages unless it must.
+
+    - The probe compresses each of its messages afresh and frees the compressor
+      after it: a sender may always forgo context takeover and use a smaller
+      window than agreed (RFC 7692, 7.1.1.2 and 7.1.2.2), and a held session
+      sends nothing after its scenario.
+    - The decompressor is made at the first compressed message (a server may
+      never compress); when the server agreed to reset its context per message
+      (``server_no_context_takeover``), websockets frees it after each one.
+      Otherwise it lives as long as the connection, as the protocol requires.
+
+    Decoding, and its bound on inflated size (1009), is websockets' own.
+    """
+
+    def __init__(
+        self,
+        remote_no_context_takeover: bool,
+        local_no_context_takeover: bool,
+        remote_max_window_bits: int,
+        local_max_window_bits: int,
+        compress_settings: dict[Any, Any] | None = None,
+    ) -> None:
+        own_bits = min(local_max_window_bits, OWN_WINDOW_BITS)
+        # (True, True): the base class makes no zlib object up front.
+        super().__init__(True, True, remote_max_window_bits, own_bits, compress_settings)
+        self.remote_no_context_takeover = remote_no_context_takeover
+
+    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
+        if frame.rsv1 and not self.remote_no_context_takeover and "decoder" not in self.__dict__:
+            self.decoder = zlib.decompressobj(wbits=-self.remote_max_window_bits)
+        return super().decode(frame, max_size=max_size)
+
+    def encode(self, frame: Frame) -> Frame:
+        encoded = super().encode(frame)  # a fresh compressor per message (no context takeover)
+        if frame.fin and frame.opcode not in CTRL_OPCODES:
+            self.__dict__.pop("encoder", None)
+        return encoded
+
+
+class LeanDeflateFactory(ClientPerMessageDeflateFactory):
+    """websockets' permessage-deflate offer, answered with a :class:`LeanDeflate`."""
+
+    def process_response_params(
+        self, params: Sequence[ExtensionParameter], accepted_extensions: Sequence[Extension]
+    ) -> PerMessageDeflate:
+        agreed = super().process_response_params(params, accepted_extensions)
+        return LeanDeflate(
+            agreed.remote_no_context_takeover,
+            agreed.local_no_context_takeover,
+            agreed.remote_max_window_bits,
+            agreed.local_max_window_bits,
+            agreed.compress_settings,
+        )
+
+
+@lru_cache(maxsize=1)
+def deflate_offers() -> tuple[LeanDeflateFactory, ...]:
+    """What the probe offers, best first (shared: the factories keep no state).
+
+    A server that resets its context per message costs a held session no
+    decompressor; one that does not (or answers without the parameter) takes
+    the second offer, the one browsers and websockets make.
+    """
+    settings = {"memLevel": 5}  # websockets' default
+    return (
+        LeanDeflateFactory(server_no_context_takeover=True, compress_settings=settings),
+        LeanDeflateFactory(compress_settings=settings),
+    )
+
+
 @lru_cache(maxsize=2)
 def tls_context(verify: bool) -> ssl.SSLContext:
     """One shared client TLS context per choice (loading CA certs per session is slow)."""
@@ -87,8 +179,15 @@ async def close_bounded(ws: ClientConnection) -> None:
 
     websockets bounds the wait for the server's close frame, not the wait for
     its own close frame to be written: a server that stopped reading would
-    keep the session (and its buffers) forever.
+    keep the session (and its buffers) forever. When the close frame fits under
+    the write limit, nothing can wait on a full buffer and websockets' own
+    ``close_timeout`` bounds the rest: no timer of ours is needed.
     """
+    if not ws.paused and (
+        ws.transport.get_write_buffer_size() + _CLOSE_FRAME <= ws.write_limit_high
+    ):
+        await ws.close(1000)
+        return
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await ws.close(1000)
@@ -99,10 +198,14 @@ async def close_bounded(ws: ClientConnection) -> None:
 __all__ = [
     "CLOSE_TIMEOUT",
     "MAX_MESSAGE",
+    "OWN_WINDOW_BITS",
     "TRANSCRIPT_CAP",
     "TRANSCRIPT_TEXT",
     "USER_AGENT",
+    "LeanDeflate",
+    "LeanDeflateFactory",
     "ProbeConnection",
     "close_bounded",
+    "deflate_offers",
     "tls_context",
 ]

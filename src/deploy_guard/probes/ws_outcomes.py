@@ -8,9 +8,11 @@ place: :func:`closed` for a connection that ended under the session (a close
 frame, a dropped socket, a protocol violation the probe closed on) and
 :func:`bad_handshake` for an upgrade answer that is not valid HTTP.
 
-Per-session overhead is kept small for 1,000-session runs: no logging and no
-snapshot per message, and a transcript capped at
-:data:`~deploy_guard.probes.ws_bounds.TRANSCRIPT_CAP` entries.
+Per-session overhead is kept small for 10,000-session runs: no logging and no
+snapshot per message, a transcript of plain tuples capped at
+:data:`~deploy_guard.probes.ws_bounds.TRANSCRIPT_CAP` entries (made into the
+report's dicts only for a failed session), and arrival times for the report's
+picture only when a run records traces.
 """
 
 from __future__ import annotations
@@ -62,10 +64,18 @@ class Session:
         "start",
         "stopped",
         "token",
+        "traced",
         "transcript",
     )
 
-    def __init__(self, spec: WebSocketSpec, ids: SessionIds, token: BearerToken | None) -> None:
+    def __init__(
+        self,
+        spec: WebSocketSpec,
+        ids: SessionIds,
+        token: BearerToken | None,
+        *,
+        traced: bool = True,
+    ) -> None:
         self.spec = spec
         self.token = token
         self.ids = ids
@@ -73,32 +83,48 @@ class Session:
         self.opened = self.start  # set again when the handshake completes
         self.first_event: float | None = None
         self.events_seen = 0
-        self.transcript: list[dict[str, Any]] = []
-        #: For the report's picture (:mod:`deploy_guard.traces`): (seconds from the
-        #: start, event name or "") of each message received, capped; when the
-        #: hold began; the close that ended the session (monotonic time, data).
+        #: (seconds from the start, "send"/"recv"/"close", data): see :meth:`entries`.
+        self.transcript: list[tuple[float, str, Any]] = []
+        #: For the report's picture (:mod:`deploy_guard.traces`), kept only when
+        #: ``traced``: (seconds from the start, event name or "") of each message
+        #: received, capped; when the hold began; the close that ended the session
+        #: (monotonic time, data).
+        self.traced = traced
         self.arrivals: list[tuple[float, str]] = []
         self.held: float | None = None
         self.closed: tuple[float, dict[str, Any]] | None = None
         #: When the session was stopped from outside (cancelled), if it was.
         self.stopped: float | None = None
 
-    def heard(self, name: Any) -> None:
-        """A message arrived now (``name``: its event, None when it named none)."""
-        if len(self.arrivals) < EVENTS_PER_SESSION:
-            at = round(time.monotonic() - self.start, 4)
+    def heard(self, name: Any, now: float | None = None) -> None:
+        """A message arrived (now, or at ``now``); ``name``: its event, None when it named none."""
+        if self.traced and len(self.arrivals) < EVENTS_PER_SESSION:
+            at = round((time.monotonic() if now is None else now) - self.start, 4)
             self.arrivals.append((at, "" if name is None else str(name)))
 
-    def note(self, direction: str, data: Any) -> None:
+    def note(self, direction: str, data: Any, now: float | None = None) -> None:
+        """Keep a transcript entry (sent, received, the close), at ``now`` or now."""
+        if now is None:
+            now = time.monotonic()
         if direction == "close" and self.closed is None:
-            self.closed = (time.monotonic(), data)
+            self.closed = (now, data)
         if len(self.transcript) < TRANSCRIPT_CAP:
-            if isinstance(data, bytes):
+            if data.__class__ is str:
+                if len(data) > TRANSCRIPT_TEXT:
+                    data = data[:TRANSCRIPT_TEXT] + "..."
+            elif isinstance(data, bytes | bytearray | memoryview):
                 data = f"<{len(data)} bytes>"
-            elif isinstance(data, str) and len(data) > TRANSCRIPT_TEXT:
-                data = data[:TRANSCRIPT_TEXT] + "..."
-            entry = {"t": round(time.monotonic() - self.start, 3), "dir": direction, "data": data}
-            self.transcript.append(entry)
+            self.transcript.append((now - self.start, direction, data))
+
+    def entries(self) -> tuple[dict[str, Any], ...]:
+        """The transcript as the report shows it: ``{"t", "dir", "data"}`` each."""
+        return tuple({"t": round(t, 3), "dir": d, "data": data} for t, d, data in self.transcript)
+
+    def wants_body(self) -> bool:
+        """Whether a message received during the hold must be parsed (isolation, traces)."""
+        return self.spec.isolation is not None or (
+            self.traced and len(self.arrivals) < EVENTS_PER_SESSION
+        )
 
     def since_open(self) -> float:
         return time.monotonic() - self.opened
@@ -108,17 +134,19 @@ class Session:
         now = time.monotonic()
         if self.first_event is None:
             self.first_event = now
-        self.note("recv", raw)
+        self.note("recv", raw, now)
         try:
             body = json.loads(raw)
         except ValueError:
             body = None
-        if not isinstance(body, dict):
-            self.heard(None)
+        if body.__class__ is not dict:
+            self.heard(None, now)
             return None, None
         name = body.get(self.spec.event_field)
-        self.heard(name)
-        self.check_isolation(name, body)
+        if self.traced:
+            self.heard(name, now)
+        if self.spec.isolation is not None:
+            self.check_isolation(name, body)
         return (str(name) if name is not None else None), body
 
     def check_isolation(self, name: Any, body: dict[str, Any]) -> None:
