@@ -7,7 +7,8 @@ Measures, in one run on this machine, with the server in its own process
    one message, five events, close) at concurrency 100: the probe engine
    (``run_rule``) against a raw ``websockets`` client loop doing the same work
    on the same wire (the same permessage-deflate offers), the practical limit.
-   Rounds alternate and the median of each is compared; the ratios
+   Rounds alternate, each after a full garbage collection (so that none pays
+   for the garbage of the one before), and the median of each is compared; the ratios
    engine/raw are the figures to compare across machines (issue 16: >= 0.9).
 2. 1,000 and 10,000 sessions held at once (a message, five events, a 30 s
    hold pinged every 10 s), each run in a probe process of its own: its RSS
@@ -25,6 +26,7 @@ Measures, in one run on this machine, with the server in its own process
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -67,7 +69,7 @@ def _rule(sessions: int, concurrency: int) -> Any:
                 "concurrency": concurrency,
                 "isolation": {"field": "user_id"},
                 "ping_interval": None,
-                "connect_timeout": "60s",
+                "connect_timeout": "10s",  # websockets' default open_timeout, as the raw loop
             },
         }
     )
@@ -152,6 +154,7 @@ async def _throughput(url: str) -> dict[str, list[Round]]:
     rounds: dict[str, list[Round]] = {"raw": [], "engine": []}
     for i in range(ROUNDS):
         for name in ("raw", "engine") if i % 2 == 0 else ("engine", "raw"):
+            gc.collect()  # no round pays for the garbage of the one before
             start, cpu = time.perf_counter(), time.process_time()
             done = await (_raw(url, SESSIONS, CONCURRENCY) if name == "raw" else _engine(url, rule))
             wall, used = time.perf_counter() - start, time.process_time() - cpu

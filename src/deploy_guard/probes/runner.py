@@ -28,8 +28,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import time
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -97,7 +97,7 @@ def _websocket_workers(
         for n in range(k, spec.sessions + 1, users):
             if pacer is not None:
                 await pacer.admit()
-            ids = SessionIds(user=user, session=uuid.uuid4().hex[:16], n=n)
+            ids = SessionIds(user=user, session=os.urandom(8).hex(), n=n)
             put(await _guarded(run_session(plan, ids), rule.name, logged))
 
     return [user_worker(k) for k in shard.workers(users)]
@@ -236,9 +236,12 @@ async def run_rule(
                 pending = agg.done > reported_done
                 wait = max(0.0, reported_at + throttle - time.monotonic()) if pending else None
                 item: Attempt | object | None = _TICK  # on timeout: report what arrived
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):  # cheaper than wait_for: no extra task
-                        item = await queue.get()
+                if not queue.empty():  # what already arrived needs no timer and no wait
+                    item = queue.get_nowait()
+                else:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):  # cheaper than wait_for: no task
+                            item = await queue.get()
                 if item is None:
                     running -= 1
                 elif isinstance(item, Attempt):

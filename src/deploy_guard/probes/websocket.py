@@ -66,7 +66,9 @@ from deploy_guard.probes.ws_bounds import (
     ProbeConnection,
     close_bounded,
     deflate_offers,
+    drop_compressor,
     tls_context,
+    write_fits,
 )
 from deploy_guard.probes.ws_outcomes import Fail, Session, bad_handshake, closed, fmt_s, not_clean
 from deploy_guard.traces import SessionTrace
@@ -74,6 +76,10 @@ from deploy_guard.traces import SessionTrace
 if TYPE_CHECKING:  # pragma: no cover
     from deploy_guard.probes.auth import BearerToken
     from deploy_guard.probes.target import Target
+
+
+#: Bytes a frame adds to its payload at most (header, length, mask; deflate's own few).
+_FRAME_OVERHEAD = 64
 
 
 async def _send(
@@ -85,6 +91,9 @@ async def _send(
     else:
         text = s.ids.render(step.text or "")
     s.note("send", text)
+    if write_fits(ws, 4 * len(text) + _FRAME_OVERHEAD):  # UTF-8: 4 bytes a character at most
+        await ws.send(text)  # it cannot wait for the server to read: no timer needed
+        return
     try:
         with deadline.within(s.spec.connect_timeout):
             await ws.send(text)
@@ -111,14 +120,19 @@ async def _expect(
     position = {name: i for i, name in enumerate(wanted)}
     seen = [False] * len(wanted)
     remaining = len(wanted)
+    last, top = remaining - 1, -1  # top: the latest position seen so far
     field = s.spec.event_field
     unnamed = 0  # messages with no event name: not JSON, or no event_field in them
+    timeout, recv, receive, move = step.timeout, ws.recv, s.receive, deadline.move
     try:
-        with deadline.within(step.timeout):
+        with deadline.within(timeout):
             while remaining:
-                name, _ = s.receive(await ws.recv())
-                unnamed += name is None
-                i = position.get(name) if name is not None else None
+                name, _ = receive(await recv())
+                if name is None:
+                    unnamed += 1
+                    i = None
+                else:
+                    i = position.get(name)
                 if i is None or seen[i]:
                     if not step.allow_extra:
                         what = (
@@ -134,17 +148,17 @@ async def _expect(
                     continue
                 seen[i] = True
                 remaining -= 1
-                s.events_seen += 1
-                if any(seen[i + 1 :]):
+                if i < top:
                     later = wanted[seen.index(True, i + 1)]
                     raise Fail("wrong_order", f"got {name} after {later} at step {number}")
-                if i == len(wanted) - 1 and remaining:
+                top = i
+                if i == last and remaining:
                     missing = ", ".join(w for w, ok in zip(wanted, seen, strict=True) if not ok)
                     raise Fail(
                         "missing_event",
                         f"{missing} never arrived: {name} came without it at step {number}",
                     )
-                deadline.move(step.timeout)
+                move(timeout)
     except TimeoutError:
         raise Fail(
             "timeout",
@@ -171,6 +185,7 @@ async def _hold(ws: ClientConnection, s: Session, deadline: Deadline) -> None:
     hold = float(s.spec.hold or 0.0)
     if hold <= 0:
         return
+    drop_compressor(ws)  # nothing more is sent: no compressor held for the hold
     try:
         with deadline.within(hold):
             while True:
@@ -256,7 +271,7 @@ def _connector(plan: SessionPlan, url: str) -> connect:
         subprotocols=list(spec.subprotocols) or None,  # type: ignore[arg-type]
         ssl=plan.ssl,
         proxy=plan.proxy,
-        open_timeout=spec.connect_timeout,
+        open_timeout=None,  # bounded by the session's Deadline (one timer less)
         ping_interval=spec.ping_interval,
         ping_timeout=spec.ping_interval,
         close_timeout=CLOSE_TIMEOUT,
@@ -357,24 +372,28 @@ def _trace(s: Session, attempt: Attempt | None) -> SessionTrace:
 
 async def _run(plan: SessionPlan, s: Session) -> Attempt:
     spec, ids = plan.spec, s.ids
+    deadline = Deadline()  # the session's one timer: the handshake, each step, the hold
+    refused: tuple[Fail, int | None] | None = None
     try:
-        ws = await _open(plan, ids)
+        with deadline.within(spec.connect_timeout):
+            ws = await _open(plan, ids)
     except InvalidStatus as exc:
         status = exc.response.status_code
         detail = f"handshake answered HTTP {status}{auth_hint(status)}"
-        return _attempt(s, Fail("handshake_rejected", detail), status)
+        refused = Fail("handshake_rejected", detail), status
     except TimeoutError:
         detail = f"handshake timed out after {spec.connect_timeout:.1f} s"
-        return _attempt(s, Fail("timeout", detail), None)
+        refused = Fail("timeout", detail), None
     except InvalidMessage as exc:
-        return _attempt(s, bad_handshake(exc), None)
+        refused = bad_handshake(exc), None
     except (OSError, WebSocketException) as exc:
-        detail = redact_text(connect_failure(exc))
-        return _attempt(s, Fail("connect_error", detail), None)
+        refused = Fail("connect_error", redact_text(connect_failure(exc))), None
+    if refused is not None:
+        deadline.cancel()
+        return _attempt(s, *refused)
     s.opened = time.monotonic()
     status = ws.response.status_code if ws.response is not None else 101
     scenario_end: float | None = None
-    deadline = Deadline()
     failed: Fail | None = None
     try:
         try:
@@ -414,7 +433,8 @@ def _finish(ws: ClientConnection, s: Session, status: int, scenario_end: float |
         if rcvd.code not in codes.fail:
             detail += f" ({not_clean(codes.clean)})"
         return _attempt(s, Fail("close_code", detail, rcvd.code), status, scenario_end)
-    s.note("close", {"code": 1000, "by": "client"})
+    if s.traced:  # a passed session's transcript is never shown: only its picture needs it
+        s.note("close", {"code": 1000, "by": "client"})
     return Attempt(
         ok=True,
         close_code=rcvd.code if rcvd is not None else 1000,

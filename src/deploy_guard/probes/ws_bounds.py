@@ -8,29 +8,24 @@ the connection class and the close that enforce them; the session runner is
 :mod:`deploy_guard.probes.websocket`.
 
 Memory per session is bounded for 10,000 held sessions too: permessage-deflate
-is offered as browsers do, but the probe keeps no zlib state it does not need
-between messages (:class:`LeanDeflate`), which websockets' own extension does
-(a compressor of tens of KiB per connection, for a session that sends once).
+is offered as browsers do (after an offer asking the server to reset its
+context per message), and a held session keeps no compressor
+(:func:`drop_compressor`): websockets keeps one per connection, tens of KiB
+for a session that sends nothing more.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-import zlib
-from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
 
 from websockets.asyncio.client import ClientConnection
-from websockets.extensions.base import Extension
 from websockets.extensions.permessage_deflate import (
     ClientPerMessageDeflateFactory,
     PerMessageDeflate,
 )
-from websockets.frames import CTRL_OPCODES, Frame
 from websockets.protocol import State
-from websockets.typing import ExtensionParameter
 
 #: Transcript entries kept per session (only failed sessions' are reported).
 TRANSCRIPT_CAP = 40
@@ -41,10 +36,6 @@ CLOSE_TIMEOUT = 2.0
 #: Bytes of one received message at most; a longer one closes the session with 1009.
 MAX_MESSAGE = 1 << 20
 USER_AGENT = "deploy-guard-probe"
-#: Window bits the probe compresses its own messages with, at most (the peer may allow 15;
-#: a sender may always use less). 12 is websockets' server default: a compressor of
-#: about 40 KiB that exists only while a message is being sent.
-OWN_WINDOW_BITS = 12
 #: Bytes of the close frame the probe sends (header, mask, code; no reason).
 _CLOSE_FRAME = 8
 
@@ -65,19 +56,20 @@ class ProbeConnection(ClientConnection):
     """
 
     _close_timer: asyncio.TimerHandle | None = None
+    #: Set by :func:`close_bounded`: a close of ours, which websockets bounds itself.
+    own_close = False
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
-        transport = self.transport
-        state = self.protocol.state
-        if state is State.CONNECTING:
-            if getattr(self.protocol, "handshake_exc", None) is not None:
-                transport.abort()  # the handshake raises the library's own error now
-            return
-        if state is State.CLOSING and self._close_timer is None and self.close_deadline:
-            self._close_timer = self.loop.call_at(self.close_deadline, transport.abort)
-        if transport.get_write_buffer_size() > self.write_limit_high:
-            transport.pause_reading()
+        if self.response is None:  # the opening handshake
+            if self.protocol.handshake_exc is not None:
+                self.transport.abort()  # the handshake raises the library's own error now
+        elif self.close_deadline is not None and self._close_timer is None and not self.own_close:
+            self._close_timer = self.loop.call_at(self.close_deadline, self.transport.abort)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.transport.pause_reading()  # the write buffer is over the limit: stop reading too
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._close_timer is not None:
@@ -93,74 +85,35 @@ class ProbeConnection(ClientConnection):
             self.transport.resume_reading()
 
 
-class LeanDeflate(PerMessageDeflate):
-    """permessage-deflate that keeps no zlib state between messages unless it must.
+def drop_compressor(ws: ClientConnection) -> None:
+    """Free the zlib state a held session no longer needs (at the start of its hold).
 
-    - The probe compresses each of its messages afresh and frees the compressor
-      after it: a sender may always forgo context takeover and use a smaller
-      window than agreed (RFC 7692, 7.1.1.2 and 7.1.2.2), and a held session
-      sends nothing after its scenario.
-    - The decompressor is made at the first compressed message (a server may
-      never compress); when the server agreed to reset its context per message
-      (``server_no_context_takeover``), websockets frees it after each one.
-      Otherwise it lives as long as the connection, as the protocol requires.
-
-    Decoding, and its bound on inflated size (1009), is websockets' own.
+    websockets keeps a compressor (about 40 KiB, more with a 15-bit window) for
+    the whole connection; a held session sends no more messages, and if it did,
+    a sender may always forgo context takeover (RFC 7692, 7.1.1.2): the next
+    message would get a fresh compressor. The decompressor stays when the
+    server keeps its context (the protocol needs it); when the server resets
+    its context per message, websockets already frees it after each one.
     """
-
-    def __init__(
-        self,
-        remote_no_context_takeover: bool,
-        local_no_context_takeover: bool,
-        remote_max_window_bits: int,
-        local_max_window_bits: int,
-        compress_settings: dict[Any, Any] | None = None,
-    ) -> None:
-        own_bits = min(local_max_window_bits, OWN_WINDOW_BITS)
-        # (True, True): the base class makes no zlib object up front.
-        super().__init__(True, True, remote_max_window_bits, own_bits, compress_settings)
-        self.remote_no_context_takeover = remote_no_context_takeover
-
-    def decode(self, frame: Frame, *, max_size: int | None = None) -> Frame:
-        if frame.rsv1 and not self.remote_no_context_takeover and "decoder" not in self.__dict__:
-            self.decoder = zlib.decompressobj(wbits=-self.remote_max_window_bits)
-        return super().decode(frame, max_size=max_size)
-
-    def encode(self, frame: Frame) -> Frame:
-        encoded = super().encode(frame)  # a fresh compressor per message (no context takeover)
-        if frame.fin and frame.opcode not in CTRL_OPCODES:
-            self.__dict__.pop("encoder", None)
-        return encoded
-
-
-class LeanDeflateFactory(ClientPerMessageDeflateFactory):
-    """websockets' permessage-deflate offer, answered with a :class:`LeanDeflate`."""
-
-    def process_response_params(
-        self, params: Sequence[ExtensionParameter], accepted_extensions: Sequence[Extension]
-    ) -> PerMessageDeflate:
-        agreed = super().process_response_params(params, accepted_extensions)
-        return LeanDeflate(
-            agreed.remote_no_context_takeover,
-            agreed.local_no_context_takeover,
-            agreed.remote_max_window_bits,
-            agreed.local_max_window_bits,
-            agreed.compress_settings,
-        )
+    for extension in ws.protocol.extensions:
+        if isinstance(extension, PerMessageDeflate):
+            extension.local_no_context_takeover = True
+            extension.__dict__.pop("encoder", None)
 
 
 @lru_cache(maxsize=1)
-def deflate_offers() -> tuple[LeanDeflateFactory, ...]:
+def deflate_offers() -> tuple[ClientPerMessageDeflateFactory, ...]:
     """What the probe offers, best first (shared: the factories keep no state).
 
-    A server that resets its context per message costs a held session no
-    decompressor; one that does not (or answers without the parameter) takes
-    the second offer, the one browsers and websockets make.
+    A server that resets its context per message (``server_no_context_takeover``)
+    costs a held session no decompressor; one that does not, or that answers
+    without the parameter, takes the second offer: the one browsers and
+    websockets make.
     """
     settings = {"memLevel": 5}  # websockets' default
     return (
-        LeanDeflateFactory(server_no_context_takeover=True, compress_settings=settings),
-        LeanDeflateFactory(compress_settings=settings),
+        ClientPerMessageDeflateFactory(server_no_context_takeover=True, compress_settings=settings),
+        ClientPerMessageDeflateFactory(compress_settings=settings),
     )
 
 
@@ -174,6 +127,15 @@ def tls_context(verify: bool) -> ssl.SSLContext:
     return ctx
 
 
+def write_fits(ws: ClientConnection, size: int) -> bool:
+    """Whether writing ``size`` more bytes leaves the write buffer under its limit.
+
+    Then websockets cannot wait for the server to read (it waits only once the
+    buffer went over the limit), and a send or close needs no timer of ours.
+    """
+    return not ws.paused and ws.transport.get_write_buffer_size() + size <= ws.write_limit_high
+
+
 async def close_bounded(ws: ClientConnection) -> None:
     """Close with 1000 within :data:`CLOSE_TIMEOUT`, even from a server that reads nothing.
 
@@ -183,9 +145,9 @@ async def close_bounded(ws: ClientConnection) -> None:
     the write limit, nothing can wait on a full buffer and websockets' own
     ``close_timeout`` bounds the rest: no timer of ours is needed.
     """
-    if not ws.paused and (
-        ws.transport.get_write_buffer_size() + _CLOSE_FRAME <= ws.write_limit_high
-    ):
+    if isinstance(ws, ProbeConnection):
+        ws.own_close = True
+    if write_fits(ws, _CLOSE_FRAME):
         await ws.close(1000)
         return
     try:
@@ -198,14 +160,13 @@ async def close_bounded(ws: ClientConnection) -> None:
 __all__ = [
     "CLOSE_TIMEOUT",
     "MAX_MESSAGE",
-    "OWN_WINDOW_BITS",
     "TRANSCRIPT_CAP",
     "TRANSCRIPT_TEXT",
     "USER_AGENT",
-    "LeanDeflate",
-    "LeanDeflateFactory",
     "ProbeConnection",
     "close_bounded",
     "deflate_offers",
+    "drop_compressor",
     "tls_context",
+    "write_fits",
 ]

@@ -55,7 +55,6 @@ class Session:
     __slots__ = (
         "arrivals",
         "closed",
-        "events_seen",
         "first_event",
         "held",
         "ids",
@@ -82,7 +81,6 @@ class Session:
         self.start = time.monotonic()
         self.opened = self.start  # set again when the handshake completes
         self.first_event: float | None = None
-        self.events_seen = 0
         #: (seconds from the start, "send"/"recv"/"close", data): see :meth:`entries`.
         self.transcript: list[tuple[float, str, Any]] = []
         #: For the report's picture (:mod:`deploy_guard.traces`), kept only when
@@ -109,12 +107,7 @@ class Session:
         if direction == "close" and self.closed is None:
             self.closed = (now, data)
         if len(self.transcript) < TRANSCRIPT_CAP:
-            if data.__class__ is str:
-                if len(data) > TRANSCRIPT_TEXT:
-                    data = data[:TRANSCRIPT_TEXT] + "..."
-            elif isinstance(data, bytes | bytearray | memoryview):
-                data = f"<{len(data)} bytes>"
-            self.transcript.append((now - self.start, direction, data))
+            self.transcript.append((now - self.start, direction, _clip(data)))
 
     def entries(self) -> tuple[dict[str, Any], ...]:
         """The transcript as the report shows it: ``{"t", "dir", "data"}`` each."""
@@ -134,7 +127,8 @@ class Session:
         now = time.monotonic()
         if self.first_event is None:
             self.first_event = now
-        self.note("recv", raw, now)
+        if len(self.transcript) < TRANSCRIPT_CAP:
+            self.transcript.append((now - self.start, "recv", _clip(raw)))
         try:
             body = json.loads(raw)
         except ValueError:
@@ -142,12 +136,14 @@ class Session:
         if body.__class__ is not dict:
             self.heard(None, now)
             return None, None
-        name = body.get(self.spec.event_field)
+        spec = self.spec
+        name = body.get(spec.event_field)
         if self.traced:
             self.heard(name, now)
-        if self.spec.isolation is not None:
-            self.check_isolation(name, body)
-        return (str(name) if name is not None else None), body
+        iso = spec.isolation
+        if iso is not None and iso.field in body and body[iso.field] != self.ids.user:
+            self.check_isolation(name, body)  # raises, naming the breach
+        return (name if name.__class__ is str else None if name is None else str(name)), body
 
     def check_isolation(self, name: Any, body: dict[str, Any]) -> None:
         iso = self.spec.isolation
@@ -160,6 +156,15 @@ class Session:
                 f"event {name} carried {iso.field}={owner!r} on {self.ids.user}'s session "
                 f"{self.ids.session} (expected {self.ids.user!r})",
             )
+
+
+def _clip(data: Any) -> Any:
+    """What a transcript keeps of a message: its first characters, or the size of bytes."""
+    if data.__class__ is str:
+        return data if len(data) <= TRANSCRIPT_TEXT else data[:TRANSCRIPT_TEXT] + "..."
+    if isinstance(data, bytes | bytearray | memoryview):
+        return f"<{len(data)} bytes>"
+    return data
 
 
 def closed(exc: ConnectionClosed, s: Session, *, during: str, hold: float | None = None) -> Fail:
