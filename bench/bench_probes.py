@@ -45,7 +45,7 @@ from ws_server import EVENTS, raise_fd_limit
 HERE = Path(__file__).parent
 SESSIONS = 1000
 CONCURRENCY = 100
-ROUNDS = 7
+ROUNDS = 11
 HELD = (1000, 10000)
 HOLD_S = 30.0
 PING_S = 10.0

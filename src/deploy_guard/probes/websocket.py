@@ -93,16 +93,19 @@ async def _send(
     s.note("send", text)
     if write_fits(ws, 4 * len(text) + _FRAME_OVERHEAD):  # UTF-8: 4 bytes a character at most
         await ws.send(text)  # it cannot wait for the server to read: no timer needed
-        return
-    try:
-        with deadline.within(s.spec.connect_timeout):
-            await ws.send(text)
-    except TimeoutError:
-        raise Fail(
-            "timeout",
-            f"send at step {number} not taken within {s.spec.connect_timeout:g} s: "
-            "the server reads nothing",
-        ) from None
+    else:
+        try:
+            with deadline.within(s.spec.connect_timeout):
+                await ws.send(text)
+        except TimeoutError:
+            raise Fail(
+                "timeout",
+                f"send at step {number} not taken within {s.spec.connect_timeout:g} s: "
+                "the server reads nothing",
+            ) from None
+    # No compressor kept while the session waits for answers (thousands of sessions do
+    # at once while they open): a next message gets a fresh one.
+    drop_compressor(ws)
 
 
 async def _expect(
@@ -185,7 +188,7 @@ async def _hold(ws: ClientConnection, s: Session, deadline: Deadline) -> None:
     hold = float(s.spec.hold or 0.0)
     if hold <= 0:
         return
-    drop_compressor(ws)  # nothing more is sent: no compressor held for the hold
+    drop_compressor(ws)  # nothing more is sent (a scenario may end without a send)
     try:
         with deadline.within(hold):
             while True:

@@ -9,9 +9,8 @@ the connection class and the close that enforce them; the session runner is
 
 Memory per session is bounded for 10,000 held sessions too: permessage-deflate
 is offered as browsers do (after an offer asking the server to reset its
-context per message), and a held session keeps no compressor
-(:func:`drop_compressor`): websockets keeps one per connection, tens of KiB
-for a session that sends nothing more.
+context per message), and a session waiting or holding keeps no compressor
+(:func:`drop_compressor`): websockets keeps one per connection, tens of KiB.
 """
 
 from __future__ import annotations
@@ -86,14 +85,15 @@ class ProbeConnection(ClientConnection):
 
 
 def drop_compressor(ws: ClientConnection) -> None:
-    """Free the zlib state a held session no longer needs (at the start of its hold).
+    """Free the compressor until the session sends again (after a send, when the hold begins).
 
-    websockets keeps a compressor (about 40 KiB, more with a 15-bit window) for
-    the whole connection; a held session sends no more messages, and if it did,
-    a sender may always forgo context takeover (RFC 7692, 7.1.1.2): the next
-    message would get a fresh compressor. The decompressor stays when the
-    server keeps its context (the protocol needs it); when the server resets
-    its context per message, websockets already frees it after each one.
+    websockets keeps a compressor (about 40 KiB, 150 KiB with a 15-bit window)
+    for the whole connection; most of a session's life is spent waiting for
+    answers or holding, and thousands do at once. A sender may always forgo
+    context takeover (RFC 7692, 7.1.1.2), so the next message simply gets a
+    fresh compressor. The decompressor stays when the server keeps its
+    context (the protocol needs it); when the server resets its context per
+    message, websockets already frees it after each one.
     """
     for extension in ws.protocol.extensions:
         if isinstance(extension, PerMessageDeflate):
