@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
+from collections.abc import Callable
+from contextvars import ContextVar
 from types import TracebackType
 
 
@@ -28,6 +31,7 @@ class Deadline:
     __slots__ = (
         "_armed",
         "_cancelling",
+        "_clock",
         "_expired",
         "_handle",
         "_inside",
@@ -42,6 +46,11 @@ class Deadline:
         if task is None:  # pragma: no cover - always inside a task
             raise RuntimeError("a Deadline needs a task to cancel")
         self._task = task
+        # asyncio's own loop reads time.monotonic(): called directly, a frame less per move.
+        loop_time = type(self._loop).time
+        self._clock: Callable[[], float] = (
+            time.monotonic if loop_time is asyncio.BaseEventLoop.time else self._loop.time
+        )
         self._handle: asyncio.TimerHandle | None = None
         self._armed = math.inf  # when the timer fires
         self._when = math.inf  # when the open block must end
@@ -56,13 +65,17 @@ class Deadline:
 
     def move(self, seconds: float) -> None:
         """The open block now ends ``seconds`` from now (sooner or later than before)."""
-        when = self._loop.time() + seconds
+        when = self._clock() + seconds
         self._when = when
         if when < self._armed:
             if self._handle is not None:
                 self._handle.cancel()
             self._armed = when
             self._handle = self._loop.call_at(when, self._fire)
+
+    @property
+    def task(self) -> asyncio.Task[object]:
+        return self._task
 
     def cancel(self) -> None:
         """Disarm the timer (the session is over)."""
@@ -102,4 +115,22 @@ class Deadline:
         self._task.cancel()
 
 
-__all__ = ["Deadline"]
+_mine: ContextVar[Deadline | None] = ContextVar("deploy_guard_deadline", default=None)
+
+
+def task_deadline() -> Deadline:
+    """The running task's Deadline, made at its first session and kept for the next ones.
+
+    A worker runs its sessions one after another: the timer armed for one is
+    usually still armed at or before what the next needs, so most sessions arm
+    none and cancel none. Left armed when the task is done, it fires once,
+    cancels nothing (no block is open) and is gone.
+    """
+    deadline = _mine.get()
+    if deadline is None or deadline.task is not asyncio.current_task():
+        deadline = Deadline()
+        _mine.set(deadline)
+    return deadline
+
+
+__all__ = ["Deadline", "task_deadline"]

@@ -56,9 +56,9 @@ from deploy_guard.log import redact_text
 from deploy_guard.measurements import Attempt
 from deploy_guard.policy.model import ExpectStep, SendStep, WebSocketSpec
 from deploy_guard.probes.admission import Admission
-from deploy_guard.probes.deadline import Deadline
+from deploy_guard.probes.deadline import Deadline, task_deadline
 from deploy_guard.probes.target import auth_hint, connect_failure
-from deploy_guard.probes.template import SessionIds
+from deploy_guard.probes.template import SessionIds, json_template
 from deploy_guard.probes.ws_bounds import (
     CLOSE_TIMEOUT,
     MAX_MESSAGE,
@@ -83,10 +83,20 @@ _FRAME_OVERHEAD = 64
 
 
 async def _send(
-    ws: ClientConnection, s: Session, step: SendStep, number: int, deadline: Deadline
+    ws: ClientConnection,
+    s: Session,
+    step: SendStep,
+    number: int,
+    deadline: Deadline,
+    template: str | None = None,
 ) -> None:
-    """Send one message; a server that reads nothing fails it after ``connect_timeout``."""
-    if step.json is not None:
+    """Send one message; a server that reads nothing fails it after ``connect_timeout``.
+
+    ``template``: the step's JSON dumped once per rule (:func:`json_template`).
+    """
+    if template is not None and s.ids.json_safe():
+        text = s.ids.render(template)
+    elif step.json is not None:
         text = json.dumps(s.ids.render_json(step.json))
     else:
         text = s.ids.render(step.text or "")
@@ -232,6 +242,8 @@ class SessionPlan:
     #: websockets' ``connect`` for the rule's URL, built once (None: the URL is
     #: rendered per session); each session opens a shallow copy of it.
     connector: connect | None = field(default=None, compare=False)
+    #: Per scenario step: a JSON send's text, dumped once (:func:`json_template`).
+    sends: tuple[str | None, ...] = ()
 
     def url_for(self, ids: SessionIds) -> str:
         if not self.templated_query:
@@ -255,6 +267,10 @@ def plan_sessions(spec: WebSocketSpec, target: Target, *, rule: str = "") -> Ses
         proxy=get_proxy(parse_uri(url)),  # the environment's proxy settings, read once
         token=target.token,
         rule=rule,
+        sends=tuple(
+            json_template(step.json) if isinstance(step, SendStep) and step.json else None
+            for step in spec.scenario
+        ),
     )
     if templated:
         return plan
@@ -375,7 +391,7 @@ def _trace(s: Session, attempt: Attempt | None) -> SessionTrace:
 
 async def _run(plan: SessionPlan, s: Session) -> Attempt:
     spec, ids = plan.spec, s.ids
-    deadline = Deadline()  # the session's one timer: the handshake, each step, the hold
+    deadline = task_deadline()  # one timer: the handshake, each step, the hold
     refused: tuple[Fail, int | None] | None = None
     try:
         with deadline.within(spec.connect_timeout):
@@ -392,29 +408,28 @@ async def _run(plan: SessionPlan, s: Session) -> Attempt:
     except (OSError, WebSocketException) as exc:
         refused = Fail("connect_error", redact_text(connect_failure(exc))), None
     if refused is not None:
-        deadline.cancel()
         return _attempt(s, *refused)
     s.opened = time.monotonic()
     status = ws.response.status_code if ws.response is not None else 101
     scenario_end: float | None = None
     failed: Fail | None = None
+    sends = plan.sends or (None,) * len(spec.scenario)
     try:
         try:
             for number, step in enumerate(spec.scenario, start=1):
                 if isinstance(step, ExpectStep):
                     await _expect(ws, s, step, number, deadline)
                 else:
-                    await _send(ws, s, step, number, deadline)
+                    await _send(ws, s, step, number, deadline, sends[number - 1])
             scenario_end = s.held = time.monotonic()
             await _hold(ws, s, deadline)
         except ConnectionClosed as exc:  # a send hit a closed connection
             failed = closed(exc, s, during="while sending")
         except Fail as fail:
             failed = fail
-        deadline.cancel()
         await close_bounded(ws)
     finally:
-        deadline.cancel()
+        # The deadline stays armed for this task's next session (see task_deadline).
         if ws.state is not State.CLOSED:
             # Cancellation or an unexpected error: still leave no socket behind.
             s.stopped = time.monotonic()

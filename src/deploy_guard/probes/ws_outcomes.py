@@ -128,7 +128,8 @@ class Session:
         if self.first_event is None:
             self.first_event = now
         if len(self.transcript) < TRANSCRIPT_CAP:
-            self.transcript.append((now - self.start, "recv", _clip(raw)))
+            kept = raw if raw.__class__ is str and len(raw) <= TRANSCRIPT_TEXT else _clip(raw)
+            self.transcript.append((now - self.start, "recv", kept))
         try:
             body = json.loads(raw)
         except ValueError:
