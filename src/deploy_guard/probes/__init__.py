@@ -16,5 +16,6 @@ this package imports nothing heavy on its own):
 
 Modules: ``websocket`` (one session), ``http`` (one request), ``aggregate``
 (pure: attempts -> snapshots, and merges of shards' snapshots), ``shard`` (which
-workers a shard runs), ``template`` ({user} {session} {n}), ``runner``.
+workers a shard runs), ``template`` ({user} {session} {n}), ``runner``; for a session at
+scale, ``admission`` (a few begin per loop turn) and ``deadline`` (one timer per worker).
 """

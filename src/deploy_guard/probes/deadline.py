@@ -1,4 +1,4 @@
-"""One timer per probe session, whose deadline moves for free.
+"""One timer per probe worker, whose deadline moves for free.
 
 A WebSocket session is bounded at every step: a send by ``connect_timeout``,
 an expect step by its timeout (re-armed by every expected event), the hold by

@@ -20,10 +20,13 @@ Durations per session: ``handshake`` (connect to 101), ``first_event`` (101 to
 the first message received), ``scenario`` (101 to the last expected event) and
 ``total`` (connect to closed, the hold included).
 
-Per-session overhead is kept small for 10,000-session runs: one timer per
-session (:class:`~deploy_guard.probes.deadline.Deadline`, moved by each step and
-each expected event without re-arming), no task of its own, and no timer for
-the close unless the server stopped reading; see
+Per-session overhead is kept small for 10,000-session runs
+(docs/probes-at-scale.md): sessions begin a few per turn of the event loop
+(:class:`~deploy_guard.probes.admission.Admission`); one timer per worker, moved
+by each step and each expected event without re-arming
+(:func:`~deploy_guard.probes.deadline.task_deadline`); no task of its own and no
+timer for a send or close the write buffer can take; websockets' ``connect`` and
+a JSON send's text built once per rule; see
 :mod:`~deploy_guard.probes.ws_outcomes` and :mod:`~deploy_guard.probes.ws_bounds`
 for the rest.
 """
