@@ -21,6 +21,8 @@
 # setup.sh has created the job (the workflow's grant is on the job), or run it twice.
 # docs/audit-checks.md says why each grant is there. Re-running it is harmless.
 set -euo pipefail
+# shellcheck source=../guard-roles.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../guard-roles.sh"
 
 : "${PROJECT_ID:?set PROJECT_ID}"
 : "${REGION:?set REGION}"
@@ -54,30 +56,7 @@ gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "serviceAccount:${
   --role roles/run.viewer >/dev/null
 
 # The guard: evidence (project-level, read-only), then each service it may roll back.
-gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "serviceAccount:${GUARD_SA}" \
-  --role roles/logging.viewer >/dev/null
-gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "serviceAccount:${GUARD_SA}" \
-  --role roles/monitoring.viewer >/dev/null
-project_number=""
-for service in $SERVICES; do
-  gcloud run services add-iam-policy-binding "$service" --project "$PROJECT_ID" \
-    --region "$REGION" --member "serviceAccount:${GUARD_SA}" --role roles/run.developer >/dev/null
-  runtime_sa="$(gcloud run services describe "$service" --project "$PROJECT_ID" \
-    --region "$REGION" --format 'value(spec.template.spec.serviceAccountName)')"
-  if [ -z "$runtime_sa" ]; then
-    if [ -z "$project_number" ]; then
-      project_number="$(gcloud projects describe "$PROJECT_ID" --format 'value(projectNumber)')"
-    fi
-    runtime_sa="${project_number}-compute@developer.gserviceaccount.com"
-  fi
-  gcloud iam service-accounts add-iam-policy-binding "$runtime_sa" --project "$PROJECT_ID" \
-    --member "serviceAccount:${GUARD_SA}" --role roles/iam.serviceAccountUser >/dev/null
-  if [ "${PRIVATE:-0}" = 1 ]; then
-    gcloud run services add-iam-policy-binding "$service" --project "$PROJECT_ID" \
-      --region "$REGION" --member "serviceAccount:${GUARD_SA}" --role roles/run.invoker >/dev/null
-  fi
-  echo "deploy-guard audit: ${GUARD_SA} may check ${service} (runtime identity ${runtime_sa})"
-done
+grant_guard "serviceAccount:${GUARD_SA}" audit check
 
 if [ -n "${DEPLOYER:-}" ]; then
   # Creating a job and a workflow that run as these accounts.

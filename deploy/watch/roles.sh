@@ -13,6 +13,8 @@
 # Every grant is on the narrowest resource that takes it; docs/permissions.md ("deploy-guard
 # watch") says why each one is there. Re-running it is harmless: IAM bindings are sets.
 set -euo pipefail
+# shellcheck source=../guard-roles.sh
+. "$(dirname "${BASH_SOURCE[0]}")/../guard-roles.sh"
 
 : "${PROJECT_ID:?set PROJECT_ID}"
 : "${REGION:?set REGION}"
@@ -26,37 +28,7 @@ if ! gcloud iam service-accounts describe "$WATCHER_SA" --project "$PROJECT_ID" 
     --display-name "deploy-guard watch"
 fi
 
-# Evidence, project-level and read-only: logs (ListLogEntries and the live TailLogEntries
-# both need logging.logEntries.list) and metrics (monitoring.timeSeries.list).
-gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "$WATCHER" \
-  --role roles/logging.viewer >/dev/null
-gcloud projects add-iam-policy-binding "$PROJECT_ID" --member "$WATCHER" \
-  --role roles/monitoring.viewer >/dev/null
-
-project_number=""
-for service in $SERVICES; do
-  # Read the service and its revisions, move its traffic, keep its annotations.
-  gcloud run services add-iam-policy-binding "$service" --project "$PROJECT_ID" \
-    --region "$REGION" --member "$WATCHER" --role roles/run.developer >/dev/null
-  # A traffic change is an UpdateService: act as the service's runtime identity (that one
-  # account, never project-wide). No runtime account set means the default compute one.
-  runtime_sa="$(gcloud run services describe "$service" --project "$PROJECT_ID" \
-    --region "$REGION" --format 'value(spec.template.spec.serviceAccountName)')"
-  if [ -z "$runtime_sa" ]; then
-    if [ -z "$project_number" ]; then
-      project_number="$(gcloud projects describe "$PROJECT_ID" --format 'value(projectNumber)')"
-    fi
-    runtime_sa="${project_number}-compute@developer.gserviceaccount.com"
-  fi
-  gcloud iam service-accounts add-iam-policy-binding "$runtime_sa" --project "$PROJECT_ID" \
-    --member "$WATCHER" --role roles/iam.serviceAccountUser >/dev/null
-  if [ "${PRIVATE:-0}" = 1 ]; then
-    # The probes and the canary user call the service with an ID token.
-    gcloud run services add-iam-policy-binding "$service" --project "$PROJECT_ID" \
-      --region "$REGION" --member "$WATCHER" --role roles/run.invoker >/dev/null
-  fi
-  echo "deploy-guard watch: ${WATCHER_SA} may watch ${service} (runtime identity ${runtime_sa})"
-done
+grant_guard "$WATCHER" watch watch
 
 if [ -n "${DEPLOYER:-}" ]; then
   # Creating a job, worker pool or service that runs as the watcher's account.

@@ -411,7 +411,10 @@ def test_roles_add_invoker_and_deployer_only_when_asked_and_say_when_the_job_is_
 
 
 def test_no_broad_role_and_every_role_is_explained() -> None:
-    text = (AUDIT / "roles.sh").read_text(encoding="utf-8")
+    # the script and the guard grants it sources (deploy/guard-roles.sh)
+    text = (AUDIT / "roles.sh").read_text(encoding="utf-8") + (
+        AUDIT.parent / "guard-roles.sh"
+    ).read_text(encoding="utf-8")
     roles = set(re.findall(r"--role\s+(\S+)", text))
     assert roles
     assert not roles & {"roles/owner", "roles/editor", "roles/run.admin", "roles/viewer"}

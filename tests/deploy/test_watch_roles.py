@@ -118,11 +118,15 @@ def test_roles_sh_refuses_to_guess_what_it_was_not_told(tmp_path: Path) -> None:
 
 
 def test_roles_sh_grants_no_broad_role() -> None:
-    text = (WATCH / "roles.sh").read_text(encoding="utf-8")
+    # the script and the guard grants it sources (deploy/guard-roles.sh)
+    text = (WATCH / "roles.sh").read_text(encoding="utf-8") + (
+        WATCH.parent / "guard-roles.sh"
+    ).read_text(encoding="utf-8")
     roles = set(re.findall(r"--role\s+(\S+)", text))
     assert roles
     assert not roles & {"roles/owner", "roles/editor", "roles/run.admin", "roles/viewer"}
     permissions = (REPO / "docs" / "permissions.md").read_text(encoding="utf-8")
     for role in roles:  # every grant is explained in the permissions guide
         assert role in permissions, role
-    assert subprocess.run(["bash", "-n", str(WATCH / "roles.sh")], check=False).returncode == 0
+    for script in (WATCH / "roles.sh", WATCH.parent / "guard-roles.sh"):
+        assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
