@@ -24,6 +24,7 @@ from deploy_guard.policy.base import PositiveDuration, _err, _Model
 from deploy_guard.policy.units import (
     DURATION_PATTERN,
     PERCENT_PATTERN,
+    in_policy_file,
     parse_duration,
     parse_ratio,
     shown,
@@ -241,7 +242,7 @@ class MetricSpec(_Model):
     def _in_unit(cls, value: Any, info: ValidationInfo) -> Any:
         if value is None:
             return None
-        strict = bool(info.context and info.context.get("strict_units"))
+        strict = in_policy_file(info)
         return _quantity(value, info.data.get("type"), strict)
 
     @model_validator(mode="after")

@@ -32,10 +32,15 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
-from pydantic import BeforeValidator, ValidationInfo, WithJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic import BeforeValidator, WithJsonSchema
 
-from deploy_guard.policy.units import MAX_DURATION, format_duration, format_measured, shown
+from deploy_guard.policy.units import (
+    MAX_DURATION,
+    format_duration,
+    format_measured,
+    shown,
+    written_unit,
+)
 
 RATE_PATTERN = r"^[0-9]+(\.[0-9]+)?\s*/\s*(s|m|h)$"
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*/\s*(s|m|h)$")
@@ -91,12 +96,7 @@ def format_rate(per_second: float) -> str:
     return f"{per_second:.3g}/s"
 
 
-def _rate(value: Any, info: ValidationInfo) -> float:
-    strict = bool(info.context and info.context.get("strict_units"))
-    try:
-        return parse_rate(value, strict=strict)
-    except ValueError as exc:
-        raise PydanticCustomError("rate", str(exc)) from None
+_rate = written_unit(parse_rate, "rate")
 
 
 #: Starts per second; written ``200/s``, ``30/m`` or ``10/h`` in files.

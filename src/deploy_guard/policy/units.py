@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, LiteralString
 
 from pydantic import BeforeValidator, ValidationInfo, WithJsonSchema
 from pydantic_core import PydanticCustomError
@@ -135,12 +136,28 @@ def format_ratio(ratio: float) -> str:
     return f"{ratio * 100:g}%"
 
 
-def _duration(value: Any, info: ValidationInfo) -> float:
-    strict = bool(info.context and info.context.get("strict_units"))
-    try:
-        return parse_duration(value, strict=strict)
-    except ValueError as exc:
-        raise PydanticCustomError("duration", str(exc)) from None
+def in_policy_file(info: ValidationInfo) -> bool:
+    """True when the loader validates a file (``context={"strict_units": True}``), where
+    bare numbers and Python-only shorthands are refused; False for models built in Python."""
+    return bool(info.context and info.context.get("strict_units"))
+
+
+def written_unit(
+    parse: Callable[..., float], kind: LiteralString
+) -> Callable[[Any, ValidationInfo], float]:
+    """A before-validator for a value written with a unit: ``parse(value, strict=...)``
+    (strict in a policy file), its ValueError the ``kind`` error at the value's place."""
+
+    def validate(value: Any, info: ValidationInfo) -> float:
+        try:
+            return parse(value, strict=in_policy_file(info))
+        except ValueError as exc:
+            raise PydanticCustomError(kind, str(exc)) from None
+
+    return validate
+
+
+_duration = written_unit(parse_duration, "duration")
 
 
 def _ratio(value: Any) -> float:

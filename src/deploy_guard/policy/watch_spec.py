@@ -27,6 +27,7 @@ from deploy_guard.policy.units import (
     MAX_DURATION,
     Duration,
     format_duration,
+    in_policy_file,
     parse_duration,
     shown,
 )
@@ -68,7 +69,7 @@ OFF = "off"
 
 def _probe_interval(value: Any, info: ValidationInfo) -> Any:
     """``off``, ``false``, ``0`` and ``0s`` all mean: no probe rounds (None)."""
-    in_file = bool(info.context and info.context.get("strict_units"))
+    in_file = in_policy_file(info)
     if value is None and in_file:
         raise _err(
             "off", "give a duration (5m) or off: leave probe_interval out for the default (5m)"
@@ -125,7 +126,7 @@ def _canary(value: Any, info: ValidationInfo) -> Any:
         return None
     if value is True:
         return {}
-    if value is None and info.context and info.context.get("strict_units"):
+    if value is None and in_policy_file(info):
         raise _err(
             "off",
             "write canary: off for no canary, or leave canary out for the default (the "

@@ -26,7 +26,7 @@ from pydantic import (
 from deploy_guard.policy.base import _TOKEN, PositiveDuration, _err, _Model
 from deploy_guard.policy.pacing import Rate
 from deploy_guard.policy.probes import Headers, RequestPath, SuccessRatio
-from deploy_guard.policy.units import Duration, shown
+from deploy_guard.policy.units import Duration, in_policy_file, shown
 
 #: Placeholders a WebSocket template may use: user id, session id, session number.
 TEMPLATE_FIELDS = frozenset({"user", "session", "n"})
@@ -100,7 +100,7 @@ class SendStep(_Model):
     @classmethod
     def _unwrap(cls, data: Any, info: ValidationInfo) -> Any:
         # In a file the step is {"send": {...}}; from Python it is SendStep(text=..., json=...).
-        in_file = bool(info.context and info.context.get("strict_units"))
+        in_file = in_policy_file(info)
         if isinstance(data, dict) and "send" not in data and in_file:
             raise _err("send", "a send step is written send: {json: {...}} or send: {text: ...}")
         if not isinstance(data, dict) or "send" not in data:
