@@ -12,7 +12,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from probe_helpers import ChatFactory, Served, load_chat_app, serve
+from probe_helpers import ChatFactory, Served, load_chat_app, serve, served_apps
 
 
 @pytest.fixture
@@ -36,13 +36,5 @@ async def chat_server() -> AsyncIterator[ChatFactory]:
 @pytest.fixture
 async def aiohttp_server() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
     """Serve any purpose-built aiohttp app on port 0; returns its base URL."""
-    runners: list[web.AppRunner] = []
-
-    async def start(app: web.Application) -> str:
-        runner, url = await serve(app)
-        runners.append(runner)
-        return url
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    async with served_apps() as start:
+        yield start

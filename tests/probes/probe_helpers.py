@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -51,6 +52,23 @@ async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
     assert server is not None
     port = server.sockets[0].getsockname()[1]
     return runner, f"http://127.0.0.1:{port}"
+
+
+@contextlib.asynccontextmanager
+async def served_apps() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
+    """``start(app) -> base URL`` for as many apps as a test serves; all cleaned up after."""
+    runners: list[web.AppRunner] = []
+
+    async def start(app: web.Application) -> str:
+        runner, url = await serve(app)
+        runners.append(runner)
+        return url
+
+    try:
+        yield start
+    finally:
+        for runner in runners:
+            await runner.cleanup()
 
 
 ChatFactory = Callable[..., Awaitable[Served]]

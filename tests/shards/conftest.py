@@ -14,19 +14,11 @@ for folder in (HERE, HERE.parent / "probes"):  # numbered_server, probe_helpers
     if str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
-from probe_helpers import serve  # noqa: E402
+from probe_helpers import served_apps  # noqa: E402
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[Callable[[web.Application], Awaitable[str]]]:
     """Serve an aiohttp app on a loopback port; returns its base URL."""
-    runners: list[web.AppRunner] = []
-
-    async def start(app: web.Application) -> str:
-        runner, url = await serve(app)
-        runners.append(runner)
-        return url
-
-    yield start
-    for runner in runners:
-        await runner.cleanup()
+    async with served_apps() as start:
+        yield start
